@@ -1,0 +1,40 @@
+"""Typed errors. The CLI maps each kind to a one-line message and its own exit code."""
+from __future__ import annotations
+
+
+class DitflowError(Exception):
+    """Base of every error a user can cause; the message says what is wrong and what to do."""
+
+    exit_code = 1
+
+
+class InputError(DitflowError):
+    """A bad argument, file, video or size."""
+
+    exit_code = 2
+
+
+class ArtifactNotFound(DitflowError):
+    exit_code = 3
+
+
+class AmbiguousHash(DitflowError):
+    exit_code = 3
+
+
+class IncompatibleArtifact(DitflowError):
+    """An artifact of the wrong kind, or made with another model or size than this run uses."""
+
+    exit_code = 4
+
+
+class CorruptArtifact(DitflowError):
+    """An artifact whose payload no longer matches its recorded checksum."""
+
+    exit_code = 5
+
+
+class ModelUnavailable(DitflowError):
+    """Weights (CogVideoX, CLIP, CoTracker) that are not on this machine."""
+
+    exit_code = 6

@@ -1,0 +1,51 @@
+"""Guidance losses: pure functions (generated, reference) -> scalar.
+
+Shapes: AMF [F, F, P, 2] (see amf.py); block features [F, C, h, w] (a block's output for the video tokens).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def amf_loss(generated: torch.Tensor, reference: torch.Tensor, threshold: bool = True) -> torch.Tensor:
+    """MSE between the generated (soft) AMF and the reference (argmax) AMF, both [F, F, P, 2]. With
+    `threshold`, only where the reference displacement is non-zero (the paper's thresholded loss)."""
+    reference = reference.to(generated.dtype)
+    if threshold:
+        mask = reference.norm(dim=-1) > 0
+        if not mask.any():  # a static reference: fall back to every entry rather than a NaN
+            return F.mse_loss(generated, reference)
+        return F.mse_loss(generated[mask], reference[mask])
+    return F.mse_loss(generated, reference)
+
+
+def moft_channels(reference: torch.Tensor, fraction: float = 0.04) -> torch.Tensor:
+    """MOFT's motion channels of a reference's features [F, C, h, w]: the `fraction` of channels with the
+    largest weight in the first principal direction of the temporally-centred features. Returns [K]."""
+    centred = reference - reference.mean(dim=0, keepdim=True)
+    f, c, h, w = centred.shape
+    _, _, vt = torch.linalg.svd(centred.permute(0, 2, 3, 1).reshape(-1, c).float(), full_matrices=False)
+    k = max(1, int(fraction * c))
+    return vt[0].abs().argsort(descending=True)[:k]
+
+
+def moft_loss(generated: torch.Tensor, reference: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """MOFT: 1 - cosine (over the motion channels) between the temporally-centred features of each frame,
+    averaged over positions and frames. generated, reference: [F, C, h, w]; channels: [K]."""
+    gen = generated - generated.mean(dim=0, keepdim=True)
+    ref = (reference - reference.mean(dim=0, keepdim=True)).to(gen.dtype)
+    cos = F.cosine_similarity(gen[:, channels], ref[:, channels], dim=1)  # [F, h, w]
+    return (1 - cos.mean(dim=(1, 2))).mean()
+
+
+def smm_loss(generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Spatial marginal mean loss: the spatial mean of each frame minus that of an anchor frame, for every
+    anchor, compared by cosine along time per channel (as the paper's DiT version). Each video is measured
+    against its own anchor (the paper's code used the reference's anchor for both). [F, C, h, w] each."""
+    gen = generated.mean(dim=(-1, -2))  # [F, C]
+    ref = reference.mean(dim=(-1, -2)).to(gen.dtype)
+    gen_d = gen.unsqueeze(0) - gen.unsqueeze(1)  # [anchor, F, C]
+    ref_d = ref.unsqueeze(0) - ref.unsqueeze(1)
+    cos = F.cosine_similarity(gen_d, ref_d, dim=1)  # [anchor, C]
+    return (1 - cos.mean(dim=1)).mean()

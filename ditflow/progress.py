@@ -1,0 +1,41 @@
+"""Progress on stderr (rich), silenced by `quiet`. The library reports; it never prints results."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class Progress:
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self._bar = None
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            from rich.console import Console
+
+            Console(stderr=True).print(message, highlight=False)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator["Progress"]:
+        if self.quiet:
+            yield self
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+        with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                 TextColumn("{task.fields[note]}"), console=Console(stderr=True), transient=False) as bar:
+            self._bar, self._task = bar, bar.add_task(description, total=total, note="")
+            try:
+                yield self
+            finally:
+                self._bar = None
+
+    def advance(self, note: str | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, **({"note": note} if note is not None else {}))
+
+    def note(self, note: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, note=note)

@@ -1,0 +1,320 @@
+"""The denoising loop and the guides, in the shape of k-diffusion's samplers.
+
+`sample()` is the loop; `Denoiser` is one CFG prediction (KV injection lives in the processors it runs
+with); a guide (`Guide`) optimises the latent or the positional embeddings at the guidance steps and
+keeps the embeddings it produced per timestep, which `ReplayGuide` feeds back for zero-shot injection.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from . import amf as amf_lib
+from . import losses
+from .processors import Attention, KVInjector, KVRecorder, QKRecorder, QKRecorderInjector, installed
+
+
+class _Stop(Exception):
+    """Raised from a hook to end a forward pass once the last guidance block has run."""
+
+
+# --------------------------------------------------------------------------------------------- model calls
+@dataclass
+class Positions:
+    """Token positions for one forward: RoPE tables (a (cos, sin) pair or a [2, 2, N, D] q/k tensor) for RoPE
+    models, or the sincos embedding of the video tokens [N, dim] for the others. None: the model's own."""
+
+    rope: object = None
+    sincos: torch.Tensor | None = None
+
+
+@contextmanager
+def _sincos_replaced(transformer, embedding: torch.Tensor, base: torch.Tensor) -> Iterator[None]:
+    """Make the patch embedding add `embedding` instead of `base` to the video tokens (a forward hook)."""
+    delta = embedding - base
+
+    def hook(_module, _inputs, out):
+        n = delta.shape[0]
+        return torch.cat([out[:, :-n], out[:, -n:] + delta.to(out.dtype)], dim=1)
+
+    handle = transformer.patch_embed.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class BlockTaps:
+    """Forward hooks that keep the video-token output of some blocks as [F, C, h, w] (MOFT/SMM features)
+    and stop the pass after the last of them, so later blocks never run while optimising."""
+
+    def __init__(self, transformer, blocks, grid, *, features: bool, stop: bool):
+        self.transformer, self.blocks, self.grid = transformer, sorted(blocks), grid
+        self.want_features, self.want_stop = features, stop
+        self.features: dict[int, torch.Tensor] = {}
+
+    def __enter__(self):
+        self.handles = []
+        blocks = self.transformer.transformer_blocks
+        if self.want_features:
+            for b in self.blocks:
+                self.handles.append(blocks[b].register_forward_hook(self._keep(b)))
+        if self.want_stop:
+            last = self.blocks[-1]
+            # A pre-hook on the *next* module: the stop never fires inside a checkpointed block's recompute.
+            nxt = blocks[last + 1] if last + 1 < len(blocks) else self.transformer.norm_final
+            self.handles.append(nxt.register_forward_pre_hook(self._stop))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        return exc[0] is _Stop  # swallow our own stop signal
+
+    def _keep(self, b):
+        f, h, w = self.grid
+
+        def hook(_module, _inputs, out):
+            video = out[0][-1]  # [N, C] of the last batch row
+            self.features[b] = video.view(f, h, w, -1).permute(0, 3, 1, 2)
+
+        return hook
+
+    @staticmethod
+    def _stop(_module, _inputs):
+        raise _Stop
+
+
+class Model:
+    """The one place the transformer is called: positions, processors and hooks for one forward."""
+
+    def __init__(self, backbone, geo):
+        self.backbone, self.geo = backbone, geo
+        self.transformer = backbone.transformer
+        self.default_rope = backbone.rope_tables(geo)
+        self.base_sincos = None if backbone.uses_rope else backbone.sincos_embedding(geo)
+
+    def forward(self, x, t, text, positions: Positions | None = None):
+        """v prediction [B, F, C, h, w] for latents x at timestep t (a 0-d tensor) with text [B, L, D]."""
+        positions = positions or Positions()
+        rope = positions.rope if positions.rope is not None else self.default_rope
+        with ExitStack() as stack:
+            if positions.sincos is not None:
+                stack.enter_context(_sincos_replaced(self.transformer, positions.sincos, self.base_sincos))
+            ts = t.expand(x.shape[0]).to(x.device)
+            return self.transformer(hidden_states=x.to(self.backbone.dtype), encoder_hidden_states=text,
+                                    timestep=ts, image_rotary_emb=rope, return_dict=False)[0]
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+def scheduler_step(scheduler, v, x0_prev, t, t_prev, x, extra):
+    """One step of either CogVideoX scheduler; returns (x_next, x0). DPM also needs the previous x0."""
+    from diffusers import CogVideoXDPMScheduler
+
+    if isinstance(scheduler, CogVideoXDPMScheduler):
+        x_next, x0 = scheduler.step(v, x0_prev, t, t_prev, x, **extra, return_dict=False)
+    else:
+        out = scheduler.step(v, t, x, **extra, return_dict=True)
+        x_next, x0 = out.prev_sample, out.pred_original_sample
+    return x_next, x0
+
+
+@torch.no_grad()
+def sample(denoise, x, timesteps, scheduler, extra, *, guide=None, callback=None):
+    x0 = None
+    for i, t in enumerate(timesteps):
+        positions = None
+        if guide is not None and guide.active(i):
+            x, positions = guide(x, i, t)  # grad only inside the guide; detached out
+        v = denoise(x, i, t, positions)
+        x_next, x0 = scheduler_step(scheduler, v, x0, t, timesteps[i - 1] if i > 0 else None, x, extra)
+        x = x_next.to(x.dtype)
+        if callback is not None:
+            callback(i=i, t=t, x=x, x0=x0)
+    return x
+
+
+class Denoiser:
+    """Classifier-free guided prediction, with KV injection at the steps where `injection` is active."""
+
+    def __init__(self, model: Model, text_cfg, cfg: float, dynamic_cfg: bool, steps: int, injection=None):
+        self.model, self.text, self.cfg, self.dynamic, self.steps = model, text_cfg, cfg, dynamic_cfg, steps
+        self.injection = injection
+
+    def scale(self, t) -> float:
+        if not self.dynamic:
+            return self.cfg
+        # CogVideoX's dynamic CFG (the diffusers pipeline's use_dynamic_cfg), as the paper's 5B runs use
+        return 1 + self.cfg * ((1 - math.cos(math.pi * ((self.steps - t.item()) / self.steps) ** 5.0)) / 2)
+
+    def __call__(self, x, i, t, positions=None):
+        cfg_on = self.cfg > 1.0
+        inp = torch.cat([x, x]) if cfg_on else x
+        text = self.text if cfg_on else self.text[-1:]
+        with ExitStack() as stack:
+            if self.injection is not None and self.injection.active(i):
+                self.injection.record(i, t)
+                stack.enter_context(self.injection.installed({}))
+            elif positions is not None:
+                stack.enter_context(installed(self.model.transformer, {}, default=Attention()))
+            v = self.model.forward(inp, t, text, positions).float()
+        if cfg_on:
+            uncond, cond = v.chunk(2)
+            v = uncond + self.scale(t) * (cond - uncond)
+        return v
+
+
+class KVInjection:
+    """KV injection: at an active step, record the reference's k/v (noised to t with the run's own initial
+    noise) at the injection blocks, then attend with them in every forward of that step."""
+
+    def __init__(self, model: Model, blocks, ref_latent, noise, text_pos, scheduler, steps_active: set[int]):
+        self.model, self.blocks, self.ref, self.noise = model, tuple(blocks), ref_latent, noise
+        self.text, self.scheduler, self.steps = text_pos, scheduler, steps_active
+        self.banks = {b: KVRecorder() for b in self.blocks}
+        self._recorded_for: int | None = None
+
+    def active(self, i: int) -> bool:
+        return bool(self.blocks) and i in self.steps
+
+    def record(self, i: int, t) -> None:
+        if self._recorded_for == i:
+            return
+        noisy = self.scheduler.add_noise(self.ref, self.noise, t.reshape(1))
+        noisy = self.scheduler.scale_model_input(noisy, t)
+        with torch.no_grad(), installed(self.model.transformer, self.banks, default=Attention()):
+            self.model.forward(noisy, t, self.text)
+        self._recorded_for = i
+
+    def installed(self, extra: dict):
+        """Injectors at the injection blocks, plus `extra` processors (which wrap injection if they share a block)."""
+        procs = {b: KVInjector(self.banks[b]) for b in self.blocks}
+        procs.update(extra)
+        return installed(self.model.transformer, procs, default=Attention())
+
+
+# --------------------------------------------------------------------------------------------- the guides
+@dataclass
+class Reference:
+    """What the losses compare against, from an AMF artifact."""
+
+    amf: dict[int, torch.Tensor]  # block -> [F, F, P, 2]
+    features: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [F, C, h, w]
+    moft_channels: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def guidance_steps(steps: int, guidance_range: tuple[int, int]) -> range:
+    """Step indices with guidance: the paper's range (50, 40) of 50 steps is steps 0..9."""
+    hi, lo = guidance_range
+    return range(max(steps - hi, 0), max(steps - lo, 0))
+
+
+class Guide:
+    """Adam on the latent (`latent` mode) or on the positional embeddings (`emb` mode) at each guidance
+    step, against the AMF, MOFT or SMM loss, with the lr interpolated across the guidance range."""
+
+    def __init__(self, model: Model, reference: Reference, *, mode: str, loss: str, blocks, steps_active: range,
+                 lr: tuple[float, float], guidance_range: tuple[int, int], opt_steps: int, text_pos,
+                 temperature: float, threshold: bool, injection: KVInjection | None = None,
+                 on_loss: Callable | None = None):
+        self.model, self.ref, self.mode, self.loss_name = model, reference, mode, loss
+        self.blocks, self.steps_active, self.opt_steps = tuple(sorted(blocks)), steps_active, opt_steps
+        self.text, self.temperature, self.threshold = text_pos, temperature, threshold
+        self.injection, self.on_loss = injection, on_loss
+        hi, lo = guidance_range
+        self.lrs = np.linspace(lr[0], lr[1], hi - lo + 1)
+        self.embeddings: dict[int, torch.Tensor] = {}  # timestep -> optimised embedding (emb mode)
+        self.losses: list[dict] = []
+        self._emb: torch.Tensor | None = None  # carried across guidance steps, as the paper's code does
+
+    def active(self, i: int) -> bool:
+        return i in self.steps_active
+
+    def initial_embedding(self) -> torch.Tensor:
+        if self.model.default_rope is not None:
+            cos, sin = self.model.default_rope
+            pair = torch.stack([cos, sin]).float()
+            return torch.stack([pair, pair])  # [q/k, cos/sin, N, D]: separate q and k tables, as the paper
+        return self.model.base_sincos.float().clone()
+
+    def positions(self, emb: torch.Tensor) -> Positions:
+        return Positions(rope=emb) if self.model.default_rope is not None else Positions(sincos=emb)
+
+    def _processors(self, i):
+        """Recorders at the guidance blocks (wrapping injection where a block does both), installed for the
+        whole step: backward recomputes checkpointed blocks and must see the same processors."""
+        want_qk = self.loss_name == "flow"
+        active = self.injection is not None and self.injection.active(i)
+        banks = self.injection.banks if active else {}
+        recorders = {b: (QKRecorderInjector(banks[b]) if b in banks else QKRecorder()) for b in self.blocks} if want_qk else {}
+        ctx = self.injection.installed(recorders) if active else installed(self.model.transformer, recorders, default=Attention())
+        return ctx, recorders
+
+    def loss(self, x, t, positions, recorders) -> torch.Tensor:
+        grid = self.model.geo.grid
+        with BlockTaps(self.model.transformer, self.blocks, grid, features=not recorders, stop=True) as taps:
+            self.model.forward(x, t, self.text, positions)
+        total = 0.0
+        for b in self.blocks:
+            if recorders:
+                flow = amf_lib.attention_motion_flow(recorders[b].q.float(), recorders[b].k.float(), grid,
+                                                     self.temperature, mode="soft")
+                total = total + losses.amf_loss(flow, self.ref.amf[b], self.threshold)
+            elif self.loss_name == "moft":
+                total = total + losses.moft_loss(taps.features[b].float(), self.ref.features[b], self.ref.moft_channels[b])
+            else:
+                total = total + losses.smm_loss(taps.features[b].float(), self.ref.features[b])
+        return total / len(self.blocks)
+
+    def __call__(self, x, i, t):
+        if self.injection is not None and self.injection.active(i):
+            self.injection.record(i, t)
+        lr = float(self.lrs[min(i - self.steps_active.start, len(self.lrs) - 1)])
+        ctx, recorders = self._processors(i)
+        with torch.enable_grad(), ctx:
+            if self.mode == "latent":
+                var = x.detach().float().requires_grad_(True)
+            else:
+                var = (self._emb if self._emb is not None else self.initial_embedding()).detach().clone().requires_grad_(True)
+            opt = torch.optim.Adam([var], lr=lr)
+            for s in range(self.opt_steps):
+                opt.zero_grad(set_to_none=True)
+                if self.mode == "latent":
+                    value = self.loss(var, t, None, recorders)
+                else:
+                    value = self.loss(x, t, self.positions(var), recorders)
+                value.backward()
+                opt.step()
+                record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach())}
+                self.losses.append(record)
+                if self.on_loss is not None:
+                    self.on_loss(record)
+        if self.mode == "latent":
+            return var.detach().to(x.dtype), None
+        self._emb = var.detach()
+        self.embeddings[int(t)] = self._emb.clone()
+        return x, self.positions(self._emb)
+
+
+class ReplayGuide:
+    """Zero-shot injection: the embeddings a `Guide` optimised, fed back at their timesteps."""
+
+    def __init__(self, model: Model, embeddings: dict[int, torch.Tensor], injection: KVInjection | None = None):
+        self.model, self.embeddings, self.injection = model, embeddings, injection
+
+    def active(self, i: int) -> bool:
+        return True
+
+    def __call__(self, x, i, t):
+        if self.injection is not None and self.injection.active(i):
+            self.injection.record(i, t)
+        emb = self.embeddings.get(int(t))
+        if emb is None:
+            return x, None
+        emb = emb.to(x.device)
+        return x, (Positions(rope=emb) if self.model.default_rope is not None else Positions(sincos=emb))

@@ -1,0 +1,256 @@
+"""The stages: cache look-up -> compute -> store, each returning a typed artifact.
+
+    extract(video, ExtractConfig) -> AmfArtifact     reference AMF (and what MOFT/SMM/injection need)
+    guide(amf, GuideConfig)       -> GenArtifact     guided generation
+    inject(gen, InjectConfig)     -> GenArtifact     zero-shot reuse of a guide run's embeddings
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from . import artifacts
+from .artifacts import AmfArtifact, GenArtifact
+from .backbone import Backbone, geometry_of, model_identity, preset, resolve_folder
+from .config import ExtractConfig, GuideConfig, RuntimeOptions, settings
+from .errors import IncompatibleArtifact, InputError
+from .progress import Progress
+from .store import Store, content_key
+from .video import read_video, resize_frames
+
+
+# -------------------------------------------------------------------------------------------- helpers
+def video_digest(path: str | os.PathLike) -> str:
+    """sha256 of a video file's bytes, or of a frame folder's (name, bytes) pairs."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"video not found: {path}")
+    h = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _geometry_from_configs(model: str, frames: int, height: int, width: int):
+    folder = resolve_folder(model)
+    tcfg = json.loads((folder / "transformer" / "config.json").read_text())
+    vcfg = json.loads((folder / "vae" / "config.json").read_text())
+    spatial = 2 ** (len(vcfg.get("block_out_channels", [0] * 4)) - 1)
+    temporal = int(vcfg.get("temporal_compression_ratio", 4))
+
+    class _Cfg:  # geometry_of reads attributes
+        patch_size = tcfg.get("patch_size", 2)
+
+    return geometry_of(_Cfg, spatial, temporal, frames, height, width), tcfg
+
+
+def _check_blocks(blocks, layers: int, what: str) -> None:
+    bad = [b for b in blocks if not 0 <= b < layers]
+    if bad:
+        raise InputError(f"{what} {bad} out of range: the model has {layers} transformer blocks (0..{layers - 1})")
+
+
+# -------------------------------------------------------------------------------------------- extract
+def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, runtime: RuntimeOptions = RuntimeOptions(),
+            store: Store | None = None) -> AmfArtifact:
+    """Reference AMF of `video` at the guidance blocks. A cache hit loads no model."""
+    store = store or Store()
+    progress = Progress(runtime.quiet)
+    if cfg.temperature <= 0:
+        raise InputError("--temperature must be positive")
+    digest = video_digest(video)
+    cfg = cfg.resolve(preset(cfg.model))
+    geo, tcfg = _geometry_from_configs(cfg.model, cfg.frames, cfg.height, cfg.width)
+    _check_blocks(cfg.blocks, int(tcfg.get("num_layers", 30)), "--blocks")
+    inputs = {**settings(cfg), "model_arg": cfg.model, "model": model_identity(cfg.model), "video_sha256": digest}
+    h = content_key("amf", inputs)
+    if store.exists(h):
+        progress.log(f"cache hit: amf {h[:12]}")
+        return artifacts.load(store, h, "amf")
+
+    frames = read_video(video, max_frames=cfg.frames)
+    if len(frames) < cfg.frames:
+        raise InputError(f"{video} has {len(frames)} frames, fewer than the {cfg.frames} asked (--frames)")
+    frames = resize_frames(frames, cfg.height, cfg.width)
+
+    import torch
+
+    from .amf import attention_motion_flow
+    from .losses import moft_channels
+    from .processors import Attention, QKRecorder, installed
+    from .sampling import BlockTaps, Model
+
+    progress.log(f"loading {cfg.model} ...")
+    backbone = Backbone(cfg.model, cfg.dtype, runtime)
+    geo = backbone.geometry(cfg.frames, cfg.height, cfg.width)
+    model = Model(backbone, geo)
+    with progress.task("extract", total=3) as bar:
+        latent = backbone.encode_video(frames)
+        if latent.shape[1] != geo.latent_frames:
+            raise InputError(f"{cfg.frames} frames encode to {latent.shape[1]} latent frames, not {geo.latent_frames}; pick another --frames")
+        bar.advance("encoded video")
+        text = backbone.encode_prompt(cfg.source_prompt)
+        recorders = {b: QKRecorder() for b in cfg.blocks}
+        with torch.no_grad(), installed(backbone.transformer, recorders, default=Attention()), \
+                BlockTaps(backbone.transformer, cfg.blocks, geo.grid, features=True, stop=True) as taps:
+            model.forward(latent, torch.tensor(0, device=backbone.device), text)
+        bar.advance("transformer pass")
+        flows = {b: attention_motion_flow(r.q.float(), r.k.float(), geo.grid, cfg.temperature, mode="argmax").float()
+                 for b, r in recorders.items()}
+        feats = {b: taps.features[b].float() for b in cfg.blocks}
+        moft = {b: moft_channels(f, cfg.moft_fraction) for b, f in feats.items()}
+        bar.advance("AMF")
+    extra = {"grid": list(geo.grid), "source": str(video), "latent_shape": list(latent.shape)}
+    with store.writer(h, "amf", inputs, extra=extra) as folder:
+        artifacts.write_amf(folder, frames=frames, latent=latent, amf=flows, features=feats, moft=moft)
+    return artifacts.load(store, h, "amf")
+
+
+# ---------------------------------------------------------------------------------------------- guide
+@dataclass(frozen=True)
+class InjectConfig:
+    """Zero-shot injection: what may differ from the guide run whose embeddings are replayed."""
+
+    prompt: str = ""
+    negative_prompt: str | None = None  # None: the guide run's
+    seed: int | None = None  # None: the guide run's
+    cfg: float | None = None
+    injection: bool | None = None  # KV injection from the reference; None: as the guide run
+
+
+def _check_amf_matches(amf: AmfArtifact, model: str | None, frames: int | None, height: int | None, width: int | None) -> None:
+    inp = amf.inputs
+    if model is not None and model_identity(model) != inp["model"]:
+        raise IncompatibleArtifact(f"AMF {amf.hash[:12]} was extracted with model '{inp['model_arg']}', not '{model}'; "
+                                   f"extract again with --model {model}")
+    for name, value in (("frames", frames), ("height", height), ("width", width)):
+        if value is not None and value != inp[name]:
+            raise IncompatibleArtifact(f"AMF {amf.hash[:12]} has {name} {inp[name]}, but this run asks for {value}; "
+                                       f"extract again with --{name} {value}")
+
+
+def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, progress: Progress,
+              replay: dict | None = None):
+    """The denoising run shared by guide and inject. Returns (latent, frames, guide or None)."""
+    import torch
+
+    from .sampling import Denoiser, Guide, KVInjection, Model, Reference, ReplayGuide, guidance_steps, sample
+
+    inp = amf.inputs
+    model_name = inp["model_arg"]
+    progress.log(f"loading {model_name} ...")
+    backbone = Backbone(model_name, inp["dtype"], runtime, scheduler=gcfg.scheduler)
+    geo = backbone.geometry(inp["frames"], inp["height"], inp["width"])
+    layers = len(backbone.transformer.transformer_blocks)
+    _check_blocks(gcfg.injection_blocks, layers, "--injection-blocks")
+    model = Model(backbone, geo)
+    device, dtype = backbone.device, backbone.dtype
+
+    neg, pos = backbone.encode_prompt(gcfg.negative_prompt), backbone.encode_prompt(gcfg.prompt)
+    text = torch.cat([neg, pos])
+    sched = backbone.scheduler
+    sched.set_timesteps(gcfg.steps, device=device)
+    timesteps = sched.timesteps
+    generator = torch.Generator().manual_seed(gcfg.seed)
+    pipe = backbone.pipe
+    x = pipe.prepare_latents(1, backbone.transformer.config.in_channels, inp["frames"], inp["height"], inp["width"],
+                             dtype, device, generator)
+    noise = x.clone()
+    extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
+    active = guidance_steps(gcfg.steps, gcfg.guidance_range)
+    if len(active) == 0 and (gcfg.guidance or gcfg.injection):
+        raise InputError(f"--guidance-range {gcfg.guidance_range[0]},{gcfg.guidance_range[1]} selects none of the "
+                         f"{gcfg.steps} steps (it counts steps from the end: HI,LO with HI > LO, LO < --steps)")
+    injection = None
+    if gcfg.injection and gcfg.injection_blocks:
+        injection = KVInjection(model, gcfg.injection_blocks, amf.latent().to(device, dtype), noise, pos, sched, set(active))
+    denoise = Denoiser(model, text, gcfg.cfg, gcfg.dynamic_cfg, gcfg.steps, injection)
+
+    guide = None
+    if replay is not None:
+        guide = ReplayGuide(model, replay, injection)
+    elif gcfg.guidance:
+        blocks = amf.blocks
+        ref = Reference(amf={b: amf.amf(b).to(device) for b in blocks})
+        if gcfg.loss in ("moft", "smm"):
+            ref.features = {b: amf.features(b).to(device) for b in blocks}
+            ref.moft_channels = {b: amf.moft_channels(b).to(device) for b in blocks}
+        guide = Guide(model, ref, mode=gcfg.opt_mode, loss=gcfg.loss, blocks=blocks, steps_active=active,
+                      lr=gcfg.lr, guidance_range=gcfg.guidance_range, opt_steps=gcfg.opt_steps, text_pos=pos,
+                      temperature=gcfg.temperature, threshold=gcfg.threshold_loss, injection=injection,
+                      on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
+
+    with progress.task("denoise", total=len(timesteps)) as bar:
+        latent = sample(denoise, x, timesteps, sched, extra, guide=guide, callback=lambda **_: bar.advance())
+    frames = backbone.decode(latent)
+    return latent, frames, guide
+
+
+def _resolve_guide(amf: AmfArtifact, cfg: GuideConfig) -> GuideConfig:
+    cfg.validate()
+    return cfg.resolve(preset(amf.inputs["model_arg"]))
+
+
+def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: int | None = None,
+          height: int | None = None, width: int | None = None, runtime: RuntimeOptions = RuntimeOptions(),
+          store: Store | None = None) -> GenArtifact:
+    """Guided generation against the reference AMF `amf_ref` (hash or prefix). model/frames/height/width,
+    when given, must match the AMF's (it is the reference they were extracted at)."""
+    store = store or Store()
+    progress = Progress(runtime.quiet)
+    if not cfg.prompt:
+        raise InputError("--prompt is required and must not be empty")
+    amf = artifacts.load(store, amf_ref, "amf")
+    _check_amf_matches(amf, model, frames, height, width)
+    cfg = _resolve_guide(amf, cfg)
+    inputs = {"amf": amf.hash, "model": amf.inputs["model"], **settings(cfg)}
+    h = content_key("gen", inputs)
+    if store.exists(h):
+        progress.log(f"cache hit: gen {h[:12]}")
+        return artifacts.load(store, h, "gen")
+    latent, frames_out, g = _generate(amf, cfg, runtime, progress)
+    embeddings = g.embeddings if (g is not None and cfg.opt_mode == "emb") else {}
+    extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
+             "embedding_timesteps": sorted(embeddings)}
+    with store.writer(h, "gen", inputs, parents=[amf.hash], extra=extra) as folder:
+        artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings=embeddings)
+    return artifacts.load(store, h, "gen")
+
+
+def inject(emb_ref: str, cfg: InjectConfig, *, runtime: RuntimeOptions = RuntimeOptions(), store: Store | None = None) -> GenArtifact:
+    """Zero-shot motion transfer: generate `cfg.prompt` with the embeddings of an emb-mode guide run."""
+    store = store or Store()
+    progress = Progress(runtime.quiet)
+    if not cfg.prompt:
+        raise InputError("--prompt is required and must not be empty")
+    src = artifacts.load(store, emb_ref, "gen")
+    if src.meta.get("stage") != "guide" or src.opt_mode != "emb":
+        raise IncompatibleArtifact(f"artifact {src.hash[:12]} holds no optimised embeddings: inject needs a "
+                                   f"`ditflow guide --opt-mode emb` result")
+    amf = artifacts.load(store, src.meta["parents"][0], "amf")
+    base = GuideConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in src.meta["settings"].items()})
+    gcfg = replace(base, prompt=cfg.prompt, guidance=False,
+                   negative_prompt=base.negative_prompt if cfg.negative_prompt is None else cfg.negative_prompt,
+                   seed=base.seed if cfg.seed is None else cfg.seed, cfg=base.cfg if cfg.cfg is None else cfg.cfg,
+                   injection=base.injection if cfg.injection is None else cfg.injection)
+    inputs = {"emb": src.hash, "amf": amf.hash, "model": amf.inputs["model"], **settings(gcfg)}
+    h = content_key("gen", inputs)
+    if store.exists(h):
+        progress.log(f"cache hit: gen {h[:12]}")
+        return artifacts.load(store, h, "gen")
+    latent, frames_out, _ = _generate(amf, gcfg, runtime, progress, replay=src.embeddings())
+    extra = {"settings": settings(gcfg), "losses": [], "stage": "inject"}
+    with store.writer(h, "gen", inputs, parents=[amf.hash, src.hash], extra=extra) as folder:
+        artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings={})
+    return artifacts.load(store, h, "gen")
+
+
+__all__ = ["extract", "guide", "inject", "InjectConfig", "video_digest"]

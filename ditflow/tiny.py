@@ -1,0 +1,76 @@
+"""Tiny, randomly initialised CogVideoX pipelines built from the *real* diffusers/transformers classes.
+
+Used by the tests and the offline demo: no weights are downloaded. The tokenizer is a T5Tokenizer built
+from a word list (a unigram vocabulary), so prompts go through the same code path as the real T5.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+WORDS = (
+    "a an the of on in with and red green blue yellow orange purple pink white black grey gray brown "
+    "circle square triangle star ball box shape object background plain gradient textured striped "
+    "leopard bear dog cat car bike person running walking jumping moving snowy hill forest road sky "
+    "bad quality distortions unrealistic distorted image watermark signature"
+).split()
+
+
+def build_tokenizer(words=WORDS):
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -3.0)]
+    vocab += [("▁" + w, -1.0) for w in dict.fromkeys(words)]
+    vocab += [(c, -6.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.-'"]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def build_tiny_pipeline(
+    path: str | os.PathLike,
+    *,
+    rope: bool = True,
+    layers: int = 2,
+    heads: int = 2,
+    head_dim: int = 16,
+    text_len: int = 16,
+    sample_size: tuple[int, int] = (4, 6),
+    seed: int = 0,
+    scheduler: str = "ddim",
+) -> Path:
+    """Save a tiny random CogVideoXPipeline to `path` and return it.
+
+    sample_size is the transformer's latent (height, width); pixels are 8x larger (the VAE's 3 downsamples).
+    `rope=True` gives a 5B-like model (RoPE tables), `rope=False` a 2B-like one (3D sincos embedding).
+    """
+    import torch
+    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXDPMScheduler,
+                           CogVideoXPipeline, CogVideoXTransformer3DModel)
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    text_encoder = T5EncoderModel(
+        T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+                 relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0)
+    )
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=2,
+        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8), temporal_compression_ratio=4,
+        sample_height=sample_size[0] * 8, sample_width=sample_size[1] * 8,
+    )
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=4, out_channels=4,
+        time_embed_dim=8, text_embed_dim=32, num_layers=layers, sample_height=sample_size[0],
+        sample_width=sample_size[1], sample_frames=9, patch_size=2, temporal_compression_ratio=4,
+        max_text_seq_length=text_len, use_rotary_positional_embeddings=rope,
+    )
+    sched_cls = CogVideoXDPMScheduler if scheduler == "dpm" else CogVideoXDDIMScheduler
+    sched = sched_cls(timestep_spacing="trailing", prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                      snr_shift_scale=1.0, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                      clip_sample=False, set_alpha_to_one=True)
+    pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                             scheduler=sched)
+    path = Path(path)
+    pipe.save_pretrained(path)
+    return path
