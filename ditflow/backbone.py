@@ -119,6 +119,7 @@ class Backbone:
         from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler, CogVideoXPipeline
 
         folder = resolve_folder(model)
+        _quiet_libraries()
         self.model = model
         self.dtype = getattr(torch, DTYPES.get(dtype, dtype))
         device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -225,6 +226,16 @@ class Backbone:
             else:
                 full = pe._get_positional_embeddings(geo.latent_height, geo.latent_width, pre_frames, device=self.device)
         return full[0, pe.max_text_seq_length:].to(self.device, torch.float32)
+
+
+def _quiet_libraries() -> None:
+    """Our own progress goes to stderr through rich; the libraries' loading bars would only add noise."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    for lib in (dlog, tlog):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
 
 
 def geometry_of(cfg, spatial: int, temporal: int, frames: int, height: int, width: int) -> Geometry:

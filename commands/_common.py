@@ -1,0 +1,68 @@
+"""Small helpers shared by the command modules: config layering, runtime options, output."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def parse_pair(text: str | None, name: str, cast=float) -> tuple | None:
+    """'0.002,0.001' -> (0.002, 0.001); a one-line error otherwise."""
+    if text is None:
+        return None
+    from ditflow.errors import InputError
+
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = tuple(cast(p) for p in parts)
+    except ValueError:
+        raise InputError(f"{name} expects two comma-separated numbers, got '{text}'")
+    if len(values) != 2:
+        raise InputError(f"{name} expects two comma-separated numbers, got '{text}'")
+    return values
+
+
+def parse_ints(text: str | None, name: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    from ditflow.errors import InputError
+
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise InputError(f"{name} expects comma-separated block indices, got '{text}'")
+
+
+def file_settings(config: Path | None) -> dict[str, Any]:
+    if config is None:
+        return {}
+    from ditflow.config import load_config_file
+
+    return load_config_file(config)
+
+
+def runtime(data: dict[str, Any], **flags):
+    from ditflow.config import RuntimeOptions, apply_overrides
+
+    return apply_overrides(RuntimeOptions(), data.get("runtime", {}), flags)
+
+
+def emit(artifact, as_json: bool, **extra) -> None:
+    """The result on stdout: the bare hash (so `H=$(ditflow ...)` works), or a JSON object."""
+    if as_json:
+        print(json.dumps({"hash": artifact.hash, "kind": artifact.kind, "path": str(artifact.path), **extra}))
+    else:
+        print(artifact.hash)
+    sys.stdout.flush()
+
+
+def write_output(artifact, out: Path | None, fmt: str | None, overwrite: bool, quiet: bool) -> str | None:
+    if out is None:
+        return None
+    from ditflow.video import write_video
+
+    path = write_video(artifact.frames, out, fmt=fmt or (None if out.suffix else "mp4"), overwrite=overwrite)
+    if not quiet:
+        print(f"wrote {path}", file=sys.stderr)
+    return str(path)

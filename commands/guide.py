@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .options import CacheOpt, ConfigOpt, DeviceOpt, FormatOpt, JsonOpt, OutOpt, OverwriteOpt, QuietOpt
+
+PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="What to generate.", show_default=False)]
+NegOpt = Annotated[Optional[str], typer.Option(help="Negative prompt. [default: the paper's]", show_default=False)]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Noise seed. [default: 1]", show_default=False)]
+CfgOpt = Annotated[Optional[float], typer.Option("--cfg", help="Classifier-free guidance scale. [default: 7]", show_default=False)]
+
+
+def guide(
+    amf: Annotated[str, typer.Option("--amf", help="Hash (or unique prefix) of an `extract` artifact.", show_default=False)],
+    prompt: PromptOpt,
+    negative_prompt: NegOpt = None,
+    opt_mode: Annotated[Optional[str], typer.Option(help="latent: optimise the noisy latent; emb: the positional embeddings (RoPE tables, or sincos for 2b). [default: latent]", show_default=False)] = None,
+    loss: Annotated[Optional[str], typer.Option(help="flow (AMF, DiTFlow), moft or smm. [default: flow]", show_default=False)] = None,
+    opt_steps: Annotated[Optional[int], typer.Option(help="Adam steps per guidance step. [default: 5]", show_default=False)] = None,
+    lr: Annotated[Optional[str], typer.Option(help="Learning rate at the start,end of the guidance range. [default: 0.002,0.001]", show_default=False)] = None,
+    guidance_range: Annotated[Optional[str], typer.Option(help="HI,LO: guide from step HI to LO counted from the end. [default: 50,40]", show_default=False)] = None,
+    no_guidance: Annotated[bool, typer.Option("--no-guidance", help="No optimisation (the paper's injection-only / backbone runs).")] = False,
+    no_injection: Annotated[bool, typer.Option("--no-injection", help="No KV injection from the reference.")] = False,
+    injection_blocks: Annotated[Optional[str], typer.Option(help="Blocks with KV injection. [default: 0]", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps. [default: 50]", show_default=False)] = None,
+    cfg: CfgOpt = None,
+    seed: SeedOpt = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="dpm or ddim. [default: dpm for 5b, ddim for 2b]", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(help="Must be the AMF's model (checked); default: the AMF's.", show_default=False)] = None,
+    out: OutOpt = None,
+    fmt: FormatOpt = None,
+    overwrite: OverwriteOpt = False,
+    config: ConfigOpt = None,
+    cache: CacheOpt = None,
+    device: DeviceOpt = None,
+    cpu_offload: Annotated[bool, typer.Option("--cpu-offload", help="Keep idle submodels on the CPU.")] = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Generate a video whose motion follows the reference AMF; print the `gen` artifact's hash."""
+    from ditflow.config import GuideConfig, apply_overrides, section
+    from ditflow.stages import guide as run
+    from ditflow.store import Store
+
+    from ._common import emit, file_settings, parse_ints, parse_pair, runtime, write_output
+
+    data = file_settings(config)
+    flags = {"prompt": prompt, "negative_prompt": negative_prompt, "opt_mode": opt_mode, "loss": loss,
+             "opt_steps": opt_steps, "lr": parse_pair(lr, "--lr"),
+             "guidance_range": parse_pair(guidance_range, "--guidance-range", int),
+             "guidance": False if no_guidance else None, "injection": False if no_injection else None,
+             "injection_blocks": parse_ints(injection_blocks, "--injection-blocks"), "steps": steps, "cfg": cfg,
+             "seed": seed, "scheduler": scheduler}
+    gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flags)
+    rt = runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None)
+    art = run(amf, gcfg, model=model, runtime=rt, store=Store(cache))
+    written = write_output(art, out, fmt, overwrite, rt.quiet)
+    emit(art, json_out, video=written)
+
+
+def inject(
+    emb: Annotated[str, typer.Option("--emb", help="Hash of a `guide --opt-mode emb` artifact.", show_default=False)],
+    prompt: PromptOpt,
+    negative_prompt: NegOpt = None,
+    seed: SeedOpt = None,
+    cfg: CfgOpt = None,
+    no_injection: Annotated[bool, typer.Option("--no-injection", help="No KV injection from the reference.")] = False,
+    out: OutOpt = None,
+    fmt: FormatOpt = None,
+    overwrite: OverwriteOpt = False,
+    cache: CacheOpt = None,
+    device: DeviceOpt = None,
+    cpu_offload: Annotated[bool, typer.Option("--cpu-offload", help="Keep idle submodels on the CPU.")] = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Zero-shot motion transfer: reuse a guide run's optimised embeddings on a new prompt (no optimisation)."""
+    from ditflow.stages import InjectConfig
+    from ditflow.stages import inject as run
+    from ditflow.store import Store
+
+    from ._common import emit, runtime, write_output
+
+    icfg = InjectConfig(prompt=prompt, negative_prompt=negative_prompt, seed=seed, cfg=cfg,
+                        injection=False if no_injection else None)
+    rt = runtime({}, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None)
+    art = run(emb, icfg, runtime=rt, store=Store(cache))
+    written = write_output(art, out, fmt, overwrite, rt.quiet)
+    emit(art, json_out, video=written)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(guide)

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+import typer
+
+from .guide import inject
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(inject)

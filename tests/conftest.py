@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny random CogVideoX pipelines (real diffusers classes) and synthetic videos."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ditflow.config import ExtractConfig, RuntimeOptions
+from ditflow.store import Store
+
+FRAMES, HEIGHT, WIDTH = 9, 32, 48
+
+
+@pytest.fixture(scope="session")
+def tiny_rope(tmp_path_factory):
+    """A 5B-like tiny model (RoPE), two blocks."""
+    from ditflow.tiny import build_tiny_pipeline
+
+    return str(build_tiny_pipeline(tmp_path_factory.mktemp("tiny-rope"), rope=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_sincos(tmp_path_factory):
+    """A 2B-like tiny model (3D sincos positional embedding), two blocks."""
+    from ditflow.tiny import build_tiny_pipeline
+
+    return str(build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sincos"), rope=False, seed=1))
+
+
+def moving_square(frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH, step: int = 3) -> np.ndarray:
+    """A white square moving right over a textured background: uint8 [T, H, W, 3]."""
+    rng = np.random.default_rng(0)
+    bg = (rng.random((height, width, 3)) * 80).astype(np.uint8)
+    out = np.repeat(bg[None], frames, axis=0)
+    for t in range(frames):
+        x = 2 + t * step
+        out[t, 10:22, x : x + 12] = 255
+    return out
+
+
+@pytest.fixture(scope="session")
+def ref_video(tmp_path_factory):
+    from ditflow.video import write_video
+
+    return str(write_video(moving_square(), tmp_path_factory.mktemp("videos") / "ref.gif"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "cache")
+
+
+@pytest.fixture
+def runtime():
+    return RuntimeOptions(device="cpu", quiet=True)
+
+
+def extract_cfg(model: str, **kw) -> ExtractConfig:
+    return ExtractConfig(model=model, frames=FRAMES, height=HEIGHT, width=WIDTH, blocks=(1,), **kw)

@@ -1,0 +1,155 @@
+"""End-to-end behaviour of extract / guide / inject on tiny random CogVideoX models (CPU)."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import FRAMES, HEIGHT, WIDTH, extract_cfg
+from ditflow import stages
+from ditflow.config import GuideConfig
+from ditflow.errors import IncompatibleArtifact, InputError
+from ditflow.stages import InjectConfig, extract, guide, inject
+
+FAST = dict(steps=4, guidance_range=(4, 2), opt_steps=4)
+
+
+@pytest.mark.parametrize("scheduler,dynamic", [("ddim", False), ("dpm", True)])
+def test_unguided_matches_diffusers_pipeline(tiny_rope, ref_video, store, runtime, scheduler, dynamic):
+    from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
+
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    gen = guide(amf.hash, GuideConfig(prompt="a red circle", negative_prompt="bad quality", guidance=False,
+                                      injection=False, steps=5, cfg=6.0, seed=3, scheduler=scheduler, dynamic_cfg=dynamic),
+                runtime=runtime, store=store)
+    pipe = CogVideoXPipeline.from_pretrained(tiny_rope)
+    if scheduler == "dpm":
+        pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    ref = pipe("a red circle", negative_prompt="bad quality", height=HEIGHT, width=WIDTH, num_frames=FRAMES,
+               num_inference_steps=5, guidance_scale=6.0, use_dynamic_cfg=dynamic,
+               generator=torch.Generator().manual_seed(3), output_type="np", max_sequence_length=16).frames[0]
+    ref = (np.clip(ref, 0, 1) * 255).round().astype(np.uint8)
+    assert gen.frames.shape == ref.shape
+    assert np.abs(gen.frames.astype(int) - ref.astype(int)).max() <= 2
+
+
+def _decreases(losses, opt_steps):
+    """Within every guidance step the loss after optimising is below the first evaluation."""
+    by_step = {}
+    for r in losses:
+        by_step.setdefault(r["step"], []).append(r["loss"])
+    assert by_step and all(len(v) == opt_steps for v in by_step.values())
+    return all(v[-1] < v[0] for v in by_step.values())
+
+
+@pytest.mark.parametrize("mode", ["latent", "emb"])
+@pytest.mark.parametrize("loss", ["flow", "moft", "smm"])
+def test_loss_decreases(tiny_rope, ref_video, store, runtime, mode, loss):
+    amf = extract(ref_video, extract_cfg(tiny_rope, moft_fraction=0.25), runtime=runtime, store=store)
+    lr = (0.2, 0.2) if mode == "latent" else (0.05, 0.05)
+    gen = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode=mode, loss=loss, lr=lr, **FAST),
+                runtime=runtime, store=store)
+    assert _decreases(gen.losses, FAST["opt_steps"])
+
+
+def test_sincos_model_emb_mode(tiny_sincos, ref_video, store, runtime):
+    """2B-like models optimise the sincos embedding (through a patch-embed hook) and can be replayed."""
+    amf = extract(ref_video, extract_cfg(tiny_sincos), runtime=runtime, store=store)
+    cfg = GuideConfig(prompt="a red circle", opt_mode="emb", lr=(0.05, 0.05), **FAST)
+    gen = guide(amf.hash, cfg, runtime=runtime, store=store)
+    assert _decreases(gen.losses, FAST["opt_steps"])
+    embs = gen.embeddings()
+    assert len(embs) == 2 and all(e.ndim == 2 for e in embs.values())
+    again = inject(gen.hash, InjectConfig(prompt="a red circle"), runtime=runtime, store=store)
+    assert np.array_equal(again.frames, gen.frames)
+
+
+def test_inject_reproduces_emb_run_and_transfers(tiny_rope, ref_video, store, runtime):
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    gen = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="emb", lr=(0.05, 0.05), **FAST),
+                runtime=runtime, store=store)
+    embs = gen.embeddings()
+    assert sorted(embs) == gen.meta["embedding_timesteps"] and len(embs) == 2
+    assert all(e.shape[:2] == (2, 2) for e in embs.values())  # q/k x cos/sin tables
+    same = inject(gen.hash, InjectConfig(prompt="a red circle"), runtime=runtime, store=store)
+    assert np.array_equal(same.frames, gen.frames)
+    other = inject(gen.hash, InjectConfig(prompt="a blue square"), runtime=runtime, store=store)
+    assert not np.array_equal(other.frames, gen.frames)
+    assert other.meta["parents"] == [amf.hash, gen.hash]
+
+
+def test_inject_refuses_latent_runs(tiny_rope, ref_video, store, runtime):
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    gen = guide(amf.hash, GuideConfig(prompt="a red circle", **FAST), runtime=runtime, store=store)
+    with pytest.raises(IncompatibleArtifact):
+        inject(gen.hash, InjectConfig(prompt="x"), runtime=runtime, store=store)
+    with pytest.raises(IncompatibleArtifact):
+        inject(amf.hash, InjectConfig(prompt="x"), runtime=runtime, store=store)
+
+
+def test_cache_hit_loads_no_model(tiny_rope, ref_video, store, runtime, monkeypatch):
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    cfg = GuideConfig(prompt="a red circle", **FAST)
+    gen = guide(amf.hash, cfg, runtime=runtime, store=store)
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded on a cache hit")
+
+    monkeypatch.setattr(stages, "Backbone", refuse)
+    assert extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store).hash == amf.hash
+    assert guide(amf.hash[:8], cfg, runtime=runtime, store=store).hash == gen.hash
+
+
+def test_settings_change_the_hash(tiny_rope, ref_video, store, runtime):
+    a = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    b = extract(ref_video, extract_cfg(tiny_rope, temperature=3.0), runtime=runtime, store=store)
+    assert a.hash != b.hash
+
+
+def test_amf_artifact_round_trip(tiny_rope, ref_video, store, runtime):
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    assert amf.grid == (3, 2, 3) and amf.blocks == [1]
+    assert amf.amf(1).shape == (3, 3, 6, 2)
+    assert amf.frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
+    assert amf.latent().shape == (1, 3, 4, 4, 6)
+    assert amf.features(1).shape[0] == 3
+    flow = amf.amf(1)  # argmax displacements: whole patches, landing inside the 2x3 grid
+    assert torch.equal(flow, flow.round())
+    assert flow[..., 0].abs().max() <= 2 and flow[..., 1].abs().max() <= 1
+
+
+def test_guide_checks_the_amf_matches(tiny_rope, tiny_sincos, ref_video, store, runtime):
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    with pytest.raises(IncompatibleArtifact):
+        guide(amf.hash, GuideConfig(prompt="x", **FAST), model=tiny_sincos, runtime=runtime, store=store)
+    with pytest.raises(IncompatibleArtifact):
+        guide(amf.hash, GuideConfig(prompt="x", **FAST), height=64, runtime=runtime, store=store)
+    with pytest.raises(InputError):
+        guide(amf.hash, GuideConfig(prompt="x", steps=4, guidance_range=(50, 40)), runtime=runtime, store=store)
+
+
+def test_bad_extract_inputs(tiny_rope, ref_video, tmp_path, store, runtime):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(InputError, match="cannot read video"):
+        extract(bad, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    with pytest.raises(InputError, match="fewer than"):
+        extract(ref_video, extract_cfg(tiny_rope).__class__(model=tiny_rope, frames=40, height=HEIGHT, width=WIDTH, blocks=(1,)),
+                runtime=runtime, store=store)
+    with pytest.raises(InputError, match="not divisible"):
+        extract(ref_video, extract_cfg(tiny_rope).__class__(model=tiny_rope, frames=FRAMES, height=30, width=WIDTH, blocks=(1,)),
+                runtime=runtime, store=store)
+    with pytest.raises(InputError, match="out of range"):
+        extract(ref_video, extract_cfg(tiny_rope).__class__(model=tiny_rope, frames=FRAMES, height=HEIGHT, width=WIDTH, blocks=(7,)),
+                runtime=runtime, store=store)
+    assert store.hashes() == []
+
+
+def test_interrupt_leaves_no_artifact(tiny_rope, ref_video, store, runtime, monkeypatch):
+    from ditflow import artifacts
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifacts, "write_amf", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    assert store.hashes() == [] and not any(store.tmp.iterdir())
