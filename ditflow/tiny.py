@@ -74,3 +74,29 @@ def build_tiny_pipeline(
     path = Path(path)
     pipe.save_pretrained(path)
     return path
+
+
+def _moving_square(frames: int = 9, height: int = 32, width: int = 48):
+    """A white square crossing a dark textured background left to right: uint8 [T, H, W, 3]."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    bg = (rng.random((height, width, 3)) * 80).astype(np.uint8)
+    video = np.repeat(bg[None], frames, axis=0)
+    for t in range(frames):
+        x = 2 + t * 3
+        video[t, 10:22, x : x + 12] = 255
+    return video
+
+
+if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos]: a tiny random model for demos and tests
+    import sys
+
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if not args:
+        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos]")
+    out = Path(args[0])
+    if (out / "model_index.json").is_file():
+        print(out)
+    else:
+        print(build_tiny_pipeline(out, rope="--sincos" not in sys.argv))

@@ -1,0 +1,195 @@
+"""Scoring a generated video against its reference: CLIP text alignment and motion fidelity.
+
+`Evaluator` loads each model once (so a batch reuses them) and scores one (video, reference, prompt)
+triple; a metric whose weights are missing is reported as unavailable with the reason while the other
+metrics are still computed. `resolve_frames` turns a CLI argument (a video path or an artifact hash)
+into frames. torch/open_clip/cv2 are imported only when a metric needs them.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactNotFound, InputError, ModelUnavailable
+from ..video import read_video, resize_frames
+
+METRICS = ("clip", "mf")
+_HEX = re.compile(r"^[0-9a-fA-F]{6,64}$")
+
+
+@dataclass
+class Source:
+    """Frames of one input, with where they came from: a path, or `<kind>:<hash12>`."""
+
+    frames: np.ndarray
+    label: str
+    artifact: Any = None  # the GenArtifact/AmfArtifact when the input was a hash
+
+
+def resolve_frames(arg: str | os.PathLike, store=None, *, base: Path | None = None, max_frames: int | None = None) -> Source:
+    """Frames of a video file/folder (relative paths against `base` when given) or, when `arg` is not an
+    existing path but looks like a hash, of an artifact in `store`: a gen artifact's generated frames, an
+    amf artifact's reference frames (resized to the model size)."""
+    text = str(arg)
+    path = Path(text).expanduser()
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if path.exists():
+        return Source(read_video(path, max_frames), str(arg))
+    if store is not None and _HEX.match(text):
+        from ..artifacts import load
+
+        try:
+            art = load(store, text)
+        except ArtifactNotFound as e:
+            raise InputError(f"{text}: no such file or folder, and {e}")
+        if art.kind not in ("gen", "amf"):
+            raise InputError(f"artifact {art.hash[:12]} is a '{art.kind}' artifact; give a gen or amf artifact, or a video")
+        frames = art.frames
+        return Source(frames[:max_frames] if max_frames else frames, f"{art.kind}:{art.hash[:12]}", art)
+    raise InputError(f"video not found: {text} (not a file or folder{', nor an artifact hash' if store is not None else ''})")
+
+
+def default_reference(video: Source) -> str | None:
+    """The amf artifact a gen artifact was guided by (its first parent), if any."""
+    if video.artifact is not None and video.artifact.kind == "gen":
+        parents = video.artifact.meta.get("parents") or []
+        return parents[0] if parents else None
+    return None
+
+
+def default_prompt(video: Source) -> str | None:
+    if video.artifact is not None and video.artifact.kind == "gen":
+        return (video.artifact.meta.get("settings") or {}).get("prompt")
+    return None
+
+
+def parse_metrics(text: str | None) -> tuple[str, ...]:
+    """"clip,mf" -> ("clip", "mf"); aliases clip_score / motion_fidelity accepted."""
+    aliases = {"clip": "clip", "clip_score": "clip", "iq": "clip", "mf": "mf", "motion_fidelity": "mf"}
+    names = [n.strip().lower() for n in (text or ",".join(METRICS)).split(",") if n.strip()]
+    bad = [n for n in names if n not in aliases]
+    if bad or not names:
+        raise InputError(f"unknown metric(s) {', '.join(bad) or '(none)'}: use clip, mf or clip,mf")
+    return tuple(dict.fromkeys(aliases[n] for n in names))
+
+
+@dataclass
+class EvalSettings:
+    metrics: tuple[str, ...] = METRICS
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str | None = "openai"
+    tracker: str = "auto"
+    mf_variant: str = "symmetric"
+    grid_size: int = 55
+    cotracker_repo: str | None = None
+    cotracker_checkpoint: str | None = None
+    device: str = "cpu"
+
+
+@dataclass
+class Evaluator:
+    settings: EvalSettings = field(default_factory=EvalSettings)
+    notes: list[str] = field(default_factory=list)  # e.g. why auto fell back to lk
+    _clip: Any = None
+    _tracker: Any = None
+    _missing: dict[str, str] = field(default_factory=dict)  # metric -> why it cannot run (asked once)
+
+    def __post_init__(self) -> None:
+        from .motion import VARIANTS
+        from .trackers import TRACKERS
+
+        s = self.settings
+        if s.tracker not in TRACKERS:
+            raise InputError(f"unknown tracker '{s.tracker}': use {', '.join(TRACKERS)}")
+        if s.mf_variant not in VARIANTS:
+            raise InputError(f"unknown motion fidelity variant '{s.mf_variant}': use {', '.join(VARIANTS)}")
+        if s.grid_size < 2:
+            raise InputError("--grid-size must be at least 2")
+
+    def clip(self):
+        if self._clip is None and "clip_score" not in self._missing:
+            from .clip import load_clip
+
+            try:
+                self._clip = load_clip(self.settings.clip_model, self.settings.clip_pretrained, self.settings.device)
+            except ModelUnavailable as e:
+                self._missing["clip_score"] = str(e)
+        return self._clip
+
+    def tracker(self):
+        if self._tracker is None and "motion_fidelity" not in self._missing:
+            from .trackers import get_tracker
+
+            s = self.settings
+            try:
+                self._tracker, fallback = get_tracker(s.tracker, grid_size=s.grid_size, cotracker_repo=s.cotracker_repo,
+                                                      cotracker_checkpoint=s.cotracker_checkpoint, device=s.device)
+                if fallback:
+                    self.notes.append(f"using the built-in lk tracker: {fallback}")
+            except ModelUnavailable as e:
+                self._missing["motion_fidelity"] = str(e)
+        return self._tracker
+
+    def score(self, video: np.ndarray, reference: np.ndarray | None, prompt: str | None) -> dict[str, Any]:
+        """{"clip_score", "motion_fidelity", "tracker", "mf_variant", "frames", "tracks", "unavailable"}."""
+        from .motion import motion_fidelity
+
+        s = self.settings
+        out: dict[str, Any] = {"clip_score": None, "motion_fidelity": None, "tracker": None, "mf_variant": s.mf_variant}
+        unavailable: dict[str, str] = {}
+        if "clip" in s.metrics:
+            if not prompt:
+                unavailable["clip_score"] = "no prompt given (--prompt)"
+            elif (scorer := self.clip()) is not None:
+                out["clip_score"] = scorer.score(video, prompt)
+                out["clip_model"] = scorer.name
+            else:
+                unavailable["clip_score"] = self._missing["clip_score"]
+        if "mf" in s.metrics:
+            if reference is None:
+                unavailable["motion_fidelity"] = "no reference video given (--reference)"
+            elif (tracker := self.tracker()) is None:
+                unavailable["motion_fidelity"] = self._missing["motion_fidelity"]
+            else:
+                t = min(len(video), len(reference))
+                if t < 2:
+                    raise InputError("motion fidelity needs at least 2 frames in both videos")
+                gen = video[:t]
+                # same size as the generated video, so both are tracked on the same grid
+                ref = resize_frames(reference[:t], *gen.shape[1:3])
+                gen_tracks, _ = tracker.track(gen)
+                ref_tracks, _ = tracker.track(ref)
+                out["tracker"] = tracker.name
+                out["frames"] = t
+                out["tracks"] = {"video": int(len(gen_tracks)), "reference": int(len(ref_tracks))}
+                if len(gen_tracks) == 0 or len(ref_tracks) == 0:
+                    which = "generated video" if len(gen_tracks) == 0 else "reference"
+                    unavailable["motion_fidelity"] = f"no point could be tracked through the whole {which} (textureless?)"
+                else:
+                    out["motion_fidelity"] = motion_fidelity(gen_tracks, ref_tracks, s.mf_variant)
+        if unavailable:
+            out["unavailable"] = unavailable
+        return out
+
+
+def evaluate(evaluator: Evaluator, video: str, reference: str | None = None, prompt: str | None = None, *,
+             store=None, base: Path | None = None, max_frames: int | None = None) -> dict[str, Any]:
+    """Score one generated video (path or gen hash) against its reference (path or amf hash) and prompt.
+
+    For a gen artifact, the reference defaults to the amf artifact it was guided by and the prompt to the
+    one it was generated with. The reference is only read when motion fidelity is asked for.
+    """
+    v = resolve_frames(video, store, base=base, max_frames=max_frames)
+    reference = reference or default_reference(v)
+    prompt = prompt or default_prompt(v)
+    r = None
+    if reference and "mf" in evaluator.settings.metrics:
+        r = resolve_frames(reference, store, base=base, max_frames=max_frames)
+    scores = evaluator.score(v.frames, r.frames if r is not None else None, prompt)
+    return {"video": v.label, "reference": r.label if r is not None else reference, "prompt": prompt, **scores}

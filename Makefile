@@ -1,0 +1,57 @@
+# ditflow: install, demo, test, and the stage chain as a user's own pipeline would run it.
+PY      ?= .venv/bin/python
+DITFLOW ?= .venv/bin/ditflow
+VIDEO   ?= assets/moving-square.gif
+PROMPT  ?= a red circle on a grey background
+MODEL   ?= out/tiny-model
+SIZE    ?= --frames 9 --height 32 --width 48 --blocks 1
+GUIDE   ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
+OUT     ?= out
+
+.PHONY: install test demo transfer tiny-model clean-demo
+.DEFAULT_GOAL := help
+.PHONY: help
+
+help:
+	@echo "make install   create .venv and install ditflow (CPU/GPU torch from this machine's pip)"
+	@echo "make demo      extract -> guide -> inject on a bundled clip with a tiny offline model"
+	@echo "make test      run the test suite"
+	@echo "make transfer VIDEO=... PROMPT=... MODEL=5b   the chained stages on your own video"
+	@echo "make bench-amf AMF memory/speed benchmark"
+
+.venv/bin/python:
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+
+install: .venv/bin/python
+	.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	.venv/bin/pip install -q -e ".[test]"
+
+test:
+	$(PY) -m pytest -q
+
+$(MODEL)/model_index.json:
+	$(PY) -m ditflow.tiny $(MODEL)
+
+tiny-model: $(MODEL)/model_index.json
+
+# The chain: each stage prints one hash on stdout, the next stage takes it.
+transfer:
+	@mkdir -p $(OUT)
+	AMF=$$($(DITFLOW) extract $(VIDEO) --model $(MODEL) $(SIZE)) && \
+	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(PROMPT)" $(GUIDE)) && \
+	$(DITFLOW) cache path $$GEN && echo "amf $$AMF" && echo "gen $$GEN" && \
+	echo $$GEN > $(OUT)/last-gen
+
+demo: tiny-model
+	@mkdir -p $(OUT)
+	@AMF=$$($(DITFLOW) extract $(VIDEO) --model $(MODEL) $(SIZE)) && \
+	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(PROMPT)" $(GUIDE) --out $(OUT)/demo-guided.mp4 --overwrite) && \
+	INJ=$$($(DITFLOW) inject --emb $$GEN --prompt "a blue square on a white background" --out $(OUT)/demo-injected.mp4 --overwrite) && \
+	echo "reference AMF   $$AMF" && echo "guided video    $$GEN -> $(OUT)/demo-guided.mp4" && \
+	echo "zero-shot reuse $$INJ -> $(OUT)/demo-injected.mp4"
+
+clean-demo:
+	rm -rf $(OUT)
+
+-include benchmarks/amf.mk

@@ -1,0 +1,106 @@
+"""Batch evaluation from a manifest: CSV with a header `video,reference,prompt`, or JSON lines with those
+keys. Relative paths are taken from the manifest's folder; hashes name artifacts. A failing row becomes
+a result with an `error` and the batch goes on."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import DitflowError, InputError
+
+COLUMNS = ("video", "reference", "prompt")
+RESULT_COLUMNS = ("row", "video", "reference", "prompt", "clip_score", "motion_fidelity", "tracker", "mf_variant", "error")
+
+
+@dataclass
+class Row:
+    index: int  # 1-based line of data in the manifest
+    video: str
+    reference: str | None
+    prompt: str | None
+
+
+def read_manifest(path: str | os.PathLike) -> list[Row]:
+    """Rows of a .csv or .jsonl manifest; raises InputError for a missing file or a bad header/line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        records = _csv_records(path)
+    elif suffix in (".jsonl", ".ndjson"):
+        records = _jsonl_records(path)
+    else:
+        raise InputError(f"manifest {path} must be .csv (header video,reference,prompt) or .jsonl")
+    rows = []
+    for i, rec in enumerate(records, start=1):
+        rec = {k.strip().lower(): (v.strip() if isinstance(v, str) else v) for k, v in rec.items() if k}
+        rows.append(Row(i, rec.get("video") or "", rec.get("reference") or None, rec.get("prompt") or None))
+    if not rows:
+        raise InputError(f"manifest {path} has no rows")
+    return rows
+
+
+def _csv_records(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "video" not in [n.strip().lower() for n in reader.fieldnames]:
+            raise InputError(f"manifest {path} needs a header line with at least a 'video' column ({','.join(COLUMNS)})")
+        return list(reader)
+
+
+def _jsonl_records(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"manifest {path} line {n} is not JSON: {e.msg}")
+        if not isinstance(rec, dict):
+            raise InputError(f"manifest {path} line {n} is not a JSON object")
+        records.append(rec)
+    return records
+
+
+def run_rows(rows: list[Row], score_row: Callable[[Row], dict[str, Any]], on_result: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
+    """score_row on every row; any error in one row is kept as its `error` and the rest go on."""
+    results = []
+    for row in rows:
+        base = {"row": row.index, "video": row.video, "reference": row.reference, "prompt": row.prompt}
+        try:
+            if not row.video:
+                raise InputError("row has no video")
+            result = {**base, **score_row(row), "error": None}
+        except DitflowError as e:
+            result = {**base, **_failed(str(e))}
+        except Exception as e:  # one broken file must not lose the rest of a long batch
+            result = {**base, **_failed(f"{type(e).__name__}: {e}")}
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
+
+
+def _failed(message: str) -> dict[str, Any]:
+    return {"clip_score": None, "motion_fidelity": None, "tracker": None, "error": (message.splitlines() or [""])[0]}
+
+
+def write_csv(results: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """The result columns (plus `unavailable` reasons joined into one cell) as CSV, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=[*RESULT_COLUMNS, "unavailable"], extrasaction="ignore")
+        writer.writeheader()
+        for r in results:
+            notes = "; ".join(f"{k}: {v}" for k, v in (r.get("unavailable") or {}).items())
+            writer.writerow({**{k: r.get(k) for k in RESULT_COLUMNS}, "unavailable": notes})
+    os.replace(tmp, path)
+    return path

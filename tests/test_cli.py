@@ -1,0 +1,128 @@
+"""The command line as a user drives it: results on stdout, one-line errors, exit codes, no traceback."""
+import sys
+
+import pytest
+
+from conftest import FRAMES, HEIGHT, WIDTH
+from ditflow.store import Store
+
+
+def run(argv, capsys, monkeypatch):
+    from commands.app import main
+
+    monkeypatch.setattr(sys, "argv", ["ditflow", *argv])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    cache = tmp_path / "cache"
+    return lambda *argv: run([*argv, "--cache", str(cache)], capsys, monkeypatch), Store(cache)
+
+
+def size_flags(model):
+    return ["--model", model, "--frames", str(FRAMES), "--height", str(HEIGHT), "--width", str(WIDTH), "--blocks", "1", "-q"]
+
+
+def assert_one_line_error(code, out, err, text):
+    assert code not in (0, None)
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], err
+    assert "Traceback" not in err and out == ""
+
+
+def test_chain_prints_hashes(cli, tiny_rope, ref_video, tmp_path):
+    call, store = cli
+    code, out, _ = call("extract", ref_video, *size_flags(tiny_rope))
+    assert code == 0 and len(out.strip()) == 64
+    amf = out.strip()
+    video = tmp_path / "gen.gif"
+    code, out, _ = call("guide", "--amf", amf[:8], "-p", "a red circle", "--opt-mode", "emb", "--steps", "4",
+                        "--guidance-range", "4,2", "--lr", "0.05,0.05", "-q", "--out", str(video))
+    assert code == 0 and video.is_file()
+    gen = out.strip()
+    code, out, _ = call("inject", "--emb", gen, "-p", "a blue square", "-q")
+    assert code == 0 and len(out.strip()) == 64
+    assert {store.info(h).kind for h in store.hashes()} == {"amf", "gen"}
+    # --out never overwrites silently
+    code, out, err = call("guide", "--amf", amf, "-p", "a red circle", "--opt-mode", "emb", "--steps", "4",
+                          "--guidance-range", "4,2", "--lr", "0.05,0.05", "-q", "--out", str(video))
+    assert_one_line_error(code, out, err, "already exists")
+
+
+def test_bad_inputs_one_line_errors(cli, tiny_rope, tiny_sincos, ref_video, tmp_path):
+    call, store = cli
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00garbage")
+    cases = [
+        (("extract", str(tmp_path / "missing.mp4"), *size_flags(tiny_rope)), "not found"),
+        (("extract", str(bad), *size_flags(tiny_rope)), "cannot read video"),
+        (("extract", ref_video, *size_flags(tiny_rope)[:-1], "--frames", "50", "-q"), "fewer than"),
+        (("extract", ref_video, "--model", tiny_rope, "--height", "33", "--width", "48", "--frames", "9", "-q"), "not divisible"),
+        (("guide", "--amf", "0123456789", "-p", "x", "-q"), "no artifact"),
+        (("guide", "--amf", "xyz", "-p", "x", "-q"), "not an artifact hash"),
+    ]
+    for argv, text in cases:
+        assert_one_line_error(*call(*argv), text)
+    assert store.hashes() == []
+    code, out, _ = call("extract", ref_video, *size_flags(tiny_rope))
+    amf = out.strip()
+    before = store.hashes()
+    for argv, text in [
+        (("guide", "--amf", amf, "-p", "x", "--model", tiny_sincos, "-q"), "extracted with model"),
+        (("inject", "--emb", amf, "-p", "x", "-q"), "not 'gen'"),
+        (("guide", "--amf", amf, "-p", "x", "--loss", "nope", "-q"), "--loss"),
+        (("guide", "--amf", amf, "-p", "x", "--lr", "fast", "-q"), "--lr"),
+    ]:
+        assert_one_line_error(*call(*argv), text)
+    assert store.hashes() == before
+
+
+def test_ambiguous_prefix(cli, tiny_rope):
+    call, store = cli
+    for h in ("abcdef01" + "0" * 56, "abcdef02" + "0" * 56):
+        with store.writer(h, "amf", {}) as folder:
+            (folder / "x").write_bytes(b"1")
+    assert_one_line_error(*call("guide", "--amf", "abcdef", "-p", "x", "-q"), "ambiguous")
+
+
+def test_cache_commands(cli, tiny_rope, ref_video):
+    call, store = cli
+    _, out, _ = call("extract", ref_video, *size_flags(tiny_rope))
+    h = out.strip()
+    code, out, _ = call("cache", "ls", "--json")
+    assert code == 0 and h in out
+    code, out, _ = call("cache", "path", h[:10])
+    assert code == 0 and out.strip() == str(store.object_path(h))
+    code, out, _ = call("cache", "show", h[:10])
+    assert code == 0 and '"kind": "amf"' in out
+    (store.tmp / "stale").mkdir(parents=True)
+    code, out, _ = call("cache", "gc", "--dry-run")
+    assert code == 0 and "stale" in out and (store.tmp / "stale").exists()
+    code, out, _ = call("cache", "gc")
+    assert not (store.tmp / "stale").exists()
+    code, out, _ = call("cache", "rm", h[:10])
+    assert code == 0 and store.hashes() == []
+
+
+def test_config_file_overrides(cli, tiny_rope, ref_video, tmp_path):
+    call, store = cli
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text(f'model = "{tiny_rope}"\n[extract]\nframes = {FRAMES}\nheight = {HEIGHT}\nwidth = {WIDTH}\nblocks = [1]\ntemperature = 3.0\n')
+    code, out, _ = call("extract", ref_video, "--config", str(cfg), "-q")
+    assert code == 0
+    assert store.info(out.strip()).meta["inputs"]["temperature"] == 3.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extract:\n  nonsense: 1\n")
+    assert_one_line_error(*call("extract", ref_video, "--config", str(bad), "-q"), "unknown setting")
+
+
+def test_help_is_fast_and_lazy():
+    import subprocess
+
+    code = ("import sys, commands.app; "
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, sorted(m for m in sys.modules if m in ('torch','diffusers'))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
