@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import CacheOpt, ConfigOpt, DeviceOpt, JsonOpt, QuietOpt
+from .options import CacheOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt, JsonOpt, QuietOpt
 
 
 def extract(
@@ -19,7 +19,7 @@ def extract(
     config: ConfigOpt = None,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
-    cpu_offload: Annotated[bool, typer.Option("--cpu-offload", help="Keep idle submodels on the CPU (saves GPU memory).")] = False,
+    cpu_offload: CpuOffloadOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -4,7 +4,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import CacheOpt, ConfigOpt, DeviceOpt, FormatOpt, JsonOpt, OutOpt, OverwriteOpt, QuietOpt
+from .options import (CacheOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt, FormatOpt, JsonOpt, NoInjectionOpt, OutOpt,
+                      OverwriteOpt, QuietOpt)
 
 PromptOpt = Annotated[str, typer.Option("--prompt", "-p", help="What to generate.", show_default=False)]
 NegOpt = Annotated[Optional[str], typer.Option(help="Negative prompt. [default: the paper's]", show_default=False)]
@@ -22,7 +23,7 @@ def guide(
     lr: Annotated[Optional[str], typer.Option(help="Learning rate at the start,end of the guidance range. [default: 0.002,0.001]", show_default=False)] = None,
     guidance_range: Annotated[Optional[str], typer.Option(help="HI,LO: guide from step HI to LO counted from the end. [default: 50,40]", show_default=False)] = None,
     no_guidance: Annotated[bool, typer.Option("--no-guidance", help="No optimisation (the paper's injection-only / backbone runs).")] = False,
-    no_injection: Annotated[bool, typer.Option("--no-injection", help="No KV injection from the reference.")] = False,
+    no_injection: NoInjectionOpt = False,
     injection_blocks: Annotated[Optional[str], typer.Option(help="Blocks with KV injection. [default: 0]", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps. [default: 50]", show_default=False)] = None,
     cfg: CfgOpt = None,
@@ -35,7 +36,7 @@ def guide(
     config: ConfigOpt = None,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
-    cpu_offload: Annotated[bool, typer.Option("--cpu-offload", help="Keep idle submodels on the CPU.")] = False,
+    cpu_offload: CpuOffloadOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -66,13 +67,13 @@ def inject(
     negative_prompt: NegOpt = None,
     seed: SeedOpt = None,
     cfg: CfgOpt = None,
-    no_injection: Annotated[bool, typer.Option("--no-injection", help="No KV injection from the reference.")] = False,
+    no_injection: NoInjectionOpt = False,
     out: OutOpt = None,
     fmt: FormatOpt = None,
     overwrite: OverwriteOpt = False,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
-    cpu_offload: Annotated[bool, typer.Option("--cpu-offload", help="Keep idle submodels on the CPU.")] = False,
+    cpu_offload: CpuOffloadOpt = False,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -14,3 +14,5 @@ FormatOpt = Annotated[Optional[str], typer.Option("--format", help="mp4, gif or 
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="TOML or YAML file of settings; flags override it.", show_default=False)]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cuda, cuda:1, cpu... Default: cuda if available.", show_default=False)]
+CpuOffloadOpt = Annotated[bool, typer.Option("--cpu-offload", help="Keep idle submodels on the CPU (saves GPU memory).")]
+NoInjectionOpt = Annotated[bool, typer.Option("--no-injection", help="No KV injection from the reference.")]
