@@ -48,8 +48,12 @@ demo: tiny-model
 	@AMF=$$($(DITFLOW) extract $(VIDEO) --model $(MODEL) $(SIZE)) && \
 	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(PROMPT)" $(GUIDE) --out $(OUT)/demo-guided.mp4 --overwrite) && \
 	INJ=$$($(DITFLOW) inject --emb $$GEN --prompt "a blue square on a white background" --out $(OUT)/demo-injected.mp4 --overwrite) && \
+	$(DITFLOW) eval $$GEN --tracker lk --json $(OUT)/demo-eval.json --overwrite > /dev/null && \
+	CMP=$$($(DITFLOW) viz compare $$AMF $$GEN $$INJ --labels reference,guided,injected --out $(OUT)/demo-compare.mp4 --overwrite) && \
+	LOSS=$$($(DITFLOW) viz loss $$GEN --out $(OUT)/demo-loss.png --overwrite) && \
 	echo "reference AMF   $$AMF" && echo "guided video    $$GEN -> $(OUT)/demo-guided.mp4" && \
-	echo "zero-shot reuse $$INJ -> $(OUT)/demo-injected.mp4"
+	echo "zero-shot reuse $$INJ -> $(OUT)/demo-injected.mp4" && echo "scores          $(OUT)/demo-eval.json" && \
+	echo "loss curves     $$LOSS" && echo "side by side    $$CMP"
 
 clean-demo:
 	rm -rf $(OUT)

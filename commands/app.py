@@ -37,7 +37,7 @@ def main() -> None:
     from ditflow.errors import DitflowError
 
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns (not raises) the code of typer.Exit here
     except DitflowError as e:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
@@ -55,7 +55,7 @@ def main() -> None:
         if os.environ.get("DITFLOW_DEBUG"):
             raise
         _fail(f"{type(e).__name__}: {e} (set DITFLOW_DEBUG=1 for a traceback)", 70)
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 def _fail(message: str, code: int) -> None:

@@ -16,7 +16,8 @@ _LAZY = {
     "extract": "ditflow.stages", "guide": "ditflow.stages", "inject": "ditflow.stages", "InjectConfig": "ditflow.stages",
     "ExtractConfig": "ditflow.config", "GuideConfig": "ditflow.config", "RuntimeOptions": "ditflow.config",
     "Store": "ditflow.store", "AmfArtifact": "ditflow.artifacts", "GenArtifact": "ditflow.artifacts",
-    "attention_motion_flow": "ditflow.amf", "read_video": "ditflow.video", "write_video": "ditflow.video",
+    "attention_motion_flow": "ditflow.amf", "evaluate": "ditflow.eval", "Evaluator": "ditflow.eval",
+    "EvalSettings": "ditflow.eval", "motion_fidelity": "ditflow.eval.motion", "read_video": "ditflow.video", "write_video": "ditflow.video",
 }
 
 __all__ = sorted(_LAZY)

@@ -3,8 +3,11 @@
 Pure functions of tensors. Neither the per-head map [heads, N, N] nor the joint map [N, N] is ever held:
 - the mean over heads of q_h·k_h is one dot product over the concatenated head dims, so all heads fold
   into a single query/key of width heads·head_dim;
-- soft mode is attention whose values are the key patches' coordinates, one key frame at a time, which
-  PyTorch's fused scaled_dot_product_attention computes (and differentiates) without the full map;
+- soft mode is attention whose values are the key patches' coordinates with a softmax per key frame. A
+  custom autograd function streams it over query chunks like flash attention: forward keeps only q, k and
+  the [N, frames, 2] result, backward recomputes each chunk's [chunk, N] softmax. (PyTorch's fused CPU
+  SDPA kernel needs value width == query width, so coordinates would have to be padded to heads·head_dim:
+  one more N²·heads·head_dim matmul forward, two more backward, and [frames, N, heads·head_dim] buffers.)
 - argmax mode streams over query chunks, holding [chunk, N] logits at most.
 """
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 Grid = tuple[int, int, int]  # (frames, h, w) in patches
 
@@ -35,10 +37,14 @@ def _joint_heads(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.
     return qj, kj, 1.0 / (heads * math.sqrt(d))
 
 
-def _check_grid(n: int, grid: Grid) -> None:
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, grid: Grid, chunk: int) -> None:
+    if q.ndim != 3 or q.shape != k.shape:
+        raise ValueError(f"q and k must both be [heads, N, head_dim], got {tuple(q.shape)} and {tuple(k.shape)}")
     f, h, w = grid
-    if f * h * w != n:
-        raise ValueError(f"grid {grid} has {f * h * w} patches but q/k have {n} tokens")
+    if f * h * w != q.shape[1]:
+        raise ValueError(f"grid {grid} has {f * h * w} patches but q/k have {q.shape[1]} tokens")
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
 
 
 def attention_motion_flow(
@@ -58,8 +64,10 @@ def attention_motion_flow(
     soft mode takes the softmax over frame j's patches of temperature·logits and returns the expected key
     position minus the query position (differentiable); argmax mode returns the position of the largest
     logit minus the query position (no gradient; temperature cannot change an argmax).
+    chunk: query rows processed at a time; memory beyond q and k is O(chunk·N), whatever the mode.
+    Soft mode returns q.dtype but computes its softmax and sums in float32 or wider.
     """
-    _check_grid(q.shape[1], grid)
+    _check_inputs(q, k, grid, chunk)
     if mode == "soft":
         return _soft_flow(q, k, grid, temperature, chunk)
     if mode == "argmax":

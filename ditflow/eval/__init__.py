@@ -96,9 +96,9 @@ class EvalSettings:
 class Evaluator:
     settings: EvalSettings = field(default_factory=EvalSettings)
     notes: list[str] = field(default_factory=list)  # e.g. why auto fell back to lk
-    _clip: Any = None
-    _tracker: Any = None
-    _missing: dict[str, str] = field(default_factory=dict)  # metric -> why it cannot run (asked once)
+    _clip: Any = field(default=None, init=False, repr=False)
+    _tracker: Any = field(default=None, init=False, repr=False)
+    _missing: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # metric -> why it cannot run (asked once)
 
     def __post_init__(self) -> None:
         from .motion import VARIANTS
@@ -137,46 +137,53 @@ class Evaluator:
         return self._tracker
 
     def score(self, video: np.ndarray, reference: np.ndarray | None, prompt: str | None) -> dict[str, Any]:
-        """{"clip_score", "motion_fidelity", "tracker", "mf_variant", "frames", "tracks", "unavailable"}."""
-        from .motion import motion_fidelity
-
-        s = self.settings
-        out: dict[str, Any] = {"clip_score": None, "motion_fidelity": None, "tracker": None, "mf_variant": s.mf_variant}
+        """Scores of video uint8 [T, H, W, 3] against reference [T', H', W', 3] and the prompt:
+        {"clip_score", "motion_fidelity", "tracker", "mf_variant", ...}, plus "unavailable": {metric: why}
+        for each asked-for metric that could not be computed."""
+        out: dict[str, Any] = {"clip_score": None, "motion_fidelity": None, "tracker": None, "mf_variant": self.settings.mf_variant}
         unavailable: dict[str, str] = {}
-        if "clip" in s.metrics:
-            if not prompt:
-                unavailable["clip_score"] = "no prompt given (--prompt)"
-            elif (scorer := self.clip()) is not None:
-                out["clip_score"] = scorer.score(video, prompt)
-                out["clip_model"] = scorer.name
-            else:
-                unavailable["clip_score"] = self._missing["clip_score"]
-        if "mf" in s.metrics:
-            if reference is None:
-                unavailable["motion_fidelity"] = "no reference video given (--reference)"
-            elif (tracker := self.tracker()) is None:
-                unavailable["motion_fidelity"] = self._missing["motion_fidelity"]
-            else:
-                t = min(len(video), len(reference))
-                if t < 2:
-                    raise InputError("motion fidelity needs at least 2 frames in both videos")
-                gen = video[:t]
-                # same size as the generated video, so both are tracked on the same grid
-                ref = resize_frames(reference[:t], *gen.shape[1:3])
-                gen_tracks, _ = tracker.track(gen)
-                ref_tracks, _ = tracker.track(ref)
-                out["tracker"] = tracker.name
-                out["frames"] = t
-                out["tracks"] = {"video": int(len(gen_tracks)), "reference": int(len(ref_tracks))}
-                if len(gen_tracks) == 0 or len(ref_tracks) == 0:
-                    which = "generated video" if len(gen_tracks) == 0 else "reference"
-                    unavailable["motion_fidelity"] = f"no point could be tracked through the whole {which} (textureless?)"
-                else:
-                    out["motion_fidelity"] = motion_fidelity(gen_tracks, ref_tracks, s.mf_variant)
+        if "clip" in self.settings.metrics:
+            out.update(self._clip_score(video, prompt, unavailable))
+        if "mf" in self.settings.metrics:
+            out.update(self._motion_fidelity(video, reference, unavailable))
         if unavailable:
             out["unavailable"] = unavailable
         return out
 
+    def _clip_score(self, video: np.ndarray, prompt: str | None, unavailable: dict[str, str]) -> dict[str, Any]:
+        if not prompt:
+            unavailable["clip_score"] = "no prompt given (--prompt)"
+            return {}
+        scorer = self.clip()
+        if scorer is None:
+            unavailable["clip_score"] = self._missing["clip_score"]
+            return {}
+        return {"clip_score": scorer.score(video, prompt), "clip_model": scorer.name}
+
+    def _motion_fidelity(self, video: np.ndarray, reference: np.ndarray | None, unavailable: dict[str, str]) -> dict[str, Any]:
+        from .motion import motion_fidelity
+
+        if reference is None:
+            unavailable["motion_fidelity"] = "no reference video given (--reference)"
+            return {}
+        tracker = self.tracker()
+        if tracker is None:
+            unavailable["motion_fidelity"] = self._missing["motion_fidelity"]
+            return {}
+        t = min(len(video), len(reference))
+        if t < 2:
+            raise InputError("motion fidelity needs at least 2 frames in both videos")
+        gen = video[:t]
+        ref = resize_frames(reference[:t], *gen.shape[1:3])  # same size, so both are tracked on the same grid
+        gen_tracks, _ = tracker.track(gen)  # visibility unused: every track counts, as in the SMM/DiTFlow scripts
+        ref_tracks, _ = tracker.track(ref)
+        out = {"tracker": tracker.name, "frames": t, "tracks": {"video": len(gen_tracks), "reference": len(ref_tracks)}}
+        if len(gen_tracks) == 0 or len(ref_tracks) == 0:
+            which = "generated video" if len(gen_tracks) == 0 else "reference"
+            unavailable["motion_fidelity"] = f"no point could be tracked through the whole {which} (textureless?)"
+        else:
+            out["motion_fidelity"] = motion_fidelity(gen_tracks, ref_tracks, self.settings.mf_variant)
+        return out
 
 def evaluate(evaluator: Evaluator, video: str, reference: str | None = None, prompt: str | None = None, *,
              store=None, base: Path | None = None, max_frames: int | None = None) -> dict[str, Any]:

@@ -119,6 +119,8 @@ def load_clip(model: str = DEFAULT_MODEL, pretrained: str | None = DEFAULT_PRETR
         checkpoint = Path(pretrained).expanduser()
         cfg = get_pretrained_cfg(model, "openai") or {}
     elif pretrained is not None:
+        if "/" in pretrained or os.sep in pretrained or Path(pretrained).suffix in (".bin", ".pt", ".pth", ".safetensors"):
+            raise InputError(f"CLIP checkpoint not found: {pretrained}")
         cfg = get_pretrained_cfg(model, pretrained) or {}
         if not cfg:
             tags = ", ".join(open_clip.list_pretrained_tags_by_model(model)) or "none"

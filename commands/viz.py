@@ -1,0 +1,120 @@
+"""`ditflow viz amf|compare|loss`: pictures of artifacts. Written paths go to stdout."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from commands.options import CacheOpt, OverwriteOpt
+
+viz_app = typer.Typer(help="Pictures of artifacts: AMF flow, side-by-side videos, guidance loss curves.", no_args_is_help=True)
+
+HashArg = Annotated[str, typer.Argument(metavar="HASH", help="Artifact hash (or a unique prefix of at least 6 characters).", show_default=False)]
+VizOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default: a new name in the current folder).", show_default=False)]
+FpsOpt = Annotated[int, typer.Option("--fps", help="Frames per second of the written video.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(viz_app, name="viz")
+
+
+def _target(out: Optional[Path], default: str) -> Path:
+    """--out as given (write_video/plot_losses refuse to replace it without --overwrite), else a free
+    default name in the current folder (a numeric suffix instead of overwriting)."""
+    from ditflow.viz import free_path
+
+    return out if out is not None else free_path(Path.cwd() / default)
+
+
+def _video_format(path: Path, default: str) -> str:
+    from ditflow.errors import InputError
+
+    fmt = path.suffix.lstrip(".").lower() or default
+    if fmt not in ("gif", "mp4"):
+        raise InputError(f"--out {path}: write a .gif or .mp4")
+    return fmt
+
+
+@viz_app.command("amf")
+def amf_command(
+    ref: HashArg,
+    block: Annotated[Optional[int], typer.Option("--block", "-b", help="Transformer block (default: the artifact's first).", show_default=False)] = None,
+    pairs: Annotated[Optional[str], typer.Option("--pairs", help="Latent frame pairs i-j, e.g. 0-1,0-3 (default: 0 to every later frame).", show_default=False)] = None,
+    out: VizOutOpt = None,
+    fps: FpsOpt = 2,
+    cache: CacheOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """AMF of an amf artifact as a GIF or MP4, one picture per latent frame pair.
+
+    Left: arrows over the reference frame (latent frame i is pixel frame ≈ i·(frames-1)/(latents-1)). Right: the flow colour-coded (hue = direction, saturation = magnitude, white = still; legend wheel in the corner), one colour scale for all pairs.
+    """
+    from ditflow.artifacts import load
+    from ditflow.errors import InputError
+    from ditflow.store import Store
+    from ditflow.video import write_video
+    from ditflow.viz import amf_pictures, parse_pairs
+
+    art = load(Store(cache), ref, kind="amf")
+    blocks = art.blocks
+    block = blocks[0] if block is None and blocks else block
+    if block not in blocks:
+        raise InputError(f"artifact {art.hash[:12]} has no AMF of block {block}; it has blocks {', '.join(map(str, blocks)) or 'none'}")
+    grid = art.grid
+    chosen = parse_pairs(pairs, grid[0])
+    pictures = amf_pictures(art.frames, art.amf(block).numpy(), grid, chosen, title=f"AMF {art.hash[:12]} block {block}")
+    path = _target(out, f"amf-{art.hash[:12]}-b{block}.gif")
+    typer.echo(str(write_video(pictures, path, fmt=_video_format(path, "gif"), fps=fps, overwrite=overwrite)))
+
+
+@viz_app.command("compare")
+def compare_command(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="Reference: a video file/folder, or an artifact hash (amf: its reference frames).", show_default=False)],
+    gens: Annotated[list[str], typer.Argument(metavar="GEN", help="Generated videos: files/folders or gen artifact hashes.", show_default=False)],
+    labels: Annotated[Optional[str], typer.Option("--labels", help="Comma-separated labels, one per video (reference first).", show_default=False)] = None,
+    out: VizOutOpt = None,
+    fps: FpsOpt = 8,
+    cache: CacheOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Side-by-side video: reference | generated (| more), labelled, cut to the shortest and resized to the reference's height."""
+    from ditflow.errors import InputError
+    from ditflow.eval import resolve_frames
+    from ditflow.store import Store
+    from ditflow.video import write_video
+    from ditflow.viz import side_by_side
+
+    store = Store(cache)
+    sources = [resolve_frames(a, store) for a in [ref, *gens]]
+    names = [s.label if s.artifact is not None else Path(s.label).stem or s.label for s in sources]
+    if labels is not None:
+        names = [x.strip() for x in labels.split(",")]
+        if len(names) != len(sources):
+            raise InputError(f"--labels has {len(names)} labels for {len(sources)} videos (reference first)")
+    frames = side_by_side([s.frames for s in sources], names)
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in names[1].split(":")[-1])[:40]
+    path = _target(out, f"compare-{slug}.mp4")
+    typer.echo(str(write_video(frames, path, fmt=_video_format(path, "mp4"), fps=fps, overwrite=overwrite)))
+
+
+@viz_app.command("loss")
+def loss_command(
+    ref: HashArg,
+    out: VizOutOpt = None,
+    cache: CacheOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Loss curves of a guide run (a gen artifact) as PNG: loss per optimisation step, per guided timestep."""
+    from ditflow.artifacts import load
+    from ditflow.errors import InputError
+    from ditflow.store import Store
+    from ditflow.viz import plot_losses
+
+    art = load(Store(cache), ref, kind="gen")
+    if not art.losses:
+        raise InputError(f"artifact {art.hash[:12]} has no recorded losses (was it generated without guidance?)")
+    path = _target(out, f"loss-{art.hash[:12]}.png")
+    if path.suffix.lower() != ".png":
+        raise InputError(f"--out {path}: the loss plot is a .png")
+    typer.echo(str(plot_losses(art.losses, path, title=f"guidance loss of {art.hash[:12]}", overwrite=overwrite)))
