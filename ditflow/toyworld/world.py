@@ -1,0 +1,160 @@
+"""Procedural videos of one (sometimes two) shapes in named colours over plain, gradient or textured
+backgrounds, moving along varied paths. Seeded and deterministic; every clip carries the ground truth
+(trajectories and masks). The prompt describes appearance only, never motion, so a model's motion is
+random and only guidance can fix it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (235, 215, 40),
+    "orange": (240, 140, 30), "purple": (140, 50, 190), "pink": (240, 120, 190), "white": (245, 245, 245),
+    "black": (15, 15, 15), "grey": (128, 128, 128), "brown": (130, 80, 40),
+}
+SHAPES = ("circle", "square", "triangle", "diamond", "cross")
+BACKGROUNDS = ("plain", "gradient", "textured")
+MOTIONS = ("straight", "arc", "bounce", "zigzag", "pan")
+BG_COLOURS = ("grey", "black", "white", "green", "blue", "brown")
+
+
+@dataclass
+class Clip:
+    frames: np.ndarray  # uint8 [T, H, W, 3]
+    prompt: str
+    trajectories: np.ndarray  # float [objects, T, 2]: (x, y) centre of each object in pixels
+    masks: np.ndarray  # bool [objects, T, H, W]: where each object is visible
+    shapes: list[str]
+    colours: list[str]
+    background: str
+    motion: str
+
+
+def _shape_mask(shape: str, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
+    """Anti-aliasing is left to the VAE: a hard mask keeps colour statistics exact for judging."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    dx, dy = xx - cx, yy - cy
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":
+        return (np.abs(dx) <= r * 0.85) & (np.abs(dy) <= r * 0.85)
+    if shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= r
+    if shape == "cross":
+        arm = r * 0.35
+        return ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r))
+    if shape == "triangle":  # pointing up, centred on its centroid
+        top, base = cy - r, cy + r * 0.6
+        half = (yy - top) / (base - top) * r
+        return (yy >= top) & (yy <= base) & (np.abs(dx) <= half)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _background(kind: str, colour: str, rng: np.random.Generator, h: int, w: int, pad: int) -> np.ndarray:
+    """A background larger than the frame by `pad` on each side, so whole-scene pans can crop it."""
+    H, W = h + 2 * pad, w + 2 * pad
+    base = np.array(COLOURS[colour], dtype=np.float32)
+    if kind == "plain":
+        img = np.broadcast_to(base, (H, W, 3)).copy()
+    elif kind == "gradient":
+        other = np.array(COLOURS[rng.choice([c for c in BG_COLOURS if c != colour])], dtype=np.float32)
+        angle = rng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        s = (np.cos(angle) * xx + np.sin(angle) * yy)
+        s = (s - s.min()) / (s.max() - s.min() + 1e-6)
+        img = base * (1 - s[..., None]) + other * s[..., None]
+    elif kind == "textured":
+        import cv2
+
+        noise = rng.standard_normal((H // 4 + 1, W // 4 + 1)).astype(np.float32)
+        noise = cv2.resize(noise, (W, H), interpolation=cv2.INTER_CUBIC)
+        img = base + 35.0 * noise[..., None]
+    else:
+        raise ValueError(f"unknown background {kind!r}")
+    return np.clip(img, 0, 255)
+
+
+def _path(motion: str, rng: np.random.Generator, t: np.ndarray, h: int, w: int, r: float, travel: float) -> np.ndarray:
+    """Centre positions [T, 2] in pixels for one object; `travel` is the straight-line extent in pixels."""
+    lo, hi = np.array([r, r]), np.array([w - r, h - r])
+    angle = rng.uniform(0, 2 * np.pi)
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    if motion in ("straight", "pan"):
+        offsets = np.outer(t, direction) * travel
+    elif motion == "arc":
+        radius = travel / rng.uniform(1.2, 2.0)
+        sweep = travel / radius * rng.choice([-1, 1])
+        a = angle + sweep * t
+        offsets = radius * np.stack([np.cos(a) - np.cos(angle), np.sin(a) - np.sin(angle)], axis=1)
+    elif motion == "zigzag":
+        normal = np.array([-direction[1], direction[0]])
+        wiggle = np.abs(((t * rng.uniform(2.0, 3.0)) % 2) - 1) * 2 - 1  # triangle wave in [-1, 1]
+        offsets = np.outer(t, direction) * travel + np.outer(wiggle, normal) * travel * 0.25
+    elif motion == "bounce":
+        offsets = np.outer(t, direction) * travel * 1.6  # long path, folded back at the walls below
+    else:
+        raise ValueError(f"unknown motion {motion!r}")
+    start = rng.uniform(lo + np.maximum(-offsets.min(0), 0) * (motion != "bounce"),
+                        np.maximum(hi - np.maximum(offsets.max(0), 0) * (motion != "bounce"), lo + 1e-3))
+    pos = start + offsets
+    if motion == "bounce":  # reflect at the walls
+        size = hi - lo
+        rel = np.mod(pos - lo, 2 * size)
+        pos = lo + np.where(rel > size, 2 * size - rel, rel)
+    return np.clip(pos, lo, hi)
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, *, two_objects_prob: float = 0.2,
+              min_travel: float = 0.3) -> Clip:
+    """One deterministic clip. `min_travel` is the least straight-line travel as a fraction of the frame
+    (0.3 of 128 px = 38 px: several patches of a 16x16 patch grid)."""
+    rng = np.random.default_rng(seed)
+    n = 2 if rng.random() < two_objects_prob else 1
+    motion = str(rng.choice(MOTIONS))
+    bg_kind = str(rng.choice(BACKGROUNDS))
+    bg_colour = str(rng.choice(BG_COLOURS))
+    shapes, colours = [], []
+    for _ in range(n):
+        shapes.append(str(rng.choice(SHAPES)))
+        colours.append(str(rng.choice([c for c in COLOURS if c != bg_colour and c not in colours])))
+    t = np.linspace(0.0, 1.0, frames)
+    side = min(height, width)
+    pad = int(side * 0.5) if motion == "pan" else 0
+    bg = _background(bg_kind, bg_colour, rng, height, width, pad)
+    radii = [side * rng.uniform(0.10, 0.18) for _ in range(n)]
+    travel = side * rng.uniform(min_travel, 0.6)
+    if motion == "pan":  # the camera moves: background and objects shift together, objects also drift
+        ang = rng.uniform(0, 2 * np.pi)
+        cam = np.outer(t, [np.cos(ang), np.sin(ang)]) * min(travel, pad * 0.95)
+    else:
+        cam = np.zeros((frames, 2))
+    trajectories = np.zeros((n, frames, 2), dtype=np.float32)
+    for i in range(n):
+        if motion == "pan":  # objects fixed in the scene: they move on screen opposite to the camera
+            start = np.array([rng.uniform(radii[i] + travel, width - radii[i]) if cam[-1, 0] > 0 else rng.uniform(radii[i], width - radii[i] - travel),
+                              rng.uniform(radii[i] + travel, height - radii[i]) if cam[-1, 1] > 0 else rng.uniform(radii[i], height - radii[i] - travel)])
+            trajectories[i] = np.clip(start - cam, radii[i], [width - radii[i], height - radii[i]])
+        else:
+            trajectories[i] = _path(motion, rng, t, height, width, radii[i], travel)
+    video = np.empty((frames, height, width, 3), dtype=np.uint8)
+    masks = np.zeros((n, frames, height, width), dtype=bool)
+    for f in range(frames):
+        ox, oy = (np.round(cam[f]).astype(int) + pad) if motion == "pan" else (0, 0)
+        img = bg[oy : oy + height, ox : ox + width].copy()
+        for i in range(n):
+            m = _shape_mask(shapes[i], *trajectories[i, f], radii[i], height, width)
+            for j in range(i):  # later objects cover earlier ones
+                masks[j, f] &= ~m
+            masks[i, f] = m
+            img[m] = COLOURS[colours[i]]
+        video[f] = img.astype(np.uint8)
+    things = " and ".join(f"{_article(c)} {c} {s}" for c, s in zip(colours, shapes))
+    bg_text = {"plain": f"a {bg_colour} background", "gradient": f"a {bg_colour} gradient background",
+               "textured": f"a textured {bg_colour} background"}[bg_kind]
+    return Clip(video, f"{things} on {bg_text}", trajectories, masks, shapes, colours, bg_kind, motion)

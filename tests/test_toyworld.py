@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from ditflow.toyworld import MOTIONS, make_clip
+
+MOTION_WORDS = {"moving", "running", "walking", "left", "right", "up", "down", "bounce", "bouncing", "arc", "zigzag", "pan"}
+
+
+def test_deterministic():
+    a, b = make_clip(7), make_clip(7)
+    assert np.array_equal(a.frames, b.frames) and a.prompt == b.prompt
+    assert not np.array_equal(make_clip(8).frames, a.frames)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_ground_truth_matches_pixels(seed):
+    clip = make_clip(seed, frames=9, height=64, width=64)
+    assert clip.frames.shape == (9, 64, 64, 3) and clip.frames.dtype == np.uint8
+    for obj, colour in enumerate(clip.colours):
+        visible = [f for f in range(9) if clip.masks[obj, f].sum() > 20]
+        assert len(visible) >= 7
+        for f in visible:
+            ys, xs = np.nonzero(clip.masks[obj, f])
+            centroid = np.array([xs.mean(), ys.mean()]) + 0.5
+            assert np.abs(centroid - clip.trajectories[obj, f]).max() < 3.0  # occlusion can shift it a little
+            from ditflow.toyworld import COLOURS
+
+            assert (clip.frames[f][clip.masks[obj, f]] == COLOURS[colour]).all()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_prompt_is_appearance_only_and_motion_is_large(seed):
+    clip = make_clip(seed)
+    words = set(clip.prompt.split())
+    assert not words & MOTION_WORDS
+    assert all(c in words for c in clip.colours) and all(s in words for s in clip.shapes)
+    path = np.linalg.norm(np.diff(clip.trajectories[0], axis=0), axis=1).sum()
+    assert path >= 0.25 * 128  # several 8-px patches of travel at 128x128
+
+
+def test_every_motion_occurs():
+    assert {make_clip(s).motion for s in range(60)} == set(MOTIONS)
