@@ -87,11 +87,25 @@ def transformer_config(model: str) -> dict[str, Any]:
         raise InputError(f"{folder} has no transformer/config.json: is it a CogVideoX pipeline?")
 
 
+MODEL_DEFAULTS = "ditflow.json"  # optional, beside model_index.json: ModelPreset fields measured for this model
+
+
 def preset(model: str) -> ModelPreset:
     name = ALIASES.get(model, model)
     if name in PRESETS:
         return PRESETS[name]
-    return preset_for(name, transformer_config(model))
+    folder = resolve_folder(model)
+    try:
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        spatial = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+    except OSError:
+        spatial = 8
+    defaults_file = folder / MODEL_DEFAULTS
+    try:
+        defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{defaults_file} is not valid JSON: {e}")
+    return preset_for(name, transformer_config(model), spatial, defaults)
 
 
 @dataclass(frozen=True)

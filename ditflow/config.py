@@ -42,8 +42,11 @@ PRESETS: dict[str, ModelPreset] = {
 ALIASES = {"THUDM/CogVideoX-5b": "5b", "THUDM/CogVideoX-2b": "2b", "cogvideox-5b": "5b", "cogvideox-2b": "2b"}
 
 
-def preset_for(model: str, transformer_config: dict[str, Any] | None = None) -> ModelPreset:
-    """Defaults for `model`: a named preset, or ones derived from an unknown model's transformer config."""
+def preset_for(model: str, transformer_config: dict[str, Any] | None = None, spatial_factor: int = 8,
+               folder_defaults: dict[str, Any] | None = None) -> ModelPreset:
+    """Defaults for `model`: a named preset; for a folder, the 5B/2B preset when its transformer has their
+    layout, else defaults derived from its config; then any `ditflow.json` the folder ships (a model can
+    carry the settings that were measured for it, as the toy model does)."""
     name = ALIASES.get(model, model)
     if name in PRESETS:
         return PRESETS[name]
@@ -51,15 +54,20 @@ def preset_for(model: str, transformer_config: dict[str, Any] | None = None) -> 
     layers = int(cfg.get("num_layers", 30))
     rope = bool(cfg.get("use_rotary_positional_embeddings", True))
     base = PRESETS["5b" if rope else "2b"]
-    # CogVideoX's convention: sample_height/width are latent sizes, 8x smaller than pixels.
-    return replace(
-        base,
-        source=model,
-        dtype="float32",
-        guidance_blocks=(layers // 2,),
-        height=int(cfg.get("sample_height", base.height // 8)) * 8,
-        width=int(cfg.get("sample_width", base.width // 8)) * 8,
-    )
+    if (layers, rope, cfg.get("num_attention_heads")) in ((42, True, 48), (30, False, 30)):
+        preset = replace(base, source=model)  # a local copy of CogVideoX-5b / -2b
+    else:
+        # sample_height/width are latent sizes; pixels are the VAE's spatial factor larger
+        preset = replace(base, source=model, dtype="float32", guidance_blocks=(layers // 2,),
+                         height=int(cfg.get("sample_height", base.height // 8)) * spatial_factor,
+                         width=int(cfg.get("sample_width", base.width // 8)) * spatial_factor)
+    if folder_defaults:
+        known = {f.name for f in fields(ModelPreset)}
+        unknown = set(folder_defaults) - known
+        if unknown:
+            raise InputError(f"ditflow.json of {model} has unknown settings: {', '.join(sorted(unknown))}")
+        preset = replace(preset, **{k: tuple(v) if isinstance(v, list) else v for k, v in folder_defaults.items()})
+    return preset
 
 
 @dataclass(frozen=True)

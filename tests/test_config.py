@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+from ditflow.backbone import preset
+from ditflow.config import ExtractConfig, GuideConfig, apply_overrides, preset_for
+from ditflow.errors import InputError
+
+
+def test_paper_presets():
+    five, two = preset("5b"), preset("THUDM/CogVideoX-2b")
+    assert five.guidance_blocks == (20,) and five.dtype == "bfloat16" and five.scheduler == "dpm"
+    assert two.guidance_blocks == (15,) and two.dtype == "float16" and two.scheduler == "ddim"
+    assert ExtractConfig().resolve(five).frames == 24
+    g = GuideConfig(prompt="x").resolve(five)
+    assert g.lr == (0.002, 0.001) and g.guidance_range == (50, 40) and g.steps == 50 and g.cfg == 7.0
+
+
+def test_local_copy_of_5b_gets_the_5b_preset():
+    p = preset_for("/models/cogvideox-5b", {"num_layers": 42, "use_rotary_positional_embeddings": True, "num_attention_heads": 48})
+    assert p.guidance_blocks == (20,) and p.dtype == "bfloat16" and p.source == "/models/cogvideox-5b"
+
+
+def test_folder_defaults_file(tiny_rope, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_rope, folder)
+    derived = preset(str(folder))
+    assert derived.guidance_blocks == (1,) and (derived.height, derived.width) == (32, 48)
+    (folder / "ditflow.json").write_text(json.dumps({"guidance_blocks": [0], "cfg": 2.5, "frames": 9}))
+    p = preset(str(folder))
+    assert p.guidance_blocks == (0,) and p.cfg == 2.5 and p.frames == 9
+    (folder / "ditflow.json").write_text(json.dumps({"nonsense": 1}))
+    with pytest.raises(InputError):
+        preset(str(folder))
+
+
+def test_overrides_layer_in_order():
+    cfg = apply_overrides(GuideConfig(), {"cfg": 5.0, "lr": [0.1, 0.2]}, {"cfg": 6.0, "seed": None})
+    assert cfg.cfg == 6.0 and cfg.lr == (0.1, 0.2) and cfg.seed == 1
+    with pytest.raises(InputError):
+        apply_overrides(GuideConfig(), {"learning_rate": 1})
