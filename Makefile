@@ -17,7 +17,7 @@ help:
 	@echo "make demo      extract -> guide -> inject on a bundled clip with a tiny offline model"
 	@echo "make test      run the test suite"
 	@echo "make transfer VIDEO=... PROMPT=... MODEL=5b   the chained stages on your own video"
-	@echo "make bench-amf AMF memory/speed benchmark"
+	@echo "make bench-amf AMF memory/speed benchmark (BENCH_AMF_ARGS=--quick for a 3-minute subset)"
 
 .venv/bin/python:
 	python3 -m venv .venv

@@ -83,7 +83,12 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def worker(args: argparse.Namespace) -> None:
-    result: dict = {"status": "ok"}
+    result: dict = {"status": "ok", "loadavg_start": os.getloadavg()}
+    try:
+        # if the machine runs out of memory anyway, the kernel should kill this child, not someone's shell
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:
+        pass
     try:
         _import_project()
         import torch
@@ -140,16 +145,21 @@ def worker(args: argparse.Namespace) -> None:
         result["check_value"] = step()  # warm-up
         result["warmup_s"] = time.perf_counter() - t0
         times: list[float] = []
+        cpu_times: list[float] = []  # process CPU seconds (all threads): less sensitive to other load
         while len(times) < args.repeats:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             step()
             times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
             if sum(times) + result["warmup_s"] > args.budget_s:
                 break
         peak = _maxrss_bytes()
         result.update(
             times_s=times,
             median_s=statistics.median(times),
+            cpu_times_s=cpu_times,
+            median_cpu_s=statistics.median(cpu_times),
+            loadavg_end=os.getloadavg(),
             peak_mib=(peak - baseline) / 2**20,
             rss_peak_mib=peak / 2**20,
         )
@@ -203,7 +213,6 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "loadavg_start": os.getloadavg(),
     }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -250,13 +259,23 @@ def _fmt_ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}x"
 
 
+COLUMNS = ("plain s", "ditflow s", "speed-up", "CPU ratio", "plain MiB", "ditflow MiB", "mem ratio")
+
+
+def _cells(pl: dict | None, ou: dict | None) -> list[str]:
+    return [_fmt_time(pl), _fmt_time(ou), _fmt_ratio(_ratio(pl, ou, "median_s")),
+            _fmt_ratio(_ratio(pl, ou, "median_cpu_s")), _fmt_mem(pl), _fmt_mem(ou),
+            _fmt_ratio(_ratio(pl, ou, "peak_mib"))]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "amf.json", help="JSON results file")
     ap.add_argument("--quick", action="store_true",
                     help=f"(a) fwd+bwd only; sweep frames {QUICK_OURS_FRAMES} (ditflow), {QUICK_PLAIN_FRAMES} (plain)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed runs per point after the warm-up (max)")
-    ap.add_argument("--budget-s", type=float, default=60.0,
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed runs per point after the warm-up, at most (default 3; 1 with --quick)")
+    ap.add_argument("--budget-s", type=float, default=30.0,
                     help="stop timing a point once warm-up + timed runs exceed this (at least one timed run)")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds before a point's child is killed")
     ap.add_argument("--mem-limit-gib", type=float, default=18.0,
@@ -271,12 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(args)
         return 0
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
 
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     _import_project()
+    loadavg_start = os.getloadavg()
     started = _dt.datetime.now(_dt.timezone.utc)
     t_start = time.perf_counter()
 
@@ -287,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
 
     # (a) paper shape, scaled down only if plain cannot run there
-    console.rule("(a) CogVideoX-2B shape: 30 heads x 64, 30x45 patches")
+    layout_a = f"{PAPER_2B['heads']} heads x {PAPER_2B['head_dim']}, {PAPER_2B['h']}x{PAPER_2B['w']} patches"
+    layout_b = f"{SWEEP_5B['heads']} heads x {SWEEP_5B['head_dim']}, {SWEEP_5B['h']}x{SWEEP_5B['w']} patches"
+    console.rule(f"(a) CogVideoX-2B shape: {PAPER_2B['frames']} frames, {layout_a}")
     passes_a = ["fwd+bwd"] if args.quick else ["fwd", "fwd+bwd"]
     section_a: dict[str, dict[str, dict]] = {}
     for pass_ in passes_a:
@@ -307,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
 
     # (b) 5B sweep
-    console.rule("(b) CogVideoX-5B layout sweep: 48 heads x 64, 30x45 patches, fwd+bwd")
+    console.rule(f"(b) CogVideoX-5B layout sweep: {layout_b}, fwd+bwd")
     ours_frames = QUICK_OURS_FRAMES if args.quick else SWEEP_FRAMES
     plain_frames = QUICK_PLAIN_FRAMES if args.quick else SWEEP_FRAMES
     sweep: dict[int, dict[str, dict | None]] = {}
@@ -331,25 +355,22 @@ def main(argv: list[str] | None = None) -> int:
 
     # tables
     console.print()
-    ta = Table(title="(a) AMF, CogVideoX-2B shape (30 heads x 64; frames x 30x45 patches), float32, CPU")
-    for col in ("pass", "frames", "N", "plain s", "ditflow s", "speed-up", "plain MiB", "ditflow MiB", "mem ratio"):
+    ta = Table(title=f"(a) AMF, CogVideoX-2B shape ({layout_a} per frame), float32, CPU")
+    for col in ("pass", "frames", "N", *COLUMNS):
         ta.add_column(col, justify="right")
     for pass_, row in section_a.items():
         pl, ou = row["plain"], row["ditflow"]
-        ta.add_row(pass_, str(ou["frames"]) + (" (scaled)" if ou["scaled"] else ""), f"{ou['N']:,}",
-                   _fmt_time(pl), _fmt_time(ou), _fmt_ratio(_ratio(pl, ou, "median_s")),
-                   _fmt_mem(pl), _fmt_mem(ou), _fmt_ratio(_ratio(pl, ou, "peak_mib")))
+        ta.add_row(pass_, str(ou["frames"]) + (" (scaled)" if ou["scaled"] else ""), f"{ou['N']:,}", *_cells(pl, ou))
     console.print(ta)
-    tb = Table(title="(b) AMF loss fwd+bwd, CogVideoX-5B layout (48 heads x 64; frames x 30x45 patches), float32, CPU")
-    for col in ("frames", "N", "plain s", "ditflow s", "speed-up", "plain MiB", "ditflow MiB", "mem ratio"):
+    tb = Table(title=f"(b) AMF loss fwd+bwd, CogVideoX-5B layout ({layout_b} per frame), float32, CPU")
+    for col in ("frames", "N", *COLUMNS):
         tb.add_column(col, justify="right")
     for frames, row in sweep.items():
-        pl, ou = row["plain"], row["ditflow"]
-        tb.add_row(str(frames), f"{frames * SWEEP_5B['h'] * SWEEP_5B['w']:,}", _fmt_time(pl), _fmt_time(ou),
-                   _fmt_ratio(_ratio(pl, ou, "median_s")), _fmt_mem(pl), _fmt_mem(ou),
-                   _fmt_ratio(_ratio(pl, ou, "peak_mib")))
+        tb.add_row(str(frames), f"{frames * SWEEP_5B['h'] * SWEEP_5B['w']:,}", *_cells(row["plain"], row["ditflow"]))
     console.print(tb)
-    console.print("time: median seconds after a warm-up; MiB: peak RSS growth over imports + inputs "
+    console.print("s: median wall seconds after a warm-up; CPU ratio: the same ratio in process CPU seconds "
+                  "(less sensitive to other load on the machine); "
+                  "MiB: peak RSS growth over imports + inputs "
                   f"(ru_maxrss, one process per cell); each child may add {args.mem_limit_gib:g} GiB of address "
                   "space after its imports (RLIMIT_AS); ratios are plain / ditflow.", highlight=False)
 
@@ -382,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[yellow]note:[/] {note}")
 
     info = machine_info()
-    info["loadavg_end"] = os.getloadavg()
+    info["loadavg_start"], info["loadavg_end"] = loadavg_start, os.getloadavg()
     report = {
         "benchmark": "attention_motion_flow: plain (ditflow.amf_reference) vs ditflow (ditflow.amf)",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

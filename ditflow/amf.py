@@ -29,8 +29,6 @@ def patch_coordinates(h: int, w: int, *, device=None, dtype=torch.float32) -> to
 
 def _joint_heads(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     """[heads, N, d] -> [N, heads*d] each, and the scale that makes q·k the head-mean of q_h·k_h/√d."""
-    if q.ndim != 3 or q.shape != k.shape:
-        raise ValueError(f"q and k must both be [heads, N, head_dim], got {tuple(q.shape)} and {tuple(k.shape)}")
     heads, n, d = q.shape
     qj = q.transpose(0, 1).reshape(n, heads * d)
     kj = k.transpose(0, 1).reshape(n, heads * d)

@@ -168,3 +168,12 @@ def test_bad_inputs_raise_value_error(fn):
         fn(q, k, (3, 3, 4))
     with pytest.raises(ValueError):
         fn(q, k, (2, 3, 4), mode="sharp")
+    with pytest.raises(ValueError):
+        fn(q.flatten(), k.flatten(), (2, 3, 4))
+
+
+@pytest.mark.parametrize("mode", ["soft", "argmax"])
+def test_bad_chunk_raises_value_error(mode):
+    q, k = random_qk(2, 24, 4, seed=1)
+    with pytest.raises(ValueError):
+        attention_motion_flow(q, k, (2, 3, 4), mode=mode, chunk=0)
