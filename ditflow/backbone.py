@@ -87,6 +87,20 @@ def transformer_config(model: str) -> dict[str, Any]:
         raise InputError(f"{folder} has no transformer/config.json: is it a CogVideoX pipeline?")
 
 
+def vae_factors(model: str) -> tuple[int, int]:
+    """(spatial, temporal) compression of the model's VAE, read from its config (as the pipeline derives them)."""
+    try:
+        vae = json.loads((resolve_folder(model) / "vae" / "config.json").read_text())
+    except OSError:
+        return 8, 4
+    return 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1), int(vae.get("temporal_compression_ratio", 4))
+
+
+def config_geometry(model: str, frames: int, height: int, width: int) -> "Geometry":
+    """The geometry of a run from the model's config files alone: checks sizes before any weights load."""
+    return geometry_of(int(transformer_config(model).get("patch_size", 2)), *vae_factors(model), frames, height, width)
+
+
 MODEL_DEFAULTS = "ditflow.json"  # optional, beside model_index.json: ModelPreset fields measured for this model
 
 
@@ -95,11 +109,7 @@ def preset(model: str) -> ModelPreset:
     if name in PRESETS:
         return PRESETS[name]
     folder = resolve_folder(model)
-    try:
-        vae = json.loads((folder / "vae" / "config.json").read_text())
-        spatial = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
-    except OSError:
-        spatial = 8
+    spatial, _ = vae_factors(model)
     defaults_file = folder / MODEL_DEFAULTS
     try:
         defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else None
@@ -176,7 +186,7 @@ class Backbone:
         return bool(self.transformer.config.use_rotary_positional_embeddings)
 
     def geometry(self, frames: int, height: int, width: int) -> Geometry:
-        return geometry_of(self.transformer.config, self.pipe.vae_scale_factor_spatial,
+        return geometry_of(int(self.transformer.config.patch_size), self.pipe.vae_scale_factor_spatial,
                            self.pipe.vae_scale_factor_temporal, frames, height, width)
 
     # -- text, pixels, latents ------------------------------------------------------------------------
@@ -252,8 +262,7 @@ def _quiet_libraries() -> None:
         lib.disable_progress_bar()
 
 
-def geometry_of(cfg, spatial: int, temporal: int, frames: int, height: int, width: int) -> Geometry:
-    patch = int(cfg.patch_size)
+def geometry_of(patch: int, spatial: int, temporal: int, frames: int, height: int, width: int) -> Geometry:
     unit = spatial * patch
     if height % unit or width % unit:
         raise InputError(f"size {height}x{width} is not divisible by {unit} (VAE factor {spatial} x patch {patch}); "

@@ -7,14 +7,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import artifacts
 from .artifacts import AmfArtifact, GenArtifact
-from .backbone import Backbone, geometry_of, model_identity, preset, resolve_folder
+from .backbone import Backbone, config_geometry, model_identity, preset, transformer_config
 from .config import ExtractConfig, GuideConfig, RuntimeOptions, settings
 from .errors import IncompatibleArtifact, InputError
 from .progress import Progress
@@ -39,19 +38,6 @@ def video_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _geometry_from_configs(model: str, frames: int, height: int, width: int):
-    folder = resolve_folder(model)
-    tcfg = json.loads((folder / "transformer" / "config.json").read_text())
-    vcfg = json.loads((folder / "vae" / "config.json").read_text())
-    spatial = 2 ** (len(vcfg.get("block_out_channels", [0] * 4)) - 1)
-    temporal = int(vcfg.get("temporal_compression_ratio", 4))
-
-    class _Cfg:  # geometry_of reads attributes
-        patch_size = tcfg.get("patch_size", 2)
-
-    return geometry_of(_Cfg, spatial, temporal, frames, height, width), tcfg
-
-
 def _check_blocks(blocks, layers: int, what: str) -> None:
     bad = [b for b in blocks if not 0 <= b < layers]
     if bad:
@@ -68,8 +54,8 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
         raise InputError("--temperature must be positive")
     digest = video_digest(video)
     cfg = cfg.resolve(preset(cfg.model))
-    geo, tcfg = _geometry_from_configs(cfg.model, cfg.frames, cfg.height, cfg.width)
-    _check_blocks(cfg.blocks, int(tcfg.get("num_layers", 30)), "--blocks")
+    config_geometry(cfg.model, cfg.frames, cfg.height, cfg.width)  # size errors before any weights load
+    _check_blocks(cfg.blocks, int(transformer_config(cfg.model).get("num_layers", 30)), "--blocks")
     inputs = {**settings(cfg), "model_arg": cfg.model, "model": model_identity(cfg.model), "video_sha256": digest}
     h = content_key("amf", inputs)
     if store.exists(h):

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny random CogVideoX pipelines (real diffusers classes) and synthetic videos."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,14 @@ def runtime():
 
 def extract_cfg(model: str, **kw) -> ExtractConfig:
     return ExtractConfig(model=model, frames=FRAMES, height=HEIGHT, width=WIDTH, blocks=(1,), **kw)
+
+
+def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """Run the real entry point (error mapping included) in-process: (exit code, stdout, stderr)."""
+    from commands.app import main
+
+    monkeypatch.setattr(sys, "argv", ["ditflow", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err

@@ -3,24 +3,16 @@ import sys
 
 import pytest
 
-from conftest import FRAMES, HEIGHT, WIDTH
+from conftest import FRAMES, HEIGHT, WIDTH, run_cli
 from ditflow.store import Store
 
 
-def run(argv, capsys, monkeypatch):
-    from commands.app import main
-
-    monkeypatch.setattr(sys, "argv", ["ditflow", *argv])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 @pytest.fixture
 def cli(capsys, monkeypatch, tmp_path):
     cache = tmp_path / "cache"
-    return lambda *argv: run([*argv, "--cache", str(cache)], capsys, monkeypatch), Store(cache)
+    return lambda *argv: run_cli([*argv, "--cache", str(cache)], capsys, monkeypatch), Store(cache)
 
 
 def size_flags(model):

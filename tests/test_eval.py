@@ -14,6 +14,7 @@ from ditflow.eval import EvalSettings, Evaluator, evaluate, resolve_frames
 from ditflow.eval.motion import motion_fidelity, tracklet_correlation
 from ditflow.eval.trackers import CoTracker, LucasKanadeTracker, find_cotracker, get_tracker
 from ditflow.video import write_video
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = 12  # points per side: plenty for 96×96 videos, fast
@@ -268,15 +269,6 @@ def test_hashes_resolve_to_artifact_frames_and_gen_defaults(tmp_path):
 
 
 # -- CLI -----------------------------------------------------------------------------------------------
-def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    """Run the real entry point (error mapping included) in-process: (exit code, stdout, stderr)."""
-    from commands.app import main
-
-    monkeypatch.setattr(sys, "argv", ["ditflow", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 @pytest.fixture

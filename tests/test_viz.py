@@ -1,7 +1,6 @@
 """ditflow viz: flow colours, AMF pictures, side-by-side videos, loss plots and their commands."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 from ditflow.errors import InputError
 from ditflow.video import read_video, write_video
 from ditflow.viz import (color_wheel, flow_to_rgb, free_path, latent_to_pixel_frame, parse_pairs, side_by_side)
+from conftest import run_cli
 
 T, H, W = 9, 48, 64  # pixel frames of the synthetic reference
 GRID = (3, 3, 4)  # latent frames, patch rows, patch columns (16 px patches)
@@ -111,14 +111,6 @@ def test_free_path_never_reuses_a_name(tmp_path):
 
 
 # -- commands ------------------------------------------------------------------------------------------
-def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    from commands.app import main
-
-    monkeypatch.setattr(sys, "argv", ["ditflow", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def test_viz_amf_writes_one_picture_per_pair(capsys, monkeypatch):
