@@ -8,7 +8,7 @@ SIZE    ?= --frames 9 --height 32 --width 48 --blocks 1
 GUIDE   ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 OUT     ?= out
 
-.PHONY: install test demo transfer tiny-model clean-demo
+.PHONY: install test demo transfer tiny-model toy-model clean-demo
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -34,6 +34,10 @@ $(MODEL)/model_index.json:
 	$(PY) -m ditflow.tiny $(MODEL)
 
 tiny-model: $(MODEL)/model_index.json
+
+# The toy model's recipe (issue: trained on the synthetic world). Resumable: rerun after an interruption.
+toy-model:
+	$(PY) -m ditflow.toyworld.train --work out/toy-train --out assets/toy-cogvideox
 
 # The chain: each stage prints one hash on stdout, the next stage takes it.
 transfer:

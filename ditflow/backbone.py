@@ -222,20 +222,8 @@ class Backbone:
 
     # -- positions ------------------------------------------------------------------------------------
     def rope_tables(self, geo: Geometry):
-        """(cos, sin) [N, head_dim] for RoPE models (as the CogVideoX 1.0 pipeline builds them), else None."""
-        if not self.uses_rope:
-            return None
-        from diffusers.models.embeddings import get_3d_rotary_pos_embed
-        from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
-
-        cfg = self.transformer.config
-        if cfg.patch_size_t is not None:
-            raise InputError("CogVideoX 1.5 models (temporal patches) are not supported yet; use CogVideoX 1.0 (2b, 5b)")
-        f, gh, gw = geo.grid
-        crops = get_resize_crop_region_for_grid((gh, gw), cfg.sample_width // cfg.patch_size, cfg.sample_height // cfg.patch_size)
-        cos, sin = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops, grid_size=(gh, gw),
-                                           temporal_size=f, device=self.device)
-        return cos.to(self.device), sin.to(self.device)
+        """(cos, sin) [N, head_dim] for RoPE models, else None."""
+        return rope_tables(self.transformer.config, geo.grid, self.device) if self.uses_rope else None
 
     def sincos_embedding(self, geo: Geometry):
         """The 3D sincos positional embedding of the video tokens [N, dim] (non-RoPE models), as the patch
@@ -250,6 +238,21 @@ class Backbone:
             else:
                 full = pe._get_positional_embeddings(geo.latent_height, geo.latent_width, pre_frames, device=self.device)
         return full[0, pe.max_text_seq_length:].to(self.device, torch.float32)
+
+
+def rope_tables(cfg, grid: tuple[int, int, int], device=None):
+    """(cos, sin) [N, head_dim] of a RoPE transformer for a (frames, h, w) patch grid, as the CogVideoX 1.0
+    pipeline builds them (crop region relative to the config's sample size)."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+    from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+    if cfg.patch_size_t is not None:
+        raise InputError("CogVideoX 1.5 models (temporal patches) are not supported yet; use CogVideoX 1.0 (2b, 5b)")
+    f, gh, gw = grid
+    crops = get_resize_crop_region_for_grid((gh, gw), cfg.sample_width // cfg.patch_size, cfg.sample_height // cfg.patch_size)
+    cos, sin = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops, grid_size=(gh, gw),
+                                       temporal_size=f, device=device)
+    return cos.to(device), sin.to(device)
 
 
 def _quiet_libraries() -> None:

@@ -1,0 +1,255 @@
+"""The toy model's recipe: a small CogVideoX (real diffusers classes) trained on the synthetic world.
+
+Stage 1 trains the VAE (AutoencoderKLCogVideoX, temporal compression 4) to reconstruct clips; stage 2
+freezes it and a randomly initialised tiny T5 (a fixed text featuriser, as CogVideoX freezes its T5) and
+trains the transformer with v-prediction. Both stages checkpoint to a work folder (safetensors + JSON) and
+resume from it, so `make toy-model` survives interruptions. Training seeds start at 10,000; seeds below
+are held out for evaluation.
+
+    python -m ditflow.toyworld.train --work out/toy-train --out assets/toy-cogvideox [--device cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..progress import Progress
+from ..tiny import build_tokenizer
+from .world import BG_COLOURS, COLOURS, SHAPES, make_clip
+
+TRAIN_SEED0 = 10_000
+
+
+@dataclass(frozen=True)
+class Recipe:
+    size: int = 64  # pixels; the VAE divides by 4 -> 16x16 latent -> 8x8 patches
+    frames: int = 17  # -> 5 latent frames
+    vae_channels: tuple[int, ...] = (16, 32, 32)
+    latent_channels: int = 8
+    heads: int = 4
+    head_dim: int = 32
+    layers: int = 8
+    text_len: int = 16
+    vae_steps: int = 1500
+    vae_batch: int = 4
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    steps: int = 3000
+    batch: int = 16
+    lr: float = 3e-4
+    ema: float = 0.999
+    empty_prompt: float = 0.1  # for classifier-free guidance
+    high_noise_power: float = 0.7  # t = 999 * u**power: < 1 puts more weight on high-noise timesteps
+    checkpoint_every: int = 100
+    seed: int = 0
+    defaults: dict = field(default_factory=lambda: {
+        "guidance_blocks": [7], "frames": 17, "height": 64, "width": 64, "steps": 50, "cfg": 2.5,
+        "scheduler": "ddim", "dynamic_cfg": False, "dtype": "float32",
+    })
+
+
+def vocabulary() -> list[str]:
+    extra = "a an and on background gradient textured".split()
+    return list(dict.fromkeys(extra + list(COLOURS) + list(BG_COLOURS) + list(SHAPES)))
+
+
+def build(recipe: Recipe):
+    """Untrained components: (tokenizer, text_encoder, vae, transformer, scheduler)."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXTransformer3DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(recipe.seed)
+    tokenizer = build_tokenizer(vocabulary())
+    text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2,
+                                           num_heads=4, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0))
+    n = len(recipe.vae_channels)
+    vae = AutoencoderKLCogVideoX(in_channels=3, out_channels=3, latent_channels=recipe.latent_channels,
+                                 layers_per_block=1, norm_num_groups=8, block_out_channels=recipe.vae_channels,
+                                 down_block_types=("CogVideoXDownBlock3D",) * n, up_block_types=("CogVideoXUpBlock3D",) * n,
+                                 temporal_compression_ratio=4, sample_height=recipe.size, sample_width=recipe.size)
+    latent = recipe.size // 2 ** (n - 1)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=recipe.heads, attention_head_dim=recipe.head_dim, in_channels=recipe.latent_channels,
+        out_channels=recipe.latent_channels, time_embed_dim=128, text_embed_dim=64, num_layers=recipe.layers,
+        sample_height=latent, sample_width=latent, sample_frames=recipe.frames, patch_size=2,
+        max_text_seq_length=recipe.text_len, use_rotary_positional_embeddings=True)
+    scheduler = CogVideoXDDIMScheduler(timestep_spacing="trailing", prediction_type="v_prediction",
+                                       rescale_betas_zero_snr=True, snr_shift_scale=1.0, beta_schedule="scaled_linear",
+                                       beta_start=0.00085, beta_end=0.012, clip_sample=False, set_alpha_to_one=True)
+    return tokenizer, text_encoder, vae, transformer, scheduler
+
+
+def clip_batch(recipe: Recipe, step: int, batch: int, stage: int):
+    """Clips for one step, deterministic in (stage, step): pixels [B, 3, T, H, W] in [-1, 1] and prompts."""
+    clips = [make_clip(TRAIN_SEED0 + (stage * 10_000_000) + step * batch + i, recipe.frames, recipe.size, recipe.size)
+             for i in range(batch)]
+    video = np.stack([c.frames for c in clips]).astype(np.float32) / 127.5 - 1.0
+    return torch.from_numpy(video).permute(0, 4, 1, 2, 3), [c.prompt for c in clips]
+
+
+# --------------------------------------------------------------------------------------- checkpoints
+def _save(work: Path, name: str, module, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    tmp = work / f".{name}.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    os.replace(tmp, work / f"{name}.safetensors")
+    (work / f".{name}.json.tmp").write_text(json.dumps(state))
+    os.replace(work / f".{name}.json.tmp", work / f"{name}.json")
+
+
+def _load(work: Path, name: str, module) -> dict:
+    from safetensors.torch import load_file
+
+    if not (work / f"{name}.json").is_file():
+        return {"step": 0}
+    module.load_state_dict(load_file(str(work / f"{name}.safetensors")))
+    return json.loads((work / f"{name}.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------ stages
+def train_vae(recipe: Recipe, vae, work: Path, device: str, progress: Progress) -> None:
+    state = _load(work, "vae", vae)
+    vae.to(device).train().requires_grad_(True)
+    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr)  # moments restart on resume: cheap to re-warm
+    with progress.task("train VAE", total=recipe.vae_steps) as bar:
+        for _ in range(state["step"]):
+            bar.advance()
+        for step in range(state["step"], recipe.vae_steps):
+            video, _ = clip_batch(recipe, step, recipe.vae_batch, stage=1)
+            video = video.to(device)
+            dist = vae.encode(video).latent_dist
+            recon = vae.decode(dist.sample()).sample
+            loss = (recon - video).abs().mean() + recipe.kl_weight * dist.kl().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.advance(f"loss {loss.item():.4f}")
+            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.vae_steps:
+                _save(work, "vae", vae, {"step": step + 1, "loss": loss.item()})
+    vae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def _encode(vae, video, scaling: float):
+    return (vae.encode(video).latent_dist.mode() * scaling).permute(0, 2, 1, 3, 4)  # [B, F, C, h, w]
+
+
+def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: Progress) -> float:
+    tokenizer, text_encoder, vae, transformer, scheduler = parts
+    vae.to(device)
+    text_encoder.to(device).eval().requires_grad_(False)
+    state = _load(work, "transformer", transformer)
+    ema = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+    if (work / "transformer_ema.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        ema = load_file(str(work / "transformer_ema.safetensors"))
+    if "scaling" not in state:  # unit-variance latents, as CogVideoX's scaling factor does for its data
+        video, _ = clip_batch(recipe, 0, 16, stage=3)
+        state["scaling"] = float(1.0 / _encode(vae, video.to(device), 1.0).std())
+    scaling = state["scaling"]
+    transformer.to(device).train().requires_grad_(True)
+    opt = torch.optim.AdamW(transformer.parameters(), lr=recipe.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(1.0, (s + state["step"]) / recipe.steps))))
+    alphas = scheduler.alphas_cumprod.to(device, torch.float32)
+    from ..backbone import rope_tables
+
+    latent = recipe.size // 2 ** (len(recipe.vae_channels) - 1)
+    rope = rope_tables(transformer.config, ((recipe.frames - 1) // 4 + 1, latent // 2, latent // 2), device)
+    gen = torch.Generator().manual_seed(recipe.seed + state["step"])
+    with progress.task("train transformer", total=recipe.steps) as bar:
+        for _ in range(state["step"]):
+            bar.advance()
+        for step in range(state["step"], recipe.steps):
+            video, prompts = clip_batch(recipe, step, recipe.batch, stage=2)
+            prompts = ["" if torch.rand(1, generator=gen).item() < recipe.empty_prompt else p for p in prompts]
+            x0 = _encode(vae, video.to(device), scaling)
+            with torch.no_grad():
+                ids = tokenizer(prompts, padding="max_length", max_length=recipe.text_len, truncation=True,
+                                return_tensors="pt").input_ids.to(device)
+                text = text_encoder(ids)[0]
+            u = torch.rand(x0.shape[0], generator=gen)
+            t = (999 * u ** recipe.high_noise_power).round().long().to(device)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            a = alphas[t].view(-1, 1, 1, 1, 1)
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
+            pred = transformer(hidden_states=xt, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
+                               return_dict=False)[0]
+            loss = torch.nn.functional.mse_loss(pred, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                for k, v in transformer.state_dict().items():
+                    ema[k].mul_(recipe.ema).add_(v.detach().cpu() if ema[k].device.type == "cpu" else v.detach(), alpha=1 - recipe.ema)
+            bar.advance(f"loss {loss.item():.4f}")
+            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
+                from safetensors.torch import save_file
+
+                save_file({k: v.contiguous() for k, v in ema.items()}, str(work / ".ema.tmp"))
+                os.replace(work / ".ema.tmp", work / "transformer_ema.safetensors")
+                _save(work, "transformer", transformer, {"step": step + 1, "loss": loss.item(), "scaling": scaling})
+    transformer.load_state_dict(ema)
+    transformer.eval().requires_grad_(False)
+    return scaling
+
+
+def export(recipe: Recipe, parts, scaling: float, out: Path) -> Path:
+    """Save a diffusers pipeline folder (+ ditflow.json defaults), atomically."""
+    import shutil
+
+    from diffusers import CogVideoXPipeline
+
+    tokenizer, text_encoder, vae, transformer, scheduler = parts
+    vae.register_to_config(scaling_factor=scaling)
+    pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder.cpu(), vae=vae.cpu(),
+                             transformer=transformer.cpu(), scheduler=scheduler)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp)
+    (tmp / "ditflow.json").write_text(json.dumps(recipe.defaults, indent=1))
+    (tmp / "recipe.json").write_text(json.dumps(asdict(recipe), indent=1))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def train(recipe: Recipe, work: Path, out: Path, device: str = "cpu", quiet: bool = False) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=1))
+    progress = Progress(quiet)
+    parts = build(recipe)
+    train_vae(recipe, parts[2], work, device, progress)
+    scaling = train_transformer(recipe, parts, work, device, progress)
+    return export(recipe, parts, scaling, out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, default=Path("out/toy-train"), help="checkpoints (resumed if present)")
+    ap.add_argument("--out", type=Path, default=Path("assets/toy-cogvideox"))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--vae-steps", type=int)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    recipe = Recipe()
+    overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("steps", args.steps)) if v is not None}
+    from dataclasses import replace
+
+    print(train(replace(recipe, **overrides), args.work, args.out, args.device, args.quiet))
+
+
+if __name__ == "__main__":
+    main()
