@@ -99,6 +99,10 @@ class Model:
         self.default_rope = backbone.rope_tables(geo)
         self.base_sincos = None if backbone.uses_rope else backbone.sincos_embedding(geo)
 
+    def positions(self, emb: torch.Tensor) -> Positions:
+        """Optimised embeddings as this model takes them: RoPE tables, or the sincos embedding."""
+        return Positions(rope=emb) if self.default_rope is not None else Positions(sincos=emb)
+
     def forward(self, x, t, text, positions: Positions | None = None):
         """v prediction [B, F, C, h, w] for latents x at timestep t (a 0-d tensor) with text [B, L, D]."""
         positions = positions or Positions()
@@ -242,9 +246,6 @@ class Guide:
             return torch.stack([pair, pair])  # [q/k, cos/sin, N, D]: separate q and k tables, as the paper
         return self.model.base_sincos.float().clone()
 
-    def positions(self, emb: torch.Tensor) -> Positions:
-        return Positions(rope=emb) if self.model.default_rope is not None else Positions(sincos=emb)
-
     def _processors(self, i):
         """Recorders at the guidance blocks (wrapping injection where a block does both), installed for the
         whole step: backward recomputes checkpointed blocks and must see the same processors."""
@@ -287,7 +288,7 @@ class Guide:
                 if self.mode == "latent":
                     value = self.loss(var, t, None, recorders)
                 else:
-                    value = self.loss(x, t, self.positions(var), recorders)
+                    value = self.loss(x, t, self.model.positions(var), recorders)
                 value.backward()
                 opt.step()
                 record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach())}
@@ -298,7 +299,7 @@ class Guide:
             return var.detach().to(x.dtype), None
         self._emb = var.detach()
         self.embeddings[int(t)] = self._emb.clone()
-        return x, self.positions(self._emb)
+        return x, self.model.positions(self._emb)
 
 
 class ReplayGuide:
@@ -316,5 +317,4 @@ class ReplayGuide:
         emb = self.embeddings.get(int(t))
         if emb is None:
             return x, None
-        emb = emb.to(x.device)
-        return x, (Positions(rope=emb) if self.model.default_rope is not None else Positions(sincos=emb))
+        return x, self.model.positions(emb.to(x.device))

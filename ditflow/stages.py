@@ -17,7 +17,7 @@ from .backbone import Backbone, config_geometry, model_identity, preset, transfo
 from .config import ExtractConfig, GuideConfig, RuntimeOptions, settings
 from .errors import IncompatibleArtifact, InputError
 from .progress import Progress
-from .store import Store, content_key
+from .store import Store, content_key, hash_file_into
 from .video import read_video, resize_frames
 
 
@@ -32,9 +32,7 @@ def video_digest(path: str | os.PathLike) -> str:
     for f in files:
         if path.is_dir():
             h.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
+        hash_file_into(h, f)
     return h.hexdigest()
 
 

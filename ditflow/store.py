@@ -47,11 +47,16 @@ def content_key(kind: str, inputs: dict[str, Any]) -> str:
     return hashlib.sha256(canonical({"kind": kind, "format": FORMAT_VERSION, "inputs": inputs}).encode()).hexdigest()
 
 
-def file_sha256(path: Path, bufsize: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def hash_file_into(h, path: Path, bufsize: int = 1 << 20) -> None:
+    """Feed a file's bytes to the hash object `h` in chunks (files may be large videos or weights)."""
     with open(path, "rb") as f:
         while chunk := f.read(bufsize):
             h.update(chunk)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    hash_file_into(h, path)
     return h.hexdigest()
 
 

@@ -191,7 +191,7 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             sched.step()
             with torch.no_grad():
                 for k, v in transformer.state_dict().items():
-                    ema[k].mul_(recipe.ema).add_(v.detach().cpu() if ema[k].device.type == "cpu" else v.detach(), alpha=1 - recipe.ema)
+                    ema[k].mul_(recipe.ema).add_(v.detach().to(ema[k].device), alpha=1 - recipe.ema)
             bar.advance(f"loss {loss.item():.4f}")
             if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
                 from safetensors.torch import save_file
