@@ -153,3 +153,23 @@ def _argmax_flow(q: torch.Tensor, k: torch.Tensor, grid: Grid, chunk: int) -> to
     coords = patch_coordinates(h, w, device=q.device)
     target = coords[best]  # [N, F_key, 2]
     return target.view(f, p, f, 2).transpose(1, 2) - coords.view(1, 1, p, 2)
+
+
+@torch.no_grad()
+def attention_confidence(q: torch.Tensor, k: torch.Tensor, grid: Grid, temperature: float = 2.0,
+                         chunk: int = 2048) -> torch.Tensor:
+    """How sharply each patch attends into each frame: [frames, frames, h*w], entry [i, j, p] the largest
+    probability of the softmax (as soft mode takes it) of patch p of frame i over frame j's patches.
+
+    Near 1/(h*w) where the attention is flat (plain background, whose argmax is arbitrary), near 1 where it
+    picks one patch (a distinct object): a weight for the AMF loss. q, k: [heads, N, head_dim].
+    """
+    _check_inputs(q, k, grid, chunk)
+    f, h, w = grid
+    p = h * w
+    qj, kj, scale = _joint_heads(q, k)
+    n = qj.shape[0]
+    out = torch.empty(n, f, dtype=torch.float32, device=q.device)
+    for s in range(0, n, chunk):
+        out[s : s + chunk] = _frame_softmax(qj[s : s + chunk], kj, f, p, scale * temperature, torch.float32).amax(dim=-1)
+    return out.view(f, p, f).transpose(1, 2).contiguous()

@@ -2,7 +2,7 @@
 
 amf payload  amf.zarr/  frames [T,H,W,3] uint8 (the resized reference), latent [1,F,C,h,w],
                         amf/block_<b> [F,F,P,2], features/block_<b> [F,C,h,w] (float16),
-                        moft/block_<b> [K] (motion channels)
+                        moft/block_<b> [K] (motion channels), confidence/block_<b> [F,F,P] (float16)
 gen payload  video.safetensors       frames [T,H,W,3] uint8, latent [1,F,C,h,w]
              embeddings.safetensors  t<timestep> -> optimised embedding (emb mode only)
              meta.json               settings, per-step losses, parents (the AMF, and for inject the gen)
@@ -89,6 +89,16 @@ class AmfArtifact(Artifact):
 
         return torch.from_numpy(self._group[f"features/block_{block}"][...]).float()
 
+    def confidence(self, block: int):
+        """[F, F, P] attention confidence of the reference (see amf.attention_confidence)."""
+        import torch
+
+        key = f"confidence/block_{block}"
+        if key not in self._group:
+            raise IncompatibleArtifact(f"AMF {self.hash[:12]} was extracted by an older ditflow without attention "
+                                       f"confidence; extract it again for --loss-weighting confidence")
+        return torch.from_numpy(self._group[key][...])
+
     def moft_channels(self, block: int):
         import torch
 
@@ -140,7 +150,8 @@ def load(store: Store, ref: str, kind: str | None = None) -> Artifact:
     return KINDS.get(info.kind, Artifact)(info)
 
 
-def write_amf(folder: Path, *, frames: np.ndarray, latent, amf: dict, features: dict, moft: dict) -> None:
+def write_amf(folder: Path, *, frames: np.ndarray, latent, amf: dict, features: dict, moft: dict,
+              confidence: dict | None = None) -> None:
     import torch
     import zarr
 
@@ -153,6 +164,8 @@ def write_amf(folder: Path, *, frames: np.ndarray, latent, amf: dict, features: 
         g.create_array(f"features/block_{b}", data=feats.detach().to(torch.float16).cpu().numpy())
     for b, ch in moft.items():
         g.create_array(f"moft/block_{b}", data=ch.detach().cpu().numpy().astype(np.int64))
+    for b, c in (confidence or {}).items():
+        g.create_array(f"confidence/block_{b}", data=c.detach().float().cpu().numpy().astype(np.float16))
 
 
 def write_gen(folder: Path, *, frames: np.ndarray, latent, embeddings: dict[int, Any]) -> None:

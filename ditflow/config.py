@@ -124,6 +124,9 @@ class GuideConfig:
     seed: int = 1
     threshold_loss: bool = True
     temperature: float = 2.0
+    loss_weighting: str = "none"  # AMF loss: "none" (the paper) or "confidence" (the reference's attention)
+    emb_param: str = "table"  # emb mode on RoPE models: "table" (the paper) or "angle" (tables stay rotations)
+    emb_after: str = "restore"  # emb mode after the guidance range: "restore" the model's (the paper) or "carry"
 
     def resolve(self, preset: ModelPreset) -> "GuideConfig":
         return replace(
@@ -142,6 +145,12 @@ class GuideConfig:
             raise InputError(f"--opt-mode must be 'latent' or 'emb', not {self.opt_mode!r}")
         if self.loss not in ("flow", "moft", "smm"):
             raise InputError(f"--loss must be 'flow', 'moft' or 'smm', not {self.loss!r}")
+        if self.loss_weighting not in ("none", "confidence"):
+            raise InputError(f"--loss-weighting must be 'none' or 'confidence', not {self.loss_weighting!r}")
+        if self.emb_param not in ("table", "angle"):
+            raise InputError(f"--emb-param must be 'table' or 'angle', not {self.emb_param!r}")
+        if self.emb_after not in ("restore", "carry"):
+            raise InputError(f"--emb-after must be 'restore' or 'carry', not {self.emb_after!r}")
         if self.opt_steps < 1:
             raise InputError("--opt-steps must be at least 1")
         if self.steps is not None and self.steps < 1:

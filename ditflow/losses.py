@@ -8,10 +8,19 @@ import torch
 import torch.nn.functional as F
 
 
-def amf_loss(generated: torch.Tensor, reference: torch.Tensor, threshold: bool = True) -> torch.Tensor:
+def amf_loss(generated: torch.Tensor, reference: torch.Tensor, threshold: bool = True,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between the generated (soft) AMF and the reference (argmax) AMF, both [F, F, P, 2]. With
-    `threshold`, only where the reference displacement is non-zero (the paper's thresholded loss)."""
+    `threshold`, only where the reference displacement is non-zero (the paper's thresholded loss). With
+    `weight` [F, F, P] (e.g. the reference's attention confidence), a weighted mean over those entries, so
+    arbitrary argmaxes of flat attention count little."""
     reference = reference.to(generated.dtype)
+    if weight is not None:
+        w = weight.to(generated.dtype)
+        if threshold and (reference.norm(dim=-1) > 0).any():
+            w = w * (reference.norm(dim=-1) > 0)
+        err = ((generated - reference) ** 2).mean(dim=-1)
+        return (w * err).sum() / w.sum().clamp_min(1e-12)
     if threshold:
         mask = reference.norm(dim=-1) > 0
         if not mask.any():  # a static reference: fall back to every entry rather than a NaN

@@ -32,9 +32,9 @@ class Progress:
             finally:
                 self._bar = None
 
-    def advance(self, note: str | None = None) -> None:
+    def advance(self, note: str | None = None, advance: int = 1) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, advance=1, **({"note": note} if note is not None else {}))
+            self._bar.update(self._task, advance=advance, **({"note": note} if note is not None else {}))
 
     def note(self, note: str) -> None:
         if self._bar is not None:

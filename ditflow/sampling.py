@@ -210,6 +210,7 @@ class Reference:
     amf: dict[int, torch.Tensor]  # block -> [F, F, P, 2]
     features: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [F, C, h, w]
     moft_channels: dict[int, torch.Tensor] = field(default_factory=dict)
+    weight: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [F, F, P] AMF loss weight
 
 
 def guidance_steps(steps: int, guidance_range: tuple[int, int]) -> range:
@@ -225,8 +226,10 @@ class Guide:
     def __init__(self, model: Model, reference: Reference, *, mode: str, loss: str, blocks, steps_active: range,
                  lr: tuple[float, float], guidance_range: tuple[int, int], opt_steps: int, text_pos,
                  temperature: float, threshold: bool, injection: KVInjection | None = None,
-                 on_loss: Callable | None = None):
+                 on_loss: Callable | None = None, emb_param: str = "table", emb_after: str = "restore"):
         self.model, self.ref, self.mode, self.loss_name = model, reference, mode, loss
+        self.angles = emb_param == "angle" and model.default_rope is not None
+        self.carry = emb_after == "carry" and mode == "emb"
         self.blocks, self.steps_active, self.opt_steps = tuple(sorted(blocks)), steps_active, opt_steps
         self.text, self.temperature, self.threshold = text_pos, temperature, threshold
         self.injection, self.on_loss = injection, on_loss
@@ -237,14 +240,27 @@ class Guide:
         self._emb: torch.Tensor | None = None  # carried across guidance steps, as the paper's code does
 
     def active(self, i: int) -> bool:
+        if self.carry and self._emb is not None:
+            return i >= self.steps_active.start
         return i in self.steps_active
 
     def initial_embedding(self) -> torch.Tensor:
+        """The variable emb mode optimises: q and k RoPE tables [2, 2, N, D] (q/k, cos/sin), their rotation
+        angles [2, N, D] with `emb_param="angle"`, or the sincos embedding [N, dim]."""
         if self.model.default_rope is not None:
             cos, sin = self.model.default_rope
+            if self.angles:
+                angle = torch.atan2(sin.float(), cos.float())
+                return torch.stack([angle, angle])
             pair = torch.stack([cos, sin]).float()
-            return torch.stack([pair, pair])  # [q/k, cos/sin, N, D]: separate q and k tables, as the paper
+            return torch.stack([pair, pair])  # separate q and k tables, as the paper
         return self.model.base_sincos.float().clone()
+
+    def embedding(self, var: torch.Tensor) -> torch.Tensor:
+        """What the model takes (and `inject` replays) from the optimised variable."""
+        if self.angles:
+            return torch.stack([var.cos(), var.sin()], dim=1)  # [q/k, cos/sin, N, D]
+        return var
 
     def _processors(self, i):
         """Recorders at the guidance blocks (wrapping injection where a block does both), installed for the
@@ -265,7 +281,7 @@ class Guide:
             if recorders:
                 flow = amf_lib.attention_motion_flow(recorders[b].q.float(), recorders[b].k.float(), grid,
                                                      self.temperature, mode="soft")
-                total = total + losses.amf_loss(flow, self.ref.amf[b], self.threshold)
+                total = total + losses.amf_loss(flow, self.ref.amf[b], self.threshold, self.ref.weight.get(b))
             elif self.loss_name == "moft":
                 total = total + losses.moft_loss(taps.features[b].float(), self.ref.features[b], self.ref.moft_channels[b])
             else:
@@ -275,6 +291,10 @@ class Guide:
     def __call__(self, x, i, t):
         if self.injection is not None and self.injection.active(i):
             self.injection.record(i, t)
+        if i not in self.steps_active:  # past the range with emb_after="carry": keep the last embedding
+            emb = self.embedding(self._emb)
+            self.embeddings[int(t)] = emb.clone()
+            return x, self.model.positions(emb)
         lr = float(self.lrs[min(i - self.steps_active.start, len(self.lrs) - 1)])
         ctx, recorders = self._processors(i)
         with torch.enable_grad(), ctx:
@@ -288,7 +308,7 @@ class Guide:
                 if self.mode == "latent":
                     value = self.loss(var, t, None, recorders)
                 else:
-                    value = self.loss(x, t, self.model.positions(var), recorders)
+                    value = self.loss(x, t, self.model.positions(self.embedding(var)), recorders)
                 value.backward()
                 opt.step()
                 record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach())}
@@ -298,8 +318,9 @@ class Guide:
         if self.mode == "latent":
             return var.detach().to(x.dtype), None
         self._emb = var.detach()
-        self.embeddings[int(t)] = self._emb.clone()
-        return x, self.model.positions(self._emb)
+        emb = self.embedding(self._emb)
+        self.embeddings[int(t)] = emb.clone()
+        return x, self.model.positions(emb)
 
 
 class ReplayGuide:

@@ -20,6 +20,8 @@ from .progress import Progress
 from .store import Store, content_key, hash_file_into
 from .video import read_video, resize_frames
 
+AMF_FORMAT = 2  # 2: artifacts carry attention confidence; part of the hash, so older caches are not reused
+
 
 # -------------------------------------------------------------------------------------------- helpers
 def video_digest(path: str | os.PathLike) -> str:
@@ -54,7 +56,8 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     cfg = cfg.resolve(preset(cfg.model))
     config_geometry(cfg.model, cfg.frames, cfg.height, cfg.width)  # size errors before any weights load
     _check_blocks(cfg.blocks, int(transformer_config(cfg.model).get("num_layers", 30)), "--blocks")
-    inputs = {**settings(cfg), "model_arg": cfg.model, "model": model_identity(cfg.model), "video_sha256": digest}
+    inputs = {**settings(cfg), "model_arg": cfg.model, "model": model_identity(cfg.model), "video_sha256": digest,
+              "format": AMF_FORMAT}
     h = content_key("amf", inputs)
     if store.exists(h):
         progress.log(f"cache hit: amf {h[:12]}")
@@ -67,7 +70,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
 
     import torch
 
-    from .amf import attention_motion_flow
+    from .amf import attention_confidence, attention_motion_flow
     from .losses import moft_channels
     from .processors import Attention, QKRecorder, installed
     from .sampling import BlockTaps, Model
@@ -89,12 +92,14 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
         bar.advance("transformer pass")
         flows = {b: attention_motion_flow(r.q.float(), r.k.float(), geo.grid, cfg.temperature, mode="argmax").float()
                  for b, r in recorders.items()}
+        confidence = {b: attention_confidence(r.q.float(), r.k.float(), geo.grid, cfg.temperature) for b, r in recorders.items()}
         feats = {b: taps.features[b].float() for b in cfg.blocks}
         moft = {b: moft_channels(f, cfg.moft_fraction) for b, f in feats.items()}
         bar.advance("AMF")
     extra = {"grid": list(geo.grid), "source": str(video), "latent_shape": list(latent.shape)}
     with store.writer(h, "amf", inputs, extra=extra) as folder:
-        artifacts.write_amf(folder, frames=frames, latent=latent, amf=flows, features=feats, moft=moft)
+        artifacts.write_amf(folder, frames=frames, latent=latent, amf=flows, features=feats, moft=moft,
+                            confidence=confidence)
     return artifacts.load(store, h, "amf")
 
 
@@ -164,12 +169,15 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
     elif gcfg.guidance:
         blocks = amf.blocks
         ref = Reference(amf={b: amf.amf(b).to(device) for b in blocks})
+        if gcfg.loss == "flow" and gcfg.loss_weighting == "confidence":
+            ref.weight = {b: amf.confidence(b).to(device) for b in blocks}
         if gcfg.loss in ("moft", "smm"):
             ref.features = {b: amf.features(b).to(device) for b in blocks}
             ref.moft_channels = {b: amf.moft_channels(b).to(device) for b in blocks}
         guide = Guide(model, ref, mode=gcfg.opt_mode, loss=gcfg.loss, blocks=blocks, steps_active=active,
                       lr=gcfg.lr, guidance_range=gcfg.guidance_range, opt_steps=gcfg.opt_steps, text_pos=pos,
                       temperature=gcfg.temperature, threshold=gcfg.threshold_loss, injection=injection,
+                      emb_param=gcfg.emb_param, emb_after=gcfg.emb_after,
                       on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
 
     with progress.task("denoise", total=len(timesteps)) as bar:

@@ -177,3 +177,33 @@ def test_bad_chunk_raises_value_error(mode):
     q, k = random_qk(2, 24, 4, seed=1)
     with pytest.raises(ValueError):
         attention_motion_flow(q, k, (2, 3, 4), mode=mode, chunk=0)
+
+
+def test_confidence_is_the_largest_soft_probability():
+    """attention_confidence[i, j, p] is the max over frame j of the softmax soft mode uses, computed densely here."""
+    from ditflow.amf import attention_confidence
+
+    grid = (3, 4, 5)
+    q, k = random_qk(2, 60, 8, seed=4)
+    conf = attention_confidence(q, k, grid, temperature=2.0, chunk=7)
+    logits = torch.einsum("hnd,hmd->nm", q, k) / (2 * 8**0.5) * 2.0  # head mean of q·k/√d, times temperature
+    prob = logits.view(60, 3, 20).softmax(-1).amax(-1)  # [N, F_key]
+    torch.testing.assert_close(conf, prob.view(3, 20, 3).transpose(1, 2))
+    flat = attention_confidence(torch.zeros_like(q), torch.zeros_like(k), grid)
+    torch.testing.assert_close(flat, torch.full_like(flat, 1 / 20))  # flat attention: 1/P everywhere
+
+
+def test_weighted_amf_loss_ignores_zero_weight_entries():
+    from ditflow.losses import amf_loss
+
+    ref = torch.zeros(2, 2, 3, 2)
+    ref[0, 1, 0] = torch.tensor([1.0, 0.0])
+    ref[0, 1, 1] = torch.tensor([0.0, 2.0])
+    gen = ref.clone()
+    gen[0, 1, 1] = 0.0  # wrong only where the weight is 0
+    w = torch.ones(2, 2, 3)
+    w[0, 1, 1] = 0.0
+    assert amf_loss(gen, ref, weight=w).item() == 0.0
+    assert amf_loss(gen, ref).item() > 0.0
+    w[0, 1, 1] = 1.0
+    torch.testing.assert_close(amf_loss(gen, ref, weight=w), amf_loss(gen, ref))  # uniform weight: the plain loss

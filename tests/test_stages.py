@@ -50,6 +50,18 @@ def test_loss_decreases(tiny_rope, ref_video, store, runtime, mode, loss):
     assert _decreases(gen.losses, FAST["opt_steps"])
 
 
+def test_confidence_weighted_flow_loss(tiny_rope, ref_video, store, runtime):
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    conf = amf.confidence(amf.blocks[0])
+    f, h, w = amf.grid
+    assert conf.shape == (f, f, h * w) and bool(((conf >= 1 / (h * w) - 1e-3) & (conf <= 1)).all())
+    gen = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), loss_weighting="confidence",
+                                      **FAST), runtime=runtime, store=store)
+    assert _decreases(gen.losses, FAST["opt_steps"])
+    plain = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), **FAST), runtime=runtime, store=store)
+    assert [r["loss"] for r in plain.losses] != [r["loss"] for r in gen.losses]
+
+
 def test_sincos_model_emb_mode(tiny_sincos, ref_video, store, runtime):
     """2B-like models optimise the sincos embedding (through a patch-embed hook) and can be replayed."""
     amf = extract(ref_video, extract_cfg(tiny_sincos), runtime=runtime, store=store)
@@ -74,6 +86,25 @@ def test_inject_reproduces_emb_run_and_transfers(tiny_rope, ref_video, store, ru
     other = inject(gen.hash, InjectConfig(prompt="a blue square"), runtime=runtime, store=store)
     assert not np.array_equal(other.frames, gen.frames)
     assert other.meta["parents"] == [amf.hash, gen.hash]
+
+
+def test_emb_angles_stay_rotations_and_carry_to_the_end(tiny_rope, ref_video, store, runtime):
+    """emb_param=angle keeps every table a rotation (cos² + sin² = 1); emb_after=carry keeps using the last
+    optimised tables after the range, and inject replays them at those steps too."""
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    cfg = GuideConfig(prompt="a red circle", opt_mode="emb", lr=(0.05, 0.05), emb_param="angle", emb_after="carry", **FAST)
+    gen = guide(amf.hash, cfg, runtime=runtime, store=store)
+    assert _decreases(gen.losses, FAST["opt_steps"])
+    embs = gen.embeddings()
+    assert len(embs) == 4  # 2 guided steps + the 2 after them
+    for e in embs.values():
+        assert torch.allclose(e[:, 0] ** 2 + e[:, 1] ** 2, torch.ones_like(e[:, 0]), atol=1e-5)
+    last_two = [embs[t] for t in sorted(embs)[:2]]  # timesteps descend: the smallest two come last
+    assert torch.equal(last_two[0], last_two[1])
+    restored = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="emb", lr=(0.05, 0.05), emb_param="angle", **FAST),
+                     runtime=runtime, store=store)
+    assert len(restored.embeddings()) == 2 and not np.array_equal(restored.frames, gen.frames)
+    assert np.array_equal(inject(gen.hash, InjectConfig(prompt="a red circle"), runtime=runtime, store=store).frames, gen.frames)
 
 
 def test_inject_refuses_latent_runs(tiny_rope, ref_video, store, runtime):

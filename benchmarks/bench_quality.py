@@ -1,0 +1,202 @@
+"""Benchmark: motion-transfer quality on held-out references of the synthetic world, with the toy model.
+
+    python benchmarks/bench_quality.py [--model toy] [--refs 20] [--seeds 1] [--out bench-results/quality.json]
+    python benchmarks/bench_quality.py --setups-file benchmarks/sweep.toml --refs 8 --seeds 1,2,3   (a sweep)
+
+Run as a user would: every video goes through `ditflow.extract`, `ditflow.guide` and `ditflow.inject` (a
+private store under --work), then is judged from pixels (`ditflow.toyworld.judge`):
+- prompt match: the generated object's colour and shape are those the prompt names;
+- path errors (pixels): the centroid path of the prompt's object against the reference object's true path,
+  relative (displacements from the first frame, so a different start does not count) and absolute;
+- motion fidelity (`ditflow eval`'s symmetric MF, built-in LK tracker).
+References are the first --refs single-object clips of held-out world seeds (training uses seeds from
+10,000); each is transferred to a new prompt (another colour, shape and background) drawn from its seed.
+"static" is the relative error of an object that never moves, the floor a frozen object would score.
+
+Setups (rows of the table): backbone (no guidance, no injection), injection only, SMM, MOFT, DiTFlow latent,
+DiTFlow emb, and zero-shot inject (the DiTFlow emb run's embeddings replayed on a second new prompt). A
+--setups-file (TOML, one [name] table of `ditflow guide` settings each) replaces them, for sweeps.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions, apply_overrides  # noqa: E402
+from ditflow.toyworld import judge  # noqa: E402
+from ditflow.toyworld.world import BG_COLOURS, COLOURS, SHAPES, make_clip  # noqa: E402
+
+SETUPS: dict[str, dict] = {
+    "backbone": {"guidance": False, "injection": False},
+    "injection only": {"guidance": False, "injection": True},
+    "SMM": {"loss": "smm", "opt_mode": "latent"},
+    "MOFT": {"loss": "moft", "opt_mode": "latent"},
+    "DiTFlow latent": {"loss": "flow", "opt_mode": "latent"},
+    "DiTFlow emb": {"loss": "flow", "opt_mode": "emb"},
+    "zero-shot inject": {"inject_from": "DiTFlow emb"},
+}
+
+
+def references(n: int, frames: int, size: int) -> list[tuple[int, object]]:
+    """The first n held-out seeds whose clip has one object."""
+    out, seed = [], 0
+    while len(out) < n:
+        clip = make_clip(seed, frames, size, size)
+        if len(clip.shapes) == 1:
+            out.append((seed, clip))
+        seed += 1
+    return out
+
+
+def new_prompt(seed: int, clip, salt: int = 0) -> str:
+    """A prompt with another colour, shape and background colour than the reference's, from its seed."""
+    rng = np.random.default_rng(1_000_003 * (salt + 1) + seed)
+    colour = str(rng.choice([c for c in COLOURS if c not in clip.colours]))
+    shape = str(rng.choice([s for s in SHAPES if s not in clip.shapes]))
+    bg = str(rng.choice([c for c in BG_COLOURS if c != colour]))
+    kind = str(rng.choice(["plain", "gradient"]))
+    article = "an" if colour[0] in "aeiou" else "a"
+    return f"{article} {colour} {shape} on a {bg} {'gradient ' if kind == 'gradient' else ''}background"
+
+
+def judge_video(frames: np.ndarray, prompt: str, clip, ref_frames: np.ndarray, evaluator) -> dict:
+    p = judge.parse_prompt(prompt)
+    match = judge.prompt_match(frames, prompt)
+    path = judge.centroid_path(judge.object_mask(frames, p.objects[0][0], p.bg_colour))
+    rel, ab = judge.path_errors(path, clip.trajectories[0])
+    mf = evaluator.score(frames, ref_frames, None).get("motion_fidelity")
+    return {"prompt_match": bool(match.ok), "colour_match": bool(match.colour), "shape_match": bool(match.shape),
+            "rel_path_error": rel, "abs_path_error": ab, "mf": mf}
+
+
+def summarise(rows: list[dict]) -> dict:
+    def mean(key):
+        vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+        return float(np.mean(vals)) if vals else None
+
+    return {"videos": len(rows), "mf": mean("mf"), "rel_path_error": mean("rel_path_error"),
+            "abs_path_error": mean("abs_path_error"), "median_rel_path_error": float(np.median([r["rel_path_error"] for r in rows])),
+            "prompt_match": float(np.mean([r["prompt_match"] for r in rows])), "colour_match": float(np.mean([r["colour_match"] for r in rows])),
+            "seconds_per_video": mean("seconds")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="toy")
+    ap.add_argument("--refs", type=int, default=20)
+    ap.add_argument("--seeds", default="1", help="noise seeds, comma separated")
+    ap.add_argument("--setups", default=None, help="comma-separated subset of the setups")
+    ap.add_argument("--setups-file", type=Path, help="TOML: one [name] table of guide settings per setup")
+    ap.add_argument("--work", type=Path, default=ROOT / "out" / "bench-quality")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "quality.json")
+    ap.add_argument("--save-videos", action="store_true", help="also write each video under --work/videos")
+    args = ap.parse_args()
+
+    import ditflow
+    from ditflow.backbone import preset
+    from ditflow.eval import EvalSettings, Evaluator
+    from ditflow.store import Store
+    from ditflow.video import write_video
+
+    setups = dict(SETUPS)
+    if args.setups_file:
+        import tomllib
+
+        setups = tomllib.loads(args.setups_file.read_text())
+    if args.setups:
+        setups = {k: setups[k] for k in args.setups.split(",")}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    pre = preset(args.model)
+    store = Store(args.work / "store")
+    runtime = RuntimeOptions(quiet=True)
+    evaluator = Evaluator(EvalSettings(metrics=("mf",), tracker="lk"))
+    refs = references(args.refs, pre.frames, pre.height)
+
+    rows: list[dict] = []
+    static = []
+    t_start = time.time()
+    for seed, clip in refs:
+        ref_dir = args.work / "refs" / f"seed{seed:04d}"
+        if not ref_dir.exists():
+            write_video(clip.frames, ref_dir, fmt="png")
+        amf = ditflow.extract(ref_dir, ExtractConfig(model=args.model), runtime=runtime, store=store)
+        static.append(judge.static_relative_error(clip.trajectories[0]))
+        prompt = new_prompt(seed, clip)
+        for noise_seed in seeds:
+            made: dict[str, object] = {}
+            for name, spec in setups.items():
+                spec = dict(spec)
+                t0 = time.time()
+                if "inject_from" in spec:
+                    src = made.get(spec.pop("inject_from"))
+                    if src is None:
+                        continue
+                    use_prompt = new_prompt(seed, clip, salt=1)
+                    gen = ditflow.inject(src.hash, ditflow.InjectConfig(prompt=use_prompt), runtime=runtime, store=store)
+                else:
+                    use_prompt = prompt
+                    cfg = apply_overrides(GuideConfig(prompt=prompt, seed=noise_seed), spec)
+                    gen = ditflow.guide(amf.hash, cfg, runtime=runtime, store=store)
+                made[name] = gen
+                seconds = time.time() - t0
+                row = {"setup": name, "ref_seed": seed, "noise_seed": noise_seed, "motion": clip.motion,
+                       "prompt": use_prompt, "seconds": seconds, "gen": gen.hash[:12],
+                       **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator)}
+                rows.append(row)
+                if args.save_videos:
+                    out = args.work / "videos" / f"seed{seed:04d}-n{noise_seed}-{name.replace(' ', '_')}.mp4"
+                    if not out.exists():
+                        write_video(np.concatenate([amf.frames, gen.frames], axis=2), out)
+                print(f"ref {seed:4d} seed {noise_seed} {name:18s} rel {row['rel_path_error']:6.2f} "
+                      f"abs {row['abs_path_error']:6.2f} mf {row['mf'] if row['mf'] is None else round(row['mf'], 3)} "
+                      f"match {row['prompt_match']} {seconds:5.1f}s", flush=True)
+
+    summary = {name: summarise([r for r in rows if r["setup"] == name]) for name in setups}
+    static_err = float(np.mean(static))
+    result = {
+        "benchmark": "quality", "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "model": args.model, "refs": [s for s, _ in refs], "noise_seeds": seeds, "units": "pixels of a 64x64 frame",
+        "static_rel_path_error": static_err, "setups": setups, "summary": summary,
+        "seconds_total": time.time() - t_start, "rows": rows,
+    }
+    base = summary.get("backbone")
+    if base and "DiTFlow emb" in summary:
+        for name in ("DiTFlow latent", "DiTFlow emb"):
+            s = summary.get(name)
+            if s:
+                s["targets"] = {
+                    "rel_error_vs_backbone": s["rel_path_error"] / base["rel_path_error"],
+                    "rel_error_vs_static": s["rel_path_error"] / static_err,
+                    "mf_minus_backbone": (s["mf"] - base["mf"]) if s["mf"] is not None and base["mf"] is not None else None,
+                }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(table(result))
+    print(f"wrote {args.out}")
+
+
+def table(result: dict) -> str:
+    lines = ["| setup | MF | rel. path error (px) | abs. path error (px) | prompt match | s / video |",
+             "|---|---|---|---|---|---|"]
+    for name, s in result["summary"].items():
+        mf = "n/a" if s["mf"] is None else f"{s['mf']:.3f}"
+        lines.append(f"| {name} | {mf} | {s['rel_path_error']:.2f} | {s['abs_path_error']:.2f} | "
+                     f"{100 * s['prompt_match']:.0f}% | {s['seconds_per_video']:.1f} |")
+    lines.append(f"| (object that never moves) | | {result['static_rel_path_error']:.2f} | | | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Judge generated videos of the synthetic world from pixels alone: does the prompt's object appear in the
+named colour and shape, and how far is its path from a reference path. Pure numpy/cv2; written for the
+blurry, colour-shifted output of a small diffusion model, so every test is tolerant by design.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from .world import COLOURS, SHAPES, _shape_mask
+
+# Decoded colours are off by ~20-40 per channel: 40 on every channel is 69 in RGB distance. The palette's
+# closest pair (orange/yellow) is 76 apart, so "nearest" already decides between palette colours; the
+# threshold only drops pixels far from every colour (blends at blurred edges, gradient mid-tones).
+COLOUR_THRESHOLD = 90.0
+MIN_AREA_FRAC = 0.004  # the smallest object (a triangle, r = 0.10*side) covers 1.6% of the frame
+MAX_AREA_FRAC = 0.25  # the largest object (a square, r = 0.18*side) covers 9%: bigger is background
+PRESENT_FRAC = 0.8  # share of frames the object must be visible in
+COHERENT_FRAC = 0.5  # share of object-coloured pixels the kept components must hold
+
+_PALETTE_NAMES = list(COLOURS)
+_PALETTE = np.array([COLOURS[c] for c in _PALETTE_NAMES], dtype=np.float32)  # [K, 3]
+_C, _S = "|".join(COLOURS), "|".join(SHAPES)
+_OBJECT = re.compile(rf"an? ({_C}) ({_S})")
+_PROMPT = re.compile(rf"(.+) on a (textured )?({_C}) (gradient )?background")
+
+
+@dataclass
+class Prompt:
+    objects: list[tuple[str, str]]  # (colour, shape), in prompt order
+    background: str  # plain / gradient / textured
+    bg_colour: str
+
+
+@dataclass
+class Match:
+    colour: bool
+    shape: bool
+    ok: bool
+    coverage: np.ndarray = field(repr=False)  # float [T]: fraction of each frame the object covers
+
+
+def parse_prompt(prompt: str) -> Prompt:
+    """Inverse of the world's prompt format ("a red circle and a blue square on a textured grey background")."""
+    m = _PROMPT.fullmatch(prompt.strip())
+    parts = m.group(1).split(" and ") if m else []
+    objects = [_OBJECT.fullmatch(p) for p in parts]
+    if not m or not all(objects) or (m.group(2) and m.group(4)):
+        raise ValueError(f"not a toy-world prompt: {prompt!r}")
+    kind = "textured" if m.group(2) else "gradient" if m.group(4) else "plain"
+    return Prompt([(o.group(1), o.group(2)) for o in objects], kind, m.group(3))
+
+
+def _colour_masks(frames: np.ndarray, colour: str, bg_colour: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(kept [T,H,W], raw [T,H,W]): the object's component per frame and all pixels of its colour."""
+    if colour not in COLOURS or (bg_colour is not None and bg_colour not in COLOURS):
+        raise ValueError(f"unknown colour {colour!r} or {bg_colour!r}")
+    if colour == bg_colour:  # the world never draws an object in its background's colour
+        raise ValueError(f"object and background are both {colour}")
+    # All palette colours compete, not only object vs background: a pixel counts only when `colour` is its
+    # best explanation, so an object of another colour (or a gradient's far end) is never taken for it.
+    dist = np.linalg.norm(frames.astype(np.float32)[..., None, :] - _PALETTE, axis=-1)  # [T, H, W, K]
+    k = _PALETTE_NAMES.index(colour)
+    raw = (dist.argmin(-1) == k) & (dist[..., k] <= COLOUR_THRESHOLD)
+    t, h, w = raw.shape
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    kept = np.zeros_like(raw)
+    for f in range(t):
+        opened = cv2.morphologyEx(raw[f].astype(np.uint8), cv2.MORPH_OPEN, kernel)  # specks do not count
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        fits = np.nonzero(areas <= MAX_AREA_FRAC * h * w)[0]  # a huge region is background, not an object
+        if len(fits):
+            kept[f] = labels == 1 + fits[areas[fits].argmax()]
+    return kept, raw
+
+
+def object_mask(frames: np.ndarray, colour: str, bg_colour: str | None = None) -> np.ndarray:
+    """frames uint8 [T,H,W,3] -> bool [T,H,W]: per frame, the largest blob of pixels nearest to `colour`.
+    `bg_colour` (the prompt's background) only guards against asking for the background's own colour."""
+    return _colour_masks(frames, colour, bg_colour)[0]
+
+
+def centroid_path(mask: np.ndarray) -> np.ndarray:
+    """bool [T,H,W] -> float [T,2] (x, y) pixel centroid (+0.5: pixel centres, as the world's); NaN if empty."""
+    out = np.full((mask.shape[0], 2), np.nan)
+    for f, m in enumerate(mask):
+        ys, xs = np.nonzero(m)
+        if len(xs):
+            out[f] = xs.mean() + 0.5, ys.mean() + 0.5
+    return out
+
+
+@lru_cache(maxsize=None)
+def _area_per_r2(shape: str) -> float:
+    """Area of `shape` at radius r is this times r^2, measured on a large render."""
+    return float(_shape_mask(shape, 256.0, 256.0, 200.0, 512, 512).sum()) / 200.0**2
+
+
+def classify_shape(mask2d: np.ndarray) -> str:
+    """bool [H,W] -> the shape whose template (same area and centroid) overlaps the mask best (IoU)."""
+    h, w = mask2d.shape
+    ys, xs = np.nonzero(mask2d)
+    if not len(xs):
+        raise ValueError("empty mask")
+    cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
+    best, best_iou = SHAPES[0], -1.0
+    for shape in SHAPES:
+        r = np.sqrt(len(xs) / _area_per_r2(shape))  # the radius that gives the mask's area
+        tpl = _shape_mask(shape, cx, cy, r, h, w)
+        ty, tx = np.nonzero(tpl)
+        if len(tx):  # re-centre: a template's centroid is not exactly (cx, cy) (triangle, pixel grid)
+            tpl = _shape_mask(shape, 2 * cx - tx.mean() - 0.5, 2 * cy - ty.mean() - 0.5, r, h, w)
+        iou = (tpl & mask2d).sum() / max((tpl | mask2d).sum(), 1)
+        if iou > best_iou:
+            best, best_iou = shape, iou
+    return best
+
+
+def prompt_match(frames: np.ndarray, prompt: str) -> Match:
+    """frames uint8 [T,H,W,3]: is the prompt's first object there in its colour and shape?"""
+    p = parse_prompt(prompt)
+    colour, shape = p.objects[0]
+    kept, raw = _colour_masks(frames, colour, p.bg_colour)
+    t, h, w = kept.shape
+    areas = kept.reshape(t, -1).sum(1)
+    coverage = areas / (h * w)
+    present = coverage >= MIN_AREA_FRAC
+    coherent = areas.sum() >= COHERENT_FRAC * raw.sum()  # not a few blobs out of a colour-speckled frame
+    colour_ok = bool(present.mean() >= PRESENT_FRAC and coherent)
+    votes = [classify_shape(kept[f]) == shape for f in np.nonzero(present)[0]]
+    shape_ok = bool(votes) and sum(votes) > len(votes) / 2
+    return Match(colour_ok, shape_ok, colour_ok and shape_ok, coverage)
+
+
+def _fill_nan(path: np.ndarray) -> np.ndarray | None:
+    """Each NaN row takes the nearest valid frame's value; None when no frame is valid."""
+    valid = np.nonzero(np.isfinite(path).all(1))[0]
+    if not len(valid):
+        return None
+    nearest = valid[np.abs(np.arange(len(path))[:, None] - valid[None]).argmin(1)]
+    return path[nearest]
+
+
+def path_errors(path: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """path, ref float [T,2] -> (relative, absolute) mean Euclidean error in pixels. Relative compares
+    displacements from the first frame, so a different start does not count; absolute compares positions."""
+    if path.shape != ref.shape:
+        raise ValueError(f"path {path.shape} and reference {ref.shape} differ in shape")
+    p = _fill_nan(np.asarray(path, dtype=np.float64))
+    if p is None:
+        return float("inf"), float("inf")
+    ref = np.asarray(ref, dtype=np.float64)
+    rel = np.linalg.norm((p - p[0]) - (ref - ref[0]), axis=1).mean()
+    return float(rel), float(np.linalg.norm(p - ref, axis=1).mean())
+
+
+def static_relative_error(ref: np.ndarray) -> float:
+    """The relative error of an object that never moves: mean |r_t - r_0| over frames of ref [T,2]."""
+    return float(np.linalg.norm(ref - ref[0], axis=1).mean())
