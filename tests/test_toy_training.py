@@ -6,7 +6,7 @@ import numpy as np
 from ditflow.toyworld.train import Recipe, train
 
 TINY = replace(Recipe(), size=32, frames=9, vae_channels=(8, 8, 8), latent_channels=4, heads=2, head_dim=16, layers=2,
-               vae_steps=2, vae_batch=1, steps=2, batch=2, checkpoint_every=1, bank=40,
+               vae_steps=2, vae_batch=1, steps=2, batch=2, checkpoint_every=1, bank=40, decoder_steps=2,
                defaults={"guidance_blocks": [1], "frames": 9, "height": 32, "width": 32, "cfg": 2.5, "steps": 4})
 
 
@@ -23,6 +23,7 @@ def test_train_resume_export_and_use(tmp_path, runtime, store):
     train(replace(TINY, steps=3), work, out, quiet=True)  # resumes: one more step only
     assert json.loads((work / "transformer.json").read_text())["step"] == 3
     assert json.loads((work / "latents.json").read_text())["size"] == 40  # encoded once, reused on resume
+    assert json.loads((work / "decoder.json").read_text())["step"] == 2
     assert (out / "ditflow.json").is_file() and (out / "model_index.json").is_file()
 
     from ditflow.toyworld import make_clip

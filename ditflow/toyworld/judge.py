@@ -15,10 +15,12 @@ from .world import COLOURS, SHAPES, _shape_mask
 
 # Decoded colours are off by ~20-40 per channel: 40 on every channel is 69 in RGB distance. The palette's
 # closest pair (orange/yellow) is 76 apart, so "nearest" already decides between palette colours; the
-# threshold only drops pixels far from every colour (blends at blurred edges, gradient mid-tones).
+# threshold only drops pixels far from every colour (blends at blurred edges).
 COLOUR_THRESHOLD = 90.0
-MIN_AREA_FRAC = 0.004  # the smallest object (a triangle, r = 0.10*side) covers 1.6% of the frame
+MIN_AREA_FRAC = 0.008  # half the smallest object (a triangle, r = 0.10*side, covers 1.6%); texture blobs ~0.5-1%
 MAX_AREA_FRAC = 0.25  # the largest object (a square, r = 0.18*side) covers 9%: bigger is background
+FG_THRESHOLD = 40.0  # distance from the fitted background; noise of sigma 15 per channel is ~26
+GROW_STEPS = 2  # a 5x5 blur spreads an edge over ~2 px
 PRESENT_FRAC = 0.8  # share of frames the object must be visible in
 COHERENT_FRAC = 0.5  # share of object-coloured pixels the kept components must hold
 
@@ -55,33 +57,60 @@ def parse_prompt(prompt: str) -> Prompt:
     return Prompt([(o.group(1), o.group(2)) for o in objects], kind, m.group(3))
 
 
+def _background(frame: np.ndarray) -> np.ndarray:
+    """float [H,W,3]: a per-channel plane fitted to the frame, refitted without its worst quarter. Plain and
+    gradient backgrounds are exactly such planes, and the object (under 10% of the frame) drops out."""
+    h, w, _ = frame.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([np.ones(h * w), xx.ravel() / w, yy.ravel() / h], axis=1)
+    y = frame.reshape(-1, 3)
+    keep = np.ones(h * w, dtype=bool)
+    for _ in range(2):
+        coef = np.linalg.lstsq(a[keep], y[keep], rcond=None)[0]
+        resid = np.linalg.norm(y - a @ coef, axis=1)
+        keep = resid <= np.quantile(resid, 0.75)
+    return (a @ coef).reshape(h, w, 3)
+
+
 def _colour_masks(frames: np.ndarray, colour: str, bg_colour: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(kept [T,H,W], raw [T,H,W]): the object's component per frame and all pixels of its colour."""
+    """(kept, blobs) bool [T,H,W]: the object's component per frame; all foreground blobs of its colour."""
     if colour not in COLOURS or (bg_colour is not None and bg_colour not in COLOURS):
         raise ValueError(f"unknown colour {colour!r} or {bg_colour!r}")
     if colour == bg_colour:  # the world never draws an object in its background's colour
         raise ValueError(f"object and background are both {colour}")
+    x = frames.astype(np.float32)
+    bg = np.stack([_background(f) for f in x])
     # All palette colours compete, not only object vs background: a pixel counts only when `colour` is its
-    # best explanation, so an object of another colour (or a gradient's far end) is never taken for it.
-    dist = np.linalg.norm(frames.astype(np.float32)[..., None, :] - _PALETTE, axis=-1)  # [T, H, W, K]
+    # best explanation, so an object of another colour is never taken for it.
+    dist = np.linalg.norm(x[..., None, :] - _PALETTE, axis=-1)  # [T, H, W, K]
     k = _PALETTE_NAMES.index(colour)
-    raw = (dist.argmin(-1) == k) & (dist[..., k] <= COLOUR_THRESHOLD)
+    # Foreground only: a gradient can pass through (or end in) the object's colour, but it fits the plane.
+    to_bg = np.linalg.norm(x - bg, axis=-1)
+    raw = (dist.argmin(-1) == k) & (dist[..., k] <= COLOUR_THRESHOLD) & (to_bg > FG_THRESHOLD)
+    # Blurred edges are blends that may be nearest to a third colour: grow into neighbours that are nearer
+    # the object's colour than the background (the half-way line of a blurred hard edge).
+    nearer = dist[..., k] < to_bg
     t, h, w = raw.shape
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    kept = np.zeros_like(raw)
+    kept, opened = np.zeros_like(raw), np.zeros_like(raw)
     for f in range(t):
-        opened = cv2.morphologyEx(raw[f].astype(np.uint8), cv2.MORPH_OPEN, kernel)  # specks do not count
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
+        opened[f] = cv2.morphologyEx(raw[f].astype(np.uint8), cv2.MORPH_OPEN, kernel)  # specks do not count
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(opened[f].astype(np.uint8), connectivity=8)
         areas = stats[1:, cv2.CC_STAT_AREA]
         fits = np.nonzero(areas <= MAX_AREA_FRAC * h * w)[0]  # a huge region is background, not an object
-        if len(fits):
-            kept[f] = labels == 1 + fits[areas[fits].argmax()]
-    return kept, raw
+        if not len(fits):
+            continue
+        m = (labels == 1 + fits[areas[fits].argmax()]).astype(np.uint8)
+        for _ in range(GROW_STEPS):
+            m = cv2.dilate(m, kernel) & (m | nearer[f])
+        kept[f] = m.astype(bool)
+    return kept, opened
 
 
 def object_mask(frames: np.ndarray, colour: str, bg_colour: str | None = None) -> np.ndarray:
-    """frames uint8 [T,H,W,3] -> bool [T,H,W]: per frame, the largest blob of pixels nearest to `colour`.
-    `bg_colour` (the prompt's background) only guards against asking for the background's own colour."""
+    """frames uint8 [T,H,W,3] -> bool [T,H,W]: per frame, the largest foreground blob of pixels nearest to
+    `colour` (empty where there is none). The background is fitted from the pixels; `bg_colour` (the
+    prompt's) only guards against asking for the background's own colour."""
     return _colour_masks(frames, colour, bg_colour)[0]
 
 
@@ -125,12 +154,12 @@ def prompt_match(frames: np.ndarray, prompt: str) -> Match:
     """frames uint8 [T,H,W,3]: is the prompt's first object there in its colour and shape?"""
     p = parse_prompt(prompt)
     colour, shape = p.objects[0]
-    kept, raw = _colour_masks(frames, colour, p.bg_colour)
+    kept, blobs = _colour_masks(frames, colour, p.bg_colour)
     t, h, w = kept.shape
     areas = kept.reshape(t, -1).sum(1)
     coverage = areas / (h * w)
     present = coverage >= MIN_AREA_FRAC
-    coherent = areas.sum() >= COHERENT_FRAC * raw.sum()  # not a few blobs out of a colour-speckled frame
+    coherent = areas.sum() >= COHERENT_FRAC * blobs.sum()  # not a few blobs out of a colour-speckled frame
     colour_ok = bool(present.mean() >= PRESENT_FRAC and coherent)
     votes = [classify_shape(kept[f]) == shape for f in np.nonzero(present)[0]]
     shape_ok = bool(votes) and sum(votes) > len(votes) / 2

@@ -40,6 +40,8 @@ class Recipe:
     vae_batch: int = 4
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
+    decoder_steps: int = 1500  # stage 3: the decoder alone on the frozen encoder's latents (sharper frames)
+    decoder_lr: float = 5e-4
     steps: int = 3000
     batch: int = 16
     lr: float = 3e-4
@@ -134,6 +136,38 @@ def train_vae(recipe: Recipe, vae, work: Path, device: str, progress: Progress) 
             bar.advance(f"loss {loss.item():.4f}")
             if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.vae_steps:
                 _save(work, "vae", vae, {"step": step + 1, "loss": loss.item()})
+    vae.eval().requires_grad_(False)
+
+
+def finetune_decoder(recipe: Recipe, vae, work: Path, device: str, progress: Progress) -> None:
+    """Train the decoder alone on the frozen encoder's mean latents: the latent space the transformer
+    learnt is unchanged, while the frames it decodes to get sharper. L1 plus an L1 on spatial gradients
+    (edges are what a blurry decoder loses first)."""
+    state = _load(work, "decoder", vae)
+    vae.to(device).eval().requires_grad_(False)
+    vae.decoder.train().requires_grad_(True)
+    if vae.post_quant_conv is not None:
+        vae.post_quant_conv.requires_grad_(True)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.decoder_lr)
+    with progress.task("fine-tune VAE decoder", total=recipe.decoder_steps) as bar:
+        for _ in range(state["step"]):
+            bar.advance()
+        for step in range(state["step"], recipe.decoder_steps):
+            video, _ = clip_batch(recipe, step, recipe.vae_batch, stage=4)
+            video = video.to(device)
+            with torch.no_grad():
+                z = vae.encode(video).latent_dist.mode()
+            recon = vae.decode(z).sample
+            loss = (recon - video).abs().mean()
+            for dim in (-1, -2):
+                loss = loss + (recon.diff(dim=dim) - video.diff(dim=dim)).abs().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.advance(f"loss {loss.item():.4f}")
+            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.decoder_steps:
+                _save(work, "decoder", vae, {"step": step + 1, "loss": loss.item()})
     vae.eval().requires_grad_(False)
 
 
@@ -258,6 +292,7 @@ def train(recipe: Recipe, work: Path, out: Path, device: str = "cpu", quiet: boo
     parts = build(recipe)
     train_vae(recipe, parts[2], work, device, progress)
     scaling = train_transformer(recipe, parts, work, device, progress)
+    finetune_decoder(recipe, parts[2], work, device, progress)
     return export(recipe, parts, scaling, out)
 
 
@@ -268,13 +303,22 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--vae-steps", type=int)
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--decoder-steps", type=int)
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="run only stage 3 (after stage 1), e.g. beside a running stage 2: it needs only the encoder")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
-    recipe = Recipe()
-    overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("steps", args.steps)) if v is not None}
+    overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("steps", args.steps),
+                                   ("decoder_steps", args.decoder_steps)) if v is not None}
     from dataclasses import replace
 
-    print(train(replace(recipe, **overrides), args.work, args.out, args.device, args.quiet))
+    recipe = replace(Recipe(), **overrides)
+    if args.decoder_only:
+        vae = build(recipe)[2]
+        _load(args.work, "vae", vae)
+        finetune_decoder(recipe, vae, args.work, args.device, Progress(args.quiet))
+        return
+    print(train(recipe, args.work, args.out, args.device, args.quiet))
 
 
 if __name__ == "__main__":

@@ -96,8 +96,9 @@ def _path(motion: str, rng: np.random.Generator, t: np.ndarray, h: int, w: int, 
         offsets = np.outer(t, direction) * travel * 1.6  # long path, folded back at the walls below
     else:
         raise ValueError(f"unknown motion {motion!r}")
-    start = rng.uniform(lo + np.maximum(-offsets.min(0), 0) * (motion != "bounce"),
-                        np.maximum(hi - np.maximum(offsets.max(0), 0) * (motion != "bounce"), lo + 1e-3))
+    low = lo + np.maximum(-offsets.min(0), 0) * (motion != "bounce")
+    # a path longer than the frame cannot fit whole: start anywhere valid, the clip below keeps it inside
+    start = rng.uniform(low, np.maximum(hi - np.maximum(offsets.max(0), 0) * (motion != "bounce"), low + 1e-3))
     pos = start + offsets
     if motion == "bounce":  # reflect at the walls
         size = hi - lo
