@@ -33,6 +33,13 @@ class ModelPreset:
     lr: tuple[float, float] = (0.002, 0.001)
     guidance_range: tuple[int, int] = (50, 40)
     dynamic_cfg: bool = True
+    negative_prompt: str = PAPER_NEGATIVE_PROMPT
+    opt_mode: str = "latent"
+    opt_steps: int = 5
+    injection: bool = True
+    loss_weighting: str = "none"
+    emb_param: str = "table"
+    emb_after: str = "restore"
 
 
 PRESETS: dict[str, ModelPreset] = {
@@ -107,15 +114,18 @@ class ExtractConfig:
 
 @dataclass(frozen=True)
 class GuideConfig:
+    """Settings of one guided generation. None: the model's default (`ModelPreset`: the paper's for 5B/2B,
+    the measured ones a model folder's ditflow.json gives)."""
+
     prompt: str = ""
-    negative_prompt: str = PAPER_NEGATIVE_PROMPT
-    opt_mode: str = "latent"  # "latent" or "emb" (RoPE tables with RoPE models, sincos embedding otherwise)
+    negative_prompt: str | None = None
+    opt_mode: str | None = None  # "latent" or "emb" (RoPE tables with RoPE models, sincos embedding otherwise)
     loss: str = "flow"  # "flow" (AMF), "moft", "smm"
-    opt_steps: int = 5
+    opt_steps: int | None = None
     lr: tuple[float, float] | None = None
     guidance_range: tuple[int, int] | None = None
     guidance: bool = True
-    injection: bool = True
+    injection: bool | None = None
     injection_blocks: tuple[int, ...] = (0,)
     steps: int | None = None
     cfg: float | None = None
@@ -124,11 +134,15 @@ class GuideConfig:
     seed: int = 1
     threshold_loss: bool = True
     temperature: float = 2.0
-    loss_weighting: str = "none"  # AMF loss: "none" (the paper) or "confidence" (the reference's attention)
-    emb_param: str = "table"  # emb mode on RoPE models: "table" (the paper) or "angle" (tables stay rotations)
-    emb_after: str = "restore"  # emb mode after the guidance range: "restore" the model's (the paper) or "carry"
+    loss_weighting: str | None = None  # AMF loss: "none" (the paper) or "confidence" (the reference's attention)
+    emb_param: str | None = None  # emb mode on RoPE models: "table" (the paper) or "angle" (tables stay rotations)
+    emb_after: str | None = None  # emb mode after the guidance range: "restore" the model's (the paper) or "carry"
 
     def resolve(self, preset: ModelPreset) -> "GuideConfig":
+        def pick(name):
+            value = getattr(self, name)
+            return getattr(preset, name) if value is None else value
+
         return replace(
             self,
             lr=tuple(self.lr) if self.lr else preset.lr,
@@ -138,20 +152,22 @@ class GuideConfig:
             dynamic_cfg=preset.dynamic_cfg if self.dynamic_cfg is None else self.dynamic_cfg,
             scheduler=self.scheduler or preset.scheduler,
             injection_blocks=tuple(self.injection_blocks),
+            **{name: pick(name) for name in ("negative_prompt", "opt_mode", "opt_steps", "injection",
+                                             "loss_weighting", "emb_param", "emb_after")},
         )
 
     def validate(self) -> None:
-        if self.opt_mode not in ("latent", "emb"):
+        if self.opt_mode not in (None, "latent", "emb"):
             raise InputError(f"--opt-mode must be 'latent' or 'emb', not {self.opt_mode!r}")
         if self.loss not in ("flow", "moft", "smm"):
             raise InputError(f"--loss must be 'flow', 'moft' or 'smm', not {self.loss!r}")
-        if self.loss_weighting not in ("none", "confidence"):
+        if self.loss_weighting not in (None, "none", "confidence"):
             raise InputError(f"--loss-weighting must be 'none' or 'confidence', not {self.loss_weighting!r}")
-        if self.emb_param not in ("table", "angle"):
+        if self.emb_param not in (None, "table", "angle"):
             raise InputError(f"--emb-param must be 'table' or 'angle', not {self.emb_param!r}")
-        if self.emb_after not in ("restore", "carry"):
+        if self.emb_after not in (None, "restore", "carry"):
             raise InputError(f"--emb-after must be 'restore' or 'carry', not {self.emb_after!r}")
-        if self.opt_steps < 1:
+        if self.opt_steps is not None and self.opt_steps < 1:
             raise InputError("--opt-steps must be at least 1")
         if self.steps is not None and self.steps < 1:
             raise InputError("--steps must be at least 1")

@@ -31,6 +31,14 @@ def test_folder_defaults_file(tiny_rope, tmp_path):
     (folder / "ditflow.json").write_text(json.dumps({"guidance_blocks": [0], "cfg": 2.5, "frames": 9}))
     p = preset(str(folder))
     assert p.guidance_blocks == (0,) and p.cfg == 2.5 and p.frames == 9
+    g = GuideConfig(prompt="x").resolve(p)
+    assert g.opt_mode == "latent" and g.negative_prompt.startswith("bad quality") and g.injection is True
+    (folder / "ditflow.json").write_text(json.dumps({"opt_mode": "emb", "negative_prompt": "", "emb_after": "carry",
+                                                     "loss_weighting": "confidence", "injection": False}))
+    g = GuideConfig(prompt="x").resolve(preset(str(folder)))
+    assert (g.opt_mode, g.negative_prompt, g.emb_after, g.loss_weighting, g.injection) == ("emb", "", "carry", "confidence", False)
+    g = GuideConfig(prompt="x", opt_mode="latent", injection=True).resolve(preset(str(folder)))  # flags still win
+    assert g.opt_mode == "latent" and g.injection is True
     (folder / "ditflow.json").write_text(json.dumps({"nonsense": 1}))
     with pytest.raises(InputError):
         preset(str(folder))

@@ -42,18 +42,20 @@ class Recipe:
     kl_weight: float = 1e-6
     decoder_steps: int = 1500  # stage 3: the decoder alone on the frozen encoder's latents (sharper frames)
     decoder_lr: float = 5e-4
-    steps: int = 3000
+    steps: int = 5000
     batch: int = 16
     lr: float = 3e-4
     ema: float = 0.999
+    ema_start: int = 1500  # EMA restarts from the live weights here: earlier it would still hold the random init
     empty_prompt: float = 0.1  # for classifier-free guidance
     high_noise_power: float = 0.6  # t = 999 * u**power: < 1 puts more weight on high-noise timesteps
+    object_weight: float = 4.0  # extra loss weight on object tokens: small objects vanish under a plain MSE
     bank: int = 12_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
     checkpoint_every: int = 100
     seed: int = 0
     defaults: dict = field(default_factory=lambda: {
         "guidance_blocks": [7], "frames": 17, "height": 64, "width": 64, "steps": 50, "cfg": 2.5,
-        "scheduler": "ddim", "dynamic_cfg": False, "dtype": "float32",
+        "scheduler": "ddim", "dynamic_cfg": False, "dtype": "float32", "negative_prompt": "",
     })
 
 
@@ -88,10 +90,14 @@ def build(recipe: Recipe):
     return tokenizer, text_encoder, vae, transformer, scheduler
 
 
+def _seed(stage: int, step: int, batch: int, i: int) -> int:
+    """The world seed of clip i of a step's batch: distinct per stage, never below TRAIN_SEED0."""
+    return TRAIN_SEED0 + stage * 10_000_000 + step * batch + i
+
+
 def clip_batch(recipe: Recipe, step: int, batch: int, stage: int):
     """Clips for one step, deterministic in (stage, step): pixels [B, 3, T, H, W] in [-1, 1] and prompts."""
-    clips = [make_clip(TRAIN_SEED0 + (stage * 10_000_000) + step * batch + i, recipe.frames, recipe.size, recipe.size)
-             for i in range(batch)]
+    clips = [make_clip(_seed(stage, step, batch, i), recipe.frames, recipe.size, recipe.size) for i in range(batch)]
     video = np.stack([c.frames for c in clips]).astype(np.float32) / 127.5 - 1.0
     return torch.from_numpy(video).permute(0, 4, 1, 2, 3), [c.prompt for c in clips]
 
@@ -200,6 +206,32 @@ def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, p
     return latents, prompts[: recipe.bank]
 
 
+def _bank_masks(recipe: Recipe, work: Path, size: int) -> torch.Tensor:
+    """Object coverage of the bank's clips at latent resolution [B, F, 1, h, w]: a latent frame covers its
+    group of pixel frames (any object in any of them), averaged over each latent pixel's block."""
+    from safetensors.torch import load_file, save_file
+
+    path = work / "masks.safetensors"
+    if path.is_file():
+        masks = load_file(str(path))["masks"]
+        if len(masks) == size:
+            return masks
+    spatial = 2 ** (len(recipe.vae_channels) - 1)
+    batch, out = 32, []
+    for step in range(0, size, batch):  # the same seeds as _latent_bank's clips
+        for i in range(batch):
+            clip = make_clip(_seed(2, step // batch, batch, i), recipe.frames, recipe.size, recipe.size)
+            m = clip.masks.any(axis=0)  # [T, H, W]
+            groups = [m[:1]] + [m[1 + 4 * k : 5 + 4 * k] for k in range((recipe.frames - 1) // 4)]
+            lat = np.stack([g.any(axis=0) for g in groups]).astype(np.float32)
+            t, h, w = lat.shape
+            out.append(lat.reshape(t, h // spatial, spatial, w // spatial, spatial).mean(axis=(2, 4)))
+    masks = torch.from_numpy(np.stack(out[:size]))[:, :, None]
+    save_file({"masks": masks.contiguous()}, str(work / ".masks.tmp"))
+    os.replace(work / ".masks.tmp", path)
+    return masks
+
+
 def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: Progress) -> float:
     tokenizer, text_encoder, vae, transformer, scheduler = parts
     vae.to(device)
@@ -215,6 +247,7 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
         state["scaling"] = float(1.0 / _encode(vae, video.to(device), 1.0).std())
     scaling = state["scaling"]
     bank, bank_prompts = _latent_bank(recipe, vae, scaling, work, device, progress)
+    masks = _bank_masks(recipe, work, len(bank))
     transformer.to(device).train().requires_grad_(True)
     opt = torch.optim.AdamW(transformer.parameters(), lr=recipe.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(1.0, (s + state["step"]) / recipe.steps))))
@@ -243,15 +276,17 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
             pred = transformer(hidden_states=xt, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
                                return_dict=False)[0]
-            loss = torch.nn.functional.mse_loss(pred, target)
+            weight = 1.0 + recipe.object_weight * masks[idx].to(device)  # [B, F, 1, h, w]
+            loss = (weight * (pred - target) ** 2).mean() / weight.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
             opt.step()
             sched.step()
             with torch.no_grad():
+                decay = 0.0 if step <= recipe.ema_start else recipe.ema  # 0: copy the live weights
                 for k, v in transformer.state_dict().items():
-                    ema[k].mul_(recipe.ema).add_(v.detach().to(ema[k].device), alpha=1 - recipe.ema)
+                    ema[k].mul_(decay).add_(v.detach().to(ema[k].device), alpha=1 - decay)
             bar.advance(f"loss {loss.item():.4f}")
             if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
                 from safetensors.torch import save_file
@@ -285,6 +320,21 @@ def export(recipe: Recipe, parts, scaling: float, out: Path) -> Path:
     return out
 
 
+def export_checkpoint(recipe: Recipe, work: Path, out: Path) -> Path:
+    """Export whatever the work folder holds now (e.g. to try a model while stage 2 still runs)."""
+    from safetensors.torch import load_file
+
+    parts = build(recipe)
+    _load(work, "vae", parts[2])
+    _load(work, "decoder", parts[2])
+    state = _load(work, "transformer", parts[3])
+    if (work / "transformer_ema.safetensors").is_file():
+        parts[3].load_state_dict(load_file(str(work / "transformer_ema.safetensors")))
+    if "scaling" not in state:
+        raise SystemExit(f"no transformer checkpoint in {work} yet")
+    return export(recipe, parts, state["scaling"], out)
+
+
 def train(recipe: Recipe, work: Path, out: Path, device: str = "cpu", quiet: bool = False) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=1))
@@ -306,6 +356,8 @@ def main() -> None:
     ap.add_argument("--decoder-steps", type=int)
     ap.add_argument("--decoder-only", action="store_true",
                     help="run only stage 3 (after stage 1), e.g. beside a running stage 2: it needs only the encoder")
+    ap.add_argument("--export-only", action="store_true",
+                    help="export the latest checkpoints (EMA transformer, fine-tuned decoder if any) without training")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("steps", args.steps),
@@ -313,6 +365,9 @@ def main() -> None:
     from dataclasses import replace
 
     recipe = replace(Recipe(), **overrides)
+    if args.export_only:
+        print(export_checkpoint(recipe, args.work, args.out))
+        return
     if args.decoder_only:
         vae = build(recipe)[2]
         _load(args.work, "vae", vae)
