@@ -40,9 +40,9 @@ class Recipe:
     vae_batch: int = 4
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
-    decoder_steps: int = 1500  # stage 3: the decoder alone on the frozen encoder's latents (sharper frames)
+    decoder_steps: int = 800  # stage 3: the decoder alone on the frozen encoder's latents (sharper frames)
     decoder_lr: float = 5e-4
-    steps: int = 5000
+    steps: int = 10000
     batch: int = 16
     lr: float = 3e-4
     ema: float = 0.999
@@ -50,6 +50,10 @@ class Recipe:
     empty_prompt: float = 0.1  # for classifier-free guidance
     high_noise_power: float = 0.6  # t = 999 * u**power: < 1 puts more weight on high-noise timesteps
     object_weight: float = 4.0  # extra loss weight on object tokens: small objects vanish under a plain MSE
+    object_weight_from: int = 2500  # the step it starts (the shipped run found the need at 2,500)
+    text_from: int = 3000  # the T5 trains with the transformer from here: frozen random, it gives a bag of words
+    # (the transformer has no text positions), so "a blue square on a grey background" cannot tell object
+    # colour from background colour
     bank: int = 12_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
     checkpoint_every: int = 100
     seed: int = 0
@@ -104,21 +108,21 @@ def clip_batch(recipe: Recipe, step: int, batch: int, stage: int):
 
 # --------------------------------------------------------------------------------------- checkpoints
 def _save(work: Path, name: str, module, state: dict) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     tmp = work / f".{name}.tmp"
-    save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(tmp))
+    save_model(module, str(tmp))  # handles tied weights (T5's shared embedding)
     os.replace(tmp, work / f"{name}.safetensors")
     (work / f".{name}.json.tmp").write_text(json.dumps(state))
     os.replace(work / f".{name}.json.tmp", work / f"{name}.json")
 
 
 def _load(work: Path, name: str, module) -> dict:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     if not (work / f"{name}.json").is_file():
         return {"step": 0}
-    module.load_state_dict(load_file(str(work / f"{name}.safetensors")))
+    load_model(module, str(work / f"{name}.safetensors"))
     return json.loads((work / f"{name}.json").read_text())
 
 
@@ -237,6 +241,7 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
     vae.to(device)
     text_encoder.to(device).eval().requires_grad_(False)
     state = _load(work, "transformer", transformer)
+    _load(work, "text_encoder", text_encoder)
     ema = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
     if (work / "transformer_ema.safetensors").is_file():
         from safetensors.torch import load_file
@@ -249,7 +254,8 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
     bank, bank_prompts = _latent_bank(recipe, vae, scaling, work, device, progress)
     masks = _bank_masks(recipe, work, len(bank))
     transformer.to(device).train().requires_grad_(True)
-    opt = torch.optim.AdamW(transformer.parameters(), lr=recipe.lr, weight_decay=0.01)
+    text_params = list(text_encoder.parameters())
+    opt = torch.optim.AdamW([{"params": transformer.parameters()}, {"params": text_params}], lr=recipe.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(1.0, (s + state["step"]) / recipe.steps))))
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
     from ..backbone import rope_tables
@@ -264,9 +270,11 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             idx = torch.randint(len(bank), (recipe.batch,), generator=gen)
             prompts = ["" if torch.rand(1, generator=gen).item() < recipe.empty_prompt else bank_prompts[i] for i in idx]
             x0 = bank[idx].to(device)
-            with torch.no_grad():
-                ids = tokenizer(prompts, padding="max_length", max_length=recipe.text_len, truncation=True,
-                                return_tensors="pt").input_ids.to(device)
+            train_text = step >= recipe.text_from
+            text_encoder.train(train_text).requires_grad_(train_text)
+            ids = tokenizer(prompts, padding="max_length", max_length=recipe.text_len, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            with torch.set_grad_enabled(train_text):
                 text = text_encoder(ids)[0]
             u = torch.rand(x0.shape[0], generator=gen)
             t = (999 * u ** recipe.high_noise_power).round().long().to(device)
@@ -276,11 +284,12 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
             pred = transformer(hidden_states=xt, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
                                return_dict=False)[0]
-            weight = 1.0 + recipe.object_weight * masks[idx].to(device)  # [B, F, 1, h, w]
+            object_weight = recipe.object_weight if step >= recipe.object_weight_from else 0.0
+            weight = 1.0 + object_weight * masks[idx].to(device)  # [B, F, 1, h, w]
             loss = (weight * (pred - target) ** 2).mean() / weight.mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(list(transformer.parameters()) + text_params, 1.0)
             opt.step()
             sched.step()
             with torch.no_grad():
@@ -293,8 +302,10 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
 
                 save_file({k: v.contiguous() for k, v in ema.items()}, str(work / ".ema.tmp"))
                 os.replace(work / ".ema.tmp", work / "transformer_ema.safetensors")
+                _save(work, "text_encoder", text_encoder, {"step": step + 1})
                 _save(work, "transformer", transformer, {"step": step + 1, "loss": loss.item(), "scaling": scaling})
     transformer.load_state_dict(ema)
+    text_encoder.eval().requires_grad_(False)
     transformer.eval().requires_grad_(False)
     return scaling
 
@@ -328,6 +339,7 @@ def export_checkpoint(recipe: Recipe, work: Path, out: Path) -> Path:
     _load(work, "vae", parts[2])
     _load(work, "decoder", parts[2])
     state = _load(work, "transformer", parts[3])
+    _load(work, "text_encoder", parts[1])
     if (work / "transformer_ema.safetensors").is_file():
         parts[3].load_state_dict(load_file(str(work / "transformer_ema.safetensors")))
     if "scaling" not in state:
