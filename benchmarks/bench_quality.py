@@ -7,7 +7,8 @@ Run as a user would: every video goes through `ditflow.extract`, `ditflow.guide`
 private store under --work), then is judged from pixels (`ditflow.toyworld.judge`):
 - prompt match: the generated object's colour and shape are those the prompt names;
 - path errors (pixels): the centroid path of the prompt's object against the reference object's true path,
-  relative (displacements from the first frame, so a different start does not count) and absolute;
+  relative (displacements from the first frame, so a different start does not count) and absolute, averaged
+  over the videos where the object was found ("object found" says how many);
 - motion fidelity (`ditflow eval`'s symmetric MF, built-in LK tracker).
 References are the first --refs single-object clips of held-out world seeds (training uses seeds from
 10,000); each is transferred to a new prompt (another colour, shape and background) drawn from its seed.
@@ -87,6 +88,7 @@ def summarise(rows: list[dict]) -> dict:
 
     return {"videos": len(rows), "mf": mean("mf"), "rel_path_error": mean("rel_path_error"),
             "abs_path_error": mean("abs_path_error"), "median_rel_path_error": float(np.median([r["rel_path_error"] for r in rows])),
+            "object_found": float(np.mean([np.isfinite(r["rel_path_error"]) for r in rows])),
             "prompt_match": float(np.mean([r["prompt_match"] for r in rows])), "colour_match": float(np.mean([r["colour_match"] for r in rows])),
             "seconds_per_video": mean("seconds")}
 
@@ -172,10 +174,10 @@ def main() -> None:
         "seconds_total": time.time() - t_start, "rows": rows,
     }
     base = summary.get("backbone")
-    if base and "DiTFlow emb" in summary:
+    if base and base["rel_path_error"]:
         for name in ("DiTFlow latent", "DiTFlow emb"):
             s = summary.get(name)
-            if s:
+            if s and s["rel_path_error"] is not None:
                 s["targets"] = {
                     "rel_error_vs_backbone": s["rel_path_error"] / base["rel_path_error"],
                     "rel_error_vs_static": s["rel_path_error"] / static_err,
@@ -188,13 +190,16 @@ def main() -> None:
 
 
 def table(result: dict) -> str:
-    lines = ["| setup | MF | rel. path error (px) | abs. path error (px) | prompt match | s / video |",
-             "|---|---|---|---|---|---|"]
+    def num(v, fmt="{:.2f}"):
+        return "n/a" if v is None else fmt.format(v)
+
+    lines = ["| setup | MF | rel. path error (px) | abs. path error (px) | object found | prompt match (colour) | s / video |",
+             "|---|---|---|---|---|---|---|"]
     for name, s in result["summary"].items():
-        mf = "n/a" if s["mf"] is None else f"{s['mf']:.3f}"
-        lines.append(f"| {name} | {mf} | {s['rel_path_error']:.2f} | {s['abs_path_error']:.2f} | "
-                     f"{100 * s['prompt_match']:.0f}% | {s['seconds_per_video']:.1f} |")
-    lines.append(f"| (object that never moves) | | {result['static_rel_path_error']:.2f} | | | |")
+        lines.append(f"| {name} | {num(s['mf'], '{:.3f}')} | {num(s['rel_path_error'])} | {num(s['abs_path_error'])} | "
+                     f"{100 * s['object_found']:.0f}% | {100 * s['prompt_match']:.0f}% ({100 * s['colour_match']:.0f}%) | "
+                     f"{s['seconds_per_video']:.1f} |")
+    lines.append(f"| (object that never moves) | | {result['static_rel_path_error']:.2f} | | | | |")
     return "\n".join(lines)
 
 

@@ -40,18 +40,20 @@ class Recipe:
     vae_batch: int = 4
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
+    latent_rgb_weight: float = 1.0  # pull 3 latent channels toward the downsampled frames: a smooth, pixel-like
+    # latent space is far easier for a small transformer to model (v1 without it drew smeared colour fields)
     decoder_steps: int = 800  # stage 3: the decoder alone on the frozen encoder's latents (sharper frames)
     decoder_lr: float = 5e-4
-    steps: int = 10000
+    steps: int = 6000
     batch: int = 16
     lr: float = 3e-4
     ema: float = 0.999
-    ema_start: int = 1500  # EMA restarts from the live weights here: earlier it would still hold the random init
+    ema_start: int = 1000  # EMA restarts from the live weights here: earlier it would still hold the random init
     empty_prompt: float = 0.1  # for classifier-free guidance
     high_noise_power: float = 0.6  # t = 999 * u**power: < 1 puts more weight on high-noise timesteps
     object_weight: float = 4.0  # extra loss weight on object tokens: small objects vanish under a plain MSE
-    object_weight_from: int = 2500  # the step it starts (the shipped run found the need at 2,500)
-    text_from: int = 3000  # the T5 trains with the transformer from here: frozen random, it gives a bag of words
+    object_weight_from: int = 0  # the step it starts (v1 switched it on at 2,500, when it found the need)
+    text_from: int = 0  # the T5 trains with the transformer from here: frozen random, it gives a bag of words
     # (the transformer has no text positions), so "a blue square on a grey background" cannot tell object
     # colour from background colour
     bank: int = 12_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
@@ -127,6 +129,15 @@ def _load(work: Path, name: str, module) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ stages
+def latent_rgb(video: torch.Tensor, spatial: int, temporal: int = 4) -> torch.Tensor:
+    """The frames as the latent grid sees them: [B, 3, T, H, W] -> [B, 3, 1 + (T-1)/temporal, H/s, W/s], the
+    first frame alone and then the mean of each group of `temporal` frames, area-downsampled by `spatial`."""
+    first, rest = video[:, :, :1], video[:, :, 1:]
+    b, c, t, h, w = rest.shape
+    groups = rest.reshape(b, c, t // temporal, temporal, h, w).mean(dim=3)
+    return torch.nn.functional.avg_pool3d(torch.cat([first, groups], dim=2), (1, spatial, spatial))
+
+
 def train_vae(recipe: Recipe, vae, work: Path, device: str, progress: Progress) -> None:
     state = _load(work, "vae", vae)
     vae.to(device).train().requires_grad_(True)
@@ -140,6 +151,9 @@ def train_vae(recipe: Recipe, vae, work: Path, device: str, progress: Progress) 
             dist = vae.encode(video).latent_dist
             recon = vae.decode(dist.sample()).sample
             loss = (recon - video).abs().mean() + recipe.kl_weight * dist.kl().mean()
+            if recipe.latent_rgb_weight:
+                rgb = latent_rgb(video, recipe.size // dist.mean.shape[-1])
+                loss = loss + recipe.latent_rgb_weight * (dist.mean[:, :3] - rgb).abs().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
