@@ -128,6 +128,21 @@ def _load(work: Path, name: str, module) -> dict:
     return json.loads((work / f"{name}.json").read_text())
 
 
+def _update(opt, loss, bar, clip: list | None = None) -> None:
+    """One optimiser step on `loss` (gradient norm clipped to 1 over `clip`), reported on the bar."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip, 1.0)
+    opt.step()
+    bar.advance(f"loss {loss.item():.4f}")
+
+
+def _due(recipe: Recipe, step: int, total: int) -> bool:
+    """Whether to checkpoint after `step` (0-based)."""
+    return (step + 1) % recipe.checkpoint_every == 0 or step + 1 == total
+
+
 # ------------------------------------------------------------------------------------------ stages
 def latent_rgb(video: torch.Tensor, spatial: int, temporal: int = 4) -> torch.Tensor:
     """The frames as the latent grid sees them: [B, 3, T, H, W] -> [B, 3, 1 + (T-1)/temporal, H/s, W/s], the
@@ -154,11 +169,8 @@ def train_vae(recipe: Recipe, vae, work: Path, device: str, progress: Progress) 
             if recipe.latent_rgb_weight:
                 rgb = latent_rgb(video, recipe.size // dist.mean.shape[-1])
                 loss = loss + recipe.latent_rgb_weight * (dist.mean[:, :3] - rgb).abs().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.advance(f"loss {loss.item():.4f}")
-            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.vae_steps:
+            _update(opt, loss, bar)
+            if _due(recipe, step, recipe.vae_steps):
                 _save(work, "vae", vae, {"step": step + 1, "loss": loss.item()})
     vae.eval().requires_grad_(False)
 
@@ -186,11 +198,8 @@ def finetune_decoder(recipe: Recipe, vae, work: Path, device: str, progress: Pro
             loss = (recon - video).abs().mean()
             for dim in (-1, -2):
                 loss = loss + (recon.diff(dim=dim) - video.diff(dim=dim)).abs().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.advance(f"loss {loss.item():.4f}")
-            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.decoder_steps:
+            _update(opt, loss, bar)
+            if _due(recipe, step, recipe.decoder_steps):
                 _save(work, "decoder", vae, {"step": step + 1, "loss": loss.item()})
     vae.eval().requires_grad_(False)
 
@@ -301,17 +310,13 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             object_weight = recipe.object_weight if step >= recipe.object_weight_from else 0.0
             weight = 1.0 + object_weight * masks[idx].to(device)  # [B, F, 1, h, w]
             loss = (weight * (pred - target) ** 2).mean() / weight.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(transformer.parameters()) + text_params, 1.0)
-            opt.step()
+            _update(opt, loss, bar, list(transformer.parameters()) + text_params)
             sched.step()
             with torch.no_grad():
                 decay = 0.0 if step <= recipe.ema_start else recipe.ema  # 0: copy the live weights
                 for k, v in transformer.state_dict().items():
                     ema[k].mul_(decay).add_(v.detach().to(ema[k].device), alpha=1 - decay)
-            bar.advance(f"loss {loss.item():.4f}")
-            if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
+            if _due(recipe, step, recipe.steps):
                 from safetensors.torch import save_file
 
                 save_file({k: v.contiguous() for k, v in ema.items()}, str(work / ".ema.tmp"))
