@@ -8,16 +8,17 @@ SIZE    ?= --frames 9 --height 32 --width 48 --blocks 1
 GUIDE   ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 TOY_VIDEO  ?= assets/toy-reference.gif
 TOY_PROMPT ?= a blue square on a white background
+TOY_PROMPT2 ?= a green triangle on a grey background
 OUT     ?= out
 
-.PHONY: install test demo demo-toy transfer tiny-model toy-model clean-demo bench-quality probe-amf
+.PHONY: install test demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality probe-amf
 .DEFAULT_GOAL := help
 .PHONY: help
 
 help:
 	@echo "make install   create .venv and install ditflow (CPU/GPU torch from this machine's pip)"
-	@echo "make demo      extract -> guide -> inject -> eval -> viz on a bundled clip with a tiny offline model"
-	@echo "make demo-toy  the chain on the trained toy model (assets/toy-cogvideox), guided vs backbone"
+	@echo "make demo      extract -> guide -> inject -> eval -> viz on a bundled clip with the toy model (CPU, minutes)"
+	@echo "make demo-tiny the same plumbing on a tiny random model (no weights; its videos are noise)"
 	@echo "make test      run the test suite"
 	@echo "make transfer VIDEO=... PROMPT=... MODEL=5b   the chained stages on your own video"
 	@echo "make bench-amf AMF memory/speed benchmark (BENCH_AMF_ARGS=--quick for a 3-minute subset)"
@@ -51,31 +52,36 @@ transfer:
 	$(DITFLOW) cache path $$GEN && echo "amf $$AMF" && echo "gen $$GEN" && \
 	echo $$GEN > $(OUT)/last-gen
 
-demo: tiny-model
+# The README's first command: the chain on the trained toy model (assets/toy-cogvideox) and a bundled
+# reference (an orange circle on an arc, a held-out world seed). Settings come from the model's ditflow.json.
+demo:
+	@mkdir -p $(OUT)
+	@START=$$(date +%s) && \
+	AMF=$$($(DITFLOW) extract $(TOY_VIDEO) --model toy) && \
+	BASE=$$($(DITFLOW) guide --amf $$AMF --prompt "$(TOY_PROMPT)" --no-guidance --no-injection --out $(OUT)/demo-backbone.mp4 --overwrite) && \
+	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(TOY_PROMPT)" --opt-mode emb --out $(OUT)/demo-guided.mp4 --overwrite) && \
+	INJ=$$($(DITFLOW) inject --emb $$GEN --prompt "$(TOY_PROMPT2)" --out $(OUT)/demo-injected.mp4 --overwrite) && \
+	$(DITFLOW) eval $$GEN --tracker lk --metrics mf --json $(OUT)/demo-eval.json --overwrite > /dev/null && \
+	$(DITFLOW) eval $$BASE --reference $$AMF --tracker lk --metrics mf --json $(OUT)/demo-eval-backbone.json --overwrite > /dev/null && \
+	CMP=$$($(DITFLOW) viz compare $$AMF $$BASE $$GEN $$INJ --labels reference,backbone,ditflow,injected --out $(OUT)/demo-compare.mp4 --overwrite) && \
+	echo "reference AMF   $$AMF ($(TOY_VIDEO))" && echo "backbone video  $$BASE -> $(OUT)/demo-backbone.mp4" && \
+	echo "guided video    $$GEN -> $(OUT)/demo-guided.mp4" && \
+	echo "zero-shot reuse $$INJ -> $(OUT)/demo-injected.mp4 ($(TOY_PROMPT2))" && \
+	echo "motion fidelity $$(python3 -c "import json;print(round(json.load(open('$(OUT)/demo-eval.json'))['motion_fidelity'],3))") guided, $$(python3 -c "import json;print(round(json.load(open('$(OUT)/demo-eval-backbone.json'))['motion_fidelity'],3))") backbone" && \
+	echo "side by side    $$CMP" && echo "took            $$(( $$(date +%s) - START )) s"
+
+# The same chain on a tiny *random* model (no weights at all): proves the plumbing, its videos are noise.
+demo-tiny: tiny-model
 	@mkdir -p $(OUT)
 	@AMF=$$($(DITFLOW) extract $(VIDEO) --model $(MODEL) $(SIZE)) && \
-	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(PROMPT)" $(GUIDE) --out $(OUT)/demo-guided.mp4 --overwrite) && \
-	INJ=$$($(DITFLOW) inject --emb $$GEN --prompt "a blue square on a white background" --out $(OUT)/demo-injected.mp4 --overwrite) && \
-	$(DITFLOW) eval $$GEN --tracker lk --json $(OUT)/demo-eval.json --overwrite > /dev/null && \
-	CMP=$$($(DITFLOW) viz compare $$AMF $$GEN $$INJ --labels reference,guided,injected --out $(OUT)/demo-compare.mp4 --overwrite) && \
-	LOSS=$$($(DITFLOW) viz loss $$GEN --out $(OUT)/demo-loss.png --overwrite) && \
-	echo "reference AMF   $$AMF" && echo "guided video    $$GEN -> $(OUT)/demo-guided.mp4" && \
-	echo "zero-shot reuse $$INJ -> $(OUT)/demo-injected.mp4" && echo "scores          $(OUT)/demo-eval.json" && \
+	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(PROMPT)" $(GUIDE) --out $(OUT)/demo-tiny-guided.mp4 --overwrite) && \
+	INJ=$$($(DITFLOW) inject --emb $$GEN --prompt "a blue square on a white background" --out $(OUT)/demo-tiny-injected.mp4 --overwrite) && \
+	$(DITFLOW) eval $$GEN --tracker lk --json $(OUT)/demo-tiny-eval.json --overwrite > /dev/null && \
+	CMP=$$($(DITFLOW) viz compare $$AMF $$GEN $$INJ --labels reference,guided,injected --out $(OUT)/demo-tiny-compare.mp4 --overwrite) && \
+	LOSS=$$($(DITFLOW) viz loss $$GEN --out $(OUT)/demo-tiny-loss.png --overwrite) && \
+	echo "reference AMF   $$AMF" && echo "guided video    $$GEN -> $(OUT)/demo-tiny-guided.mp4" && \
+	echo "zero-shot reuse $$INJ -> $(OUT)/demo-tiny-injected.mp4" && echo "scores          $(OUT)/demo-tiny-eval.json" && \
 	echo "loss curves     $$LOSS" && echo "side by side    $$CMP"
-
-# The same chain on the trained toy model (needs assets/toy-cogvideox: `make toy-model` until it ships).
-demo-toy:
-	@mkdir -p $(OUT)
-	@AMF=$$($(DITFLOW) extract $(TOY_VIDEO) --model toy) && \
-	BASE=$$($(DITFLOW) guide --amf $$AMF --prompt "$(TOY_PROMPT)" --no-guidance --no-injection --out $(OUT)/demo-toy-backbone.mp4 --overwrite) && \
-	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(TOY_PROMPT)" --out $(OUT)/demo-toy-guided.mp4 --overwrite) && \
-	$(DITFLOW) eval $$GEN --tracker lk --metrics mf --json $(OUT)/demo-toy-eval.json --overwrite > /dev/null && \
-	$(DITFLOW) eval $$BASE --reference $$AMF --tracker lk --metrics mf --json $(OUT)/demo-toy-eval-backbone.json --overwrite > /dev/null && \
-	CMP=$$($(DITFLOW) viz compare $$AMF $$BASE $$GEN --labels reference,backbone,ditflow --out $(OUT)/demo-toy-compare.mp4 --overwrite) && \
-	echo "reference AMF   $$AMF" && echo "backbone video  $$BASE -> $(OUT)/demo-toy-backbone.mp4" && \
-	echo "guided video    $$GEN -> $(OUT)/demo-toy-guided.mp4" && \
-	echo "scores          $(OUT)/demo-toy-eval.json (backbone: $(OUT)/demo-toy-eval-backbone.json)" && \
-	echo "side by side    $$CMP"
 
 clean-demo:
 	rm -rf $(OUT)

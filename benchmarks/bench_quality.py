@@ -86,8 +86,12 @@ def summarise(rows: list[dict]) -> dict:
         vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
         return float(np.mean(vals)) if vals else None
 
+    def median(key):  # over the same videos as mean(): those where the object was found
+        vals = [r[key] for r in rows if r.get(key) is not None and np.isfinite(r[key])]
+        return float(np.median(vals)) if vals else None
+
     return {"videos": len(rows), "mf": mean("mf"), "rel_path_error": mean("rel_path_error"),
-            "abs_path_error": mean("abs_path_error"), "median_rel_path_error": float(np.median([r["rel_path_error"] for r in rows])),
+            "abs_path_error": mean("abs_path_error"), "median_rel_path_error": median("rel_path_error"),
             "object_found": float(np.mean([np.isfinite(r["rel_path_error"]) for r in rows])),
             "prompt_match": float(np.mean([r["prompt_match"] for r in rows])), "colour_match": float(np.mean([r["colour_match"] for r in rows])),
             "seconds_per_video": mean("seconds")}
@@ -175,9 +179,8 @@ def main() -> None:
     }
     base = summary.get("backbone")
     if base and base["rel_path_error"]:
-        for name in ("DiTFlow latent", "DiTFlow emb"):
-            s = summary.get(name)
-            if s and s["rel_path_error"] is not None:
+        for name, s in summary.items():  # the targets are for the DiTFlow rows; sweeps rank them all
+            if name != "backbone" and s["rel_path_error"] is not None:
                 s["targets"] = {
                     "rel_error_vs_backbone": s["rel_path_error"] / base["rel_path_error"],
                     "rel_error_vs_static": s["rel_path_error"] / static_err,

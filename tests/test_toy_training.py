@@ -33,3 +33,19 @@ def test_train_resume_export_and_use(tmp_path, runtime, store):
     amf = extract(ref, ExtractConfig(model=str(out)), runtime=runtime, store=store)  # sizes from ditflow.json
     assert amf.grid == (3, 4, 4) and amf.blocks == [1]
     assert np.isfinite(amf.amf(1).numpy()).all()
+
+
+def test_resume_refuses_checkpoints_of_another_recipe(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    import pytest
+
+    from ditflow.toyworld.train import check_work
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "recipe.json").write_text(json.dumps(asdict(TINY)))
+    check_work(replace(TINY, steps=10, vae_steps=5), work)  # longer runs resume the same model
+    with pytest.raises(SystemExit, match="latent_channels"):
+        check_work(replace(TINY, latent_channels=8), work)

@@ -1,10 +1,10 @@
 """The toy model's recipe: a small CogVideoX (real diffusers classes) trained on the synthetic world.
 
 Stage 1 trains the VAE (AutoencoderKLCogVideoX, temporal compression 4) to reconstruct clips; stage 2
-freezes it and a randomly initialised tiny T5 (a fixed text featuriser, as CogVideoX freezes its T5) and
-trains the transformer with v-prediction. Both stages checkpoint to a work folder (safetensors + JSON) and
-resume from it, so `make toy-model` survives interruptions. Training seeds start at 10,000; seeds below
-are held out for evaluation.
+freezes it and trains the transformer (v-prediction) together with a tiny T5; stage 3 sharpens the decoder
+on the frozen encoder. Every stage checkpoints to a work folder (safetensors + JSON) and resumes from it, so
+`make toy-model` survives interruptions; a work folder of another recipe is refused. Training seeds start
+at 10,000; seeds below are held out for evaluation.
 
     python -m ditflow.toyworld.train --work out/toy-train --out assets/toy-cogvideox [--device cuda]
 """
@@ -31,32 +31,34 @@ class Recipe:
     size: int = 64  # pixels; the VAE divides by 4 -> 16x16 latent -> 8x8 patches
     frames: int = 17  # -> 5 latent frames
     vae_channels: tuple[int, ...] = (16, 32, 32)
-    latent_channels: int = 8
+    latent_channels: int = 4  # v2's 8 (3 anchored + 5 free) gave the transformer free channels of fine texture
+    # it could not model: samples were patch-grid noise. 3 anchored + 1 free stays close to the pixel latent
+    # that a quick experiment showed a model this small can learn.
     heads: int = 4
     head_dim: int = 32
     layers: int = 8
     text_len: int = 16
-    vae_steps: int = 1500
+    vae_steps: int = 1200
     vae_batch: int = 4
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
     latent_rgb_weight: float = 1.0  # pull 3 latent channels toward the downsampled frames: a smooth, pixel-like
     # latent space is far easier for a small transformer to model (v1 without it drew smeared colour fields)
-    decoder_steps: int = 800  # stage 3: the decoder alone on the frozen encoder's latents (sharper frames)
+    decoder_steps: int = 600  # stage 3: the decoder alone on the frozen encoder's latents (sharper frames)
     decoder_lr: float = 5e-4
-    steps: int = 6000
+    steps: int = 4500
     batch: int = 16
     lr: float = 3e-4
     ema: float = 0.999
     ema_start: int = 1000  # EMA restarts from the live weights here: earlier it would still hold the random init
     empty_prompt: float = 0.1  # for classifier-free guidance
-    high_noise_power: float = 0.6  # t = 999 * u**power: < 1 puts more weight on high-noise timesteps
-    object_weight: float = 4.0  # extra loss weight on object tokens: small objects vanish under a plain MSE
+    high_noise_power: float = 0.8  # t = 999 * u**power: < 1 puts more weight on high-noise timesteps
+    object_weight: float = 2.0  # extra loss weight on object tokens: small objects vanish under a plain MSE
     object_weight_from: int = 0  # the step it starts (v1 switched it on at 2,500, when it found the need)
     text_from: int = 0  # the T5 trains with the transformer from here: frozen random, it gives a bag of words
     # (the transformer has no text positions), so "a blue square on a grey background" cannot tell object
     # colour from background colour
-    bank: int = 12_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
+    bank: int = 8_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
     checkpoint_every: int = 100
     seed: int = 0
     defaults: dict = field(default_factory=lambda: {
@@ -366,8 +368,24 @@ def export_checkpoint(recipe: Recipe, work: Path, out: Path) -> Path:
     return export(recipe, parts, state["scaling"], out)
 
 
+def check_work(recipe: Recipe, work: Path) -> None:
+    """Refuse to resume checkpoints of another recipe (shapes, or a silently different model)."""
+    path = work / "recipe.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    mine = json.loads(json.dumps(asdict(recipe)))  # tuples as lists, as stored
+    # step counts may grow on resume; everything else shapes the weights
+    differ = sorted(k for k in mine if k not in ("steps", "vae_steps", "decoder_steps", "defaults", "checkpoint_every")
+                    and old.get(k) != mine[k])
+    if differ:
+        raise SystemExit(f"{work} holds checkpoints of another recipe (differs in {', '.join(differ)}); "
+                         f"pass another --work or remove it")
+
+
 def train(recipe: Recipe, work: Path, out: Path, device: str = "cpu", quiet: bool = False) -> Path:
     work.mkdir(parents=True, exist_ok=True)
+    check_work(recipe, work)
     (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=1))
     progress = Progress(quiet)
     parts = build(recipe)
