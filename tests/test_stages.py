@@ -184,3 +184,18 @@ def test_interrupt_leaves_no_artifact(tiny_rope, ref_video, store, runtime, monk
     with pytest.raises(KeyboardInterrupt):
         extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
     assert store.hashes() == [] and not any(store.tmp.iterdir())
+
+
+def test_shipped_toy_model_extracts_the_bundled_reference(runtime, store):
+    """`--model toy` is the trained model in assets/ with its measured defaults."""
+    from pathlib import Path
+
+    from ditflow.backbone import preset
+    from ditflow.config import ExtractConfig
+    from ditflow.stages import extract
+
+    pre = preset("toy")
+    assert (pre.frames, pre.height, pre.guidance_blocks, pre.negative_prompt) == (17, 64, (7,), "")
+    ref = Path(__file__).resolve().parents[1] / "assets" / "toy-reference.gif"
+    amf = extract(ref, ExtractConfig(model="toy"), runtime=runtime, store=store)
+    assert amf.grid == (5, 8, 8) and amf.blocks == [7]

@@ -21,7 +21,7 @@ import torch
 
 from ..progress import Progress
 from ..tiny import build_tokenizer
-from .world import BG_COLOURS, COLOURS, SHAPES, make_clip
+from .world import BACKGROUNDS, BG_COLOURS, COLOURS, MOTIONS, SHAPES, make_clip, prompt_text
 
 TRAIN_SEED0 = 10_000
 
@@ -58,12 +58,20 @@ class Recipe:
     text_from: int = 0  # the T5 trains with the transformer from here: frozen random, it gives a bag of words
     # (the transformer has no text positions), so "a blue square on a grey background" cannot tell object
     # colour from background colour
+    text_steps: int = 0  # stage 1b (off in the shipped v3; 3000 is the next run's setting): every T5 output token
+    # learns the whole parse (which colour is the object's, which the background's). Trained only through the
+    # transformer, the T5 stayed a bag of words: samples painted the background in the object's colour (v2, v3)
+    text_batch: int = 64
+    text_lr: float = 1e-3
     bank: int = 8_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
     checkpoint_every: int = 100
     seed: int = 0
     defaults: dict = field(default_factory=lambda: {
         "guidance_blocks": [7], "frames": 17, "height": 64, "width": 64, "steps": 50, "cfg": 2.5,
         "scheduler": "ddim", "dynamic_cfg": False, "dtype": "float32", "negative_prompt": "",
+        # guidance where this model's AMF carries motion (t ~ 800 -> 300), the issue's quick-experiment settings
+        "guidance_range": [40, 15], "lr": [0.02, 0.01], "opt_mode": "emb", "emb_param": "angle",
+        "emb_after": "carry", "loss_weighting": "confidence", "injection": False,
     })
 
 
@@ -206,6 +214,67 @@ def finetune_decoder(recipe: Recipe, vae, work: Path, device: str, progress: Pro
     vae.eval().requires_grad_(False)
 
 
+def _parse_labels(prompts: list[str]) -> torch.Tensor:
+    """[B, 6] class indices: first object's colour and shape, second object's colour and shape (last class:
+    none), background colour and kind."""
+    from .judge import parse_prompt
+
+    colours, kinds = list(COLOURS), ("plain", "gradient", "textured")
+    rows = []
+    for prompt in prompts:
+        p = parse_prompt(prompt)
+        (c1, s1), (c2, s2) = p.objects[0], (p.objects + [(None, None)])[1]
+        rows.append([colours.index(c1), SHAPES.index(s1), colours.index(c2) if c2 else len(colours),
+                     SHAPES.index(s2) if s2 else len(SHAPES), colours.index(p.bg_colour), kinds.index(p.background)])
+    return torch.tensor(rows)
+
+
+def train_text(recipe: Recipe, tokenizer, text_encoder, work: Path, device: str, progress: Progress) -> None:
+    """Stage 1b: linear probes on *every* output token (pads included: the transformer attends to them all)
+    must recover the prompt's parse, so each token carries colour-to-role bindings the transformer can read.
+    Prompts are drawn from the world's generator (training seeds)."""
+    state = _load(work, "text_pretrain", text_encoder)
+    if state["step"] >= recipe.text_steps:
+        return
+    sizes = (len(COLOURS), len(SHAPES), len(COLOURS) + 1, len(SHAPES) + 1, len(COLOURS), 3)
+    torch.manual_seed(recipe.seed + 7)
+    heads = torch.nn.ModuleList(torch.nn.Linear(text_encoder.config.d_model, n) for n in sizes).to(device)
+    text_encoder.to(device).train().requires_grad_(True)
+    opt = torch.optim.AdamW(list(text_encoder.parameters()) + list(heads.parameters()), lr=recipe.text_lr)
+    with progress.task("train text encoder", total=recipe.text_steps) as bar:
+        for _ in range(state["step"]):
+            bar.advance()
+        for step in range(state["step"], recipe.text_steps):
+            prompts = [world_prompt(_seed(5, step, recipe.text_batch, i)) for i in range(recipe.text_batch)]
+            labels = _parse_labels(prompts).to(device)
+            ids = tokenizer(prompts, padding="max_length", max_length=recipe.text_len, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            out = text_encoder(ids)[0]  # [B, L, D]
+            logits = [h(out) for h in heads]  # each [B, L, n]
+            loss = sum(torch.nn.functional.cross_entropy(lg.flatten(0, 1), labels[:, k].repeat_interleave(out.shape[1]))
+                       for k, lg in enumerate(logits)) / len(heads)
+            _update(opt, loss, bar)
+            if _due(recipe, step, recipe.text_steps):
+                acc = min(float((lg.argmax(-1) == labels[:, k, None]).float().mean()) for k, lg in enumerate(logits))
+                _save(work, "text_pretrain", text_encoder, {"step": step + 1, "loss": loss.item(), "worst_accuracy": acc})
+    text_encoder.eval().requires_grad_(False)
+
+
+def world_prompt(seed: int) -> str:
+    """The prompt of world clip `seed`, without rendering it (the same draws as make_clip, in order)."""
+    rng = np.random.default_rng(seed)
+    n = 2 if rng.random() < 0.2 else 1
+    rng.choice(MOTIONS)
+    kind = str(rng.choice(BACKGROUNDS))
+    bg_colour = str(rng.choice(BG_COLOURS))
+    things = []
+    for _ in range(n):
+        shape = str(rng.choice(SHAPES))
+        colour = str(rng.choice([c for c in COLOURS if c != bg_colour and c not in [t[0] for t in things]]))
+        things.append((colour, shape))
+    return prompt_text(things, kind, bg_colour)
+
+
 @torch.no_grad()
 def _encode(vae, video, scaling: float):
     return (vae.encode(video).latent_dist.mode() * scaling).permute(0, 2, 1, 3, 4)  # [B, F, C, h, w]
@@ -266,7 +335,8 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
     vae.to(device)
     text_encoder.to(device).eval().requires_grad_(False)
     state = _load(work, "transformer", transformer)
-    _load(work, "text_encoder", text_encoder)
+    if not _load(work, "text_encoder", text_encoder)["step"]:
+        _load(work, "text_pretrain", text_encoder)  # stage 1b's weights start stage 2
     ema = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
     if (work / "transformer_ema.safetensors").is_file():
         from safetensors.torch import load_file
@@ -376,7 +446,7 @@ def check_work(recipe: Recipe, work: Path) -> None:
     old = json.loads(path.read_text())
     mine = json.loads(json.dumps(asdict(recipe)))  # tuples as lists, as stored
     # step counts may grow on resume; everything else shapes the weights
-    differ = sorted(k for k in mine if k not in ("steps", "vae_steps", "decoder_steps", "defaults", "checkpoint_every")
+    differ = sorted(k for k in mine if k not in ("steps", "vae_steps", "decoder_steps", "text_steps", "defaults", "checkpoint_every")
                     and old.get(k) != mine[k])
     if differ:
         raise SystemExit(f"{work} holds checkpoints of another recipe (differs in {', '.join(differ)}); "
@@ -390,6 +460,7 @@ def train(recipe: Recipe, work: Path, out: Path, device: str = "cpu", quiet: boo
     progress = Progress(quiet)
     parts = build(recipe)
     train_vae(recipe, parts[2], work, device, progress)
+    train_text(recipe, parts[0], parts[1], work, device, progress)
     scaling = train_transformer(recipe, parts, work, device, progress)
     finetune_decoder(recipe, parts[2], work, device, progress)
     return export(recipe, parts, scaling, out)

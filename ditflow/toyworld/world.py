@@ -155,7 +155,13 @@ def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, 
             masks[i, f] = m
             img[m] = COLOURS[colours[i]]
         video[f] = img.astype(np.uint8)
-    things = " and ".join(f"{_article(c)} {c} {s}" for c, s in zip(colours, shapes))
+    return Clip(video, prompt_text(list(zip(colours, shapes)), bg_kind, bg_colour), trajectories, masks, shapes,
+                colours, bg_kind, motion)
+
+
+def prompt_text(objects: list[tuple[str, str]], bg_kind: str, bg_colour: str) -> str:
+    """"a red circle and a blue square on a textured grey background" from (colour, shape) pairs."""
+    things = " and ".join(f"{_article(c)} {c} {s}" for c, s in objects)
     bg_text = {"plain": f"a {bg_colour} background", "gradient": f"a {bg_colour} gradient background",
                "textured": f"a textured {bg_colour} background"}[bg_kind]
-    return Clip(video, f"{things} on {bg_text}", trajectories, masks, shapes, colours, bg_kind, motion)
+    return f"{things} on {bg_text}"
