@@ -474,6 +474,7 @@ def main() -> None:
     ap.add_argument("--vae-steps", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--decoder-steps", type=int)
+    ap.add_argument("--text-steps", type=int, help="stage 1b steps (T5 role pretraining; 0 = off, as in v3)")
     ap.add_argument("--decoder-only", action="store_true",
                     help="run only stage 3 (after stage 1), e.g. beside a running stage 2: it needs only the encoder")
     ap.add_argument("--export-only", action="store_true",
@@ -481,7 +482,8 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("steps", args.steps),
-                                   ("decoder_steps", args.decoder_steps)) if v is not None}
+                                   ("decoder_steps", args.decoder_steps), ("text_steps", args.text_steps))
+                 if v is not None}
     from dataclasses import replace
 
     recipe = replace(Recipe(), **overrides)
