@@ -49,11 +49,11 @@ SETUPS: dict[str, dict] = {
 }
 
 
-def references(n: int, frames: int, size: int) -> list[tuple[int, object]]:
-    """The first n held-out seeds whose clip has one object."""
+def references(n: int, frames: int, size: int, radius: tuple[float, float] | None = None) -> list[tuple[int, object]]:
+    """The first n held-out seeds whose clip has one object (objects of the model's world: `radius`)."""
     out, seed = [], 0
     while len(out) < n:
-        clip = make_clip(seed, frames, size, size)
+        clip = make_clip(seed, frames, size, size, **({"radius": radius} if radius else {}))
         if len(clip.shapes) == 1:
             out.append((seed, clip))
         seed += 1
@@ -110,7 +110,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import ditflow
-    from ditflow.backbone import preset
+    from ditflow.backbone import preset, resolve_folder
+    from ditflow.toyworld.train import world_radius
     from ditflow.eval import EvalSettings, Evaluator
     from ditflow.store import Store
     from ditflow.video import write_video
@@ -127,7 +128,7 @@ def main() -> None:
     store = Store(args.work / "store")
     runtime = RuntimeOptions(quiet=True)
     evaluator = Evaluator(EvalSettings(metrics=("mf",), tracker="lk"))
-    refs = references(args.refs, pre.frames, pre.height)
+    refs = references(args.refs, pre.frames, pre.height, world_radius(resolve_folder(args.model)))
 
     rows: list[dict] = []
     static = []

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ditflow.toyworld import judge  # noqa: E402
+from ditflow.toyworld.train import world_radius  # noqa: E402
 from ditflow.toyworld.world import make_clip  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def main() -> None:
     size, frames = info.get("height", 64), info.get("frames", 17)
     rows, seed = [], 0
     while len(rows) < args.clips:
-        clip = make_clip(seed, frames, size, size)
+        clip = make_clip(seed, frames, size, size, radius=world_radius(Path(args.model)))
         seed += 1
         if len(clip.shapes) != 1:
             continue

@@ -42,10 +42,11 @@ def main() -> None:
     import torch
 
     from ditflow.amf import attention_motion_flow
-    from ditflow.backbone import Backbone, preset
+    from ditflow.backbone import Backbone, preset, resolve_folder
     from ditflow.config import RuntimeOptions
     from ditflow.processors import Attention, QKRecorder, installed
     from ditflow.sampling import Model
+    from ditflow.toyworld.train import world_radius
     from ditflow.toyworld.world import make_clip
 
     pre = preset(args.model)
@@ -62,7 +63,7 @@ def main() -> None:
     still = 0.0
     seed, used = 0, 0
     while used < args.refs:
-        clip = make_clip(seed, pre.frames, pre.height, pre.width)
+        clip = make_clip(seed, pre.frames, pre.height, pre.width, radius=world_radius(resolve_folder(args.model)))
         seed += 1
         if len(clip.shapes) != 1:
             continue

@@ -76,3 +76,24 @@ def test_text_stage_teaches_every_token_the_parse(tmp_path):
     train_text(recipe, tokenizer, text_encoder, tmp_path, "cpu", Progress(True))
     state = json.loads((tmp_path / "text_pretrain.json").read_text())
     assert state["step"] == 300 and state["worst_accuracy"] > 0.6  # chance: 1/12 colours, 1/3 kinds
+
+
+def test_world_radius_follows_the_model_recipe(tmp_path):
+    import json
+
+    from ditflow.toyworld.train import world_radius
+    from ditflow.toyworld.world import OBJECT_RADIUS
+
+    assert world_radius(tmp_path) == OBJECT_RADIUS  # not a trained folder: today's world
+    (tmp_path / "recipe.json").write_text(json.dumps({"size": 64}))
+    assert world_radius(tmp_path) == (0.10, 0.18)  # v3 predates the setting
+    (tmp_path / "recipe.json").write_text(json.dumps({"object_radius": [0.2, 0.3]}))
+    assert world_radius(tmp_path) == (0.2, 0.3)
+
+
+def test_recipe_object_radius_reaches_the_training_clips():
+    from ditflow.toyworld.train import clip_batch
+
+    small, _ = clip_batch(replace(TINY, object_radius=(0.1, 0.1)), 0, 1, stage=1)
+    big, _ = clip_batch(replace(TINY, object_radius=(0.3, 0.3)), 0, 1, stage=1)
+    assert not np.array_equal(small.numpy(), big.numpy())

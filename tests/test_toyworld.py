@@ -48,3 +48,10 @@ def test_every_seed_makes_a_clip_at_the_toy_size():
         clip = make_clip(seed, 17, 64, 64)
         assert clip.frames.shape == (17, 64, 64, 3)
         assert np.all((clip.trajectories >= 0) & (clip.trajectories <= 64))
+
+
+def test_radius_sets_object_size_and_nothing_else():
+    small, big = make_clip(3, 9, 64, 64, radius=(0.10, 0.10)), make_clip(3, 9, 64, 64, radius=(0.20, 0.20))
+    assert small.prompt == big.prompt and small.motion == big.motion  # the same draws, only sizes differ
+    area = lambda c: c.masks[0, 0].sum()  # noqa: E731
+    assert 3.0 < area(big) / area(small) < 5.0  # area grows with r^2

@@ -21,7 +21,7 @@ import torch
 
 from ..progress import Progress
 from ..tiny import build_tokenizer
-from .world import BACKGROUNDS, BG_COLOURS, COLOURS, MOTIONS, SHAPES, make_clip, prompt_text
+from .world import BACKGROUNDS, BG_COLOURS, COLOURS, MOTIONS, OBJECT_RADIUS, SHAPES, make_clip, prompt_text
 
 TRAIN_SEED0 = 10_000
 
@@ -29,6 +29,8 @@ TRAIN_SEED0 = 10_000
 @dataclass(frozen=True)
 class Recipe:
     size: int = 64  # pixels; the VAE divides by 4 -> 16x16 latent -> 8x8 patches
+    object_radius: tuple[float, float] = OBJECT_RADIUS  # the world's object sizes (v3: 0.10-0.18, too small to
+    # keep their shape through the VAE)
     frames: int = 17  # -> 5 latent frames
     vae_channels: tuple[int, ...] = (16, 32, 32)
     latent_channels: int = 4  # v2's 8 (3 anchored + 5 free) gave the transformer free channels of fine texture
@@ -58,9 +60,9 @@ class Recipe:
     text_from: int = 0  # the T5 trains with the transformer from here: frozen random, it gives a bag of words
     # (the transformer has no text positions), so "a blue square on a grey background" cannot tell object
     # colour from background colour
-    text_steps: int = 0  # stage 1b (off in the shipped v3; 3000 is the next run's setting): every T5 output token
-    # learns the whole parse (which colour is the object's, which the background's). Trained only through the
-    # transformer, the T5 stayed a bag of words: samples painted the background in the object's colour (v2, v3)
+    text_steps: int = 3000  # stage 1b (off in v3): every T5 output token learns the whole parse (which colour is
+    # the object's, which the background's). Trained only through the transformer, the T5 stayed a bag of words:
+    # samples painted the background in the object's colour (v2, v3)
     text_batch: int = 64
     text_lr: float = 1e-3
     bank: int = 8_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
@@ -113,7 +115,8 @@ def _seed(stage: int, step: int, batch: int, i: int) -> int:
 
 def clip_batch(recipe: Recipe, step: int, batch: int, stage: int):
     """Clips for one step, deterministic in (stage, step): pixels [B, 3, T, H, W] in [-1, 1] and prompts."""
-    clips = [make_clip(_seed(stage, step, batch, i), recipe.frames, recipe.size, recipe.size) for i in range(batch)]
+    clips = [make_clip(_seed(stage, step, batch, i), recipe.frames, recipe.size, recipe.size, radius=recipe.object_radius)
+             for i in range(batch)]
     video = np.stack([c.frames for c in clips]).astype(np.float32) / 127.5 - 1.0
     return torch.from_numpy(video).permute(0, 4, 1, 2, 3), [c.prompt for c in clips]
 
@@ -318,7 +321,8 @@ def _bank_masks(recipe: Recipe, work: Path, size: int) -> torch.Tensor:
     batch, out = 32, []
     for step in range(0, size, batch):  # the same seeds as _latent_bank's clips
         for i in range(batch):
-            clip = make_clip(_seed(2, step // batch, batch, i), recipe.frames, recipe.size, recipe.size)
+            clip = make_clip(_seed(2, step // batch, batch, i), recipe.frames, recipe.size, recipe.size,
+                             radius=recipe.object_radius)
             m = clip.masks.any(axis=0)  # [T, H, W]
             groups = [m[:1]] + [m[1 + 4 * k : 5 + 4 * k] for k in range((recipe.frames - 1) // 4)]
             lat = np.stack([g.any(axis=0) for g in groups]).astype(np.float32)
@@ -436,6 +440,15 @@ def export_checkpoint(recipe: Recipe, work: Path, out: Path) -> Path:
     if "scaling" not in state:
         raise SystemExit(f"no transformer checkpoint in {work} yet")
     return export(recipe, parts, state["scaling"], out)
+
+
+def world_radius(model: Path) -> tuple[float, float]:
+    """The object radii of the world a toy model folder was trained on (its recipe.json; v3's predates the
+    setting and drew 0.10-0.18), so benchmarks draw references like its training clips."""
+    path = Path(model) / "recipe.json"
+    if not path.is_file():
+        return OBJECT_RADIUS
+    return tuple(json.loads(path.read_text()).get("object_radius", (0.10, 0.18)))
 
 
 def check_work(recipe: Recipe, work: Path) -> None:
