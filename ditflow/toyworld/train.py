@@ -71,8 +71,9 @@ class Recipe:
     defaults: dict = field(default_factory=lambda: {
         "guidance_blocks": [7], "frames": 17, "height": 64, "width": 64, "steps": 50, "cfg": 2.5,
         "scheduler": "ddim", "dynamic_cfg": False, "dtype": "float32", "negative_prompt": "",
-        # guidance where this model's AMF carries motion (t ~ 800 -> 300), the quick-experiment settings
-        "guidance_range": [40, 15], "lr": [0.02, 0.01], "opt_mode": "emb", "emb_param": "angle",
+        # the best of the v5 sweep (benchmarks/sweeps/toy.toml, 6 references x 2 seeds): latent mode over
+        # steps 45 -> 25 (t ~ 900 -> 500), confidence-weighted AMF loss; emb mode keeps angles and carries them
+        "guidance_range": [45, 25], "lr": [0.03, 0.01], "opt_mode": "latent", "emb_param": "angle",
         "emb_after": "carry", "loss_weighting": "confidence", "injection": False,
     })
 
