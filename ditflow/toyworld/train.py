@@ -71,9 +71,10 @@ class Recipe:
     defaults: dict = field(default_factory=lambda: {
         "guidance_blocks": [7], "frames": 17, "height": 64, "width": 64, "steps": 50, "cfg": 2.5,
         "scheduler": "ddim", "dynamic_cfg": False, "dtype": "float32", "negative_prompt": "",
-        # the best of the v5 sweep (benchmarks/sweeps/toy.toml, 6 references x 2 seeds): latent mode over
-        # steps 45 -> 25 (t ~ 900 -> 500), confidence-weighted AMF loss; emb mode keeps angles and carries them
-        "guidance_range": [45, 25], "lr": [0.03, 0.01], "opt_mode": "latent", "emb_param": "angle",
+        # v4's sweeps (benchmarks/sweeps/toy.toml; 8 references x 3 seeds for the range): latent mode over
+        # steps 35 -> 15 (t ~ 700 -> 300, where make probe-amf finds motion in the last blocks' AMF),
+        # confidence-weighted AMF loss; emb mode keeps angles and carries them
+        "guidance_range": [35, 15], "lr": [0.03, 0.01], "opt_mode": "latent", "emb_param": "angle",
         "emb_after": "carry", "loss_weighting": "confidence", "injection": False,
     })
 
