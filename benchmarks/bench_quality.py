@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions, apply_overrides  # noqa: E402
 from ditflow.toyworld import judge  # noqa: E402
-from ditflow.toyworld.world import BG_COLOURS, COLOURS, SHAPES, make_clip  # noqa: E402
+from ditflow.toyworld.train import held_out_clips, world_radius  # noqa: E402
+from ditflow.toyworld.world import BG_COLOURS, COLOURS, OBJECT_RADIUS, SHAPES  # noqa: E402
 
 SETUPS: dict[str, dict] = {
     "backbone": {"guidance": False, "injection": False},
@@ -49,15 +50,9 @@ SETUPS: dict[str, dict] = {
 }
 
 
-def references(n: int, frames: int, size: int, radius: tuple[float, float] | None = None) -> list[tuple[int, object]]:
+def references(n: int, frames: int, size: int, radius: tuple[float, float] = OBJECT_RADIUS) -> list[tuple[int, object]]:
     """The first n held-out seeds whose clip has one object (objects of the model's world: `radius`)."""
-    out, seed = [], 0
-    while len(out) < n:
-        clip = make_clip(seed, frames, size, size, **({"radius": radius} if radius else {}))
-        if len(clip.shapes) == 1:
-            out.append((seed, clip))
-        seed += 1
-    return out
+    return held_out_clips(n, frames, size, size, radius)
 
 
 def new_prompt(seed: int, clip, salt: int = 0) -> str:
@@ -111,7 +106,6 @@ def main() -> None:
 
     import ditflow
     from ditflow.backbone import preset, resolve_folder
-    from ditflow.toyworld.train import world_radius
     from ditflow.eval import EvalSettings, Evaluator
     from ditflow.store import Store
     from ditflow.video import write_video

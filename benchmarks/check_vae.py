@@ -20,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ditflow.toyworld import judge  # noqa: E402
-from ditflow.toyworld.train import world_radius  # noqa: E402
-from ditflow.toyworld.world import make_clip  # noqa: E402
+from ditflow.toyworld.train import held_out_clips, world_radius  # noqa: E402
 
 
 def main() -> None:
@@ -35,19 +34,15 @@ def main() -> None:
     vae = AutoencoderKLCogVideoX.from_pretrained(Path(args.model) / "vae").eval()
     info = json.loads((Path(args.model) / "ditflow.json").read_text())
     size, frames = info.get("height", 64), info.get("frames", 17)
-    rows, seed = [], 0
-    while len(rows) < args.clips:
-        clip = make_clip(seed, frames, size, size, radius=world_radius(Path(args.model)))
-        seed += 1
-        if len(clip.shapes) != 1:
-            continue
+    rows = []
+    for seed, clip in held_out_clips(args.clips, frames, size, size, world_radius(Path(args.model))):
         x = torch.from_numpy(clip.frames.astype(np.float32) / 127.5 - 1).permute(3, 0, 1, 2)[None]
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
             y = vae.decode(z).sample
         rec = ((y[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
         m_in, m_out = judge.prompt_match(clip.frames, clip.prompt), judge.prompt_match(rec, clip.prompt)
-        rows.append({"seed": seed - 1, "background": clip.background, "pixel_error": float(np.abs(
+        rows.append({"seed": seed, "background": clip.background, "pixel_error": float(np.abs(
             rec.astype(np.float32) - clip.frames).mean()), "input_match": bool(m_in.ok), "colour": bool(m_out.colour),
             "shape": bool(m_out.shape), "match": bool(m_out.ok)})
     report = {}

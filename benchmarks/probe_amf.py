@@ -46,8 +46,7 @@ def main() -> None:
     from ditflow.config import RuntimeOptions
     from ditflow.processors import Attention, QKRecorder, installed
     from ditflow.sampling import Model
-    from ditflow.toyworld.train import world_radius
-    from ditflow.toyworld.world import make_clip
+    from ditflow.toyworld.train import held_out_clips, world_radius
 
     pre = preset(args.model)
     backbone = Backbone(args.model, pre.dtype, RuntimeOptions(quiet=True, gradient_checkpointing=False))
@@ -61,13 +60,7 @@ def main() -> None:
     hits = np.zeros((layers, len(timesteps)))
     total = 0.0
     still = 0.0
-    seed, used = 0, 0
-    while used < args.refs:
-        clip = make_clip(seed, pre.frames, pre.height, pre.width, radius=world_radius(resolve_folder(args.model)))
-        seed += 1
-        if len(clip.shapes) != 1:
-            continue
-        used += 1
+    for seed, clip in held_out_clips(args.refs, pre.frames, pre.height, pre.width, world_radius(resolve_folder(args.model))):
         mask, disp = true_displacements(clip, geo.grid, patch_px, backbone.pipe.vae_scale_factor_temporal)
         latent = backbone.encode_video(clip.frames)
         f = geo.grid[0]
@@ -75,7 +68,7 @@ def main() -> None:
         n_obj = sum(mask[i].sum() for i, _ in pairs)
         total += n_obj
         still += sum((mask[i] & (np.linalg.norm(disp[i, j]) <= 1.0)).sum() for i, j in pairs)
-        noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)).to(latent)
+        noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed + 1)).to(latent)
         for ti, t in enumerate(timesteps):
             tt = torch.tensor(t)
             x = latent if t == 0 else sched.add_noise(latent, noise, tt.reshape(1))

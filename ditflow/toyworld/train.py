@@ -21,7 +21,7 @@ import torch
 
 from ..progress import Progress
 from ..tiny import build_tokenizer
-from .world import BACKGROUNDS, BG_COLOURS, COLOURS, MOTIONS, OBJECT_RADIUS, SHAPES, make_clip, prompt_text
+from .world import BACKGROUNDS, BG_COLOURS, COLOURS, OBJECT_RADIUS, SHAPES, Clip, make_clip, scene_prompt
 
 TRAIN_SEED0 = 10_000
 
@@ -224,7 +224,7 @@ def _parse_labels(prompts: list[str]) -> torch.Tensor:
     none), background colour and kind."""
     from .judge import parse_prompt
 
-    colours, kinds = list(COLOURS), ("plain", "gradient", "textured")
+    colours, kinds = list(COLOURS), list(BACKGROUNDS)
     rows = []
     for prompt in prompts:
         p = parse_prompt(prompt)
@@ -241,7 +241,7 @@ def train_text(recipe: Recipe, tokenizer, text_encoder, work: Path, device: str,
     state = _load(work, "text_pretrain", text_encoder)
     if state["step"] >= recipe.text_steps:
         return
-    sizes = (len(COLOURS), len(SHAPES), len(COLOURS) + 1, len(SHAPES) + 1, len(COLOURS), 3)
+    sizes = (len(COLOURS), len(SHAPES), len(COLOURS) + 1, len(SHAPES) + 1, len(COLOURS), len(BACKGROUNDS))
     torch.manual_seed(recipe.seed + 7)
     heads = torch.nn.ModuleList(torch.nn.Linear(text_encoder.config.d_model, n) for n in sizes).to(device)
     text_encoder.to(device).train().requires_grad_(True)
@@ -266,18 +266,8 @@ def train_text(recipe: Recipe, tokenizer, text_encoder, work: Path, device: str,
 
 
 def world_prompt(seed: int) -> str:
-    """The prompt of world clip `seed`, without rendering it (the same draws as make_clip, in order)."""
-    rng = np.random.default_rng(seed)
-    n = 2 if rng.random() < 0.2 else 1
-    rng.choice(MOTIONS)
-    kind = str(rng.choice(BACKGROUNDS))
-    bg_colour = str(rng.choice(BG_COLOURS))
-    things = []
-    for _ in range(n):
-        shape = str(rng.choice(SHAPES))
-        colour = str(rng.choice([c for c in COLOURS if c != bg_colour and c not in [t[0] for t in things]]))
-        things.append((colour, shape))
-    return prompt_text(things, kind, bg_colour)
+    """The prompt of world clip `seed`, without rendering it."""
+    return scene_prompt(seed)
 
 
 @torch.no_grad()
@@ -451,6 +441,19 @@ def world_radius(model: Path) -> tuple[float, float]:
     if not path.is_file():
         return OBJECT_RADIUS
     return tuple(json.loads(path.read_text()).get("object_radius", (0.10, 0.18)))
+
+
+def held_out_clips(n: int, frames: int, height: int, width: int,
+                   radius: tuple[float, float] = OBJECT_RADIUS) -> list[tuple[int, Clip]]:
+    """(seed, clip) for the first n single-object clips of held-out seeds (from 0; training starts at
+    TRAIN_SEED0): the references every toy benchmark uses."""
+    out, seed = [], 0
+    while len(out) < n:
+        clip = make_clip(seed, frames, height, width, radius=radius)
+        if len(clip.shapes) == 1:
+            out.append((seed, clip))
+        seed += 1
+    return out
 
 
 def check_work(recipe: Recipe, work: Path) -> None:

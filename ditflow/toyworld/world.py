@@ -111,6 +111,26 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+def _draw_scene(rng: np.random.Generator, two_objects_prob: float) -> tuple[str, str, str, list[str], list[str]]:
+    """A clip's first draws, which fix its prompt: (motion, background kind, background colour, shapes,
+    colours). Shared with `scene_prompt`, so prompts can be drawn without rendering."""
+    n = 2 if rng.random() < two_objects_prob else 1
+    motion = str(rng.choice(MOTIONS))
+    bg_kind = str(rng.choice(BACKGROUNDS))
+    bg_colour = str(rng.choice(BG_COLOURS))
+    shapes, colours = [], []
+    for _ in range(n):
+        shapes.append(str(rng.choice(SHAPES)))
+        colours.append(str(rng.choice([c for c in COLOURS if c != bg_colour and c not in colours])))
+    return motion, bg_kind, bg_colour, shapes, colours
+
+
+def scene_prompt(seed: int, two_objects_prob: float = 0.2) -> str:
+    """make_clip(seed).prompt, without rendering the clip."""
+    _, bg_kind, bg_colour, shapes, colours = _draw_scene(np.random.default_rng(seed), two_objects_prob)
+    return prompt_text(list(zip(colours, shapes)), bg_kind, bg_colour)
+
+
 OBJECT_RADIUS = (0.14, 0.22)  # fraction of the frame side. v3's world drew 0.10-0.18: at 64 px a 4x-downsampling
 # VAE blurred the smaller half of its shapes past recognition (the judge read 29% of their shapes after a round
 # trip, 66% of the larger half)
@@ -122,14 +142,8 @@ def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, 
     (0.3 of 128 px = 38 px: several patches of a 16x16 patch grid); `radius` the range of object radii, also
     as a fraction of the frame side."""
     rng = np.random.default_rng(seed)
-    n = 2 if rng.random() < two_objects_prob else 1
-    motion = str(rng.choice(MOTIONS))
-    bg_kind = str(rng.choice(BACKGROUNDS))
-    bg_colour = str(rng.choice(BG_COLOURS))
-    shapes, colours = [], []
-    for _ in range(n):
-        shapes.append(str(rng.choice(SHAPES)))
-        colours.append(str(rng.choice([c for c in COLOURS if c != bg_colour and c not in colours])))
+    motion, bg_kind, bg_colour, shapes, colours = _draw_scene(rng, two_objects_prob)
+    n = len(shapes)
     t = np.linspace(0.0, 1.0, frames)
     side = min(height, width)
     pad = int(side * 0.5) if motion == "pan" else 0
