@@ -16,7 +16,8 @@ References are the first --refs single-object clips of held-out world seeds (tra
 
 Setups (rows of the table): backbone (no guidance, no injection), injection only, SMM, MOFT, DiTFlow latent,
 DiTFlow emb, and zero-shot inject (the DiTFlow emb run's embeddings replayed on a second new prompt). A
---setups-file (TOML, one [name] table of `ditflow guide` settings each) replaces them, for sweeps.
+--setups-file (TOML, one [name] table of `ditflow guide` settings each) replaces them, for sweeps; a table's
+`blocks` key picks the blocks the reference AMF is extracted from (`ditflow extract --blocks`), default the model's.
 """
 from __future__ import annotations
 
@@ -131,14 +132,23 @@ def main() -> None:
         ref_dir = args.work / "refs" / f"seed{seed:04d}"
         if not ref_dir.exists():
             write_video(clip.frames, ref_dir, fmt="png")
-        amf = ditflow.extract(ref_dir, ExtractConfig(model=args.model), runtime=runtime, store=store)
+        amfs: dict[tuple, object] = {}
+
+        def amf_of(blocks) -> object:  # the reference's AMF from these blocks (None: the model's guidance blocks)
+            key = tuple(blocks or ())
+            if key not in amfs:
+                amfs[key] = ditflow.extract(ref_dir, ExtractConfig(model=args.model, blocks=key or None),
+                                            runtime=runtime, store=store)
+            return amfs[key]
+
+        amf = amf_of(None)
         static.append(judge.static_relative_error(clip.trajectories[0]))
         prompt = new_prompt(seed, clip)
         for noise_seed in seeds:
             made: dict[str, object] = {}
             for name, spec in setups.items():
                 spec = dict(spec)
-                t0 = time.time()
+                t0, source = time.time(), None
                 if "inject_from" in spec:
                     src = made.get(spec.pop("inject_from"))
                     if src is None:
@@ -147,12 +157,14 @@ def main() -> None:
                     gen = ditflow.inject(src.hash, ditflow.InjectConfig(prompt=use_prompt), runtime=runtime, store=store)
                 else:
                     use_prompt = prompt
+                    source = amf_of(spec.pop("blocks", None))
                     cfg = apply_overrides(GuideConfig(prompt=prompt, seed=noise_seed), spec)
-                    gen = ditflow.guide(amf.hash, cfg, runtime=runtime, store=store)
+                    gen = ditflow.guide(source.hash, cfg, runtime=runtime, store=store)
                 made[name] = gen
                 seconds = time.time() - t0
                 row = {"setup": name, "ref_seed": seed, "noise_seed": noise_seed, "motion": clip.motion,
                        "prompt": use_prompt, "seconds": seconds, "gen": gen.hash[:12],
+                       "amf": source.hash[:12] if source is not None else None,
                        **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator)}
                 rows.append(row)
                 if args.save_videos:
@@ -164,11 +176,15 @@ def main() -> None:
                       f"match {row['prompt_match']} {seconds:5.1f}s", flush=True)
 
     summary = {name: summarise([r for r in rows if r["setup"] == name]) for name in setups}
+    for name, s in summary.items():  # where a setup fails: mean relative path error per kind of motion
+        errors = [(r["motion"], r["rel_path_error"]) for r in rows if r["setup"] == name and np.isfinite(r["rel_path_error"])]
+        s["rel_path_error_by_motion"] = {m: float(np.mean([e for k, e in errors if k == m]))
+                                         for m in sorted({k for k, _ in errors})}
     static_err = float(np.mean(static))
     result = {
         "benchmark": "quality", "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        "model": args.model, "refs": [s for s, _ in refs], "noise_seeds": seeds, "units": "pixels of a 64x64 frame",
+        "model": args.model, "refs": [s for s, _ in refs], "noise_seeds": seeds, "units": f"pixels of a {pre.height}x{pre.width} frame",
         "static_rel_path_error": static_err, "setups": setups, "summary": summary,
         "seconds_total": time.time() - t_start, "rows": rows,
     }

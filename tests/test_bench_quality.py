@@ -23,3 +23,32 @@ def test_new_prompts_change_appearance_and_are_judgeable():
             (colour, shape), = p.objects
             assert colour not in clip.colours and shape not in clip.shapes and p.bg_colour != colour
         assert bench.new_prompt(seed, clip) == bench.new_prompt(seed, clip)  # fixed per reference
+
+
+def test_a_setup_can_extract_the_reference_from_other_blocks(tmp_path, monkeypatch):
+    """A setups-file table's `blocks` picks the reference AMF's blocks; the others use the model's."""
+    import json
+    import sys
+    from dataclasses import replace
+
+    from ditflow.toyworld.train import Recipe, train
+
+    recipe = replace(Recipe(), size=32, frames=9, vae_channels=(8, 8, 8), patch=2, heads=2, head_dim=16, layers=2,
+                     vae_steps=1, vae_batch=1, steps=1, batch=2, bank=8, decoder_steps=1, text_steps=1, text_batch=2,
+                     defaults={"guidance_blocks": [1], "frames": 9, "height": 32, "width": 32, "steps": 3,
+                               "guidance_range": [3, 2], "opt_steps": 1})
+    model = train(recipe, tmp_path / "work", tmp_path / "toy", quiet=True)
+    (tmp_path / "setups.toml").write_text('[model]\nopt_steps = 1\n[first]\nopt_steps = 1\nblocks = [0]\n')
+    out = tmp_path / "quality.json"
+    monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--model", str(model), "--refs", "1",
+                                      "--setups-file", str(tmp_path / "setups.toml"), "--work", str(tmp_path / "bench"),
+                                      "--out", str(out)])
+    bench.main()
+    rows = {r["setup"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["model"]["amf"] != rows["first"]["amf"]
+    from ditflow.artifacts import load
+    from ditflow.store import Store
+
+    store = Store(tmp_path / "bench" / "store")
+    assert load(store, rows["first"]["amf"], "amf").blocks == [0]
+    assert load(store, rows["model"]["amf"], "amf").blocks == [1]

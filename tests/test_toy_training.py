@@ -5,7 +5,7 @@ import numpy as np
 
 from ditflow.toyworld.train import Recipe, train
 
-TINY = replace(Recipe(), size=32, frames=9, vae_channels=(8, 8, 8), latent_channels=4, heads=2, head_dim=16, layers=2,
+TINY = replace(Recipe(), size=32, frames=9, vae_channels=(8, 8, 8), latent_channels=4, patch=2, heads=2, head_dim=16, layers=2,
                vae_steps=2, vae_batch=1, steps=2, batch=2, checkpoint_every=1, bank=40, decoder_steps=2, object_weight_from=1, text_from=1,
                text_steps=2, text_batch=4,
                defaults={"guidance_blocks": [1], "frames": 9, "height": 32, "width": 32, "cfg": 2.5, "steps": 4})
@@ -97,3 +97,36 @@ def test_recipe_object_radius_reaches_the_training_clips():
     small, _ = clip_batch(replace(TINY, object_radius=(0.1, 0.1)), 0, 1, stage=1)
     big, _ = clip_batch(replace(TINY, object_radius=(0.3, 0.3)), 0, 1, stage=1)
     assert not np.array_equal(small.numpy(), big.numpy())
+
+
+def test_recipe_refuses_sizes_the_patch_grid_cannot_tile():
+    import pytest
+
+    with pytest.raises(ValueError, match="multiple of 12"):
+        replace(Recipe(), size=64)  # VAE factor 4 x patch 3
+    with pytest.raises(ValueError, match="4k \\+ 1"):
+        replace(Recipe(), frames=16)
+
+
+def test_model_world_clip_draws_at_the_model_size(tmp_path):
+    import json
+
+    from ditflow.toyworld.train import model_world_clip
+    from ditflow.toyworld.world import make_clip
+
+    (tmp_path / "recipe.json").write_text(json.dumps({"size": 48, "frames": 9, "object_radius": [0.2, 0.2]}))
+    clip = model_world_clip(3, tmp_path)
+    assert clip.frames.shape == (9, 48, 48, 3)
+    assert np.array_equal(clip.frames, make_clip(3, 9, 48, 48, radius=(0.2, 0.2)).frames)
+
+
+def test_latent_masks_cover_each_latent_frame_group():
+    from ditflow.toyworld.train import latent_mask
+    from ditflow.toyworld.world import make_clip
+
+    clip = make_clip(5, 9, 32, 32)
+    m = latent_mask(clip, spatial=4)
+    assert m.shape == (3, 8, 8) and 0 < m.max() <= 1
+    # latent frame 1 covers pixel frames 1-4: anywhere the object is in one of them
+    union = clip.masks.any(axis=0)[1:5].any(axis=0).reshape(8, 4, 8, 4).mean(axis=(1, 3))
+    assert np.allclose(m[1], union)

@@ -28,14 +28,18 @@ TRAIN_SEED0 = 10_000
 
 @dataclass(frozen=True)
 class Recipe:
-    size: int = 64  # pixels; the VAE divides by 4 -> 16x16 latent -> 8x8 patches
+    size: int = 96  # pixels; the VAE divides by 4 -> 24x24 latent -> 8x8 patches of 3x3. v4 drew 64 px (16x16
+    # latent, patches of 2x2): a shape spanned 2-3 latent pixels, and the VAE and the transformer both rounded it
+    # off (even re-noised to t = 100 only 40% of real clips kept their shape): samples were all circles
     object_radius: tuple[float, float] = OBJECT_RADIUS  # the world's object sizes (v3: 0.10-0.18, too small to
     # keep their shape through the VAE)
     frames: int = 17  # -> 5 latent frames
-    vae_channels: tuple[int, ...] = (16, 32, 32)
+    vae_channels: tuple[int, ...] = (8, 16, 32)  # 3 levels: spatial 4, temporal 4; 8 full-resolution channels
+    # keep a VAE step at 96 px near v4's (16, 32, 32) at 64 px: 1.0 s against 0.7 s on 2 cores
     latent_channels: int = 4  # v2's 8 (3 anchored + 5 free) gave the transformer free channels of fine texture
     # it could not model: samples were patch-grid noise. 3 anchored + 1 free stays close to the pixel latent
     # that a quick experiment showed a model this small can learn.
+    patch: int = 3  # transformer patch side in latent pixels: 8x8 tokens per latent frame
     heads: int = 4
     head_dim: int = 32
     layers: int = 8
@@ -48,7 +52,7 @@ class Recipe:
     # latent space is far easier for a small transformer to model (v1 without it drew smeared colour fields)
     decoder_steps: int = 600  # stage 3: the decoder alone on the frozen encoder's latents (sharper frames)
     decoder_lr: float = 5e-4
-    steps: int = 4500
+    steps: int = 5000
     batch: int = 16
     lr: float = 3e-4
     ema: float = 0.999
@@ -69,7 +73,7 @@ class Recipe:
     checkpoint_every: int = 100
     seed: int = 0
     defaults: dict = field(default_factory=lambda: {
-        "guidance_blocks": [7], "frames": 17, "height": 64, "width": 64, "steps": 50, "cfg": 2.5,
+        "guidance_blocks": [7], "frames": 17, "height": 96, "width": 96, "steps": 50, "cfg": 2.5,
         "scheduler": "ddim", "dynamic_cfg": False, "dtype": "float32", "negative_prompt": "",
         # v4's sweeps (benchmarks/sweeps/toy.toml; 8 references x 3 seeds for the range): latent mode over
         # steps 35 -> 15 (t ~ 700 -> 300, where make probe-amf finds motion in the last blocks' AMF),
@@ -77,6 +81,13 @@ class Recipe:
         "guidance_range": [35, 15], "lr": [0.03, 0.01], "opt_mode": "latent", "emb_param": "angle",
         "emb_after": "carry", "loss_weighting": "confidence", "injection": False,
     })
+
+    def __post_init__(self):
+        unit = 2 ** (len(self.vae_channels) - 1) * self.patch
+        if self.size % unit:
+            raise ValueError(f"size {self.size} must be a multiple of {unit} (VAE factor x patch {self.patch})")
+        if (self.frames - 1) % 4:
+            raise ValueError(f"frames {self.frames} must be 4k + 1 (temporal compression 4)")
 
 
 def vocabulary() -> list[str]:
@@ -102,7 +113,7 @@ def build(recipe: Recipe):
     transformer = CogVideoXTransformer3DModel(
         num_attention_heads=recipe.heads, attention_head_dim=recipe.head_dim, in_channels=recipe.latent_channels,
         out_channels=recipe.latent_channels, time_embed_dim=128, text_embed_dim=64, num_layers=recipe.layers,
-        sample_height=latent, sample_width=latent, sample_frames=recipe.frames, patch_size=2,
+        sample_height=latent, sample_width=latent, sample_frames=recipe.frames, patch_size=recipe.patch,
         max_text_seq_length=recipe.text_len, use_rotary_positional_embeddings=True)
     scheduler = CogVideoXDDIMScheduler(timestep_spacing="trailing", prediction_type="v_prediction",
                                        rescale_betas_zero_snr=True, snr_shift_scale=1.0, beta_schedule="scaled_linear",
@@ -115,12 +126,22 @@ def _seed(stage: int, step: int, batch: int, i: int) -> int:
     return TRAIN_SEED0 + stage * 10_000_000 + step * batch + i
 
 
+def render_batch(recipe: Recipe, step: int, batch: int, stage: int) -> list[Clip]:
+    """The clips of one step, deterministic in (stage, step)."""
+    return [make_clip(_seed(stage, step, batch, i), recipe.frames, recipe.size, recipe.size, radius=recipe.object_radius)
+            for i in range(batch)]
+
+
+def to_video(clips: list[Clip]) -> torch.Tensor:
+    """Pixels [B, 3, T, H, W] in [-1, 1]."""
+    video = np.stack([c.frames for c in clips]).astype(np.float32) / 127.5 - 1.0
+    return torch.from_numpy(video).permute(0, 4, 1, 2, 3)
+
+
 def clip_batch(recipe: Recipe, step: int, batch: int, stage: int):
     """Clips for one step, deterministic in (stage, step): pixels [B, 3, T, H, W] in [-1, 1] and prompts."""
-    clips = [make_clip(_seed(stage, step, batch, i), recipe.frames, recipe.size, recipe.size, radius=recipe.object_radius)
-             for i in range(batch)]
-    video = np.stack([c.frames for c in clips]).astype(np.float32) / 127.5 - 1.0
-    return torch.from_numpy(video).permute(0, 4, 1, 2, 3), [c.prompt for c in clips]
+    clips = render_batch(recipe, step, batch, stage)
+    return to_video(clips), [c.prompt for c in clips]
 
 
 # --------------------------------------------------------------------------------------- checkpoints
@@ -275,55 +296,42 @@ def _encode(vae, video, scaling: float):
     return (vae.encode(video).latent_dist.mode() * scaling).permute(0, 2, 1, 3, 4)  # [B, F, C, h, w]
 
 
+def latent_mask(clip: Clip, spatial: int, temporal: int = 4) -> np.ndarray:
+    """Object coverage of a clip at latent resolution [F, h, w]: a latent frame covers its group of pixel
+    frames (any object in any of them), averaged over each latent pixel's block."""
+    m = clip.masks.any(axis=0)  # [T, H, W]
+    groups = [m[:1]] + [m[1 + temporal * k: 1 + temporal * (k + 1)] for k in range((len(m) - 1) // temporal)]
+    lat = np.stack([g.any(axis=0) for g in groups]).astype(np.float32)
+    t, h, w = lat.shape
+    return lat.reshape(t, h // spatial, spatial, w // spatial, spatial).mean(axis=(2, 4))
+
+
 def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, progress: Progress):
-    """`recipe.bank` training clips encoded once ([B, F, C, h, w] scaled latents + prompts), kept in the work
-    folder so a resumed run does not encode them again."""
+    """`recipe.bank` training clips encoded once: ([B, F, C, h, w] scaled latents, prompts, [B, F, 1, h, w]
+    object coverage), kept in the work folder so a resumed run does not encode them again."""
     from safetensors.torch import load_file, save_file
 
     path = work / "latents.safetensors"
     if path.is_file() and (work / "latents.json").is_file():
         meta = json.loads((work / "latents.json").read_text())
-        if meta.get("size") == recipe.bank and meta.get("scaling") == scaling:
-            return load_file(str(path))["latents"], meta["prompts"]
-    chunks, prompts, batch = [], [], 32
+        saved = load_file(str(path))
+        if meta.get("size") == recipe.bank and meta.get("scaling") == scaling and "masks" in saved:
+            return saved["latents"], meta["prompts"], saved["masks"]
+    spatial = 2 ** (len(recipe.vae_channels) - 1)
+    chunks, prompts, masks, batch = [], [], [], 32
     with progress.task("encode training clips", total=recipe.bank) as bar:
         for step in range(0, recipe.bank, batch):
-            video, p = clip_batch(recipe, step // batch, batch, stage=2)
-            chunks.append(_encode(vae, video.to(device), scaling).cpu())
-            prompts += p
+            clips = render_batch(recipe, step // batch, batch, stage=2)
+            chunks.append(_encode(vae, to_video(clips).to(device), scaling).cpu())
+            prompts += [c.prompt for c in clips]
+            masks += [latent_mask(c, spatial) for c in clips]
             bar.advance(advance=batch)
     latents = torch.cat(chunks)[: recipe.bank].contiguous()
-    save_file({"latents": latents}, str(work / ".latents.tmp"))
+    masks = torch.from_numpy(np.stack(masks[: recipe.bank]))[:, :, None].contiguous()
+    save_file({"latents": latents, "masks": masks}, str(work / ".latents.tmp"))
     os.replace(work / ".latents.tmp", path)
     (work / "latents.json").write_text(json.dumps({"size": recipe.bank, "scaling": scaling, "prompts": prompts[: recipe.bank]}))
-    return latents, prompts[: recipe.bank]
-
-
-def _bank_masks(recipe: Recipe, work: Path, size: int) -> torch.Tensor:
-    """Object coverage of the bank's clips at latent resolution [B, F, 1, h, w]: a latent frame covers its
-    group of pixel frames (any object in any of them), averaged over each latent pixel's block."""
-    from safetensors.torch import load_file, save_file
-
-    path = work / "masks.safetensors"
-    if path.is_file():
-        masks = load_file(str(path))["masks"]
-        if len(masks) == size:
-            return masks
-    spatial = 2 ** (len(recipe.vae_channels) - 1)
-    batch, out = 32, []
-    for step in range(0, size, batch):  # the same seeds as _latent_bank's clips
-        for i in range(batch):
-            clip = make_clip(_seed(2, step // batch, batch, i), recipe.frames, recipe.size, recipe.size,
-                             radius=recipe.object_radius)
-            m = clip.masks.any(axis=0)  # [T, H, W]
-            groups = [m[:1]] + [m[1 + 4 * k : 5 + 4 * k] for k in range((recipe.frames - 1) // 4)]
-            lat = np.stack([g.any(axis=0) for g in groups]).astype(np.float32)
-            t, h, w = lat.shape
-            out.append(lat.reshape(t, h // spatial, spatial, w // spatial, spatial).mean(axis=(2, 4)))
-    masks = torch.from_numpy(np.stack(out[:size]))[:, :, None]
-    save_file({"masks": masks.contiguous()}, str(work / ".masks.tmp"))
-    os.replace(work / ".masks.tmp", path)
-    return masks
+    return latents, prompts[: recipe.bank], masks
 
 
 def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: Progress) -> float:
@@ -342,8 +350,7 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
         video, _ = clip_batch(recipe, 0, 16, stage=3)
         state["scaling"] = float(1.0 / _encode(vae, video.to(device), 1.0).std())
     scaling = state["scaling"]
-    bank, bank_prompts = _latent_bank(recipe, vae, scaling, work, device, progress)
-    masks = _bank_masks(recipe, work, len(bank))
+    bank, bank_prompts, masks = _latent_bank(recipe, vae, scaling, work, device, progress)
     transformer.to(device).train().requires_grad_(True)
     text_params = list(text_encoder.parameters())
     opt = torch.optim.AdamW([{"params": transformer.parameters()}, {"params": text_params}], lr=recipe.lr, weight_decay=0.01)
@@ -352,7 +359,7 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
     from ..backbone import rope_tables
 
     latent = recipe.size // 2 ** (len(recipe.vae_channels) - 1)
-    rope = rope_tables(transformer.config, ((recipe.frames - 1) // 4 + 1, latent // 2, latent // 2), device)
+    rope = rope_tables(transformer.config, ((recipe.frames - 1) // 4 + 1, latent // recipe.patch, latent // recipe.patch), device)
     gen = torch.Generator().manual_seed(recipe.seed + state["step"])
     with progress.task("train transformer", total=recipe.steps) as bar:
         for _ in range(state["step"]):
@@ -441,6 +448,12 @@ def world_radius(model: Path) -> tuple[float, float]:
     if not path.is_file():
         return OBJECT_RADIUS
     return tuple(json.loads(path.read_text()).get("object_radius", (0.10, 0.18)))
+
+
+def model_world_clip(seed: int, model: Path) -> Clip:
+    """World clip `seed` as a toy model folder's training clips were drawn (its recipe's size, frames, radius)."""
+    recipe = json.loads((Path(model) / "recipe.json").read_text())
+    return make_clip(seed, recipe["frames"], recipe["size"], recipe["size"], radius=world_radius(model))
 
 
 def held_out_clips(n: int, frames: int, height: int, width: int,
