@@ -130,3 +130,15 @@ def test_latent_masks_cover_each_latent_frame_group():
     # latent frame 1 covers pixel frames 1-4: anywhere the object is in one of them
     union = clip.masks.any(axis=0)[1:5].any(axis=0).reshape(8, 4, 8, 4).mean(axis=(1, 3))
     assert np.allclose(m[1], union)
+
+
+def test_resume_accepts_work_folders_from_before_the_patch_setting(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from ditflow.toyworld.train import check_work
+
+    old = json.loads(json.dumps(asdict(Recipe())))
+    del old["patch"]  # v4's recipe.json
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    check_work(Recipe(), tmp_path)  # no SystemExit
