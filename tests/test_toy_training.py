@@ -103,7 +103,7 @@ def test_recipe_refuses_sizes_the_patch_grid_cannot_tile():
     import pytest
 
     with pytest.raises(ValueError, match="multiple of 12"):
-        replace(Recipe(), size=64)  # VAE factor 4 x patch 3
+        replace(Recipe(), patch=3)  # 64 px: VAE factor 4 x patch 3 = 12 does not divide it
     with pytest.raises(ValueError, match="4k \\+ 1"):
         replace(Recipe(), frames=16)
 
