@@ -52,3 +52,11 @@ def test_a_setup_can_extract_the_reference_from_other_blocks(tmp_path, monkeypat
     store = Store(tmp_path / "bench" / "store")
     assert load(store, rows["first"]["amf"], "amf").blocks == [0]
     assert load(store, rows["model"]["amf"], "amf").blocks == [1]
+    assert not any(r["from_store"] for r in rows.values())
+
+    # a rerun is served from the store: marked so, and left out of the seconds per video
+    monkeypatch.setattr(sys, "argv", sys.argv[:-1] + [str(tmp_path / "again.json")])
+    bench.main()
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert all(r["from_store"] for r in again["rows"])
+    assert again["summary"]["model"]["from_store"] == 1 and again["summary"]["model"]["seconds_per_video"] is None
