@@ -51,9 +51,11 @@ SETUPS: dict[str, dict] = {
 }
 
 
-def references(n: int, frames: int, size: int, radius: tuple[float, float] = OBJECT_RADIUS) -> list[tuple[int, object]]:
-    """The first n held-out seeds whose clip has one object (objects of the model's world: `radius`)."""
-    return held_out_clips(n, frames, size, size, radius)
+def references(n: int, frames: int, size: int, radius: tuple[float, float] = OBJECT_RADIUS,
+               motions: tuple[str, ...] | None = None) -> list[tuple[int, object]]:
+    """The first n held-out seeds whose clip has one object (objects of the model's world: `radius`), of the
+    given kinds of motion (default: any)."""
+    return held_out_clips(n, frames, size, size, radius, motions)
 
 
 def new_prompt(seed: int, clip, salt: int = 0) -> str:
@@ -105,6 +107,8 @@ def main() -> None:
     ap.add_argument("--refs", type=int, default=20)
     ap.add_argument("--seeds", default="1", help="noise seeds, comma separated")
     ap.add_argument("--setups", default=None, help="comma-separated subset of the setups")
+    ap.add_argument("--motions", default=None, help="only references of these kinds of motion, comma separated "
+                                                     "(straight, arc, bounce, zigzag, pan)")
     ap.add_argument("--setups-file", type=Path, help="TOML: one [name] table of guide settings per setup")
     ap.add_argument("--work", type=Path, default=ROOT / "out" / "bench-quality")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "quality.json")
@@ -129,7 +133,11 @@ def main() -> None:
     store = Store(args.work / "store")
     runtime = RuntimeOptions(quiet=True)
     evaluator = Evaluator(EvalSettings(metrics=("mf",), tracker="lk"))
-    refs = references(args.refs, pre.frames, pre.height, world_radius(resolve_folder(args.model)))
+    motions = tuple(args.motions.split(",")) if args.motions else None
+    try:
+        refs = references(args.refs, pre.frames, pre.height, world_radius(resolve_folder(args.model)), motions)
+    except ValueError as e:
+        raise SystemExit(f"bench_quality: {e}")
 
     rows: list[dict] = []
     static = []

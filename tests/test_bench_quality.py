@@ -16,6 +16,15 @@ def test_references_are_held_out_single_object_clips():
     assert all(seed < TRAIN_SEED0 and len(clip.shapes) == 1 for seed, clip in refs)
 
 
+def test_references_can_be_restricted_to_kinds_of_motion():
+    import pytest
+
+    refs = bench.references(3, 9, 32, motions=("pan", "arc"))
+    assert len(refs) == 3 and {clip.motion for _, clip in refs} <= {"pan", "arc"}
+    with pytest.raises(ValueError, match="unknown motion"):
+        bench.references(1, 9, 32, motions=("spiral",))
+
+
 def test_new_prompts_change_appearance_and_are_judgeable():
     for seed, clip in bench.references(10, 9, 32):
         for salt in (0, 1):

@@ -455,14 +455,19 @@ def model_world_clip(seed: int, model: Path) -> Clip:
     return make_clip(seed, recipe["frames"], recipe["size"], recipe["size"], radius=world_radius(model))
 
 
-def held_out_clips(n: int, frames: int, height: int, width: int,
-                   radius: tuple[float, float] = OBJECT_RADIUS) -> list[tuple[int, Clip]]:
+def held_out_clips(n: int, frames: int, height: int, width: int, radius: tuple[float, float] = OBJECT_RADIUS,
+                   motions: tuple[str, ...] | None = None) -> list[tuple[int, Clip]]:
     """(seed, clip) for the first n single-object clips of held-out seeds (from 0; training starts at
-    TRAIN_SEED0): the references every toy benchmark uses."""
+    TRAIN_SEED0), optionally only of some kinds of motion: the references every toy benchmark uses."""
+    from .world import MOTIONS
+
+    bad = set(motions or ()) - set(MOTIONS)
+    if bad:
+        raise ValueError(f"unknown motion(s) {', '.join(sorted(bad))}; the world has {', '.join(MOTIONS)}")
     out, seed = [], 0
     while len(out) < n:
         clip = make_clip(seed, frames, height, width, radius=radius)
-        if len(clip.shapes) == 1:
+        if len(clip.shapes) == 1 and (not motions or clip.motion in motions):
             out.append((seed, clip))
         seed += 1
     return out
