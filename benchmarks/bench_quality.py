@@ -199,7 +199,7 @@ def main() -> None:
     result = {
         "benchmark": "quality", "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        "model": args.model, "refs": [s for s, _ in refs], "noise_seeds": seeds, "units": f"pixels of a {pre.height}x{pre.width} frame",
+        "model": args.model, "refs": [s for s, _ in refs], "motions": motions, "noise_seeds": seeds, "units": f"pixels of a {pre.height}x{pre.width} frame",
         "static_rel_path_error": static_err, "setups": setups, "summary": summary,
         "seconds_total": time.time() - t_start, "rows": rows,
     }
