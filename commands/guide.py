@@ -22,7 +22,7 @@ def guide(
     opt_steps: Annotated[Optional[int], typer.Option(help="Adam steps per guidance step. [default: 5]", show_default=False)] = None,
     lr: Annotated[Optional[str], typer.Option(help="Learning rate at the start,end of the guidance range. [default: 0.002,0.001]", show_default=False)] = None,
     guidance_range: Annotated[Optional[str], typer.Option(help="HI,LO: guide from step HI to LO counted from the end. [default: 50,40]", show_default=False)] = None,
-    loss_weighting: Annotated[Optional[str], typer.Option(help="AMF loss: none (the paper) or confidence (weight each entry by how sharply the reference attends there; flat background counts little). [default: none]", show_default=False)] = None,
+    loss_weighting: Annotated[Optional[str], typer.Option(help="AMF loss: none (the paper), confidence (weight each entry by how sharply the reference attends there; flat background counts little) or salient (confidence times how distinct the reference patch looks from the rest of its frame: the object over a moving scene). [default: none]", show_default=False)] = None,
     emb_param: Annotated[Optional[str], typer.Option(help="emb mode, RoPE models: optimise the tables (table, the paper) or their rotation angles (angle: they stay rotations). [default: table]", show_default=False)] = None,
     emb_after: Annotated[Optional[str], typer.Option(help="emb mode, after the guidance range: restore the model's embeddings (restore, the paper) or carry the last optimised ones to the end (carry). [default: restore]", show_default=False)] = None,
     no_guidance: Annotated[bool, typer.Option("--no-guidance", help="No optimisation (the paper's injection-only / backbone runs).")] = False,

@@ -29,6 +29,17 @@ def amf_loss(generated: torch.Tensor, reference: torch.Tensor, threshold: bool =
     return F.mse_loss(generated, reference)
 
 
+def appearance_saliency(latent: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """How far each patch's appearance lies from its frame's typical patch: latent [F, C, H, W] (the
+    reference's clean latent), grid (F, h, w) in patches -> [F, h*w] in [0, 1], 1 for the most distinct patch
+    of each frame. An object over a plain or gradient background scores high and the background low, also when
+    the whole scene moves with it (a pan), where motion alone cannot tell them apart."""
+    f, h, w = grid
+    x = F.adaptive_avg_pool2d(latent.float(), (h, w)).flatten(2)  # [F, C, P]
+    d = (x - x.median(dim=2, keepdim=True).values).norm(dim=1)  # [F, P]
+    return d / d.amax(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 def moft_channels(reference: torch.Tensor, fraction: float = 0.04) -> torch.Tensor:
     """MOFT's motion channels of a reference's features [F, C, h, w]: the `fraction` of channels with the
     largest weight in the first principal direction of the temporally-centred features. Returns [K]."""

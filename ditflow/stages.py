@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import artifacts
+from . import artifacts, losses
 from .artifacts import AmfArtifact, GenArtifact
 from .backbone import Backbone, config_geometry, model_identity, preset, transformer_config
 from .config import ExtractConfig, GuideConfig, RuntimeOptions, settings
@@ -169,8 +169,12 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
     elif gcfg.guidance:
         blocks = amf.blocks
         ref = Reference(amf={b: amf.amf(b).to(device) for b in blocks})
-        if gcfg.loss == "flow" and gcfg.loss_weighting == "confidence":
+        if gcfg.loss == "flow" and gcfg.loss_weighting in ("confidence", "salient"):
             ref.weight = {b: amf.confidence(b).to(device) for b in blocks}
+        if gcfg.loss == "flow" and gcfg.loss_weighting == "salient":  # query patches of the reference's object
+            latent = amf.latent().reshape(-1, *amf.latent().shape[-4:])[0]  # [F, C, H, W]
+            salient = losses.appearance_saliency(latent, amf.grid).to(device)  # [F, P]
+            ref.weight = {b: w * salient[:, None, :] for b, w in ref.weight.items()}
         if gcfg.loss in ("moft", "smm"):
             ref.features = {b: amf.features(b).to(device) for b in blocks}
             ref.moft_channels = {b: amf.moft_channels(b).to(device) for b in blocks}

@@ -60,6 +60,9 @@ def test_confidence_weighted_flow_loss(tiny_rope, ref_video, store, runtime):
     assert _decreases(gen.losses, FAST["opt_steps"])
     plain = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), **FAST), runtime=runtime, store=store)
     assert [r["loss"] for r in plain.losses] != [r["loss"] for r in gen.losses]
+    salient = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), loss_weighting="salient",
+                                          **FAST), runtime=runtime, store=store)
+    assert [r["loss"] for r in salient.losses] != [r["loss"] for r in gen.losses]
 
 
 def test_sincos_model_emb_mode(tiny_sincos, ref_video, store, runtime):
