@@ -172,8 +172,7 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
         if gcfg.loss == "flow" and gcfg.loss_weighting in ("confidence", "salient"):
             ref.weight = {b: amf.confidence(b).to(device) for b in blocks}
         if gcfg.loss == "flow" and gcfg.loss_weighting == "salient":  # query patches of the reference's object
-            latent = amf.latent().reshape(-1, *amf.latent().shape[-4:])[0]  # [F, C, H, W]
-            salient = losses.appearance_saliency(latent, amf.grid).to(device)  # [F, P]
+            salient = losses.appearance_saliency(amf.latent()[0], amf.grid).to(device)  # latent [1, F, C, H, W] -> [F, P]
             ref.weight = {b: w * salient[:, None, :] for b, w in ref.weight.items()}
         if gcfg.loss in ("moft", "smm"):
             ref.features = {b: amf.features(b).to(device) for b in blocks}

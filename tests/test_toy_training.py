@@ -53,12 +53,13 @@ def test_resume_refuses_checkpoints_of_another_recipe(tmp_path):
         check_work(replace(TINY, latent_channels=8), work)
 
 
-def test_world_prompt_matches_the_rendered_clip_and_parses():
+def test_scene_prompt_matches_the_rendered_clip_and_parses():
     from ditflow.toyworld import make_clip
-    from ditflow.toyworld.train import _parse_labels, world_prompt
+    from ditflow.toyworld.train import _parse_labels
+    from ditflow.toyworld.world import scene_prompt
 
     seeds = range(10_000, 10_200)
-    prompts = [world_prompt(s) for s in seeds]
+    prompts = [scene_prompt(s) for s in seeds]
     assert prompts == [make_clip(s, 5, 16, 16).prompt for s in seeds]  # no rendering needed for stage 1b
     labels = _parse_labels(prompts)
     assert labels.shape == (200, 6) and (labels[:, 2] < 11).any() and (labels[:, 2] == 11).any()  # 1 and 2 objects

@@ -21,7 +21,7 @@ import torch
 
 from ..progress import Progress
 from ..tiny import build_tokenizer
-from .world import BACKGROUNDS, BG_COLOURS, COLOURS, OBJECT_RADIUS, SHAPES, Clip, make_clip, scene_prompt
+from .world import BACKGROUNDS, BG_COLOURS, COLOURS, MOTIONS, OBJECT_RADIUS, SHAPES, Clip, make_clip, scene_prompt
 
 TRAIN_SEED0 = 10_000
 
@@ -81,8 +81,17 @@ class Recipe:
         "emb_after": "carry", "loss_weighting": "confidence", "injection": False,
     })
 
+    @property
+    def spatial(self) -> int:
+        """The VAE's spatial factor: one downsampling per level but the last."""
+        return 2 ** (len(self.vae_channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        return self.size // self.spatial
+
     def __post_init__(self):
-        unit = 2 ** (len(self.vae_channels) - 1) * self.patch
+        unit = self.spatial * self.patch
         if self.size % unit:
             raise ValueError(f"size {self.size} must be a multiple of {unit} (VAE factor x patch {self.patch})")
         if (self.frames - 1) % 4:
@@ -108,7 +117,7 @@ def build(recipe: Recipe):
                                  layers_per_block=1, norm_num_groups=8, block_out_channels=recipe.vae_channels,
                                  down_block_types=("CogVideoXDownBlock3D",) * n, up_block_types=("CogVideoXUpBlock3D",) * n,
                                  temporal_compression_ratio=4, sample_height=recipe.size, sample_width=recipe.size)
-    latent = recipe.size // 2 ** (n - 1)
+    latent = recipe.latent_size
     transformer = CogVideoXTransformer3DModel(
         num_attention_heads=recipe.heads, attention_head_dim=recipe.head_dim, in_channels=recipe.latent_channels,
         out_channels=recipe.latent_channels, time_embed_dim=128, text_embed_dim=64, num_layers=recipe.layers,
@@ -270,7 +279,7 @@ def train_text(recipe: Recipe, tokenizer, text_encoder, work: Path, device: str,
         for _ in range(state["step"]):
             bar.advance()
         for step in range(state["step"], recipe.text_steps):
-            prompts = [world_prompt(_seed(5, step, recipe.text_batch, i)) for i in range(recipe.text_batch)]
+            prompts = [scene_prompt(_seed(5, step, recipe.text_batch, i)) for i in range(recipe.text_batch)]
             labels = _parse_labels(prompts).to(device)
             ids = tokenizer(prompts, padding="max_length", max_length=recipe.text_len, truncation=True,
                             return_tensors="pt").input_ids.to(device)
@@ -283,11 +292,6 @@ def train_text(recipe: Recipe, tokenizer, text_encoder, work: Path, device: str,
                 acc = min(float((lg.argmax(-1) == labels[:, k, None]).float().mean()) for k, lg in enumerate(logits))
                 _save(work, "text_pretrain", text_encoder, {"step": step + 1, "loss": loss.item(), "worst_accuracy": acc})
     text_encoder.eval().requires_grad_(False)
-
-
-def world_prompt(seed: int) -> str:
-    """The prompt of world clip `seed`, without rendering it."""
-    return scene_prompt(seed)
 
 
 @torch.no_grad()
@@ -313,17 +317,17 @@ def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, p
     path = work / "latents.safetensors"
     if path.is_file() and (work / "latents.json").is_file():
         meta = json.loads((work / "latents.json").read_text())
-        saved = load_file(str(path))
-        if meta.get("size") == recipe.bank and meta.get("scaling") == scaling and "masks" in saved:
-            return saved["latents"], meta["prompts"], saved["masks"]
-    spatial = 2 ** (len(recipe.vae_channels) - 1)
+        if meta.get("size") == recipe.bank and meta.get("scaling") == scaling:
+            saved = load_file(str(path))
+            if "masks" in saved:  # banks before the masks moved here are encoded again
+                return saved["latents"], meta["prompts"], saved["masks"]
     chunks, prompts, masks, batch = [], [], [], 32
     with progress.task("encode training clips", total=recipe.bank) as bar:
         for step in range(0, recipe.bank, batch):
             clips = render_batch(recipe, step // batch, batch, stage=2)
             chunks.append(_encode(vae, to_video(clips).to(device), scaling).cpu())
             prompts += [c.prompt for c in clips]
-            masks += [latent_mask(c, spatial) for c in clips]
+            masks += [latent_mask(c, recipe.spatial) for c in clips]
             bar.advance(advance=batch)
     latents = torch.cat(chunks)[: recipe.bank].contiguous()
     masks = torch.from_numpy(np.stack(masks[: recipe.bank]))[:, :, None].contiguous()
@@ -357,8 +361,8 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
     from ..backbone import rope_tables
 
-    latent = recipe.size // 2 ** (len(recipe.vae_channels) - 1)
-    rope = rope_tables(transformer.config, ((recipe.frames - 1) // 4 + 1, latent // recipe.patch, latent // recipe.patch), device)
+    tokens = recipe.latent_size // recipe.patch
+    rope = rope_tables(transformer.config, ((recipe.frames - 1) // 4 + 1, tokens, tokens), device)
     gen = torch.Generator().manual_seed(recipe.seed + state["step"])
     with progress.task("train transformer", total=recipe.steps) as bar:
         for _ in range(state["step"]):
@@ -459,8 +463,6 @@ def held_out_clips(n: int, frames: int, height: int, width: int, radius: tuple[f
                    motions: tuple[str, ...] | None = None) -> list[tuple[int, Clip]]:
     """(seed, clip) for the first n single-object clips of held-out seeds (from 0; training starts at
     TRAIN_SEED0), optionally only of some kinds of motion: the references every toy benchmark uses."""
-    from .world import MOTIONS
-
     bad = set(motions or ()) - set(MOTIONS)
     if bad:
         raise ValueError(f"unknown motion(s) {', '.join(sorted(bad))}; the world has {', '.join(MOTIONS)}")
