@@ -25,6 +25,7 @@ def guide(
     loss_weighting: Annotated[Optional[str], typer.Option(help="AMF loss: none (the paper), confidence (weight each entry by how sharply the reference attends there; flat background counts little) or salient (confidence times how distinct the reference patch looks from the rest of its frame: the object over a moving scene). [default: none]", show_default=False)] = None,
     emb_param: Annotated[Optional[str], typer.Option(help="emb mode, RoPE models: optimise the tables (table, the paper) or their rotation angles (angle: they stay rotations). [default: table]", show_default=False)] = None,
     emb_after: Annotated[Optional[str], typer.Option(help="emb mode, after the guidance range: restore the model's embeddings (restore, the paper) or carry the last optimised ones to the end (carry). [default: restore]", show_default=False)] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam (the paper) or normalized: gradient steps scaled by the gradient's RMS, so entries with small gradients (a plain background) move little. [default: adam]", show_default=False)] = None,
     no_guidance: Annotated[bool, typer.Option("--no-guidance", help="No optimisation (the paper's injection-only / backbone runs).")] = False,
     no_injection: NoInjectionOpt = False,
     injection_blocks: Annotated[Optional[str], typer.Option(help="Blocks with KV injection. [default: 0]", show_default=False)] = None,
@@ -57,7 +58,7 @@ def guide(
              "guidance": False if no_guidance else None, "injection": False if no_injection else None,
              "injection_blocks": parse_ints(injection_blocks, "--injection-blocks"), "steps": steps, "cfg": cfg,
              "seed": seed, "scheduler": scheduler, "emb_param": emb_param, "emb_after": emb_after,
-             "loss_weighting": loss_weighting}
+             "loss_weighting": loss_weighting, "optimizer": optimizer}
     gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flags)
     rt = runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None)
     art = run(amf, gcfg, model=model, runtime=rt, store=Store(cache))

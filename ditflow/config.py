@@ -40,6 +40,7 @@ class ModelPreset:
     loss_weighting: str = "none"
     emb_param: str = "table"
     emb_after: str = "restore"
+    optimizer: str = "adam"
 
 
 PRESETS: dict[str, ModelPreset] = {
@@ -138,6 +139,8 @@ class GuideConfig:
     # "salient" (confidence times how distinct the reference patch looks from its frame: the object over the scene)
     emb_param: str | None = None  # emb mode on RoPE models: "table" (the paper) or "angle" (tables stay rotations)
     emb_after: str | None = None  # emb mode after the guidance range: "restore" the model's (the paper) or "carry"
+    optimizer: str | None = None  # "adam" (the paper) or "normalized": gradient steps scaled by the gradient's RMS,
+    # so the step is as large on average as Adam's first, but entries with small gradients move little
 
     def resolve(self, preset: ModelPreset) -> "GuideConfig":
         def pick(name):
@@ -154,7 +157,7 @@ class GuideConfig:
             scheduler=self.scheduler or preset.scheduler,
             injection_blocks=tuple(self.injection_blocks),
             **{name: pick(name) for name in ("negative_prompt", "opt_mode", "opt_steps", "injection",
-                                             "loss_weighting", "emb_param", "emb_after")},
+                                             "loss_weighting", "emb_param", "emb_after", "optimizer")},
         )
 
     def validate(self) -> None:
@@ -168,6 +171,8 @@ class GuideConfig:
             raise InputError(f"--emb-param must be 'table' or 'angle', not {self.emb_param!r}")
         if self.emb_after not in (None, "restore", "carry"):
             raise InputError(f"--emb-after must be 'restore' or 'carry', not {self.emb_after!r}")
+        if self.optimizer not in (None, "adam", "normalized"):
+            raise InputError(f"--optimizer must be 'adam' or 'normalized', not {self.optimizer!r}")
         if self.opt_steps is not None and self.opt_steps < 1:
             raise InputError("--opt-steps must be at least 1")
         if self.steps is not None and self.steps < 1:

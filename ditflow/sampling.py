@@ -219,20 +219,28 @@ def guidance_steps(steps: int, guidance_range: tuple[int, int]) -> range:
     return range(max(steps - hi, 0), max(steps - lo, 0))
 
 
+def normalized_gradient(grad: torch.Tensor) -> torch.Tensor:
+    """grad scaled to unit RMS (any shape): an SGD step of lr then moves entries by lr on average, as Adam's
+    first step does, but in proportion to their gradient."""
+    return grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)
+
+
 class Guide:
-    """Adam on the latent (`latent` mode) or on the positional embeddings (`emb` mode) at each guidance
-    step, against the AMF, MOFT or SMM loss, with the lr interpolated across the guidance range."""
+    """Adam (or normalised gradient descent) on the latent (`latent` mode) or on the positional embeddings
+    (`emb` mode) at each guidance step, against the AMF, MOFT or SMM loss, with the lr interpolated across the
+    guidance range."""
 
     def __init__(self, model: Model, reference: Reference, *, mode: str, loss: str, blocks, steps_active: range,
                  lr: tuple[float, float], guidance_range: tuple[int, int], opt_steps: int, text_pos,
                  temperature: float, threshold: bool, injection: KVInjection | None = None,
-                 on_loss: Callable | None = None, emb_param: str = "table", emb_after: str = "restore"):
+                 on_loss: Callable | None = None, emb_param: str = "table", emb_after: str = "restore",
+                 optimizer: str = "adam"):
         self.model, self.ref, self.mode, self.loss_name = model, reference, mode, loss
         self.angles = emb_param == "angle" and model.default_rope is not None
         self.carry = emb_after == "carry" and mode == "emb"
         self.blocks, self.steps_active, self.opt_steps = tuple(sorted(blocks)), steps_active, opt_steps
         self.text, self.temperature, self.threshold = text_pos, temperature, threshold
-        self.injection, self.on_loss = injection, on_loss
+        self.injection, self.on_loss, self.optimizer = injection, on_loss, optimizer
         hi, lo = guidance_range
         self.lrs = np.linspace(lr[0], lr[1], hi - lo + 1)
         self.embeddings: dict[int, torch.Tensor] = {}  # timestep -> optimised embedding (emb mode)
@@ -302,7 +310,9 @@ class Guide:
                 var = x.detach().float().requires_grad_(True)
             else:
                 var = (self._emb if self._emb is not None else self.initial_embedding()).detach().clone().requires_grad_(True)
-            opt = torch.optim.Adam([var], lr=lr)
+            # Adam moves every entry by ~lr on its first step whatever its gradient, so a latent drifts
+            # everywhere; normalised steps move entries in proportion to their gradient
+            opt = torch.optim.Adam([var], lr=lr) if self.optimizer == "adam" else torch.optim.SGD([var], lr=lr)
             for s in range(self.opt_steps):
                 opt.zero_grad(set_to_none=True)
                 if self.mode == "latent":
@@ -310,6 +320,8 @@ class Guide:
                 else:
                     value = self.loss(x, t, self.model.positions(self.embedding(var)), recorders)
                 value.backward()
+                if self.optimizer == "normalized":
+                    var.grad = normalized_gradient(var.grad)
                 opt.step()
                 record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach())}
                 self.losses.append(record)

@@ -65,6 +65,26 @@ def test_confidence_weighted_flow_loss(tiny_rope, ref_video, store, runtime):
     assert [r["loss"] for r in salient.losses] != [r["loss"] for r in gen.losses]
 
 
+def test_normalized_gradient_has_unit_rms_and_keeps_proportions():
+    from ditflow.sampling import normalized_gradient
+
+    g = torch.tensor([[0.0, 1e-4], [3e-4, -2e-4]])
+    n = normalized_gradient(g)
+    assert torch.isclose(n.pow(2).mean(), torch.tensor(1.0))
+    assert torch.allclose(n * g.pow(2).mean().sqrt(), g)  # same direction, zero stays zero
+    assert torch.equal(normalized_gradient(torch.zeros(3)), torch.zeros(3))
+
+
+def test_normalized_optimizer_lowers_the_loss_and_keys_the_artifact(tiny_rope, ref_video, store, runtime):
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    cfg = GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), optimizer="normalized", **FAST)
+    gen = guide(amf.hash, cfg, runtime=runtime, store=store)
+    assert _decreases(gen.losses, FAST["opt_steps"])
+    adam = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), optimizer="adam", **FAST),
+                 runtime=runtime, store=store)
+    assert adam.hash != gen.hash and not np.array_equal(adam.frames, gen.frames)
+
+
 def test_sincos_model_emb_mode(tiny_sincos, ref_video, store, runtime):
     """2B-like models optimise the sincos embedding (through a patch-embed hook) and can be replayed."""
     amf = extract(ref_video, extract_cfg(tiny_sincos), runtime=runtime, store=store)

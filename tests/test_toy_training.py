@@ -7,7 +7,7 @@ from ditflow.toyworld.train import Recipe, train
 
 TINY = replace(Recipe(), size=32, frames=9, vae_channels=(8, 8, 8), latent_channels=4, patch=2, heads=2, head_dim=16, layers=2,
                vae_steps=2, vae_batch=1, steps=2, batch=2, checkpoint_every=1, bank=40, decoder_steps=2, object_weight_from=1, text_from=1,
-               text_steps=2, text_batch=4,
+               text_steps=2, text_batch=4, tune_steps=2,
                defaults={"guidance_blocks": [1], "frames": 9, "height": 32, "width": 32, "cfg": 2.5, "steps": 4})
 
 
@@ -26,6 +26,8 @@ def test_train_resume_export_and_use(tmp_path, runtime, store):
     assert json.loads((work / "latents.json").read_text())["size"] == 40  # encoded once, reused on resume
     assert json.loads((work / "decoder.json").read_text())["step"] == 2
     assert json.loads((work / "text_pretrain.json").read_text())["step"] == 2
+    tune = json.loads((work / "tune.json").read_text())
+    assert tune["step"] == 2 and np.isfinite(tune["foil_gap"])
     assert (out / "ditflow.json").is_file() and (out / "model_index.json").is_file()
 
     from ditflow.toyworld import make_clip
@@ -143,3 +145,46 @@ def test_resume_accepts_work_folders_from_before_the_patch_setting(tmp_path):
     del old["patch"]  # v4's recipe.json
     (tmp_path / "recipe.json").write_text(json.dumps(old))
     check_work(Recipe(), tmp_path)  # no SystemExit
+
+
+def test_foil_prompt_swaps_only_the_first_object_shape():
+    import torch
+
+    from ditflow.toyworld.judge import parse_prompt
+    from ditflow.toyworld.train import foil_prompt
+
+    gen = torch.Generator().manual_seed(0)
+    prompt = "a red circle and a blue square on a textured grey background"
+    foils = [parse_prompt(foil_prompt(prompt, gen)) for _ in range(40)]
+    assert all(f.objects[0][0] == "red" and f.objects[0][1] != "circle" for f in foils)
+    assert all(f.objects[1] == ("blue", "square") and (f.background, f.bg_colour) == ("textured", "grey") for f in foils)
+    assert len({f.objects[0][1] for f in foils}) == 4  # every other shape
+
+
+def test_object_errors_average_over_covered_pixels_only():
+    import torch
+
+    from ditflow.toyworld.train import object_errors
+
+    target = torch.zeros(2, 3, 4, 4, 4)
+    pred = target.clone()
+    pred[:, :, :, 0, 0] = 2.0  # wrong only at pixel (0, 0)
+    mask = torch.zeros(2, 3, 1, 4, 4)
+    mask[0, :, :, 0, 0] = 1.0  # sample 0: the error is on its object
+    mask[1, :, :, 3, 3] = 1.0  # sample 1: the error is off its object
+    assert torch.allclose(object_errors(pred, target, mask), torch.tensor([4.0, 0.0]))
+
+
+def test_stage_2b_settings_may_change_until_it_has_run(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    import pytest
+
+    from ditflow.toyworld.train import check_work
+
+    (tmp_path / "recipe.json").write_text(json.dumps(asdict(TINY)))
+    check_work(replace(TINY, tune_margin=0.3, tune_steps=50), tmp_path)  # a v4 work folder grows a stage 2b
+    (tmp_path / "tune.json").write_text(json.dumps({"step": 1}))
+    with pytest.raises(SystemExit, match="tune_margin"):
+        check_work(replace(TINY, tune_margin=0.3), tmp_path)

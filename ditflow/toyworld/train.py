@@ -68,6 +68,17 @@ class Recipe:
     # samples painted the background in the object's colour (v2, v3)
     text_batch: int = 64
     text_lr: float = 1e-3
+    # Stage 2b (off before v6): a shape-discriminative fine-tune of the stage-2 transformer. v4 ignored the shape
+    # word (its v-prediction error on objects was the same with a wrong shape in the prompt) and drew the average
+    # shape, a circle; colour it read. Each step also scores a foil prompt (the first object's shape swapped) and
+    # a hinge asks the true prompt to fit the object better than the foil by `tune_margin` (log ratio); object
+    # edges (partly covered latent pixels), where shapes differ, weigh `tune_edge_weight` more.
+    tune_steps: int = 0
+    tune_lr: float = 1e-4
+    tune_t: tuple[int, int] = (50, 700)  # timesteps where shape forms (a re-noising test: layout is fixed above)
+    tune_edge_weight: float = 4.0
+    tune_contrast: float = 1.0
+    tune_margin: float = 0.1
     bank: int = 8_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
     checkpoint_every: int = 100
     seed: int = 0
@@ -407,6 +418,87 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
     return scaling
 
 
+def foil_prompt(prompt: str, gen: torch.Generator) -> str:
+    """The prompt with its first object's shape swapped for another shape: stage 2b's wrong answer."""
+    from .judge import parse_prompt
+    from .world import prompt_text
+
+    p = parse_prompt(prompt)
+    (colour, shape), rest = p.objects[0], p.objects[1:]
+    other = SHAPES[(SHAPES.index(shape) + int(torch.randint(1, len(SHAPES), (1,), generator=gen))) % len(SHAPES)]
+    return prompt_text([(colour, other)] + rest, p.background, p.bg_colour)
+
+
+def object_errors(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """pred, target [B, F, C, h, w], mask [B, F, 1, h, w] object coverage -> [B] squared error per
+    covered latent pixel (mean over channels)."""
+    err = ((pred - target) ** 2).mean(dim=2, keepdim=True)
+    return (err * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1e-6)
+
+
+def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progress) -> None:
+    """Stage 2b (see Recipe.tune_*): fine-tune the stage-2 transformer (EMA weights) so that the shape word
+    changes its prediction. The T5 stays frozen: its tokens already carry the shape (stage 1b)."""
+    if not recipe.tune_steps:
+        return
+    from safetensors.torch import load_file, save_file
+
+    tokenizer, text_encoder, vae, transformer, scheduler = parts
+    scaling = json.loads((work / "transformer.json").read_text())["scaling"]
+    state = _load(work, "tune", transformer)  # step 0: keeps the stage-2 EMA weights it was given
+    ema = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+    if (work / "tune_ema.safetensors").is_file():
+        ema = load_file(str(work / "tune_ema.safetensors"))
+    bank, bank_prompts, masks = _latent_bank(recipe, vae.to(device), scaling, work, device, progress)
+    text_encoder.to(device).eval().requires_grad_(False)
+    transformer.to(device).train().requires_grad_(True)
+    opt = torch.optim.AdamW(transformer.parameters(), lr=recipe.tune_lr, weight_decay=0.01)
+    alphas = scheduler.alphas_cumprod.to(device, torch.float32)
+    from ..backbone import rope_tables
+
+    tokens = recipe.latent_size // recipe.patch
+    rope = rope_tables(transformer.config, ((recipe.frames - 1) // 4 + 1, tokens, tokens), device)
+    gen = torch.Generator().manual_seed(recipe.seed + 2_000_000 + state["step"])
+    lo, hi = recipe.tune_t
+    with progress.task("shape fine-tune (stage 2b)", total=recipe.tune_steps) as bar:
+        for _ in range(state["step"]):
+            bar.advance()
+        for step in range(state["step"], recipe.tune_steps):
+            idx = torch.randint(len(bank), (recipe.batch,), generator=gen)
+            keep = torch.rand(recipe.batch, generator=gen) >= recipe.empty_prompt  # empty prompts keep CFG's branch
+            prompts = [bank_prompts[i] if k else "" for i, k in zip(idx.tolist(), keep.tolist())]
+            foils = [foil_prompt(p, gen) if p else "" for p in prompts]
+            x0, m = bank[idx].to(device), masks[idx].to(device)
+            t = torch.randint(lo, hi + 1, (recipe.batch,), generator=gen).to(device)
+            noise = torch.randn(x0.shape, generator=gen).to(device)
+            a = alphas[t].view(-1, 1, 1, 1, 1)
+            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+            target = a.sqrt() * noise - (1 - a).sqrt() * x0
+            ids = tokenizer(prompts + foils, padding="max_length", max_length=recipe.text_len, truncation=True,
+                            return_tensors="pt").input_ids.to(device)
+            with torch.no_grad():
+                text = text_encoder(ids)[0]
+            pred, foil = transformer(hidden_states=xt.repeat(2, 1, 1, 1, 1), encoder_hidden_states=text,
+                                     timestep=t.repeat(2), image_rotary_emb=rope, return_dict=False)[0].chunk(2)
+            weight = 1.0 + recipe.object_weight * m + recipe.tune_edge_weight * 4 * m * (1 - m)
+            fit = (weight * (pred - target) ** 2).mean() / weight.mean()
+            gap = object_errors(foil, target, m).log() - object_errors(pred, target, m).log()  # [B]: > 0 is right
+            hinge = (torch.relu(recipe.tune_margin - gap) * keep.to(device)).sum() / keep.sum().clamp_min(1)
+            loss = fit + recipe.tune_contrast * hinge
+            _update(opt, loss, bar, list(transformer.parameters()))
+            with torch.no_grad():
+                for k, v in transformer.state_dict().items():
+                    ema[k].mul_(recipe.ema).add_(v.detach().to(ema[k].device), alpha=1 - recipe.ema)
+            if _due(recipe, step, recipe.tune_steps):
+                save_file({k: v.contiguous() for k, v in ema.items()}, str(work / ".tune_ema.tmp"))
+                os.replace(work / ".tune_ema.tmp", work / "tune_ema.safetensors")
+                foil_gap = float(gap.detach()[keep.to(device)].mean()) if keep.any() else 0.0
+                _save(work, "tune", transformer, {"step": step + 1, "loss": loss.item(), "fit": fit.item(),
+                                                  "foil_gap": foil_gap})
+    transformer.load_state_dict(ema)
+    transformer.eval().requires_grad_(False)
+
+
 def export(recipe: Recipe, parts, scaling: float, out: Path) -> Path:
     """Save a diffusers pipeline folder (+ ditflow.json defaults), atomically."""
     import shutil
@@ -437,8 +529,9 @@ def export_checkpoint(recipe: Recipe, work: Path, out: Path) -> Path:
     _load(work, "decoder", parts[2])
     state = _load(work, "transformer", parts[3])
     _load(work, "text_encoder", parts[1])
-    if (work / "transformer_ema.safetensors").is_file():
-        parts[3].load_state_dict(load_file(str(work / "transformer_ema.safetensors")))
+    for name in ("transformer_ema", "tune_ema"):  # stage 2b's weights, when it ran, replace stage 2's
+        if (work / f"{name}.safetensors").is_file():
+            parts[3].load_state_dict(load_file(str(work / f"{name}.safetensors")))
     if "scaling" not in state:
         raise SystemExit(f"no transformer checkpoint in {work} yet")
     return export(recipe, parts, state["scaling"], out)
@@ -484,8 +577,10 @@ def check_work(recipe: Recipe, work: Path) -> None:
     old.setdefault("patch", 2)  # recipes before the setting (v1-v4) used patches of 2
     mine = json.loads(json.dumps(asdict(recipe)))  # tuples as lists, as stored
     # step counts may grow on resume; everything else shapes the weights
-    differ = sorted(k for k in mine if k not in ("steps", "vae_steps", "decoder_steps", "text_steps", "defaults", "checkpoint_every")
-                    and old.get(k) != mine[k])
+    growing = ("steps", "vae_steps", "decoder_steps", "text_steps", "tune_steps", "defaults", "checkpoint_every")
+    # stage 2b comes after stage 2: before it has run, its settings (absent in v4's recipe) do not shape the weights
+    later = () if (work / "tune.json").is_file() else tuple(k for k in mine if k.startswith("tune_"))
+    differ = sorted(k for k in mine if k not in growing + later and old.get(k) != mine[k])
     if differ:
         raise SystemExit(f"{work} holds checkpoints of another recipe (differs in {', '.join(differ)}); "
                          f"pass another --work or remove it")
@@ -500,6 +595,7 @@ def train(recipe: Recipe, work: Path, out: Path, device: str = "cpu", quiet: boo
     train_vae(recipe, parts[2], work, device, progress)
     train_text(recipe, parts[0], parts[1], work, device, progress)
     scaling = train_transformer(recipe, parts, work, device, progress)
+    tune_shapes(recipe, parts, work, device, progress)
     finetune_decoder(recipe, parts[2], work, device, progress)
     return export(recipe, parts, scaling, out)
 
@@ -513,6 +609,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--decoder-steps", type=int)
     ap.add_argument("--text-steps", type=int, help="stage 1b steps (T5 role pretraining; 0 = off, as in v3)")
+    ap.add_argument("--tune-steps", type=int, help="stage 2b steps (shape-discriminative fine-tune; 0 = off, as in v4)")
     ap.add_argument("--decoder-only", action="store_true",
                     help="run only stage 3 (after stage 1), e.g. beside a running stage 2: it needs only the encoder")
     ap.add_argument("--export-only", action="store_true",
@@ -520,7 +617,8 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("steps", args.steps),
-                                   ("decoder_steps", args.decoder_steps), ("text_steps", args.text_steps))
+                                   ("decoder_steps", args.decoder_steps), ("text_steps", args.text_steps),
+                                   ("tune_steps", args.tune_steps))
                  if v is not None}
     from dataclasses import replace
 
