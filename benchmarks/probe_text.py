@@ -23,23 +23,6 @@ sys.path.insert(0, str(ROOT))
 VARIANTS = ("right", "shape", "colour", "empty")
 
 
-def swapped(prompt: str, word: str, k: int) -> str:
-    """The prompt with its first object's shape or colour replaced by the k-th other choice (never the
-    background's colour, which would make the object vanish rather than change)."""
-    from ditflow.toyworld.judge import parse_prompt
-    from ditflow.toyworld.world import COLOURS, SHAPES, prompt_text
-
-    p = parse_prompt(prompt)
-    (colour, shape), rest = p.objects[0], p.objects[1:]
-    if word == "shape":
-        others = [s for s in SHAPES if s != shape]
-        shape = others[k % len(others)]
-    else:
-        others = [c for c in COLOURS if c not in (colour, p.bg_colour)]
-        colour = others[k % len(others)]
-    return prompt_text([(colour, shape)] + rest, p.background, p.bg_colour)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="toy")
@@ -53,6 +36,7 @@ def main() -> None:
     from ditflow.backbone import Backbone, preset, resolve_folder
     from ditflow.config import RuntimeOptions
     from ditflow.sampling import Model
+    from ditflow.toyworld.judge import swap_word
     from ditflow.toyworld.train import held_out_clips, latent_mask, world_radius
 
     pre = preset(args.model)
@@ -64,7 +48,7 @@ def main() -> None:
     latents = torch.cat([backbone.encode_video(c.frames) for c in clips])  # [B, F, C, h, w]
     spatial = pre.height // latents.shape[-1]
     mask = torch.from_numpy(np.stack([latent_mask(c, spatial) for c in clips]))[:, :, None].float()
-    prompts = {v: [c.prompt if v == "right" else "" if v == "empty" else swapped(c.prompt, v, i)
+    prompts = {v: [c.prompt if v == "right" else "" if v == "empty" else swap_word(c.prompt, v, i)
                    for i, c in enumerate(clips)] for v in VARIANTS}
     texts = {v: torch.cat([backbone.encode_prompt(p) for p in ps]) for v, ps in prompts.items()}
     alphas = backbone.scheduler.alphas_cumprod.float()

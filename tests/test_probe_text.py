@@ -1,4 +1,4 @@
-"""The prompt-word probe: its foil prompts, and what it reads off the shipped toy model."""
+"""The prompt-word probe: its swapped words (judge.swap_word), and what it reads off the shipped toy model."""
 import importlib.util
 import json
 import sys
@@ -11,11 +11,11 @@ probe = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(probe)
 
 
-def test_swapped_changes_one_word_of_the_first_object():
+def test_swap_word_changes_one_word_of_the_first_object():
     prompt = "a red circle and a blue square on a grey background"
-    shapes = {judge.parse_prompt(probe.swapped(prompt, "shape", k)).objects[0] for k in range(8)}
+    shapes = {judge.parse_prompt(judge.swap_word(prompt, "shape", k)).objects[0] for k in range(8)}
     assert {c for c, _ in shapes} == {"red"} and len(shapes) == 4 and ("red", "circle") not in shapes
-    colours = [judge.parse_prompt(probe.swapped(prompt, "colour", k)) for k in range(20)]
+    colours = [judge.parse_prompt(judge.swap_word(prompt, "colour", k)) for k in range(20)]
     assert all(p.objects[0][1] == "circle" and p.objects[0][0] not in ("red", "grey") for p in colours)
     assert all(p.objects[1] == ("blue", "square") and p.bg_colour == "grey" for p in colours)
 

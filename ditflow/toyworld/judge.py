@@ -58,6 +58,24 @@ def parse_prompt(prompt: str) -> Prompt:
     return Prompt([(o.group(1), o.group(2)) for o in objects], kind, m.group(3))
 
 
+def swap_word(prompt: str, word: str, k: int) -> str:
+    """The prompt with its first object's "shape" or "colour" replaced by the k-th other choice (a colour
+    never the background's, which would make the object vanish rather than change)."""
+    from .world import prompt_text
+
+    p = parse_prompt(prompt)
+    (colour, shape), rest = p.objects[0], p.objects[1:]
+    if word == "shape":
+        others = [s for s in SHAPES if s != shape]
+        shape = others[k % len(others)]
+    elif word == "colour":
+        others = [c for c in COLOURS if c not in (colour, p.bg_colour)]
+        colour = others[k % len(others)]
+    else:
+        raise ValueError(f"word must be 'shape' or 'colour', not {word!r}")
+    return prompt_text([(colour, shape)] + rest, p.background, p.bg_colour)
+
+
 def _background(frame: np.ndarray) -> np.ndarray:
     """float [H,W,3]: a per-channel plane fitted to the frame, refitted without its worst quarter. Plain and
     gradient backgrounds are exactly such planes, and the object (under 10% of the frame) drops out."""

@@ -421,13 +421,9 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
 
 def foil_prompt(prompt: str, gen: torch.Generator) -> str:
     """The prompt with its first object's shape swapped for another shape: stage 2b's wrong answer."""
-    from .judge import parse_prompt
-    from .world import prompt_text
+    from .judge import swap_word
 
-    p = parse_prompt(prompt)
-    (colour, shape), rest = p.objects[0], p.objects[1:]
-    other = SHAPES[(SHAPES.index(shape) + int(torch.randint(1, len(SHAPES), (1,), generator=gen))) % len(SHAPES)]
-    return prompt_text([(colour, other)] + rest, p.background, p.bg_colour)
+    return swap_word(prompt, "shape", int(torch.randint(len(SHAPES) - 1, (1,), generator=gen)))
 
 
 def object_errors(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
