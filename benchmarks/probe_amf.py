@@ -41,17 +41,11 @@ def main() -> None:
 
     import torch
 
+    from benchmarks import _probe
     from ditflow.amf import attention_motion_flow
-    from ditflow.backbone import Backbone, preset, resolve_folder
-    from ditflow.config import RuntimeOptions
     from ditflow.processors import Attention, QKRecorder, installed
-    from ditflow.sampling import Model
-    from ditflow.toyworld.train import held_out_clips, world_radius
 
-    pre = preset(args.model)
-    backbone = Backbone(args.model, pre.dtype, RuntimeOptions(quiet=True, gradient_checkpointing=False))
-    geo = backbone.geometry(pre.frames, pre.height, pre.width)
-    model = Model(backbone, geo)
+    pre, backbone, geo, model = _probe.load(args.model)
     layers = len(backbone.transformer.transformer_blocks)
     patch_px = pre.height // geo.grid[1]
     text = backbone.encode_prompt("")
@@ -60,7 +54,7 @@ def main() -> None:
     hits = np.zeros((layers, len(timesteps)))
     total = 0.0
     still = 0.0
-    for seed, clip in held_out_clips(args.refs, pre.frames, pre.height, pre.width, world_radius(resolve_folder(args.model))):
+    for seed, clip in _probe.references(args.model, pre, args.refs):
         mask, disp = true_displacements(clip, geo.grid, patch_px, backbone.pipe.vae_scale_factor_temporal)
         latent = backbone.encode_video(clip.frames)
         f = geo.grid[0]

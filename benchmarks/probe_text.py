@@ -33,18 +33,12 @@ def main() -> None:
 
     import torch
 
-    from ditflow.backbone import Backbone, preset, resolve_folder
-    from ditflow.config import RuntimeOptions
-    from ditflow.sampling import Model
+    from benchmarks import _probe
     from ditflow.toyworld.judge import swap_word
-    from ditflow.toyworld.train import held_out_clips, latent_mask, world_radius
+    from ditflow.toyworld.train import latent_mask, noised, object_errors
 
-    pre = preset(args.model)
-    backbone = Backbone(args.model, pre.dtype, RuntimeOptions(quiet=True, gradient_checkpointing=False))
-    geo = backbone.geometry(pre.frames, pre.height, pre.width)
-    model = Model(backbone, geo)
-    clips = [c for _, c in held_out_clips(args.refs, pre.frames, pre.height, pre.width,
-                                          world_radius(resolve_folder(args.model)))]
+    pre, backbone, _, model = _probe.load(args.model)
+    clips = [c for _, c in _probe.references(args.model, pre, args.refs)]
     latents = torch.cat([backbone.encode_video(c.frames) for c in clips])  # [B, F, C, h, w]
     spatial = pre.height // latents.shape[-1]
     mask = torch.from_numpy(np.stack([latent_mask(c, spatial) for c in clips]))[:, :, None].float()
@@ -55,15 +49,12 @@ def main() -> None:
     noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
     rows = []
     for t in (int(s) for s in args.timesteps.split(",")):
-        a = alphas[t]
-        xt = a.sqrt() * latents + (1 - a).sqrt() * noise
-        target = a.sqrt() * noise - (1 - a).sqrt() * latents  # v-prediction
+        xt, target = noised(alphas, latents, noise, torch.tensor(t))
         row = {"timestep": t}
         for v in VARIANTS:
             with torch.no_grad():
                 pred = model.forward(xt, torch.tensor(t), texts[v]).float()
-            err = ((pred - target) ** 2).mean(dim=2, keepdim=True)  # [B, F, 1, h, w]
-            row[v] = float(((err * mask).flatten(1).sum(1) / mask.flatten(1).sum(1)).mean())
+            row[v] = float(object_errors(pred, target, mask).mean())
         rows.append(row)
         print(f"t={t:4d}  " + "  ".join(f"{v} {row[v]:.4f} (x{row[v] / row['right']:.3f})" for v in VARIANTS), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -349,6 +349,34 @@ def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, p
     return latents, prompts[: recipe.bank], masks
 
 
+def noised(alphas: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
+    """x0, noise [B, F, C, h, w], t [B] (or 0-d) timesteps -> (x_t, v target): the forward process and the
+    v-prediction target under `alphas` (the scheduler's alphas_cumprod)."""
+    a = alphas[t].view(-1, 1, 1, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise, a.sqrt() * noise - (1 - a).sqrt() * x0
+
+
+def _rope(recipe: Recipe, transformer, device: str):
+    """The transformer's RoPE tables for the recipe's latent grid."""
+    from ..backbone import rope_tables
+
+    tokens = recipe.latent_size // recipe.patch
+    return rope_tables(transformer.config, ((recipe.frames - 1) // 4 + 1, tokens, tokens), device)
+
+
+@torch.no_grad()
+def _ema_step(ema: dict, module, decay: float) -> None:
+    for k, v in module.state_dict().items():
+        ema[k].mul_(decay).add_(v.detach().to(ema[k].device), alpha=1 - decay)
+
+
+def _save_ema(work: Path, name: str, ema: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in ema.items()}, str(work / f".{name}.tmp"))
+    os.replace(work / f".{name}.tmp", work / f"{name}.safetensors")
+
+
 def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: Progress) -> float:
     tokenizer, text_encoder, vae, transformer, scheduler = parts
     vae.to(device)
@@ -371,10 +399,7 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
     opt = torch.optim.AdamW([{"params": transformer.parameters()}, {"params": text_params}], lr=recipe.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(1.0, (s + state["step"]) / recipe.steps))))
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
-    from ..backbone import rope_tables
-
-    tokens = recipe.latent_size // recipe.patch
-    rope = rope_tables(transformer.config, ((recipe.frames - 1) // 4 + 1, tokens, tokens), device)
+    rope = _rope(recipe, transformer, device)
     gen = torch.Generator().manual_seed(recipe.seed + state["step"])
     with progress.task("train transformer", total=recipe.steps) as bar:
         for _ in range(state["step"]):
@@ -392,9 +417,7 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             u = torch.rand(x0.shape[0], generator=gen)
             t = (999 * u ** recipe.high_noise_power).round().long().to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
-            a = alphas[t].view(-1, 1, 1, 1, 1)
-            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v-prediction
+            xt, target = noised(alphas, x0, noise, t)
             pred = transformer(hidden_states=xt, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
                                return_dict=False)[0]
             object_weight = recipe.object_weight if step >= recipe.object_weight_from else 0.0
@@ -402,15 +425,9 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             loss = (weight * (pred - target) ** 2).mean() / weight.mean()
             _update(opt, loss, bar, list(transformer.parameters()) + text_params)
             sched.step()
-            with torch.no_grad():
-                decay = 0.0 if step <= recipe.ema_start else recipe.ema  # 0: copy the live weights
-                for k, v in transformer.state_dict().items():
-                    ema[k].mul_(decay).add_(v.detach().to(ema[k].device), alpha=1 - decay)
+            _ema_step(ema, transformer, 0.0 if step <= recipe.ema_start else recipe.ema)  # 0: copy the live weights
             if _due(recipe, step, recipe.steps):
-                from safetensors.torch import save_file
-
-                save_file({k: v.contiguous() for k, v in ema.items()}, str(work / ".ema.tmp"))
-                os.replace(work / ".ema.tmp", work / "transformer_ema.safetensors")
+                _save_ema(work, "transformer_ema", ema)
                 _save(work, "text_encoder", text_encoder, {"step": step + 1})
                 _save(work, "transformer", transformer, {"step": step + 1, "loss": loss.item(), "scaling": scaling})
     transformer.load_state_dict(ema)
@@ -438,7 +455,7 @@ def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progre
     changes its prediction. The T5 stays frozen: its tokens already carry the shape (stage 1b)."""
     if not recipe.tune_steps:
         return
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     tokenizer, text_encoder, vae, transformer, scheduler = parts
     scaling = json.loads((work / "transformer.json").read_text())["scaling"]
@@ -451,10 +468,7 @@ def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progre
     transformer.to(device).train().requires_grad_(True)
     opt = torch.optim.AdamW(transformer.parameters(), lr=recipe.tune_lr, weight_decay=0.01)
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
-    from ..backbone import rope_tables
-
-    tokens = recipe.latent_size // recipe.patch
-    rope = rope_tables(transformer.config, ((recipe.frames - 1) // 4 + 1, tokens, tokens), device)
+    rope = _rope(recipe, transformer, device)
     gen = torch.Generator().manual_seed(recipe.seed + 2_000_000 + state["step"])
     lo, hi = recipe.tune_t
     with progress.task("shape fine-tune (stage 2b)", total=recipe.tune_steps) as bar:
@@ -468,9 +482,7 @@ def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progre
             x0, m = bank[idx].to(device), masks[idx].to(device)
             t = torch.randint(lo, hi + 1, (recipe.batch,), generator=gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
-            a = alphas[t].view(-1, 1, 1, 1, 1)
-            xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            target = a.sqrt() * noise - (1 - a).sqrt() * x0
+            xt, target = noised(alphas, x0, noise, t)
             ids = tokenizer(prompts + foils, padding="max_length", max_length=recipe.text_len, truncation=True,
                             return_tensors="pt").input_ids.to(device)
             with torch.no_grad():
@@ -483,12 +495,9 @@ def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progre
             hinge = (torch.relu(recipe.tune_margin - gap) * keep.to(device)).sum() / keep.sum().clamp_min(1)
             loss = fit + recipe.tune_contrast * hinge
             _update(opt, loss, bar, list(transformer.parameters()))
-            with torch.no_grad():
-                for k, v in transformer.state_dict().items():
-                    ema[k].mul_(recipe.ema).add_(v.detach().to(ema[k].device), alpha=1 - recipe.ema)
+            _ema_step(ema, transformer, recipe.ema)
             if _due(recipe, step, recipe.tune_steps):
-                save_file({k: v.contiguous() for k, v in ema.items()}, str(work / ".tune_ema.tmp"))
-                os.replace(work / ".tune_ema.tmp", work / "tune_ema.safetensors")
+                _save_ema(work, "tune_ema", ema)
                 foil_gap = float(gap.detach()[keep.to(device)].mean()) if keep.any() else 0.0
                 _save(work, "tune", transformer, {"step": step + 1, "loss": loss.item(), "fit": fit.item(),
                                                   "foil_gap": foil_gap})
