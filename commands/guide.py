@@ -20,12 +20,13 @@ def guide(
     opt_mode: Annotated[Optional[str], typer.Option(help="latent: optimise the noisy latent; emb: the positional embeddings (RoPE tables, or sincos for 2b). [default: latent]", show_default=False)] = None,
     loss: Annotated[Optional[str], typer.Option(help="flow (AMF, DiTFlow), moft or smm. [default: flow]", show_default=False)] = None,
     opt_steps: Annotated[Optional[int], typer.Option(help="Adam steps per guidance step. [default: 5]", show_default=False)] = None,
-    lr: Annotated[Optional[str], typer.Option(help="Learning rate at the start,end of the guidance range. [default: 0.002,0.001]", show_default=False)] = None,
+    lr: Annotated[Optional[str], typer.Option(help="Learning rate at the start,end of the guidance range. [default: the model's: 0.002,0.001 for 5b/2b; the toy model: 0.015,0.005 in latent mode, 0.03,0.01 in emb mode]", show_default=False)] = None,
     guidance_range: Annotated[Optional[str], typer.Option(help="HI,LO: guide from step HI to LO counted from the end. [default: 50,40]", show_default=False)] = None,
     loss_weighting: Annotated[Optional[str], typer.Option(help="AMF loss: none (the paper), confidence (weight each entry by how sharply the reference attends there; flat background counts little) or salient (confidence times how distinct the reference patch looks from the rest of its frame: the object over a moving scene). [default: none]", show_default=False)] = None,
     emb_param: Annotated[Optional[str], typer.Option(help="emb mode, RoPE models: optimise the tables (table, the paper) or their rotation angles (angle: they stay rotations). [default: table]", show_default=False)] = None,
     emb_after: Annotated[Optional[str], typer.Option(help="emb mode, after the guidance range: restore the model's embeddings (restore, the paper) or carry the last optimised ones to the end (carry). [default: restore]", show_default=False)] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adam (the paper) or normalized: gradient steps scaled by the gradient's RMS, so entries with small gradients (a plain background) move little. [default: adam]", show_default=False)] = None,
+    grad_blur: Annotated[Optional[float], typer.Option(help="latent mode: blur each gradient step over the latent's height and width by a Gaussian of this sigma (latent pixels), so the update moves things rather than painting texture; 0 is off (the paper). [default: 0]", show_default=False)] = None,
     no_guidance: Annotated[bool, typer.Option("--no-guidance", help="No optimisation (the paper's injection-only / backbone runs).")] = False,
     no_injection: NoInjectionOpt = False,
     injection_blocks: Annotated[Optional[str], typer.Option(help="Blocks with KV injection. [default: 0]", show_default=False)] = None,
@@ -58,7 +59,8 @@ def guide(
              "guidance": False if no_guidance else None, "injection": False if no_injection else None,
              "injection_blocks": parse_ints(injection_blocks, "--injection-blocks"), "steps": steps, "cfg": cfg,
              "seed": seed, "scheduler": scheduler, "emb_param": emb_param, "emb_after": emb_after,
-             "loss_weighting": loss_weighting, "optimizer": optimizer}
+             "loss_weighting": loss_weighting, "optimizer": optimizer,
+             "grad_blur": grad_blur}
     gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flags)
     rt = runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None)
     art = run(amf, gcfg, model=model, runtime=rt, store=Store(cache))

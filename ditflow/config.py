@@ -31,6 +31,7 @@ class ModelPreset:
     steps: int = 50
     cfg: float = 7.0
     lr: tuple[float, float] = (0.002, 0.001)
+    emb_lr: tuple[float, float] | None = None  # emb mode's lr when it differs from latent mode's (None: `lr`)
     guidance_range: tuple[int, int] = (50, 40)
     dynamic_cfg: bool = True
     negative_prompt: str = PAPER_NEGATIVE_PROMPT
@@ -41,6 +42,7 @@ class ModelPreset:
     emb_param: str = "table"
     emb_after: str = "restore"
     optimizer: str = "adam"
+    grad_blur: float = 0.0
 
 
 PRESETS: dict[str, ModelPreset] = {
@@ -141,15 +143,19 @@ class GuideConfig:
     emb_after: str | None = None  # emb mode after the guidance range: "restore" the model's (the paper) or "carry"
     optimizer: str | None = None  # "adam" (the paper) or "normalized": gradient steps scaled by the gradient's RMS,
     # so the step is as large on average as Adam's first, but entries with small gradients move little
+    grad_blur: float | None = None  # latent mode: Gaussian blur (sigma, latent pixels) of the gradient before each
+    # step, so the update holds no texture finer than that (0: off, the paper)
 
     def resolve(self, preset: ModelPreset) -> "GuideConfig":
         def pick(name):
             value = getattr(self, name)
             return getattr(preset, name) if value is None else value
 
+        opt_mode = pick("opt_mode")
+        default_lr = preset.emb_lr if opt_mode == "emb" and preset.emb_lr else preset.lr
         return replace(
             self,
-            lr=tuple(self.lr) if self.lr else preset.lr,
+            lr=tuple(self.lr) if self.lr else tuple(default_lr),
             guidance_range=tuple(self.guidance_range) if self.guidance_range else preset.guidance_range,
             steps=self.steps or preset.steps,
             cfg=self.cfg if self.cfg is not None else preset.cfg,
@@ -157,7 +163,7 @@ class GuideConfig:
             scheduler=self.scheduler or preset.scheduler,
             injection_blocks=tuple(self.injection_blocks),
             **{name: pick(name) for name in ("negative_prompt", "opt_mode", "opt_steps", "injection",
-                                             "loss_weighting", "emb_param", "emb_after", "optimizer")},
+                                             "loss_weighting", "emb_param", "emb_after", "optimizer", "grad_blur")},
         )
 
     def validate(self) -> None:
@@ -173,6 +179,8 @@ class GuideConfig:
             raise InputError(f"--emb-after must be 'restore' or 'carry', not {self.emb_after!r}")
         if self.optimizer not in (None, "adam", "normalized"):
             raise InputError(f"--optimizer must be 'adam' or 'normalized', not {self.optimizer!r}")
+        if self.grad_blur is not None and not self.grad_blur >= 0:
+            raise InputError(f"--grad-blur must be 0 (off) or a positive sigma, not {self.grad_blur}")
         if self.opt_steps is not None and self.opt_steps < 1:
             raise InputError("--opt-steps must be at least 1")
         if self.steps is not None and self.steps < 1:

@@ -225,6 +225,18 @@ def normalized_gradient(grad: torch.Tensor) -> torch.Tensor:
     return grad / grad.pow(2).mean().sqrt().clamp_min(1e-12)
 
 
+def blurred_gradient(grad: torch.Tensor, sigma: float) -> torch.Tensor:
+    """grad [..., H, W] blurred over H and W by a Gaussian of `sigma` pixels (reflect padding); sigma 0 returns
+    it unchanged. A latent-mode step then holds no pattern finer than sigma: no patch grid, no speckle."""
+    if sigma <= 0:
+        return grad
+    from torchvision.transforms.functional import gaussian_blur
+
+    size = min(2 * math.ceil(2 * sigma) + 1, 2 * min(grad.shape[-2:]) - 1)  # reflect padding needs pad < side
+    flat = grad.reshape(-1, 1, *grad.shape[-2:])
+    return gaussian_blur(flat, [size, size], [sigma, sigma]).reshape(grad.shape)
+
+
 class Guide:
     """Adam (or normalised gradient descent) on the latent (`latent` mode) or on the positional embeddings
     (`emb` mode) at each guidance step, against the AMF, MOFT or SMM loss, with the lr interpolated across the
@@ -234,13 +246,14 @@ class Guide:
                  lr: tuple[float, float], guidance_range: tuple[int, int], opt_steps: int, text_pos,
                  temperature: float, threshold: bool, injection: KVInjection | None = None,
                  on_loss: Callable | None = None, emb_param: str = "table", emb_after: str = "restore",
-                 optimizer: str = "adam"):
+                 optimizer: str = "adam", grad_blur: float = 0.0):
         self.model, self.ref, self.mode, self.loss_name = model, reference, mode, loss
         self.angles = emb_param == "angle" and model.default_rope is not None
         self.carry = emb_after == "carry" and mode == "emb"
         self.blocks, self.steps_active, self.opt_steps = tuple(sorted(blocks)), steps_active, opt_steps
         self.text, self.temperature, self.threshold = text_pos, temperature, threshold
         self.injection, self.on_loss, self.optimizer = injection, on_loss, optimizer
+        self.grad_blur = grad_blur if mode == "latent" else 0.0
         hi, lo = guidance_range
         self.lrs = np.linspace(lr[0], lr[1], hi - lo + 1)
         self.embeddings: dict[int, torch.Tensor] = {}  # timestep -> optimised embedding (emb mode)
@@ -320,6 +333,7 @@ class Guide:
                 else:
                     value = self.loss(x, t, self.model.positions(self.embedding(var)), recorders)
                 value.backward()
+                var.grad = blurred_gradient(var.grad, self.grad_blur)
                 if self.optimizer == "normalized":
                     var.grad = normalized_gradient(var.grad)
                 opt.step()

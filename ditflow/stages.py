@@ -181,6 +181,7 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
                       lr=gcfg.lr, guidance_range=gcfg.guidance_range, opt_steps=gcfg.opt_steps, text_pos=pos,
                       temperature=gcfg.temperature, threshold=gcfg.threshold_loss, injection=injection,
                       emb_param=gcfg.emb_param, emb_after=gcfg.emb_after, optimizer=gcfg.optimizer,
+                      grad_blur=gcfg.grad_blur,
                       on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
 
     with progress.task("denoise", total=len(timesteps)) as bar:

@@ -49,3 +49,12 @@ def test_overrides_layer_in_order():
     assert cfg.cfg == 6.0 and cfg.lr == (0.1, 0.2) and cfg.seed == 1
     with pytest.raises(InputError):
         apply_overrides(GuideConfig(), {"learning_rate": 1})
+
+
+def test_emb_mode_takes_its_own_lr_default():
+    p = preset_for("toy-like", {"num_layers": 8}, folder_defaults={"lr": [0.015, 0.005], "emb_lr": [0.03, 0.01]})
+    assert GuideConfig(prompt="x").resolve(p).lr == (0.015, 0.005)  # latent mode, the preset's default
+    assert GuideConfig(prompt="x", opt_mode="emb").resolve(p).lr == (0.03, 0.01)
+    assert GuideConfig(prompt="x", opt_mode="emb", lr=(0.1, 0.1)).resolve(p).lr == (0.1, 0.1)  # a flag still wins
+    # without emb_lr (the paper's presets) both modes share lr
+    assert GuideConfig(prompt="x", opt_mode="emb").resolve(preset("5b")).lr == (0.002, 0.001)

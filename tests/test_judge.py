@@ -163,3 +163,17 @@ def test_static_relative_error_is_a_frozen_path():
     frozen = np.broadcast_to(np.array([10.0, 50.0]), ref.shape)
     assert judge.static_relative_error(ref) == pytest.approx(judge.path_errors(frozen, ref)[0])
     assert judge.static_relative_error(ref) > 0
+
+
+def test_background_residual_is_small_on_world_clips_and_grows_with_stray_paint():
+    for c in _clips(4, backgrounds=("plain", "gradient")):
+        clean = judge.background_residual(c.frames, c.prompt)
+        assert clean is not None and clean < 1.0, c.prompt  # the object drops out, the plane fits the rest
+        blotched = c.frames.copy()
+        blotched[:, 2:14, 2:14] = 255 - blotched[:, 2:14, 2:14]  # a stray patch the prompt never asked for
+        blotched[:, 50:60, 50:60] = 255 - blotched[:, 50:60, 50:60]
+        assert judge.background_residual(blotched, c.prompt) > clean + 5, c.prompt
+        noisy = _vae_like(c.frames)
+        assert clean < judge.background_residual(noisy, c.prompt) < 25, c.prompt
+    textured = _clips(1, backgrounds=("textured",))[0]
+    assert judge.background_residual(textured.frames, textured.prompt) is None  # no plane to measure against

@@ -185,6 +185,24 @@ def prompt_match(frames: np.ndarray, prompt: str) -> Match:
     return Match(colour_ok, shape_ok, colour_ok and shape_ok, coverage)
 
 
+def background_residual(frames: np.ndarray, prompt: str) -> float | None:
+    """frames uint8 [T,H,W,3] -> mean RGB distance (0-255 scale) of the pixels away from every prompt
+    object from the plane fitted to the frame; None for a textured background, which no plane fits. A
+    plain or gradient background is such a plane, so this measures what a generator added that the prompt
+    did not ask for: texture, stray blobs, a reference's colours leaking in."""
+    p = parse_prompt(prompt)
+    if p.background == "textured":
+        return None
+    x = frames.astype(np.float32)
+    away = np.ones(x.shape[:3], dtype=bool)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    for colour, _shape in p.objects:
+        for f, m in enumerate(object_mask(frames, colour, p.bg_colour)):
+            away[f] &= ~cv2.dilate(m.astype(np.uint8), kernel).astype(bool)  # blurred edges are not residue
+    resid = [np.linalg.norm(x[f] - _background(x[f]), axis=-1)[away[f]].mean() for f in range(len(x)) if away[f].any()]
+    return float(np.mean(resid)) if resid else None
+
+
 def _fill_nan(path: np.ndarray) -> np.ndarray | None:
     """Each NaN row takes the nearest valid frame's value; None when no frame is valid."""
     valid = np.nonzero(np.isfinite(path).all(1))[0]

@@ -88,8 +88,9 @@ class Recipe:
         # v4's sweeps (benchmarks/sweeps/toy.toml; 8 references x 3 seeds for the range): latent mode over
         # steps 35 -> 15 (t ~ 700 -> 300, where make probe-amf finds motion in the last blocks' AMF),
         # confidence-weighted AMF loss; emb mode keeps angles and carries them. lr 0.015 -> 0.005
-        # (toy-v4-optimizer.toml, 20 references x 3 seeds): 9.75 px against 12.93 with 0.03 -> 0.01
-        "guidance_range": [35, 15], "lr": [0.015, 0.005], "opt_mode": "latent", "emb_param": "angle",
+        # (toy-v4-optimizer.toml, 20 references x 3 seeds): 9.75 px against 12.93 with 0.03 -> 0.01. emb mode
+        # keeps 0.03 -> 0.01 (emb-lr-toy-v4.json): its embeddings replay better (zero-shot 15.4 px against 18.6)
+        "guidance_range": [35, 15], "lr": [0.015, 0.005], "emb_lr": [0.03, 0.01], "opt_mode": "latent", "emb_param": "angle",
         "emb_after": "carry", "loss_weighting": "confidence", "injection": False,
     })
 
