@@ -139,6 +139,7 @@ class GuideConfig:
     temperature: float = 2.0
     loss_weighting: str | None = None  # AMF loss: "none" (the paper), "confidence" (the reference's attention) or
     # "salient" (confidence times how distinct the reference patch looks from its frame: the object over the scene)
+    # or "mutual" (confidence times the generated video's own attention confidence at each step)
     emb_param: str | None = None  # emb mode on RoPE models: "table" (the paper) or "angle" (tables stay rotations)
     emb_after: str | None = None  # emb mode after the guidance range: "restore" the model's (the paper) or "carry"
     optimizer: str | None = None  # "adam" (the paper) or "normalized": gradient steps scaled by the gradient's RMS,
@@ -171,8 +172,8 @@ class GuideConfig:
             raise InputError(f"--opt-mode must be 'latent' or 'emb', not {self.opt_mode!r}")
         if self.loss not in ("flow", "moft", "smm"):
             raise InputError(f"--loss must be 'flow', 'moft' or 'smm', not {self.loss!r}")
-        if self.loss_weighting not in (None, "none", "confidence", "salient"):
-            raise InputError(f"--loss-weighting must be 'none', 'confidence' or 'salient', not {self.loss_weighting!r}")
+        if self.loss_weighting not in (None, "none", "confidence", "salient", "mutual"):
+            raise InputError(f"--loss-weighting must be 'none', 'confidence', 'salient' or 'mutual', not {self.loss_weighting!r}")
         if self.emb_param not in (None, "table", "angle"):
             raise InputError(f"--emb-param must be 'table' or 'angle', not {self.emb_param!r}")
         if self.emb_after not in (None, "restore", "carry"):

@@ -246,7 +246,7 @@ class Guide:
                  lr: tuple[float, float], guidance_range: tuple[int, int], opt_steps: int, text_pos,
                  temperature: float, threshold: bool, injection: KVInjection | None = None,
                  on_loss: Callable | None = None, emb_param: str = "table", emb_after: str = "restore",
-                 optimizer: str = "adam", grad_blur: float = 0.0):
+                 optimizer: str = "adam", grad_blur: float = 0.0, mutual: bool = False):
         self.model, self.ref, self.mode, self.loss_name = model, reference, mode, loss
         self.angles = emb_param == "angle" and model.default_rope is not None
         self.carry = emb_after == "carry" and mode == "emb"
@@ -254,6 +254,7 @@ class Guide:
         self.text, self.temperature, self.threshold = text_pos, temperature, threshold
         self.injection, self.on_loss, self.optimizer = injection, on_loss, optimizer
         self.grad_blur = grad_blur if mode == "latent" else 0.0
+        self.mutual = mutual
         hi, lo = guidance_range
         self.lrs = np.linspace(lr[0], lr[1], hi - lo + 1)
         self.embeddings: dict[int, torch.Tensor] = {}  # timestep -> optimised embedding (emb mode)
@@ -300,9 +301,12 @@ class Guide:
         total = 0.0
         for b in self.blocks:
             if recorders:
-                flow = amf_lib.attention_motion_flow(recorders[b].q.float(), recorders[b].k.float(), grid,
-                                                     self.temperature, mode="soft")
-                total = total + losses.amf_loss(flow, self.ref.amf[b], self.threshold, self.ref.weight.get(b))
+                q, k = recorders[b].q.float(), recorders[b].k.float()
+                flow = amf_lib.attention_motion_flow(q, k, grid, self.temperature, mode="soft")
+                weight = self.ref.weight.get(b)
+                if self.mutual and weight is not None:  # flat attention in the generated video counts little too
+                    weight = weight * amf_lib.attention_confidence(q.detach(), k.detach(), grid, self.temperature)
+                total = total + losses.amf_loss(flow, self.ref.amf[b], self.threshold, weight)
             elif self.loss_name == "moft":
                 total = total + losses.moft_loss(taps.features[b].float(), self.ref.features[b], self.ref.moft_channels[b])
             else:

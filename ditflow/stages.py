@@ -169,7 +169,7 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
     elif gcfg.guidance:
         blocks = amf.blocks
         ref = Reference(amf={b: amf.amf(b).to(device) for b in blocks})
-        if gcfg.loss == "flow" and gcfg.loss_weighting in ("confidence", "salient"):
+        if gcfg.loss == "flow" and gcfg.loss_weighting in ("confidence", "salient", "mutual"):
             ref.weight = {b: amf.confidence(b).to(device) for b in blocks}
         if gcfg.loss == "flow" and gcfg.loss_weighting == "salient":  # query patches of the reference's object
             salient = losses.appearance_saliency(amf.latent()[0], amf.grid).to(device)  # latent [1, F, C, H, W] -> [F, P]
@@ -181,7 +181,7 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
                       lr=gcfg.lr, guidance_range=gcfg.guidance_range, opt_steps=gcfg.opt_steps, text_pos=pos,
                       temperature=gcfg.temperature, threshold=gcfg.threshold_loss, injection=injection,
                       emb_param=gcfg.emb_param, emb_after=gcfg.emb_after, optimizer=gcfg.optimizer,
-                      grad_blur=gcfg.grad_blur,
+                      grad_blur=gcfg.grad_blur, mutual=gcfg.loss_weighting == "mutual",
                       on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
 
     with progress.task("denoise", total=len(timesteps)) as bar:

@@ -63,6 +63,10 @@ def test_confidence_weighted_flow_loss(tiny_rope, ref_video, store, runtime):
     salient = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), loss_weighting="salient",
                                           **FAST), runtime=runtime, store=store)
     assert [r["loss"] for r in salient.losses] != [r["loss"] for r in gen.losses]
+    mutual = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), loss_weighting="mutual",
+                                         **FAST), runtime=runtime, store=store)
+    assert _decreases(mutual.losses, FAST["opt_steps"])
+    assert [r["loss"] for r in mutual.losses] != [r["loss"] for r in gen.losses]
 
 
 def test_normalized_gradient_has_unit_rms_and_keeps_proportions():
