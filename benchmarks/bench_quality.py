@@ -136,6 +136,11 @@ def main() -> None:
         import tomllib
 
         setups = tomllib.loads(args.setups_file.read_text())
+        for name, spec in setups.items():  # [a.b] nests tables in TOML: its settings would be silently dropped
+            nested = [k for k, v in spec.items() if isinstance(v, dict)]
+            if nested:
+                raise SystemExit(f"bench_quality: setup [{name}] holds a table [{name}.{nested[0]}]: quote names "
+                                 f'with dots, e.g. ["{name}.{nested[0]}"]')
     if args.setups:
         setups = {k: setups[k] for k in args.setups.split(",")}
     seeds = [int(s) for s in args.seeds.split(",")]

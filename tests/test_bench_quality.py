@@ -69,3 +69,16 @@ def test_a_setup_can_extract_the_reference_from_other_blocks(tmp_path, monkeypat
     again = json.loads((tmp_path / "again.json").read_text())
     assert all(r["from_store"] for r in again["rows"])
     assert again["summary"]["model"]["from_store"] == 1 and again["summary"]["model"]["seconds_per_video"] is None
+
+
+def test_a_dotted_setup_name_is_refused_not_silently_emptied(tmp_path, monkeypatch):
+    import sys
+
+    import pytest
+
+    (tmp_path / "setups.toml").write_text('[emb-0.08]\nopt_mode = "emb"\n')  # TOML reads table "emb-0", subtable "08"
+    monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--setups-file", str(tmp_path / "setups.toml"),
+                                      "--work", str(tmp_path / "bench"), "--out", str(tmp_path / "q.json")])
+    with pytest.raises(SystemExit, match='quote names'):
+        bench.main()
+    assert not (tmp_path / "q.json").exists()
