@@ -238,7 +238,7 @@ def table(result: dict) -> str:
     for name, s in result["summary"].items():
         lines.append(f"| {name} | {num(s['mf'], '{:.3f}')} | {num(s['rel_path_error'])} | {num(s['abs_path_error'])} | "
                      f"{100 * s['object_found']:.0f}% | {100 * s['prompt_match']:.0f}% ({100 * s['colour_match']:.0f}%) | "
-                     f"{num(s.get('background_residue'), '{:.1f}')} | {num(s['seconds_per_video'], '{:.1f}')} |")
+                     f"{num(s['background_residue'], '{:.1f}')} | {num(s['seconds_per_video'], '{:.1f}')} |")
     lines.append(f"| (object that never moves) | | {result['static_rel_path_error']:.2f} | | | | | |")
     return "\n".join(lines)
 

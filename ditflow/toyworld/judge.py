@@ -91,14 +91,17 @@ def _background(frame: np.ndarray) -> np.ndarray:
     return (a @ coef).reshape(h, w, 3)
 
 
-def _colour_masks(frames: np.ndarray, colour: str, bg_colour: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, blobs) bool [T,H,W]: the object's component per frame; all foreground blobs of its colour."""
+def _colour_masks(frames: np.ndarray, colour: str, bg_colour: str | None,
+                  bg: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, blobs) bool [T,H,W]: the object's component per frame; all foreground blobs of its colour.
+    `bg` float [T,H,W,3]: the frames' fitted backgrounds, when the caller has them already."""
     if colour not in COLOURS or (bg_colour is not None and bg_colour not in COLOURS):
         raise ValueError(f"unknown colour {colour!r} or {bg_colour!r}")
     if colour == bg_colour:  # the world never draws an object in its background's colour
         raise ValueError(f"object and background are both {colour}")
     x = frames.astype(np.float32)
-    bg = np.stack([_background(f) for f in x])
+    if bg is None:
+        bg = np.stack([_background(f) for f in x])
     # All palette colours compete, not only object vs background: a pixel counts only when `colour` is its
     # best explanation, so an object of another colour is never taken for it.
     dist = np.linalg.norm(x[..., None, :] - _PALETTE, axis=-1)  # [T, H, W, K]
@@ -194,12 +197,14 @@ def background_residual(frames: np.ndarray, prompt: str) -> float | None:
     if p.background == "textured":
         return None
     x = frames.astype(np.float32)
+    bg = np.stack([_background(f) for f in x])  # fitted once: the object masks below use the same planes
     away = np.ones(x.shape[:3], dtype=bool)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     for colour, _shape in p.objects:
-        for f, m in enumerate(object_mask(frames, colour, p.bg_colour)):
+        for f, m in enumerate(_colour_masks(frames, colour, p.bg_colour, bg)[0]):
             away[f] &= ~cv2.dilate(m.astype(np.uint8), kernel).astype(bool)  # blurred edges are not residue
-    resid = [np.linalg.norm(x[f] - _background(x[f]), axis=-1)[away[f]].mean() for f in range(len(x)) if away[f].any()]
+    dist = np.linalg.norm(x - bg, axis=-1)
+    resid = [dist[f][away[f]].mean() for f in range(len(x)) if away[f].any()]
     return float(np.mean(resid)) if resid else None
 
 

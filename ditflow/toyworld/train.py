@@ -90,10 +90,10 @@ class Recipe:
         # confidence-weighted AMF loss; emb mode keeps angles and carries them. lr 0.015 -> 0.005
         # (toy-v4-optimizer.toml, 20 references x 3 seeds): 9.75 px against 12.93 with 0.03 -> 0.01. emb mode
         # takes 0.08 -> 0.03 (toy-v4-clean.toml, toy-v4-emb.toml): 11.90 px against 12.80 at 0.05 -> 0.02 and
-        # 14.58 at 0.03 -> 0.01, and stronger embeddings replay better (emb-lr-toy-v4.json). Mutual weighting: 9.49 px against confidence's 9.75,
-        # better in 28 videos of 60 and worse in 14 (toy-v4-clean.toml)
-        "guidance_range": [35, 15], "lr": [0.015, 0.005], "emb_lr": [0.08, 0.03], "opt_mode": "latent", "emb_param": "angle",
-        "emb_after": "carry", "loss_weighting": "mutual", "injection": False,
+        # 14.58 at 0.03 -> 0.01, and stronger embeddings replay better (emb-lr-toy-v4.json). Mutual weighting:
+        # 9.49 px against confidence's 9.75, better in 28 videos of 60 and worse in 14 (toy-v4-clean.toml)
+        "guidance_range": [35, 15], "lr": [0.015, 0.005], "emb_lr": [0.08, 0.03], "opt_mode": "latent",
+        "emb_param": "angle", "emb_after": "carry", "loss_weighting": "mutual", "injection": False,
     })
 
     @property
