@@ -73,9 +73,8 @@ def new_prompt(seed: int, clip, salt: int = 0) -> str:
 
 
 def judge_video(frames: np.ndarray, prompt: str, clip, ref_frames: np.ndarray, evaluator) -> dict:
-    p = judge.parse_prompt(prompt)
     match = judge.prompt_match(frames, prompt)
-    path = judge.centroid_path(judge.object_mask(frames, p.objects[0][0], p.bg_colour))
+    path = judge.centroid_path(match.mask)  # the first object's mask, which object_mask would find again
     rel, ab = judge.path_errors(path, clip.trajectories[0])
     mf = evaluator.score(frames, ref_frames, None).get("motion_fidelity")
     return {"prompt_match": bool(match.ok), "colour_match": bool(match.colour), "shape_match": bool(match.shape),

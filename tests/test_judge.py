@@ -107,6 +107,7 @@ def test_prompt_match_own_prompt():
             m = judge.prompt_match(frames, c.prompt)
             assert m.colour and m.shape and m.ok, c.prompt
             assert m.coverage.shape == (T,)
+            assert np.array_equal(m.mask, judge.object_mask(frames, c.colours[0], judge.parse_prompt(c.prompt).bg_colour))
 
 
 def test_prompt_match_rejects_another_colour():

@@ -45,6 +45,7 @@ class Match:
     shape: bool
     ok: bool
     coverage: np.ndarray = field(repr=False)  # float [T]: fraction of each frame the object covers
+    mask: np.ndarray = field(repr=False)  # bool [T,H,W]: the object per frame, as object_mask finds it
 
 
 def parse_prompt(prompt: str) -> Prompt:
@@ -185,7 +186,7 @@ def prompt_match(frames: np.ndarray, prompt: str) -> Match:
     colour_ok = bool(present.mean() >= PRESENT_FRAC and coherent)
     votes = [classify_shape(kept[f]) == shape for f in np.nonzero(present)[0]]
     shape_ok = bool(votes) and sum(votes) > len(votes) / 2
-    return Match(colour_ok, shape_ok, colour_ok and shape_ok, coverage)
+    return Match(colour_ok, shape_ok, colour_ok and shape_ok, coverage, kept)
 
 
 def background_residual(frames: np.ndarray, prompt: str) -> float | None:
