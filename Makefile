@@ -11,7 +11,7 @@ TOY_PROMPT ?= a blue square on a white background
 TOY_PROMPT2 ?= a green triangle on a grey background
 OUT     ?= out
 
-.PHONY: install test demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality probe-amf probe-text toy-reference
+.PHONY: install test demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality probe-amf probe-text probe-sampler toy-reference
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -23,7 +23,7 @@ help:
 	@echo "make transfer VIDEO=... PROMPT=... MODEL=5b   the chained stages on your own video"
 	@echo "make bench-amf AMF memory/speed benchmark (BENCH_AMF_ARGS=--quick for a 3-minute subset)"
 	@echo "make bench-quality  motion-transfer quality table on the toy model (held-out references)"
-	@echo "make probe-amf / probe-text  what the toy model's AMF sees per block and noise level / which prompt words it reads"
+	@echo "make probe-amf / probe-text / probe-sampler  what the toy model's AMF sees per block and noise level / which prompt words it reads / whether the sampler sets its shapes"
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -104,3 +104,7 @@ probe-amf:
 # Which prompt words the toy model reads: its denoising error on objects with the shape or colour word swapped.
 probe-text:
 	$(PY) benchmarks/probe_text.py --out bench-results/probe_text.json
+
+# Whether the sampler (DDIM/DPM, CFG, steps) decides the toy backbone's shapes: prompt match per variant.
+probe-sampler:
+	$(PY) benchmarks/probe_sampler.py --out bench-results/probe_sampler.json

@@ -27,6 +27,7 @@ def guide(
     emb_after: Annotated[Optional[str], typer.Option(help="emb mode, after the guidance range: restore the model's embeddings (restore, the paper) or carry the last optimised ones to the end (carry). [default: restore]", show_default=False)] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adam (the paper) or normalized: gradient steps scaled by the gradient's RMS, so entries with small gradients (a plain background) move little. [default: adam]", show_default=False)] = None,
     grad_blur: Annotated[Optional[float], typer.Option(help="latent mode: blur each gradient step over the latent's height and width by a Gaussian of this sigma (latent pixels), so the update moves things rather than painting texture; 0 is off (the paper). [default: 0]", show_default=False)] = None,
+    latent_stride: Annotated[Optional[int], typer.Option(help="latent mode: optimise one offset per N x N latent pixels, spread bilinearly over them, so each step moves the latent smoothly instead of painting pixel-scale texture; 1 is every latent pixel (the paper). [default: 1]", show_default=False)] = None,
     no_guidance: Annotated[bool, typer.Option("--no-guidance", help="No optimisation (the paper's injection-only / backbone runs).")] = False,
     no_injection: NoInjectionOpt = False,
     injection_blocks: Annotated[Optional[str], typer.Option(help="Blocks with KV injection. [default: 0]", show_default=False)] = None,
@@ -60,7 +61,7 @@ def guide(
              "injection_blocks": parse_ints(injection_blocks, "--injection-blocks"), "steps": steps, "cfg": cfg,
              "seed": seed, "scheduler": scheduler, "emb_param": emb_param, "emb_after": emb_after,
              "loss_weighting": loss_weighting, "optimizer": optimizer,
-             "grad_blur": grad_blur}
+             "grad_blur": grad_blur, "latent_stride": latent_stride}
     gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flags)
     rt = runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None)
     art = run(amf, gcfg, model=model, runtime=rt, store=Store(cache))

@@ -43,6 +43,7 @@ class ModelPreset:
     emb_after: str = "restore"
     optimizer: str = "adam"
     grad_blur: float = 0.0
+    latent_stride: int = 1
 
 
 PRESETS: dict[str, ModelPreset] = {
@@ -146,6 +147,8 @@ class GuideConfig:
     # so the step is as large on average as Adam's first, but entries with small gradients move little
     grad_blur: float | None = None  # latent mode: Gaussian blur (sigma, latent pixels) of the gradient before each
     # step, so the update holds no texture finer than that (0: off, the paper)
+    latent_stride: int | None = None  # latent mode: optimise one offset per stride x stride latent pixels, spread
+    # bilinearly, so each step is smooth at that scale (1: every latent pixel, the paper)
 
     def resolve(self, preset: ModelPreset) -> "GuideConfig":
         def pick(name):
@@ -164,7 +167,8 @@ class GuideConfig:
             scheduler=self.scheduler or preset.scheduler,
             injection_blocks=tuple(self.injection_blocks),
             **{name: pick(name) for name in ("negative_prompt", "opt_mode", "opt_steps", "injection",
-                                             "loss_weighting", "emb_param", "emb_after", "optimizer", "grad_blur")},
+                                             "loss_weighting", "emb_param", "emb_after", "optimizer", "grad_blur",
+                                             "latent_stride")},
         )
 
     def validate(self) -> None:
@@ -182,6 +186,8 @@ class GuideConfig:
             raise InputError(f"--optimizer must be 'adam' or 'normalized', not {self.optimizer!r}")
         if self.grad_blur is not None and not self.grad_blur >= 0:
             raise InputError(f"--grad-blur must be 0 (off) or a positive sigma, not {self.grad_blur}")
+        if self.latent_stride is not None and self.latent_stride < 1:
+            raise InputError(f"--latent-stride must be at least 1, not {self.latent_stride}")
         if self.opt_steps is not None and self.opt_steps < 1:
             raise InputError("--opt-steps must be at least 1")
         if self.steps is not None and self.steps < 1:
@@ -197,6 +203,16 @@ class GuideConfig:
 def settings(cfg: Any) -> dict[str, Any]:
     """A config as plain JSON-able data (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+# Settings added after artifacts were made without them, each with the value that reproduces what ran before
+# it existed: at that value a setting stays out of artifact hashes, so a ditflow upgrade keeps caches valid.
+LATER_SETTINGS: dict[str, Any] = {"latent_stride": 1}
+
+
+def hashed_settings(cfg: Any) -> dict[str, Any]:
+    """`settings(cfg)` as artifact hashes take it: LATER_SETTINGS at their old behaviour left out."""
+    return {k: v for k, v in settings(cfg).items() if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}
 
 
 C = TypeVar("C")

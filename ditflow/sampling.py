@@ -237,6 +237,20 @@ def blurred_gradient(grad: torch.Tensor, sigma: float) -> torch.Tensor:
     return gaussian_blur(flat, [size, size], [sigma, sigma]).reshape(grad.shape)
 
 
+def coarse_offset(latent: torch.Tensor, stride: int) -> torch.Tensor:
+    """A zero offset for `latent` [B, F, C, H, W] on a grid `stride` times coarser in H and W:
+    [B, F, C, ceil(H/stride), ceil(W/stride)]."""
+    b, f, c, h, w = latent.shape
+    return latent.new_zeros(b, f, c, -(-h // stride), -(-w // stride))
+
+
+def upsampled(offset: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """offset [B, F, C, h, w] -> [B, F, C, *size], bilinearly: the smooth field the coarse entries span."""
+    flat = offset.flatten(0, 1)
+    out = torch.nn.functional.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return out.unflatten(0, offset.shape[:2])
+
+
 class Guide:
     """Adam (or normalised gradient descent) on the latent (`latent` mode) or on the positional embeddings
     (`emb` mode) at each guidance step, against the AMF, MOFT or SMM loss, with the lr interpolated across the
@@ -246,7 +260,7 @@ class Guide:
                  lr: tuple[float, float], guidance_range: tuple[int, int], opt_steps: int, text_pos,
                  temperature: float, threshold: bool, injection: KVInjection | None = None,
                  on_loss: Callable | None = None, emb_param: str = "table", emb_after: str = "restore",
-                 optimizer: str = "adam", grad_blur: float = 0.0, mutual: bool = False):
+                 optimizer: str = "adam", grad_blur: float = 0.0, mutual: bool = False, latent_stride: int = 1):
         self.model, self.ref, self.mode, self.loss_name = model, reference, mode, loss
         self.angles = emb_param == "angle" and model.default_rope is not None
         self.carry = emb_after == "carry" and mode == "emb"
@@ -254,6 +268,10 @@ class Guide:
         self.text, self.temperature, self.threshold = text_pos, temperature, threshold
         self.injection, self.on_loss, self.optimizer = injection, on_loss, optimizer
         self.grad_blur = grad_blur if mode == "latent" else 0.0
+        # latent mode on a coarser grid: Adam moves every variable by about the lr on its first step, so
+        # optimising each latent pixel paints pixel-scale texture; an offset per stride x stride block, spread
+        # bilinearly, moves the latent smoothly
+        self.latent_stride = latent_stride if mode == "latent" else 1
         self.mutual = mutual
         hi, lo = guidance_range
         self.lrs = np.linspace(lr[0], lr[1], hi - lo + 1)
@@ -283,6 +301,10 @@ class Guide:
         if self.angles:
             return torch.stack([var.cos(), var.sin()], dim=1)  # [q/k, cos/sin, N, D]
         return var
+
+    def _latent(self, base: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
+        """The latent latent mode scores: the variable itself, or the base plus the upsampled coarse offset."""
+        return var if self.latent_stride == 1 else base + upsampled(var, base.shape[-2:])
 
     def _processors(self, i):
         """Recorders at the guidance blocks (wrapping injection where a block does both), installed for the
@@ -323,8 +345,9 @@ class Guide:
         lr = float(self.lrs[min(i - self.steps_active.start, len(self.lrs) - 1)])
         ctx, recorders = self._processors(i)
         with torch.enable_grad(), ctx:
+            base = x.detach().float()
             if self.mode == "latent":
-                var = x.detach().float().requires_grad_(True)
+                var = (base.clone() if self.latent_stride == 1 else coarse_offset(base, self.latent_stride)).requires_grad_(True)
             else:
                 var = (self._emb if self._emb is not None else self.initial_embedding()).detach().clone().requires_grad_(True)
             # Adam moves every entry by ~lr on its first step whatever its gradient, so a latent drifts
@@ -333,7 +356,7 @@ class Guide:
             for s in range(self.opt_steps):
                 opt.zero_grad(set_to_none=True)
                 if self.mode == "latent":
-                    value = self.loss(var, t, None, recorders)
+                    value = self.loss(self._latent(base, var), t, None, recorders)
                 else:
                     value = self.loss(x, t, self.model.positions(self.embedding(var)), recorders)
                 value.backward()
@@ -346,7 +369,7 @@ class Guide:
                 if self.on_loss is not None:
                     self.on_loss(record)
         if self.mode == "latent":
-            return var.detach().to(x.dtype), None
+            return self._latent(base, var).detach().to(x.dtype), None
         self._emb = var.detach()
         emb = self.embedding(self._emb)
         self.embeddings[int(t)] = emb.clone()

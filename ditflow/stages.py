@@ -14,7 +14,7 @@ from pathlib import Path
 from . import artifacts, losses
 from .artifacts import AmfArtifact, GenArtifact
 from .backbone import Backbone, config_geometry, model_identity, preset, transformer_config
-from .config import ExtractConfig, GuideConfig, RuntimeOptions, settings
+from .config import ExtractConfig, GuideConfig, RuntimeOptions, hashed_settings, settings
 from .errors import IncompatibleArtifact, InputError
 from .progress import Progress
 from .store import Store, content_key, hash_file_into
@@ -182,6 +182,7 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
                       temperature=gcfg.temperature, threshold=gcfg.threshold_loss, injection=injection,
                       emb_param=gcfg.emb_param, emb_after=gcfg.emb_after, optimizer=gcfg.optimizer,
                       grad_blur=gcfg.grad_blur, mutual=gcfg.loss_weighting == "mutual",
+                      latent_stride=gcfg.latent_stride,
                       on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
 
     with progress.task("denoise", total=len(timesteps)) as bar:
@@ -207,7 +208,7 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
     amf = artifacts.load(store, amf_ref, "amf")
     _check_amf_matches(amf, model, frames, height, width)
     cfg = _resolve_guide(amf, cfg)
-    inputs = {"amf": amf.hash, "model": amf.inputs["model"], **settings(cfg)}
+    inputs = {"amf": amf.hash, "model": amf.inputs["model"], **hashed_settings(cfg)}
     h = content_key("gen", inputs)
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
@@ -237,7 +238,7 @@ def inject(emb_ref: str, cfg: InjectConfig, *, runtime: RuntimeOptions = Runtime
                    negative_prompt=base.negative_prompt if cfg.negative_prompt is None else cfg.negative_prompt,
                    seed=base.seed if cfg.seed is None else cfg.seed, cfg=base.cfg if cfg.cfg is None else cfg.cfg,
                    injection=base.injection if cfg.injection is None else cfg.injection)
-    inputs = {"emb": src.hash, "amf": amf.hash, "model": amf.inputs["model"], **settings(gcfg)}
+    inputs = {"emb": src.hash, "amf": amf.hash, "model": amf.inputs["model"], **hashed_settings(gcfg)}
     h = content_key("gen", inputs)
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")

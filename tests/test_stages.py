@@ -112,6 +112,38 @@ def test_grad_blur_lowers_the_loss_and_keys_the_artifact(tiny_rope, ref_video, s
         GuideConfig(grad_blur=-1.0).validate()
 
 
+def test_coarse_offset_spreads_smoothly_over_the_latent():
+    from ditflow.sampling import coarse_offset, upsampled
+
+    latent = torch.randn(1, 2, 3, 16, 12)
+    off = coarse_offset(latent, 4)
+    assert off.shape == (1, 2, 3, 4, 3) and not off.any()
+    off = torch.randn_like(off)
+    up = upsampled(off, latent.shape[-2:])
+    assert up.shape == latent.shape
+    assert torch.isclose(up.mean(), off.mean(), atol=0.1)  # the coarse entries' level, spread
+    # smooth: neighbouring latent pixels differ far less than neighbouring coarse entries
+    assert up.diff(dim=-1).abs().mean() < 0.5 * off.diff(dim=-1).abs().mean()
+    assert coarse_offset(torch.zeros(1, 1, 1, 5, 5), 2).shape[-2:] == (3, 3)  # a side that does not divide
+
+
+def test_latent_stride_lowers_the_loss_and_keeps_old_hashes(tiny_rope, ref_video, store, runtime):
+    from ditflow.config import hashed_settings, settings
+
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    base = dict(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), **FAST)
+    gen = guide(amf.hash, GuideConfig(latent_stride=2, **base), runtime=runtime, store=store)
+    assert _decreases(gen.losses, FAST["opt_steps"])
+    fine = guide(amf.hash, GuideConfig(latent_stride=1, **base), runtime=runtime, store=store)
+    assert fine.hash != gen.hash and not np.array_equal(fine.frames, gen.frames)
+    # stride 1 is what ran before the option existed: it stays out of the hash, so caches stay valid
+    assert "latent_stride" not in hashed_settings(GuideConfig(latent_stride=1))
+    assert hashed_settings(GuideConfig(latent_stride=2))["latent_stride"] == 2
+    assert "latent_stride" in settings(GuideConfig(latent_stride=1))
+    with pytest.raises(InputError):
+        GuideConfig(latent_stride=0).validate()
+
+
 def test_sincos_model_emb_mode(tiny_sincos, ref_video, store, runtime):
     """2B-like models optimise the sincos embedding (through a patch-embed hook) and can be replayed."""
     amf = extract(ref_video, extract_cfg(tiny_sincos), runtime=runtime, store=store)

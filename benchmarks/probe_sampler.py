@@ -1,0 +1,90 @@
+"""Does the sampler decide whether the toy model draws the prompt's shape? The backbone (no guidance) on the
+quality benchmark's new prompts, under sampler variants: prompt match (colour, shape) and which shapes the
+judge sees drawn.
+
+    python benchmarks/probe_sampler.py --out bench-results/probe_sampler.json      (make probe-sampler)
+
+Each variant is a JSON object of `CogVideoXPipeline` settings: scheduler ("ddim" or "dpm"), cfg, steps.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_quality import new_prompt, references  # noqa: E402
+from ditflow.toyworld import judge  # noqa: E402
+from ditflow.toyworld.train import world_radius  # noqa: E402
+
+VARIANTS = {
+    "ddim, cfg 2.5 (default)": {},
+    "dpm, cfg 2.5": {"scheduler": "dpm"},
+    "ddim, cfg 1.5": {"cfg": 1.5},
+    "ddim, cfg 5": {"cfg": 5.0},
+    "ddim, 100 steps": {"steps": 100},
+}
+
+
+def drawn_shape(frames: np.ndarray, match) -> str | None:
+    """The shape the judge sees in the middle frame where the prompt's colour is present (None: not found)."""
+    present = np.nonzero(match.coverage >= judge.MIN_AREA_FRAC)[0]
+    return judge.classify_shape(match.mask[present[len(present) // 2]]) if match.colour and len(present) else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(ROOT / "assets" / "toy-cogvideox"))
+    ap.add_argument("--refs", type=int, default=20)
+    ap.add_argument("--seeds", default="1,2")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "probe_sampler.json")
+    args = ap.parse_args()
+
+    import torch
+    from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
+
+    from ditflow.backbone import preset
+
+    pre = preset(args.model)
+    pipe = CogVideoXPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    ddim = pipe.scheduler
+    prompts = [new_prompt(s, c) for s, c in references(args.refs, pre.frames, pre.height, world_radius(args.model))]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = {}
+    for name, v in VARIANTS.items():
+        pipe.scheduler = (CogVideoXDPMScheduler.from_config(ddim.config, timestep_spacing="trailing")
+                          if v.get("scheduler") == "dpm" else ddim)
+        t0, counts, drawn = time.time(), collections.Counter(), collections.Counter()
+        for prompt in prompts:
+            for seed in seeds:
+                out = pipe(prompt, negative_prompt=pre.negative_prompt, max_sequence_length=16, num_frames=pre.frames,
+                           height=pre.height, width=pre.width, guidance_scale=v.get("cfg", pre.cfg),
+                           use_dynamic_cfg=False, num_inference_steps=v.get("steps", pre.steps),
+                           generator=torch.Generator().manual_seed(seed), output_type="np").frames[0]
+                frames = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+                m = judge.prompt_match(frames, prompt)
+                counts.update(videos=1, colour=int(m.colour), shape=int(m.shape), both=int(m.ok))
+                drawn[drawn_shape(frames, m) or "not found"] += 1
+        n = counts["videos"]
+        results[name] = {"settings": v, "videos": n, "prompt_match": counts["both"] / n,
+                         "colour_match": counts["colour"] / n, "shape_match": counts["shape"] / n,
+                         "drawn": dict(drawn), "seconds": time.time() - t0}
+        print(f"{name:26s} match {counts['both'] / n:5.0%}  colour {counts['colour'] / n:5.0%}  drawn {dict(drawn)}",
+              flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"benchmark": "probe_sampler", "model": args.model, "refs": args.refs,
+                                    "seeds": seeds, "variants": results}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
