@@ -25,12 +25,12 @@ from bench_quality import new_prompt, references  # noqa: E402
 from ditflow.toyworld import judge  # noqa: E402
 from ditflow.toyworld.train import world_radius  # noqa: E402
 
-VARIANTS = {
-    "ddim, cfg 2.5 (default)": {},
-    "dpm, cfg 2.5": {"scheduler": "dpm"},
-    "ddim, cfg 1.5": {"cfg": 1.5},
-    "ddim, cfg 5": {"cfg": 5.0},
-    "ddim, 100 steps": {"steps": 100},
+VARIANTS = {  # the model's defaults (DDIM, its CFG and steps) but for what each names
+    "default": {},
+    "dpm": {"scheduler": "dpm"},
+    "cfg1.5": {"cfg": 1.5},
+    "cfg5": {"cfg": 5.0},
+    "steps100": {"steps": 100},
 }
 
 
@@ -42,25 +42,30 @@ def drawn_shape(frames: np.ndarray, match) -> str | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(ROOT / "assets" / "toy-cogvideox"))
+    ap.add_argument("--model", default="toy", help="toy, or a toy model folder")
     ap.add_argument("--refs", type=int, default=20)
     ap.add_argument("--seeds", default="1,2")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of: " + ", ".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "probe_sampler.json")
     args = ap.parse_args()
 
     import torch
     from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
 
-    from ditflow.backbone import preset
+    from ditflow.backbone import preset, resolve_folder
 
-    pre = preset(args.model)
-    pipe = CogVideoXPipeline.from_pretrained(args.model)
+    pre, folder = preset(args.model), resolve_folder(args.model)
+    pipe = CogVideoXPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     ddim = pipe.scheduler
-    prompts = [new_prompt(s, c) for s, c in references(args.refs, pre.frames, pre.height, world_radius(args.model))]
+    prompts = [new_prompt(s, c) for s, c in references(args.refs, pre.frames, pre.height, world_radius(folder))]
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {}
-    for name, v in VARIANTS.items():
+    names = args.variants.split(",")
+    if unknown := [n for n in names if n not in VARIANTS]:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
+    for name in names:
+        v = VARIANTS[name]
         pipe.scheduler = (CogVideoXDPMScheduler.from_config(ddim.config, timestep_spacing="trailing")
                           if v.get("scheduler") == "dpm" else ddim)
         t0, counts, drawn = time.time(), collections.Counter(), collections.Counter()
@@ -78,7 +83,7 @@ def main() -> None:
         results[name] = {"settings": v, "videos": n, "prompt_match": counts["both"] / n,
                          "colour_match": counts["colour"] / n, "shape_match": counts["shape"] / n,
                          "drawn": dict(drawn), "seconds": time.time() - t0}
-        print(f"{name:26s} match {counts['both'] / n:5.0%}  colour {counts['colour'] / n:5.0%}  drawn {dict(drawn)}",
+        print(f"{name:10s} match {counts['both'] / n:5.0%}  colour {counts['colour'] / n:5.0%}  drawn {dict(drawn)}",
               flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "probe_sampler", "model": args.model, "refs": args.refs,

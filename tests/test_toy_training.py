@@ -188,3 +188,16 @@ def test_stage_2b_settings_may_change_until_it_has_run(tmp_path):
     (tmp_path / "tune.json").write_text(json.dumps({"step": 1}))
     with pytest.raises(SystemExit, match="tune_margin"):
         check_work(replace(TINY, tune_margin=0.3), tmp_path)
+
+
+def test_stage_2b_without_contrast_is_a_plain_fine_tune_on_its_band(tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    work = tmp_path / "work"
+    train(replace(TINY, tune_contrast=0.0, tune_t=(500, 999)), work, tmp_path / "toy", quiet=True)
+    tune = json.loads((work / "tune.json").read_text())
+    assert tune["step"] == 2 and "foil_gap" not in tune and tune["loss"] == tune["fit"]  # no foil scored
+    before, after = load_file(str(work / "transformer_ema.safetensors")), load_file(str(work / "tune.safetensors"))
+    assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)  # it trained

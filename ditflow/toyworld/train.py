@@ -77,7 +77,7 @@ class Recipe:
     tune_lr: float = 1e-4
     tune_t: tuple[int, int] = (50, 700)  # timesteps where shape forms (a re-noising test: layout is fixed above)
     tune_edge_weight: float = 4.0
-    tune_contrast: float = 1.0
+    tune_contrast: float = 1.0  # 0: no foil, a plain fine-tune on the tune_t band of timesteps
     tune_margin: float = 0.1
     bank: int = 8_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
     checkpoint_every: int = 100
@@ -486,24 +486,29 @@ def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progre
             t = torch.randint(lo, hi + 1, (recipe.batch,), generator=gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
             xt, target = noised(alphas, x0, noise, t)
-            ids = tokenizer(prompts + foils, padding="max_length", max_length=recipe.text_len, truncation=True,
-                            return_tensors="pt").input_ids.to(device)
+            n = 2 if recipe.tune_contrast else 1  # without the hinge the foil's pass would be wasted
+            ids = tokenizer((prompts + foils)[: n * len(prompts)], padding="max_length", max_length=recipe.text_len,
+                            truncation=True, return_tensors="pt").input_ids.to(device)
             with torch.no_grad():
                 text = text_encoder(ids)[0]
-            pred, foil = transformer(hidden_states=xt.repeat(2, 1, 1, 1, 1), encoder_hidden_states=text,
-                                     timestep=t.repeat(2), image_rotary_emb=rope, return_dict=False)[0].chunk(2)
+            out = transformer(hidden_states=xt.repeat(n, 1, 1, 1, 1), encoder_hidden_states=text,
+                              timestep=t.repeat(n), image_rotary_emb=rope, return_dict=False)[0]
+            pred = out[: len(prompts)]
             weight = 1.0 + recipe.object_weight * m + recipe.tune_edge_weight * 4 * m * (1 - m)
-            fit = (weight * (pred - target) ** 2).mean() / weight.mean()
-            gap = object_errors(foil, target, m).log() - object_errors(pred, target, m).log()  # [B]: > 0 is right
-            hinge = (torch.relu(recipe.tune_margin - gap) * keep.to(device)).sum() / keep.sum().clamp_min(1)
-            loss = fit + recipe.tune_contrast * hinge
+            loss = fit = (weight * (pred - target) ** 2).mean() / weight.mean()
+            gap = None
+            if n == 2:
+                gap = object_errors(out[len(prompts):], target, m).log() - object_errors(pred, target, m).log()  # > 0: right
+                hinge = (torch.relu(recipe.tune_margin - gap) * keep.to(device)).sum() / keep.sum().clamp_min(1)
+                loss = fit + recipe.tune_contrast * hinge
             _update(opt, loss, bar, list(transformer.parameters()))
             _ema_step(ema, transformer, recipe.ema)
             if _due(recipe, step, recipe.tune_steps):
                 _save_ema(work, "tune_ema", ema)
-                foil_gap = float(gap.detach()[keep.to(device)].mean()) if keep.any() else 0.0
-                _save(work, "tune", transformer, {"step": step + 1, "loss": loss.item(), "fit": fit.item(),
-                                                  "foil_gap": foil_gap})
+                info = {"step": step + 1, "loss": loss.item(), "fit": fit.item()}
+                if gap is not None and keep.any():
+                    info["foil_gap"] = float(gap.detach()[keep.to(device)].mean())
+                _save(work, "tune", transformer, info)
     transformer.load_state_dict(ema)
     transformer.eval().requires_grad_(False)
 
