@@ -72,14 +72,15 @@ def new_prompt(seed: int, clip, salt: int = 0) -> str:
     return f"{article} {colour} {shape} on a {bg} {'gradient ' if kind == 'gradient' else ''}background"
 
 
-def judge_video(frames: np.ndarray, prompt: str, clip, ref_frames: np.ndarray, evaluator) -> dict:
-    match = judge.prompt_match(frames, prompt)
+def judge_video(frames: np.ndarray, prompt: str, clip, ref_frames: np.ndarray, evaluator,
+                max_area: float = judge.MAX_AREA_FRAC) -> dict:
+    match = judge.prompt_match(frames, prompt, max_area)
     path = judge.centroid_path(match.mask)  # the first object's mask, which object_mask would find again
     rel, ab = judge.path_errors(path, clip.trajectories[0])
     mf = evaluator.score(frames, ref_frames, None).get("motion_fidelity")
     return {"prompt_match": bool(match.ok), "colour_match": bool(match.colour), "shape_match": bool(match.shape),
             "rel_path_error": rel, "abs_path_error": ab, "mf": mf,
-            "background_residue": judge.background_residual(frames, prompt)}
+            "background_residue": judge.background_residual(frames, prompt, max_area)}
 
 
 def mean_of(values: list[float]) -> float | None:
@@ -148,8 +149,10 @@ def main() -> None:
     runtime = RuntimeOptions(quiet=True)
     evaluator = Evaluator(EvalSettings(metrics=("mf",), tracker="lk"))
     motions = tuple(args.motions.split(",")) if args.motions else None
+    radius = world_radius(resolve_folder(args.model))
+    max_area = judge.max_area_for(radius)  # the largest blob the judge takes for an object of this world
     try:
-        refs = references(args.refs, pre.frames, pre.height, world_radius(resolve_folder(args.model)), motions)
+        refs = references(args.refs, pre.frames, pre.height, radius, motions)
     except ValueError as e:
         raise SystemExit(f"bench_quality: {e}")
 
@@ -194,7 +197,7 @@ def main() -> None:
                        "prompt": use_prompt, "seconds": seconds, "gen": gen.hash[:12],
                        "from_store": gen.hash in stored,
                        "amf": source.hash[:12] if source is not None else None,
-                       **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator)}
+                       **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator, max_area)}
                 rows.append(row)
                 if args.save_videos:
                     out = args.work / "videos" / f"seed{seed:04d}-n{noise_seed}-{name.replace(' ', '_')}.mp4"

@@ -58,7 +58,9 @@ def main() -> None:
     pipe = CogVideoXPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     ddim = pipe.scheduler
-    prompts = [new_prompt(s, c) for s, c in references(args.refs, pre.frames, pre.height, world_radius(folder))]
+    radius = world_radius(folder)
+    max_area = judge.max_area_for(radius)
+    prompts = [new_prompt(s, c) for s, c in references(args.refs, pre.frames, pre.height, radius)]
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {}
     names = args.variants.split(",")
@@ -76,7 +78,7 @@ def main() -> None:
                            use_dynamic_cfg=False, num_inference_steps=v.get("steps", pre.steps),
                            generator=torch.Generator().manual_seed(seed), output_type="np").frames[0]
                 frames = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
-                m = judge.prompt_match(frames, prompt)
+                m = judge.prompt_match(frames, prompt, max_area)
                 counts.update(videos=1, colour=int(m.colour), shape=int(m.shape), both=int(m.ok))
                 drawn[drawn_shape(frames, m) or "not found"] += 1
         n = counts["videos"]

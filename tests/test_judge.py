@@ -178,3 +178,13 @@ def test_background_residual_is_small_on_world_clips_and_grows_with_stray_paint(
         assert clean < judge.background_residual(noisy, c.prompt) < 25, c.prompt
     textured = _clips(1, backgrounds=("textured",))[0]
     assert judge.background_residual(textured.frames, textured.prompt) is None  # no plane to measure against
+
+
+def test_max_area_keeps_v4_setting_and_admits_larger_worlds_objects():
+    assert judge.max_area_for((0.14, 0.22)) == judge.MAX_AREA_FRAC  # v4's world: unchanged
+    frames = np.full((3, 64, 64, 3), COLOURS["grey"], dtype=np.uint8)
+    frames[:, _shape_mask("square", 32, 32, 0.33 * 64, 64, 64)] = COLOURS["red"]  # 31% of the frame
+    prompt = "a red square on a grey background"
+    assert not judge.prompt_match(frames, prompt).colour  # too large for v4's world: background
+    m = judge.prompt_match(frames, prompt, judge.max_area_for((0.24, 0.33)))
+    assert m.ok and m.mask.any(axis=(1, 2)).all()

@@ -24,6 +24,10 @@ def test_train_resume_export_and_use(tmp_path, runtime, store):
     train(replace(TINY, steps=3), work, out, quiet=True)  # resumes: one more step only
     assert json.loads((work / "transformer.json").read_text())["step"] == 3
     assert json.loads((work / "latents.json").read_text())["size"] == 40  # encoded once, reused on resume
+    from safetensors.torch import load_file
+
+    bank = load_file(str(work / "latents.safetensors"))
+    assert bank["ambiguity"].shape == bank["masks"].shape and 0 < bank["ambiguity"].max() <= 1  # shape weighting
     assert json.loads((work / "decoder.json").read_text())["step"] == 2
     assert json.loads((work / "text_pretrain.json").read_text())["step"] == 2
     tune = json.loads((work / "tune.json").read_text())
@@ -145,6 +149,22 @@ def test_resume_accepts_work_folders_from_before_the_patch_setting(tmp_path):
     del old["patch"]  # v4's recipe.json
     (tmp_path / "recipe.json").write_text(json.dumps(old))
     check_work(Recipe(), tmp_path)  # no SystemExit
+
+
+def test_resume_reads_recipes_from_before_the_shape_weight_as_unweighted(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    import pytest
+
+    from ditflow.toyworld.train import check_work
+
+    old = json.loads(json.dumps(asdict(TINY)))
+    del old["shape_weight"]  # v4's and v5's recipe.json
+    (tmp_path / "recipe.json").write_text(json.dumps(old))
+    check_work(replace(TINY, shape_weight=0.0), tmp_path)  # no SystemExit: they trained without it
+    with pytest.raises(SystemExit, match="shape_weight"):
+        check_work(replace(TINY, shape_weight=2.0), tmp_path)
 
 
 def test_foil_prompt_swaps_only_the_first_object_shape():

@@ -55,3 +55,18 @@ def test_radius_sets_object_size_and_nothing_else():
     assert small.prompt == big.prompt and small.motion == big.motion  # the same draws, only sizes differ
     area = lambda c: c.masks[0, 0].sum()  # noqa: E731
     assert 3.0 < area(big) / area(small) < 5.0  # area grows with r^2
+
+
+def test_shape_ambiguity_is_where_shapes_disagree():
+    from ditflow.toyworld.world import SHAPES, _shape_mask, shape_ambiguity
+
+    clip = next(c for c in (make_clip(s, 9, 64, 64) for s in range(50)) if len(c.shapes) == 1)
+    amb = shape_ambiguity(clip)
+    assert amb.shape == clip.masks.shape[1:] and len(clip.radii) == 1
+    (x, y), r = clip.trajectories[0, 4], clip.radii[0]
+    drawn = {s: _shape_mask(s, x, y, r, 64, 64) for s in SHAPES}
+    for s in SHAPES:  # pixels one shape covers and another does not are all ambiguous
+        assert (drawn[s] & ~drawn["circle"] <= amb[4]).all() and (drawn["circle"] & ~drawn[s] <= amb[4]).all()
+    assert not amb[4][int(y), int(x)]  # every shape covers its centre
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    assert not amb[4][(xx - x) ** 2 + (yy - y) ** 2 > (1.25 * r) ** 2].any()  # nothing beyond the shapes (square corners: 1.2 r)

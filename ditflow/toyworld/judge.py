@@ -19,7 +19,8 @@ from .world import COLOURS, SHAPES, _shape_mask
 COLOUR_THRESHOLD = 90.0
 MIN_AREA_FRAC = 0.008  # under the smallest object (a triangle of r = 0.14 * side covers 3%; v3's r = 0.10, 1.6%);
 # texture blobs cover ~0.5-1%
-MAX_AREA_FRAC = 0.25  # the largest object (a circle of r = 0.22 * side) covers 15%: bigger is background
+MAX_AREA_FRAC = 0.25  # the largest object (a circle of r = 0.22 * side) covers 15%: bigger is background. Worlds of
+# larger objects (v6) raise it: see max_area_for
 FG_THRESHOLD = 40.0  # distance from the fitted background; noise of sigma 15 per channel is ~26
 GROW_STEPS = 2  # a 5x5 blur spreads an edge over ~2 px
 PRESENT_FRAC = 0.8  # share of frames the object must be visible in
@@ -92,10 +93,17 @@ def _background(frame: np.ndarray) -> np.ndarray:
     return (a @ coef).reshape(h, w, 3)
 
 
-def _colour_masks(frames: np.ndarray, colour: str, bg_colour: str | None,
-                  bg: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def max_area_for(radius: tuple[float, float]) -> float:
+    """The largest blob (fraction of the frame) taken for an object in a world of these object radii (fractions
+    of the frame side): 1.6x its largest circle, and never under MAX_AREA_FRAC (v4's world and smaller)."""
+    return max(MAX_AREA_FRAC, 1.6 * np.pi * float(radius[1]) ** 2)
+
+
+def _colour_masks(frames: np.ndarray, colour: str, bg_colour: str | None, bg: np.ndarray | None = None,
+                  max_area: float = MAX_AREA_FRAC) -> tuple[np.ndarray, np.ndarray]:
     """(kept, blobs) bool [T,H,W]: the object's component per frame; all foreground blobs of its colour.
-    `bg` float [T,H,W,3]: the frames' fitted backgrounds, when the caller has them already."""
+    `bg` float [T,H,W,3]: the frames' fitted backgrounds, when the caller has them already; `max_area`: larger
+    blobs are background (fraction of the frame)."""
     if colour not in COLOURS or (bg_colour is not None and bg_colour not in COLOURS):
         raise ValueError(f"unknown colour {colour!r} or {bg_colour!r}")
     if colour == bg_colour:  # the world never draws an object in its background's colour
@@ -120,7 +128,7 @@ def _colour_masks(frames: np.ndarray, colour: str, bg_colour: str | None,
         opened[f] = cv2.morphologyEx(raw[f].astype(np.uint8), cv2.MORPH_OPEN, kernel)  # specks do not count
         _, labels, stats, _ = cv2.connectedComponentsWithStats(opened[f].astype(np.uint8), connectivity=8)
         areas = stats[1:, cv2.CC_STAT_AREA]
-        fits = np.nonzero(areas <= MAX_AREA_FRAC * h * w)[0]  # a huge region is background, not an object
+        fits = np.nonzero(areas <= max_area * h * w)[0]  # a huge region is background, not an object
         if not len(fits):
             continue
         m = (labels == 1 + fits[areas[fits].argmax()]).astype(np.uint8)
@@ -130,11 +138,12 @@ def _colour_masks(frames: np.ndarray, colour: str, bg_colour: str | None,
     return kept, opened
 
 
-def object_mask(frames: np.ndarray, colour: str, bg_colour: str | None = None) -> np.ndarray:
+def object_mask(frames: np.ndarray, colour: str, bg_colour: str | None = None,
+                max_area: float = MAX_AREA_FRAC) -> np.ndarray:
     """frames uint8 [T,H,W,3] -> bool [T,H,W]: per frame, the largest foreground blob of pixels nearest to
     `colour` (empty where there is none). The background is fitted from the pixels; `bg_colour` (the
     prompt's) only guards against asking for the background's own colour."""
-    return _colour_masks(frames, colour, bg_colour)[0]
+    return _colour_masks(frames, colour, bg_colour, max_area=max_area)[0]
 
 
 def centroid_path(mask: np.ndarray) -> np.ndarray:
@@ -173,11 +182,12 @@ def classify_shape(mask2d: np.ndarray) -> str:
     return best
 
 
-def prompt_match(frames: np.ndarray, prompt: str) -> Match:
-    """frames uint8 [T,H,W,3]: is the prompt's first object there in its colour and shape?"""
+def prompt_match(frames: np.ndarray, prompt: str, max_area: float = MAX_AREA_FRAC) -> Match:
+    """frames uint8 [T,H,W,3]: is the prompt's first object there in its colour and shape? `max_area`: the
+    world's, `max_area_for(radius)`."""
     p = parse_prompt(prompt)
     colour, shape = p.objects[0]
-    kept, blobs = _colour_masks(frames, colour, p.bg_colour)
+    kept, blobs = _colour_masks(frames, colour, p.bg_colour, max_area=max_area)
     t, h, w = kept.shape
     areas = kept.reshape(t, -1).sum(1)
     coverage = areas / (h * w)
@@ -189,7 +199,7 @@ def prompt_match(frames: np.ndarray, prompt: str) -> Match:
     return Match(colour_ok, shape_ok, colour_ok and shape_ok, coverage, kept)
 
 
-def background_residual(frames: np.ndarray, prompt: str) -> float | None:
+def background_residual(frames: np.ndarray, prompt: str, max_area: float = MAX_AREA_FRAC) -> float | None:
     """frames uint8 [T,H,W,3] -> mean RGB distance (0-255 scale) of the pixels away from every prompt
     object from the plane fitted to the frame; None for a textured background, which no plane fits. A
     plain or gradient background is such a plane, so this measures what a generator added that the prompt
@@ -202,7 +212,7 @@ def background_residual(frames: np.ndarray, prompt: str) -> float | None:
     away = np.ones(x.shape[:3], dtype=bool)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     for colour, _shape in p.objects:
-        for f, m in enumerate(_colour_masks(frames, colour, p.bg_colour, bg)[0]):
+        for f, m in enumerate(_colour_masks(frames, colour, p.bg_colour, bg, max_area)[0]):
             away[f] &= ~cv2.dilate(m.astype(np.uint8), kernel).astype(bool)  # blurred edges are not residue
     dist = np.linalg.norm(x - bg, axis=-1)
     resid = [dist[f][away[f]].mean() for f in range(len(x)) if away[f].any()]

@@ -21,7 +21,8 @@ import torch
 
 from ..progress import Progress
 from ..tiny import build_tokenizer
-from .world import BACKGROUNDS, BG_COLOURS, COLOURS, MOTIONS, OBJECT_RADIUS, SHAPES, Clip, make_clip, scene_prompt
+from .world import (BACKGROUNDS, BG_COLOURS, COLOURS, MOTIONS, OBJECT_RADIUS, SHAPES, Clip, make_clip, scene_prompt,
+                    shape_ambiguity)
 
 TRAIN_SEED0 = 10_000
 
@@ -31,8 +32,9 @@ class Recipe:
     size: int = 64  # pixels; the VAE divides by 4 -> 16x16 latent -> 8x8 patches of 2x2. v5's recipe (not shipped)
     # drew 96 px with vae_channels (8, 16, 32), patch 3 and 5,000 steps: a 24x24 latent whose VAE kept shapes
     # (88% against 65%), but the transformer still drew circles, and guidance moved them less well (README)
-    object_radius: tuple[float, float] = OBJECT_RADIUS  # the world's object sizes (v3: 0.10-0.18, too small to
-    # keep their shape through the VAE)
+    object_radius: tuple[float, float] = (0.20, 0.28)  # fraction of the frame side. v6: v4's VAE, untrained on them,
+    # kept the shape of 85% of objects this size after a round trip against 63% of v4's own (OBJECT_RADIUS,
+    # 0.14-0.22); v3's 0.10-0.18 were too small to keep their shape at all
     frames: int = 17  # -> 5 latent frames
     vae_channels: tuple[int, ...] = (16, 32, 32)  # 3 levels: spatial 4, temporal 4
     latent_channels: int = 4  # v2's 8 (3 anchored + 5 free) gave the transformer free channels of fine texture
@@ -51,7 +53,7 @@ class Recipe:
     # latent space is far easier for a small transformer to model (v1 without it drew smeared colour fields)
     decoder_steps: int = 600  # stage 3: the decoder alone on the frozen encoder's latents (sharper frames)
     decoder_lr: float = 5e-4
-    steps: int = 4500
+    steps: int = 4000  # v6 (v4: 4,500; this machine ran at half v4's speed, so the budget fixed the count)
     batch: int = 16
     lr: float = 3e-4
     ema: float = 0.999
@@ -59,6 +61,8 @@ class Recipe:
     empty_prompt: float = 0.1  # for classifier-free guidance
     high_noise_power: float = 0.8  # t = 999 * u**power: < 1 puts more weight on high-noise timesteps
     object_weight: float = 2.0  # extra loss weight on object tokens: small objects vanish under a plain MSE
+    shape_weight: float = 2.0  # extra loss weight where the world's shapes disagree (world.shape_ambiguity; v6):
+    # v4 ignored the shape word, whose pixels are a few percent of an object's loss (v1-v5: 0)
     object_weight_from: int = 0  # the step it starts (v1 switched it on at 2,500, when it found the need)
     text_from: int = 0  # the T5 trains with the transformer from here: frozen random, it gives a bag of words
     # (the transformer has no text positions), so "a blue square on a grey background" cannot tell object
@@ -314,19 +318,24 @@ def _encode(vae, video, scaling: float):
     return (vae.encode(video).latent_dist.mode() * scaling).permute(0, 2, 1, 3, 4)  # [B, F, C, h, w]
 
 
-def latent_mask(clip: Clip, spatial: int, temporal: int = 4) -> np.ndarray:
-    """Object coverage of a clip at latent resolution [F, h, w]: a latent frame covers its group of pixel
-    frames (any object in any of them), averaged over each latent pixel's block."""
-    m = clip.masks.any(axis=0)  # [T, H, W]
-    groups = [m[:1]] + [m[1 + temporal * k: 1 + temporal * (k + 1)] for k in range((len(m) - 1) // temporal)]
+def to_latent_grid(mask: np.ndarray, spatial: int, temporal: int = 4) -> np.ndarray:
+    """bool [T, H, W] pixel-frame mask -> float [F, h, w]: a latent frame covers its group of pixel frames (set
+    in any of them), averaged over each latent pixel's block."""
+    groups = [mask[:1]] + [mask[1 + temporal * k: 1 + temporal * (k + 1)] for k in range((len(mask) - 1) // temporal)]
     lat = np.stack([g.any(axis=0) for g in groups]).astype(np.float32)
     t, h, w = lat.shape
     return lat.reshape(t, h // spatial, spatial, w // spatial, spatial).mean(axis=(2, 4))
 
 
+def latent_mask(clip: Clip, spatial: int, temporal: int = 4) -> np.ndarray:
+    """Object coverage of a clip at latent resolution [F, h, w] (any object)."""
+    return to_latent_grid(clip.masks.any(axis=0), spatial, temporal)
+
+
 def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, progress: Progress):
     """`recipe.bank` training clips encoded once: ([B, F, C, h, w] scaled latents, prompts, [B, F, 1, h, w]
-    object coverage), kept in the work folder so a resumed run does not encode them again."""
+    object coverage, [B, F, 1, h, w] shape ambiguity: see `world.shape_ambiguity`), kept in the work folder so
+    a resumed run does not encode them again."""
     from safetensors.torch import load_file, save_file
 
     path = work / "latents.safetensors"
@@ -334,22 +343,24 @@ def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, p
         meta = json.loads((work / "latents.json").read_text())
         if meta.get("size") == recipe.bank and meta.get("scaling") == scaling:
             saved = load_file(str(path))
-            if "masks" in saved:  # banks before the masks moved here are encoded again
-                return saved["latents"], meta["prompts"], saved["masks"]
-    chunks, prompts, masks, batch = [], [], [], 32
+            if "ambiguity" in saved:  # banks before v6 lack it: encoded again
+                return saved["latents"], meta["prompts"], saved["masks"], saved["ambiguity"]
+    chunks, prompts, masks, ambiguity, batch = [], [], [], [], 32
     with progress.task("encode training clips", total=recipe.bank) as bar:
         for step in range(0, recipe.bank, batch):
             clips = render_batch(recipe, step // batch, batch, stage=2)
             chunks.append(_encode(vae, to_video(clips).to(device), scaling).cpu())
             prompts += [c.prompt for c in clips]
             masks += [latent_mask(c, recipe.spatial) for c in clips]
+            ambiguity += [to_latent_grid(shape_ambiguity(c), recipe.spatial) for c in clips]
             bar.advance(advance=batch)
     latents = torch.cat(chunks)[: recipe.bank].contiguous()
     masks = torch.from_numpy(np.stack(masks[: recipe.bank]))[:, :, None].contiguous()
-    save_file({"latents": latents, "masks": masks}, str(work / ".latents.tmp"))
+    ambiguity = torch.from_numpy(np.stack(ambiguity[: recipe.bank]))[:, :, None].contiguous()
+    save_file({"latents": latents, "masks": masks, "ambiguity": ambiguity}, str(work / ".latents.tmp"))
     os.replace(work / ".latents.tmp", path)
     (work / "latents.json").write_text(json.dumps({"size": recipe.bank, "scaling": scaling, "prompts": prompts[: recipe.bank]}))
-    return latents, prompts[: recipe.bank], masks
+    return latents, prompts[: recipe.bank], masks, ambiguity
 
 
 def noised(alphas: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
@@ -396,7 +407,7 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
         video, _ = clip_batch(recipe, 0, 16, stage=3)
         state["scaling"] = float(1.0 / _encode(vae, video.to(device), 1.0).std())
     scaling = state["scaling"]
-    bank, bank_prompts, masks = _latent_bank(recipe, vae, scaling, work, device, progress)
+    bank, bank_prompts, masks, ambiguity = _latent_bank(recipe, vae, scaling, work, device, progress)
     transformer.to(device).train().requires_grad_(True)
     text_params = list(text_encoder.parameters())
     opt = torch.optim.AdamW([{"params": transformer.parameters()}, {"params": text_params}], lr=recipe.lr, weight_decay=0.01)
@@ -424,7 +435,7 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             pred = transformer(hidden_states=xt, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
                                return_dict=False)[0]
             object_weight = recipe.object_weight if step >= recipe.object_weight_from else 0.0
-            weight = 1.0 + object_weight * masks[idx].to(device)  # [B, F, 1, h, w]
+            weight = 1.0 + object_weight * masks[idx].to(device) + recipe.shape_weight * ambiguity[idx].to(device)
             loss = (weight * (pred - target) ** 2).mean() / weight.mean()
             _update(opt, loss, bar, list(transformer.parameters()) + text_params)
             sched.step()
@@ -466,7 +477,7 @@ def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progre
     ema = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
     if (work / "tune_ema.safetensors").is_file():
         ema = load_file(str(work / "tune_ema.safetensors"))
-    bank, bank_prompts, masks = _latent_bank(recipe, vae.to(device), scaling, work, device, progress)
+    bank, bank_prompts, masks, _ = _latent_bank(recipe, vae.to(device), scaling, work, device, progress)
     text_encoder.to(device).eval().requires_grad_(False)
     transformer.to(device).train().requires_grad_(True)
     opt = torch.optim.AdamW(transformer.parameters(), lr=recipe.tune_lr, weight_decay=0.01)
@@ -589,6 +600,7 @@ def check_work(recipe: Recipe, work: Path) -> None:
         return
     old = json.loads(path.read_text())
     old.setdefault("patch", 2)  # recipes before the setting (v1-v4) used patches of 2
+    old.setdefault("shape_weight", 0.0)  # v1-v5 had no shape weighting
     mine = json.loads(json.dumps(asdict(recipe)))  # tuples as lists, as stored
     # step counts may grow on resume; everything else shapes the weights
     growing = ("steps", "vae_steps", "decoder_steps", "text_steps", "tune_steps", "defaults", "checkpoint_every")

@@ -5,7 +5,7 @@ random and only guidance can fix it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,6 +30,7 @@ class Clip:
     colours: list[str]
     background: str
     motion: str
+    radii: list[float] = field(default_factory=list)  # each object's radius in pixels, as drawn
 
 
 def _shape_mask(shape: str, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
@@ -179,7 +180,19 @@ def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, 
             img[m] = COLOURS[colours[i]]
         video[f] = img.astype(np.uint8)
     return Clip(video, prompt_text(list(zip(colours, shapes)), bg_kind, bg_colour), trajectories, masks, shapes,
-                colours, bg_kind, motion)
+                colours, bg_kind, motion, radii)
+
+
+def shape_ambiguity(clip: Clip) -> np.ndarray:
+    """bool [T, H, W]: pixels where the world's shapes disagree for some object of the clip (covered by one
+    shape and not by another of the same centre and radius): the only pixels where the shape word matters."""
+    t, h, w = clip.frames.shape[:3]
+    out = np.zeros((t, h, w), dtype=bool)
+    for i, r in enumerate(clip.radii):
+        for f in range(t):
+            drawn = [_shape_mask(s, *clip.trajectories[i, f], r, h, w) for s in SHAPES]
+            out[f] |= np.logical_or.reduce(drawn) & ~np.logical_and.reduce(drawn)
+    return out
 
 
 def prompt_text(objects: list[tuple[str, str]], bg_kind: str, bg_colour: str) -> str:
