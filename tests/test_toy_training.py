@@ -221,3 +221,13 @@ def test_stage_2b_without_contrast_is_a_plain_fine_tune_on_its_band(tmp_path):
     assert tune["step"] == 2 and "foil_gap" not in tune and tune["loss"] == tune["fit"]  # no foil scored
     before, after = load_file(str(work / "transformer_ema.safetensors")), load_file(str(work / "tune.safetensors"))
     assert any(not np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)  # it trained
+
+
+def test_named_recipes_differ_only_where_documented():
+    from dataclasses import asdict
+
+    from ditflow.toyworld.train import RECIPES
+
+    v4, v6 = asdict(RECIPES["v4"]), asdict(RECIPES["v6"])
+    assert v4 == asdict(Recipe())  # the shipped model's
+    assert {k for k in v4 if v4[k] != v6[k]} == {"object_radius", "shape_weight", "steps"}
