@@ -42,7 +42,8 @@ def main() -> None:
             z = vae.encode(x).latent_dist.mode()
             y = vae.decode(z).sample
         rec = ((y[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-        m_in, m_out = (judge.prompt_match(clip.frames, clip.prompt, max_area), judge.prompt_match(rec, clip.prompt, max_area))
+        m_in = judge.prompt_match(clip.frames, clip.prompt, max_area)
+        m_out = judge.prompt_match(rec, clip.prompt, max_area)
         rows.append({"seed": seed, "background": clip.background, "pixel_error": float(np.abs(
             rec.astype(np.float32) - clip.frames).mean()), "input_match": bool(m_in.ok), "colour": bool(m_out.colour),
             "shape": bool(m_out.shape), "match": bool(m_out.ok)})

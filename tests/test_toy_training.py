@@ -5,7 +5,7 @@ import numpy as np
 
 from ditflow.toyworld.train import Recipe, train
 
-TINY = replace(Recipe(), size=32, frames=9, vae_channels=(8, 8, 8), latent_channels=4, patch=2, heads=2, head_dim=16, layers=2,
+TINY = replace(Recipe(), shape_weight=2.0, size=32, frames=9, vae_channels=(8, 8, 8), latent_channels=4, patch=2, heads=2, head_dim=16, layers=2,
                vae_steps=2, vae_batch=1, steps=2, batch=2, checkpoint_every=1, bank=40, decoder_steps=2, object_weight_from=1, text_from=1,
                text_steps=2, text_batch=4, tune_steps=2,
                defaults={"guidance_blocks": [1], "frames": 9, "height": 32, "width": 32, "cfg": 2.5, "steps": 4})

@@ -342,8 +342,8 @@ def latent_mask(clip: Clip, spatial: int, temporal: int = 4) -> np.ndarray:
 
 def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, progress: Progress):
     """`recipe.bank` training clips encoded once: ([B, F, C, h, w] scaled latents, prompts, [B, F, 1, h, w]
-    object coverage, [B, F, 1, h, w] shape ambiguity: see `world.shape_ambiguity`), kept in the work folder so
-    a resumed run does not encode them again."""
+    object coverage, [B, F, 1, h, w] shape ambiguity (`world.shape_ambiguity`; None when the recipe does not
+    weigh it)), kept in the work folder so a resumed run does not encode them again."""
     from safetensors.torch import load_file, save_file
 
     path = work / "latents.safetensors"
@@ -351,8 +351,8 @@ def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, p
         meta = json.loads((work / "latents.json").read_text())
         if meta.get("size") == recipe.bank and meta.get("scaling") == scaling:
             saved = load_file(str(path))
-            if "ambiguity" in saved:  # banks before v6 lack it: encoded again
-                return saved["latents"], meta["prompts"], saved["masks"], saved["ambiguity"]
+            if "masks" in saved and ("ambiguity" in saved or not recipe.shape_weight):  # older banks: encoded again
+                return saved["latents"], meta["prompts"], saved["masks"], saved.get("ambiguity")
     chunks, prompts, masks, ambiguity, batch = [], [], [], [], 32
     with progress.task("encode training clips", total=recipe.bank) as bar:
         for step in range(0, recipe.bank, batch):
@@ -360,15 +360,18 @@ def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, p
             chunks.append(_encode(vae, to_video(clips).to(device), scaling).cpu())
             prompts += [c.prompt for c in clips]
             masks += [latent_mask(c, recipe.spatial) for c in clips]
-            ambiguity += [to_latent_grid(shape_ambiguity(c), recipe.spatial) for c in clips]
+            if recipe.shape_weight:
+                ambiguity += [to_latent_grid(shape_ambiguity(c), recipe.spatial) for c in clips]
             bar.advance(advance=batch)
     latents = torch.cat(chunks)[: recipe.bank].contiguous()
     masks = torch.from_numpy(np.stack(masks[: recipe.bank]))[:, :, None].contiguous()
-    ambiguity = torch.from_numpy(np.stack(ambiguity[: recipe.bank]))[:, :, None].contiguous()
-    save_file({"latents": latents, "masks": masks, "ambiguity": ambiguity}, str(work / ".latents.tmp"))
+    saved = {"latents": latents, "masks": masks}
+    if ambiguity:
+        saved["ambiguity"] = torch.from_numpy(np.stack(ambiguity[: recipe.bank]))[:, :, None].contiguous()
+    save_file(saved, str(work / ".latents.tmp"))
     os.replace(work / ".latents.tmp", path)
     (work / "latents.json").write_text(json.dumps({"size": recipe.bank, "scaling": scaling, "prompts": prompts[: recipe.bank]}))
-    return latents, prompts[: recipe.bank], masks, ambiguity
+    return latents, prompts[: recipe.bank], masks, saved.get("ambiguity")
 
 
 def noised(alphas: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
@@ -443,7 +446,9 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             pred = transformer(hidden_states=xt, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
                                return_dict=False)[0]
             object_weight = recipe.object_weight if step >= recipe.object_weight_from else 0.0
-            weight = 1.0 + object_weight * masks[idx].to(device) + recipe.shape_weight * ambiguity[idx].to(device)
+            weight = 1.0 + object_weight * masks[idx].to(device)  # [B, F, 1, h, w]
+            if ambiguity is not None:
+                weight = weight + recipe.shape_weight * ambiguity[idx].to(device)
             loss = (weight * (pred - target) ** 2).mean() / weight.mean()
             _update(opt, loss, bar, list(transformer.parameters()) + text_params)
             sched.step()
