@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions, apply_overrides  # noqa: E402
 from ditflow.toyworld import judge  # noqa: E402
-from ditflow.toyworld.train import held_out_clips, world_radius  # noqa: E402
-from ditflow.toyworld.world import BG_COLOURS, COLOURS, OBJECT_RADIUS, SHAPES  # noqa: E402
+from ditflow.toyworld.train import held_out_clips, model_world  # noqa: E402
+from ditflow.toyworld.world import BG_COLOURS, COLOURS, OBJECT_RADIUS, SHAPES, World  # noqa: E402
 
 SETUPS: dict[str, dict] = {
     "backbone": {"guidance": False, "injection": False},
@@ -54,18 +54,19 @@ SETUPS: dict[str, dict] = {
 }
 
 
-def references(n: int, frames: int, size: int, radius: tuple[float, float] = OBJECT_RADIUS,
+def references(n: int, frames: int, size: int, world: World = World(OBJECT_RADIUS, SHAPES),
                motions: tuple[str, ...] | None = None) -> list[tuple[int, object]]:
-    """The first n held-out seeds whose clip has one object (objects of the model's world: `radius`), of the
-    given kinds of motion (default: any)."""
-    return held_out_clips(n, frames, size, size, radius, motions)
+    """The first n held-out seeds whose clip has one object (objects of the model's world: radius and
+    shapes), of the given kinds of motion (default: any)."""
+    return held_out_clips(n, frames, size, size, world.radius, motions, world.shapes)
 
 
-def new_prompt(seed: int, clip, salt: int = 0) -> str:
-    """A prompt with another colour, shape and background colour than the reference's, from its seed."""
+def new_prompt(seed: int, clip, salt: int = 0, shapes: tuple[str, ...] = SHAPES) -> str:
+    """A prompt with another colour, shape (of the world's `shapes`) and background colour than the
+    reference's, from its seed."""
     rng = np.random.default_rng(1_000_003 * (salt + 1) + seed)
     colour = str(rng.choice([c for c in COLOURS if c not in clip.colours]))
-    shape = str(rng.choice([s for s in SHAPES if s not in clip.shapes]))
+    shape = str(rng.choice([s for s in shapes if s not in clip.shapes]))
     bg = str(rng.choice([c for c in BG_COLOURS if c != colour]))
     kind = str(rng.choice(["plain", "gradient"]))
     article = "an" if colour[0] in "aeiou" else "a"
@@ -73,8 +74,9 @@ def new_prompt(seed: int, clip, salt: int = 0) -> str:
 
 
 def judge_video(frames: np.ndarray, prompt: str, clip, ref_frames: np.ndarray, evaluator,
-                max_area: float = judge.MAX_AREA_FRAC) -> dict:
-    match = judge.prompt_match(frames, prompt, max_area)
+                world: World = World(OBJECT_RADIUS, SHAPES)) -> dict:
+    max_area = judge.max_area_for(world.radius)  # the largest blob the judge takes for an object of this world
+    match = judge.prompt_match(frames, prompt, max_area, world.shapes)
     path = judge.centroid_path(match.mask)  # the first object's mask, which object_mask would find again
     rel, ab = judge.path_errors(path, clip.trajectories[0])
     mf = evaluator.score(frames, ref_frames, None).get("motion_fidelity")
@@ -149,10 +151,9 @@ def main() -> None:
     runtime = RuntimeOptions(quiet=True)
     evaluator = Evaluator(EvalSettings(metrics=("mf",), tracker="lk"))
     motions = tuple(args.motions.split(",")) if args.motions else None
-    radius = world_radius(resolve_folder(args.model))
-    max_area = judge.max_area_for(radius)  # the largest blob the judge takes for an object of this world
+    world = model_world(resolve_folder(args.model))
     try:
-        refs = references(args.refs, pre.frames, pre.height, radius, motions)
+        refs = references(args.refs, pre.frames, pre.height, world, motions)
     except ValueError as e:
         raise SystemExit(f"bench_quality: {e}")
 
@@ -174,7 +175,7 @@ def main() -> None:
 
         amf = amf_of(None)
         static.append(judge.static_relative_error(clip.trajectories[0]))
-        prompt = new_prompt(seed, clip)
+        prompt = new_prompt(seed, clip, shapes=world.shapes)
         for noise_seed in seeds:
             made: dict[str, object] = {}
             for name, spec in setups.items():
@@ -184,7 +185,7 @@ def main() -> None:
                     src = made.get(spec.pop("inject_from"))
                     if src is None:
                         continue
-                    use_prompt = new_prompt(seed, clip, salt=1)
+                    use_prompt = new_prompt(seed, clip, salt=1, shapes=world.shapes)
                     gen = ditflow.inject(src.hash, ditflow.InjectConfig(prompt=use_prompt), runtime=runtime, store=store)
                 else:
                     use_prompt = prompt
@@ -197,7 +198,7 @@ def main() -> None:
                        "prompt": use_prompt, "seconds": seconds, "gen": gen.hash[:12],
                        "from_store": gen.hash in stored,
                        "amf": source.hash[:12] if source is not None else None,
-                       **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator, max_area)}
+                       **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator, world)}
                 rows.append(row)
                 if args.save_videos:
                     out = args.work / "videos" / f"seed{seed:04d}-n{noise_seed}-{name.replace(' ', '_')}.mp4"

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ditflow.toyworld import judge  # noqa: E402
-from ditflow.toyworld.train import held_out_clips, world_radius  # noqa: E402
+from ditflow.toyworld.train import held_out_clips, model_world  # noqa: E402
 
 
 def main() -> None:
@@ -34,16 +34,16 @@ def main() -> None:
     vae = AutoencoderKLCogVideoX.from_pretrained(Path(args.model) / "vae").eval()
     info = json.loads((Path(args.model) / "ditflow.json").read_text())
     size, frames = info.get("height", 64), info.get("frames", 17)
-    rows, radius = [], world_radius(Path(args.model))
-    max_area = judge.max_area_for(radius)
-    for seed, clip in held_out_clips(args.clips, frames, size, size, radius):
+    rows, world = [], model_world(Path(args.model))
+    max_area = judge.max_area_for(world.radius)
+    for seed, clip in held_out_clips(args.clips, frames, size, size, world.radius, shapes=world.shapes):
         x = torch.from_numpy(clip.frames.astype(np.float32) / 127.5 - 1).permute(3, 0, 1, 2)[None]
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
             y = vae.decode(z).sample
         rec = ((y[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-        m_in = judge.prompt_match(clip.frames, clip.prompt, max_area)
-        m_out = judge.prompt_match(rec, clip.prompt, max_area)
+        m_in = judge.prompt_match(clip.frames, clip.prompt, max_area, world.shapes)
+        m_out = judge.prompt_match(rec, clip.prompt, max_area, world.shapes)
         rows.append({"seed": seed, "background": clip.background, "pixel_error": float(np.abs(
             rec.astype(np.float32) - clip.frames).mean()), "input_match": bool(m_in.ok), "colour": bool(m_out.colour),
             "shape": bool(m_out.shape), "match": bool(m_out.ok)})

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_quality import new_prompt, references  # noqa: E402
 from ditflow.toyworld import judge  # noqa: E402
-from ditflow.toyworld.train import world_radius  # noqa: E402
+from ditflow.toyworld.train import model_world  # noqa: E402
 
 VARIANTS = {  # the model's defaults (DDIM, its CFG and steps) but for what each names
     "default": {},
@@ -34,10 +34,11 @@ VARIANTS = {  # the model's defaults (DDIM, its CFG and steps) but for what each
 }
 
 
-def drawn_shape(frames: np.ndarray, match) -> str | None:
-    """The shape the judge sees in the middle frame where the prompt's colour is present (None: not found)."""
+def drawn_shape(frames: np.ndarray, match, shapes: tuple[str, ...]) -> str | None:
+    """The shape (of the world's `shapes`) the judge sees in the middle frame where the prompt's colour is
+    present (None: not found)."""
     present = np.nonzero(match.coverage >= judge.MIN_AREA_FRAC)[0]
-    return judge.classify_shape(match.mask[present[len(present) // 2]]) if match.colour and len(present) else None
+    return judge.classify_shape(match.mask[present[len(present) // 2]], shapes) if match.colour and len(present) else None
 
 
 def main() -> None:
@@ -58,9 +59,9 @@ def main() -> None:
     pipe = CogVideoXPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     ddim = pipe.scheduler
-    radius = world_radius(folder)
-    max_area = judge.max_area_for(radius)
-    prompts = [new_prompt(s, c) for s, c in references(args.refs, pre.frames, pre.height, radius)]
+    world = model_world(folder)
+    max_area = judge.max_area_for(world.radius)
+    prompts = [new_prompt(s, c, shapes=world.shapes) for s, c in references(args.refs, pre.frames, pre.height, world)]
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {}
     names = args.variants.split(",")
@@ -78,9 +79,9 @@ def main() -> None:
                            use_dynamic_cfg=False, num_inference_steps=v.get("steps", pre.steps),
                            generator=torch.Generator().manual_seed(seed), output_type="np").frames[0]
                 frames = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
-                m = judge.prompt_match(frames, prompt, max_area)
+                m = judge.prompt_match(frames, prompt, max_area, world.shapes)
                 counts.update(videos=1, colour=int(m.colour), shape=int(m.shape), both=int(m.ok))
-                drawn[drawn_shape(frames, m) or "not found"] += 1
+                drawn[drawn_shape(frames, m, world.shapes) or "not found"] += 1
         n = counts["videos"]
         results[name] = {"settings": v, "videos": n, "prompt_match": counts["both"] / n,
                          "colour_match": counts["colour"] / n, "shape_match": counts["shape"] / n,

@@ -35,14 +35,16 @@ def main() -> None:
 
     from benchmarks import _probe
     from ditflow.toyworld.judge import swap_word
-    from ditflow.toyworld.train import latent_mask, noised, object_errors
+    from ditflow.backbone import resolve_folder
+    from ditflow.toyworld.train import latent_mask, model_world, noised, object_errors
 
     pre, backbone, _, model = _probe.load(args.model)
     clips = [c for _, c in _probe.references(args.model, pre, args.refs)]
     latents = torch.cat([backbone.encode_video(c.frames) for c in clips])  # [B, F, C, h, w]
     spatial = pre.height // latents.shape[-1]
     mask = torch.from_numpy(np.stack([latent_mask(c, spatial) for c in clips]))[:, :, None].float()
-    prompts = {v: [c.prompt if v == "right" else "" if v == "empty" else swap_word(c.prompt, v, i)
+    shapes = model_world(resolve_folder(args.model)).shapes
+    prompts = {v: [c.prompt if v == "right" else "" if v == "empty" else swap_word(c.prompt, v, i, shapes)
                    for i, c in enumerate(clips)] for v in VARIANTS}
     texts = {v: torch.cat([backbone.encode_prompt(p) for p in ps]) for v, ps in prompts.items()}
     alphas = backbone.scheduler.alphas_cumprod.float()

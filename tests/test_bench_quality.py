@@ -34,6 +34,16 @@ def test_new_prompts_change_appearance_and_are_judgeable():
         assert bench.new_prompt(seed, clip) == bench.new_prompt(seed, clip)  # fixed per reference
 
 
+def test_references_and_prompts_come_from_the_models_world():
+    from ditflow.toyworld.world import COARSE_SHAPES, World
+
+    world = World((0.18, 0.26), COARSE_SHAPES)
+    for seed, clip in bench.references(8, 9, 32, world):
+        assert set(clip.shapes) <= set(COARSE_SHAPES)
+        (_, shape), = judge.parse_prompt(bench.new_prompt(seed, clip, shapes=world.shapes)).objects
+        assert shape in COARSE_SHAPES and shape not in clip.shapes
+
+
 def test_a_setup_can_extract_the_reference_from_other_blocks(tmp_path, monkeypatch):
     """A setups-file table's `blocks` picks the reference AMF's blocks; the others use the model's."""
     import json

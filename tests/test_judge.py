@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ditflow.toyworld import judge
-from ditflow.toyworld.world import COLOURS, SHAPES, _shape_mask, make_clip
+from ditflow.toyworld.world import COARSE_SHAPES, COLOURS, SHAPES, _shape_mask, make_clip
 
 T, H, W = 9, 64, 64
 
@@ -99,6 +99,24 @@ def test_centroid_path_is_nan_for_empty_frames():
 @pytest.mark.parametrize("shape", SHAPES)
 def test_classify_shape(shape):
     assert judge.classify_shape(_shape_mask(shape, 30.3, 33.7, 8.0, H, W)) == shape
+
+
+@pytest.mark.parametrize("shape", COARSE_SHAPES)
+def test_classify_shape_among_a_worlds_own_shapes(shape):
+    """v7's world: the judge chooses among that world's shapes only."""
+    mask = _shape_mask(shape, 30.3, 33.7, 8.0, H, W)
+    assert judge.classify_shape(mask, COARSE_SHAPES) == shape
+
+
+def test_prompt_match_in_the_coarse_world():
+    radius = (0.18, 0.26)
+    for seed in range(6):
+        c = make_clip(seed, T, H, W, radius=radius, shapes=COARSE_SHAPES)
+        assert set(c.shapes) <= set(COARSE_SHAPES)
+        assert judge.prompt_match(c.frames, c.prompt, judge.max_area_for(radius), COARSE_SHAPES).ok, c.prompt
+        wrong = judge.swap_word(c.prompt, "shape", 0, COARSE_SHAPES)
+        assert judge.parse_prompt(wrong).objects[0][1] in set(COARSE_SHAPES) - {c.shapes[0]}
+        assert not judge.prompt_match(c.frames, wrong, judge.max_area_for(radius), COARSE_SHAPES).shape, wrong
 
 
 def test_prompt_match_own_prompt():

@@ -98,6 +98,56 @@ def test_world_radius_follows_the_model_recipe(tmp_path):
     assert world_radius(tmp_path) == (0.2, 0.3)
 
 
+def test_model_world_reads_the_shape_set(tmp_path):
+    import json
+
+    from ditflow.toyworld.train import model_world
+    from ditflow.toyworld.world import COARSE_SHAPES, SHAPES
+
+    (tmp_path / "recipe.json").write_text(json.dumps({"object_radius": [0.14, 0.22]}))
+    assert model_world(tmp_path).shapes == SHAPES  # v1-v6 predate the setting
+    (tmp_path / "recipe.json").write_text(json.dumps({"object_radius": [0.18, 0.26], "shapes": list(COARSE_SHAPES)}))
+    assert model_world(tmp_path).shapes == COARSE_SHAPES and model_world(tmp_path).radius == (0.18, 0.26)
+
+
+def test_recipe_shapes_reach_clips_prompts_and_vocabulary():
+    from ditflow.toyworld.train import _parse_labels, build, clip_batch
+    from ditflow.toyworld.world import COARSE_SHAPES
+
+    recipe = replace(TINY, shapes=COARSE_SHAPES)
+    _, prompts = clip_batch(recipe, 0, 40, stage=1)
+    words = {w for p in prompts for w in p.split()}
+    assert words & {"bar", "column"} and not words & {"square", "diamond", "cross"}
+    assert (_parse_labels(prompts, COARSE_SHAPES)[:, 1] < len(COARSE_SHAPES)).all()
+    tokenizer = build(recipe)[0]
+    assert tokenizer.unk_token_id not in tokenizer("a red bar and a blue column on a grey background").input_ids
+
+
+def test_a_recipe_can_take_its_vae_from_a_trained_model(tmp_path):
+    """vae_from: stages 1 and 3 copy that folder's VAE, so a world of other shapes skips them."""
+    import json
+
+    import pytest
+    import torch
+
+    from ditflow.progress import Progress
+    from ditflow.toyworld.train import build, train_vae
+
+    source = build(TINY)[2]
+    torch.nn.init.normal_(source.decoder.conv_out.conv.weight)  # not the seed's init: the copy must be of these
+    source.save_pretrained(tmp_path / "src" / "vae")
+    recipe = replace(TINY, vae_from=str(tmp_path / "src"))
+    vae = build(recipe)[2]
+    (tmp_path / "work").mkdir()
+    train_vae(recipe, vae, tmp_path / "work", "cpu", Progress(True))
+    assert torch.equal(vae.decoder.conv_out.conv.weight, source.decoder.conv_out.conv.weight)
+    for stage in ("vae", "decoder"):
+        assert json.loads((tmp_path / "work" / f"{stage}.json").read_text())["from"] == str(tmp_path / "src")
+    (tmp_path / "w2").mkdir()
+    with pytest.raises(SystemExit, match="no vae/ folder"):
+        train_vae(replace(TINY, vae_from=str(tmp_path / "nowhere")), build(TINY)[2], tmp_path / "w2", "cpu", Progress(True))
+
+
 def test_recipe_object_radius_reaches_the_training_clips():
     from ditflow.toyworld.train import clip_batch
 

@@ -11,7 +11,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .world import COLOURS, SHAPES, _shape_mask
+from .world import ALL_SHAPES, COLOURS, SHAPES, _shape_mask
 
 # Decoded colours are off by ~20-40 per channel: 40 on every channel is 69 in RGB distance. The palette's
 # closest pair (orange/yellow) is 76 apart, so "nearest" already decides between palette colours; the
@@ -28,7 +28,7 @@ COHERENT_FRAC = 0.5  # share of object-coloured pixels the kept components must 
 
 _PALETTE_NAMES = list(COLOURS)
 _PALETTE = np.array([COLOURS[c] for c in _PALETTE_NAMES], dtype=np.float32)  # [K, 3]
-_C, _S = "|".join(COLOURS), "|".join(SHAPES)
+_C, _S = "|".join(COLOURS), "|".join(ALL_SHAPES)
 _OBJECT = re.compile(rf"an? ({_C}) ({_S})")
 _PROMPT = re.compile(rf"(.+) on a (textured )?({_C}) (gradient )?background")
 
@@ -60,15 +60,15 @@ def parse_prompt(prompt: str) -> Prompt:
     return Prompt([(o.group(1), o.group(2)) for o in objects], kind, m.group(3))
 
 
-def swap_word(prompt: str, word: str, k: int) -> str:
-    """The prompt with its first object's "shape" or "colour" replaced by the k-th other choice (a colour
-    never the background's, which would make the object vanish rather than change)."""
+def swap_word(prompt: str, word: str, k: int, shapes: tuple[str, ...] = SHAPES) -> str:
+    """The prompt with its first object's "shape" or "colour" replaced by the k-th other choice (of the world's
+    `shapes`; a colour never the background's, which would make the object vanish rather than change)."""
     from .world import prompt_text
 
     p = parse_prompt(prompt)
     (colour, shape), rest = p.objects[0], p.objects[1:]
     if word == "shape":
-        others = [s for s in SHAPES if s != shape]
+        others = [s for s in shapes if s != shape]
         shape = others[k % len(others)]
     elif word == "colour":
         others = [c for c in COLOURS if c not in (colour, p.bg_colour)]
@@ -162,15 +162,16 @@ def _area_per_r2(shape: str) -> float:
     return float(_shape_mask(shape, 256.0, 256.0, 200.0, 512, 512).sum()) / 200.0**2
 
 
-def classify_shape(mask2d: np.ndarray) -> str:
-    """bool [H,W] -> the shape whose template (same area and centroid) overlaps the mask best (IoU)."""
+def classify_shape(mask2d: np.ndarray, shapes: tuple[str, ...] = SHAPES) -> str:
+    """bool [H,W] -> the shape of the world's `shapes` whose template (same area and centroid) overlaps the
+    mask best (IoU)."""
     h, w = mask2d.shape
     ys, xs = np.nonzero(mask2d)
     if not len(xs):
         raise ValueError("empty mask")
     cx, cy = xs.mean() + 0.5, ys.mean() + 0.5
-    best, best_iou = SHAPES[0], -1.0
-    for shape in SHAPES:
+    best, best_iou = shapes[0], -1.0
+    for shape in shapes:
         r = np.sqrt(len(xs) / _area_per_r2(shape))  # the radius that gives the mask's area
         tpl = _shape_mask(shape, cx, cy, r, h, w)
         ty, tx = np.nonzero(tpl)
@@ -182,9 +183,10 @@ def classify_shape(mask2d: np.ndarray) -> str:
     return best
 
 
-def prompt_match(frames: np.ndarray, prompt: str, max_area: float = MAX_AREA_FRAC) -> Match:
-    """frames uint8 [T,H,W,3]: is the prompt's first object there in its colour and shape? `max_area`: the
-    world's, `max_area_for(radius)`."""
+def prompt_match(frames: np.ndarray, prompt: str, max_area: float = MAX_AREA_FRAC,
+                 shapes: tuple[str, ...] = SHAPES) -> Match:
+    """frames uint8 [T,H,W,3]: is the prompt's first object there in its colour and shape? `max_area` and
+    `shapes` are the world's (`max_area_for(radius)`; the shapes it draws, which the judge chooses among)."""
     p = parse_prompt(prompt)
     colour, shape = p.objects[0]
     kept, blobs = _colour_masks(frames, colour, p.bg_colour, max_area=max_area)
@@ -194,7 +196,7 @@ def prompt_match(frames: np.ndarray, prompt: str, max_area: float = MAX_AREA_FRA
     present = coverage >= MIN_AREA_FRAC
     coherent = areas.sum() >= COHERENT_FRAC * blobs.sum()  # not a few blobs out of a colour-speckled frame
     colour_ok = bool(present.mean() >= PRESENT_FRAC and coherent)
-    votes = [classify_shape(kept[f]) == shape for f in np.nonzero(present)[0]]
+    votes = [classify_shape(kept[f], shapes) == shape for f in np.nonzero(present)[0]]
     shape_ok = bool(votes) and sum(votes) > len(votes) / 2
     return Match(colour_ok, shape_ok, colour_ok and shape_ok, coverage, kept)
 

@@ -21,8 +21,8 @@ import torch
 
 from ..progress import Progress
 from ..tiny import build_tokenizer
-from .world import (BACKGROUNDS, BG_COLOURS, COLOURS, MOTIONS, OBJECT_RADIUS, SHAPES, Clip, make_clip, scene_prompt,
-                    shape_ambiguity)
+from .world import (BACKGROUNDS, BG_COLOURS, COARSE_SHAPES, COLOURS, MOTIONS, OBJECT_RADIUS, SHAPES, Clip, World,
+                    make_clip, scene_prompt, shape_ambiguity)
 
 TRAIN_SEED0 = 10_000
 
@@ -34,6 +34,9 @@ class Recipe:
     # (88% against 65%), but the transformer still drew circles, and guidance moved them less well (README)
     object_radius: tuple[float, float] = OBJECT_RADIUS  # the world's object sizes (v3: 0.10-0.18, too small to
     # keep their shape through the VAE; v6: 0.20-0.28)
+    shapes: tuple[str, ...] = SHAPES  # the world's shape set (v7: COARSE_SHAPES, which differ at the token grid)
+    vae_from: str | None = None  # a toy pipeline folder whose VAE (decoder fine-tune included) replaces stages 1
+    # and 3: the VAE only reconstructs pixels, so a world of other shapes can reuse it (v7 takes v4's)
     frames: int = 17  # -> 5 latent frames
     vae_channels: tuple[int, ...] = (16, 32, 32)  # 3 levels: spatial 4, temporal 4
     latent_channels: int = 4  # v2's 8 (3 anchored + 5 free) gave the transformer free channels of fine texture
@@ -122,12 +125,13 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "v4": Recipe(),
     "v6": Recipe(object_radius=(0.20, 0.28), shape_weight=2.0, steps=4000),
+    "v7": Recipe(object_radius=(0.18, 0.26), shapes=COARSE_SHAPES, shape_weight=2.0, vae_from="assets/toy-cogvideox"),
 }
 
 
-def vocabulary() -> list[str]:
+def vocabulary(shapes: tuple[str, ...] = SHAPES) -> list[str]:
     extra = "a an and on background gradient textured".split()
-    return list(dict.fromkeys(extra + list(COLOURS) + list(BG_COLOURS) + list(SHAPES)))
+    return list(dict.fromkeys(extra + list(COLOURS) + list(BG_COLOURS) + list(shapes)))
 
 
 def build(recipe: Recipe):
@@ -136,7 +140,7 @@ def build(recipe: Recipe):
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(recipe.seed)
-    tokenizer = build_tokenizer(vocabulary())
+    tokenizer = build_tokenizer(vocabulary(recipe.shapes))
     text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2,
                                            num_heads=4, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0))
     n = len(recipe.vae_channels)
@@ -163,8 +167,8 @@ def _seed(stage: int, step: int, batch: int, i: int) -> int:
 
 def render_batch(recipe: Recipe, step: int, batch: int, stage: int) -> list[Clip]:
     """The clips of one step, deterministic in (stage, step)."""
-    return [make_clip(_seed(stage, step, batch, i), recipe.frames, recipe.size, recipe.size, radius=recipe.object_radius)
-            for i in range(batch)]
+    return [make_clip(_seed(stage, step, batch, i), recipe.frames, recipe.size, recipe.size, radius=recipe.object_radius,
+                      shapes=recipe.shapes) for i in range(batch)]
 
 
 def to_video(clips: list[Clip]) -> torch.Tensor:
@@ -224,7 +228,29 @@ def latent_rgb(video: torch.Tensor, spatial: int, temporal: int = 4) -> torch.Te
     return torch.nn.functional.avg_pool3d(torch.cat([first, groups], dim=2), (1, spatial, spatial))
 
 
+def adopt_vae(recipe: Recipe, vae, work: Path) -> None:
+    """Stages 1 and 3 done by copying `recipe.vae_from`'s VAE into the work folder (as finished checkpoints)."""
+    from diffusers import AutoencoderKLCogVideoX
+
+    if (work / "decoder.json").is_file():
+        return
+    folder = Path(recipe.vae_from)
+    if not folder.is_absolute():  # the recipe names a folder of this repository (assets/...)
+        folder = Path(__file__).resolve().parents[2] / folder
+    if not (folder / "vae").is_dir():
+        raise SystemExit(f"recipe takes its VAE from {folder}, which has no vae/ folder (train --recipe v4 into it)")
+    source = AutoencoderKLCogVideoX.from_pretrained(folder / "vae")
+    if source.config.block_out_channels != list(recipe.vae_channels) or source.config.latent_channels != recipe.latent_channels:
+        raise SystemExit(f"{folder}/vae has another shape than the recipe's VAE (channels {recipe.vae_channels}, "
+                         f"latent {recipe.latent_channels})")
+    vae.load_state_dict(source.state_dict())
+    _save(work, "vae", vae, {"step": recipe.vae_steps, "from": str(folder)})
+    _save(work, "decoder", vae, {"step": recipe.decoder_steps, "from": str(folder)})
+
+
 def train_vae(recipe: Recipe, vae, work: Path, device: str, progress: Progress) -> None:
+    if recipe.vae_from:
+        adopt_vae(recipe, vae, work)
     state = _load(work, "vae", vae)
     vae.to(device).train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr)  # moments restart on resume: cheap to re-warm
@@ -275,9 +301,9 @@ def finetune_decoder(recipe: Recipe, vae, work: Path, device: str, progress: Pro
     vae.eval().requires_grad_(False)
 
 
-def _parse_labels(prompts: list[str]) -> torch.Tensor:
-    """[B, 6] class indices: first object's colour and shape, second object's colour and shape (last class:
-    none), background colour and kind."""
+def _parse_labels(prompts: list[str], shapes: tuple[str, ...] = SHAPES) -> torch.Tensor:
+    """[B, 6] class indices: first object's colour and shape (of the world's `shapes`), second object's colour
+    and shape (last class: none), background colour and kind."""
     from .judge import parse_prompt
 
     colours, kinds = list(COLOURS), list(BACKGROUNDS)
@@ -285,8 +311,8 @@ def _parse_labels(prompts: list[str]) -> torch.Tensor:
     for prompt in prompts:
         p = parse_prompt(prompt)
         (c1, s1), (c2, s2) = p.objects[0], (p.objects + [(None, None)])[1]
-        rows.append([colours.index(c1), SHAPES.index(s1), colours.index(c2) if c2 else len(colours),
-                     SHAPES.index(s2) if s2 else len(SHAPES), colours.index(p.bg_colour), kinds.index(p.background)])
+        rows.append([colours.index(c1), shapes.index(s1), colours.index(c2) if c2 else len(colours),
+                     shapes.index(s2) if s2 else len(shapes), colours.index(p.bg_colour), kinds.index(p.background)])
     return torch.tensor(rows)
 
 
@@ -297,7 +323,8 @@ def train_text(recipe: Recipe, tokenizer, text_encoder, work: Path, device: str,
     state = _load(work, "text_pretrain", text_encoder)
     if state["step"] >= recipe.text_steps:
         return
-    sizes = (len(COLOURS), len(SHAPES), len(COLOURS) + 1, len(SHAPES) + 1, len(COLOURS), len(BACKGROUNDS))
+    n_shapes = len(recipe.shapes)
+    sizes = (len(COLOURS), n_shapes, len(COLOURS) + 1, n_shapes + 1, len(COLOURS), len(BACKGROUNDS))
     torch.manual_seed(recipe.seed + 7)
     heads = torch.nn.ModuleList(torch.nn.Linear(text_encoder.config.d_model, n) for n in sizes).to(device)
     text_encoder.to(device).train().requires_grad_(True)
@@ -306,8 +333,9 @@ def train_text(recipe: Recipe, tokenizer, text_encoder, work: Path, device: str,
         for _ in range(state["step"]):
             bar.advance()
         for step in range(state["step"], recipe.text_steps):
-            prompts = [scene_prompt(_seed(5, step, recipe.text_batch, i)) for i in range(recipe.text_batch)]
-            labels = _parse_labels(prompts).to(device)
+            prompts = [scene_prompt(_seed(5, step, recipe.text_batch, i), shapes=recipe.shapes)
+                       for i in range(recipe.text_batch)]
+            labels = _parse_labels(prompts, recipe.shapes).to(device)
             ids = tokenizer(prompts, padding="max_length", max_length=recipe.text_len, truncation=True,
                             return_tensors="pt").input_ids.to(device)
             out = text_encoder(ids)[0]  # [B, L, D]
@@ -361,7 +389,7 @@ def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, p
             prompts += [c.prompt for c in clips]
             masks += [latent_mask(c, recipe.spatial) for c in clips]
             if recipe.shape_weight:
-                ambiguity += [to_latent_grid(shape_ambiguity(c), recipe.spatial) for c in clips]
+                ambiguity += [to_latent_grid(shape_ambiguity(c, recipe.shapes), recipe.spatial) for c in clips]
             bar.advance(advance=batch)
     latents = torch.cat(chunks)[: recipe.bank].contiguous()
     masks = torch.from_numpy(np.stack(masks[: recipe.bank]))[:, :, None].contiguous()
@@ -463,11 +491,11 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
     return scaling
 
 
-def foil_prompt(prompt: str, gen: torch.Generator) -> str:
-    """The prompt with its first object's shape swapped for another shape: stage 2b's wrong answer."""
+def foil_prompt(prompt: str, gen: torch.Generator, shapes: tuple[str, ...] = SHAPES) -> str:
+    """The prompt with its first object's shape swapped for another of the world's: stage 2b's wrong answer."""
     from .judge import swap_word
 
-    return swap_word(prompt, "shape", int(torch.randint(len(SHAPES) - 1, (1,), generator=gen)))
+    return swap_word(prompt, "shape", int(torch.randint(len(shapes) - 1, (1,), generator=gen)), shapes)
 
 
 def object_errors(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -505,7 +533,7 @@ def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progre
             idx = torch.randint(len(bank), (recipe.batch,), generator=gen)
             keep = torch.rand(recipe.batch, generator=gen) >= recipe.empty_prompt  # empty prompts keep CFG's branch
             prompts = [bank_prompts[i] if k else "" for i, k in zip(idx.tolist(), keep.tolist())]
-            foils = [foil_prompt(p, gen) if p else "" for p in prompts]
+            foils = [foil_prompt(p, gen, recipe.shapes) if p else "" for p in prompts]
             x0, m = bank[idx].to(device), masks[idx].to(device)
             t = torch.randint(lo, hi + 1, (recipe.batch,), generator=gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
@@ -584,14 +612,27 @@ def world_radius(model: Path) -> tuple[float, float]:
     return tuple(json.loads(path.read_text()).get("object_radius", (0.10, 0.18)))
 
 
+def world_shapes(model: Path) -> tuple[str, ...]:
+    """The shape set of the world a toy model folder was trained on (v1-v6: the classic SHAPES)."""
+    path = Path(model) / "recipe.json"
+    return tuple(json.loads(path.read_text()).get("shapes", SHAPES)) if path.is_file() else SHAPES
+
+
+def model_world(model: Path) -> World:
+    """The world (object radii, shapes) a toy model folder was trained on."""
+    return World(world_radius(model), world_shapes(model))
+
+
 def model_world_clip(seed: int, model: Path) -> Clip:
-    """World clip `seed` as a toy model folder's training clips were drawn (its recipe's size, frames, radius)."""
+    """World clip `seed` as a toy model folder's training clips were drawn (its recipe's size, frames, radius,
+    shapes)."""
     recipe = json.loads((Path(model) / "recipe.json").read_text())
-    return make_clip(seed, recipe["frames"], recipe["size"], recipe["size"], radius=world_radius(model))
+    return make_clip(seed, recipe["frames"], recipe["size"], recipe["size"], radius=world_radius(model),
+                     shapes=world_shapes(model))
 
 
 def held_out_clips(n: int, frames: int, height: int, width: int, radius: tuple[float, float] = OBJECT_RADIUS,
-                   motions: tuple[str, ...] | None = None) -> list[tuple[int, Clip]]:
+                   motions: tuple[str, ...] | None = None, shapes: tuple[str, ...] = SHAPES) -> list[tuple[int, Clip]]:
     """(seed, clip) for the first n single-object clips of held-out seeds (from 0; training starts at
     TRAIN_SEED0), optionally only of some kinds of motion: the references every toy benchmark uses."""
     bad = set(motions or ()) - set(MOTIONS)
@@ -599,7 +640,7 @@ def held_out_clips(n: int, frames: int, height: int, width: int, radius: tuple[f
         raise ValueError(f"unknown motion(s) {', '.join(sorted(bad))}; the world has {', '.join(MOTIONS)}")
     out, seed = [], 0
     while len(out) < n:
-        clip = make_clip(seed, frames, height, width, radius=radius)
+        clip = make_clip(seed, frames, height, width, radius=radius, shapes=shapes)
         if len(clip.shapes) == 1 and (not motions or clip.motion in motions):
             out.append((seed, clip))
         seed += 1
@@ -614,6 +655,8 @@ def check_work(recipe: Recipe, work: Path) -> None:
     old = json.loads(path.read_text())
     old.setdefault("patch", 2)  # recipes before the setting (v1-v4) used patches of 2
     old.setdefault("shape_weight", 0.0)  # v1-v5 had no shape weighting
+    old.setdefault("shapes", list(SHAPES))  # v1-v6 drew the classic shapes
+    old.setdefault("vae_from", None)
     mine = json.loads(json.dumps(asdict(recipe)))  # tuples as lists, as stored
     # step counts may grow on resume; everything else shapes the weights
     growing = ("steps", "vae_steps", "decoder_steps", "text_steps", "tune_steps", "defaults", "checkpoint_every")
@@ -645,7 +688,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("assets/toy-cogvideox"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="v4",
-                    help="named recipe: v4 (the shipped model) or v6 (larger objects, shape-weighted loss)")
+                    help="named recipe: v4 (the shipped model), v6 (larger objects, shape-weighted loss) or v7 (v6's "
+                         "loss, shapes that differ at the token grid, v4's VAE)")
     ap.add_argument("--vae-steps", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--decoder-steps", type=int)

@@ -14,7 +14,11 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (240, 140, 30), "purple": (140, 50, 190), "pink": (240, 120, 190), "white": (245, 245, 245),
     "black": (15, 15, 15), "grey": (128, 128, 128), "brown": (130, 80, 40),
 }
-SHAPES = ("circle", "square", "triangle", "diamond", "cross")
+SHAPES = ("circle", "square", "triangle", "diamond", "cross")  # the classic world's (v1-v6)
+# v7's world: shapes that differ at the 8x8 token grid, not only in a few edge pixels. v4-v6 never learnt to tell
+# a circle from a square or a diamond (README: the shape word cost a wrong prompt at most 7% of the loss)
+COARSE_SHAPES = ("circle", "triangle", "bar", "column")
+ALL_SHAPES = tuple(dict.fromkeys(SHAPES + COARSE_SHAPES))
 BACKGROUNDS = ("plain", "gradient", "textured")
 MOTIONS = ("straight", "arc", "bounce", "zigzag", "pan")
 BG_COLOURS = ("grey", "black", "white", "green", "blue", "brown")
@@ -33,6 +37,14 @@ class Clip:
     radii: list[float] = field(default_factory=list)  # each object's radius in pixels, as drawn
 
 
+@dataclass(frozen=True)
+class World:
+    """What a toy model's training clips were drawn from, beyond size and frames: benchmarks draw references
+    and judge shapes in the same world (`train.model_world`)."""
+    radius: tuple[float, float]  # object radii, fractions of the frame side
+    shapes: tuple[str, ...]
+
+
 def _shape_mask(shape: str, cx: float, cy: float, r: float, h: int, w: int) -> np.ndarray:
     """Anti-aliasing is left to the VAE: a hard mask keeps colour statistics exact for judging."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
@@ -46,6 +58,10 @@ def _shape_mask(shape: str, cx: float, cy: float, r: float, h: int, w: int) -> n
     if shape == "cross":
         arm = r * 0.35
         return ((np.abs(dx) <= arm) & (np.abs(dy) <= r)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= r))
+    if shape == "bar":  # horizontal, as wide as the circle, 0.4 of its height
+        return (np.abs(dx) <= r) & (np.abs(dy) <= r * 0.4)
+    if shape == "column":
+        return (np.abs(dx) <= r * 0.4) & (np.abs(dy) <= r)
     if shape == "triangle":  # pointing up, centred on its centroid
         top, base = cy - r, cy + r * 0.6
         half = (yy - top) / (base - top) * r
@@ -112,7 +128,8 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _draw_scene(rng: np.random.Generator, two_objects_prob: float) -> tuple[str, str, str, list[str], list[str]]:
+def _draw_scene(rng: np.random.Generator, two_objects_prob: float,
+                shape_set: tuple[str, ...]) -> tuple[str, str, str, list[str], list[str]]:
     """A clip's first draws, which fix its prompt: (motion, background kind, background colour, shapes,
     colours). Shared with `scene_prompt`, so prompts can be drawn without rendering."""
     n = 2 if rng.random() < two_objects_prob else 1
@@ -121,14 +138,14 @@ def _draw_scene(rng: np.random.Generator, two_objects_prob: float) -> tuple[str,
     bg_colour = str(rng.choice(BG_COLOURS))
     shapes, colours = [], []
     for _ in range(n):
-        shapes.append(str(rng.choice(SHAPES)))
+        shapes.append(str(rng.choice(shape_set)))
         colours.append(str(rng.choice([c for c in COLOURS if c != bg_colour and c not in colours])))
     return motion, bg_kind, bg_colour, shapes, colours
 
 
-def scene_prompt(seed: int, two_objects_prob: float = 0.2) -> str:
-    """make_clip(seed).prompt, without rendering the clip."""
-    _, bg_kind, bg_colour, shapes, colours = _draw_scene(np.random.default_rng(seed), two_objects_prob)
+def scene_prompt(seed: int, two_objects_prob: float = 0.2, shapes: tuple[str, ...] = SHAPES) -> str:
+    """make_clip(seed, shapes=shapes).prompt, without rendering the clip."""
+    _, bg_kind, bg_colour, shapes, colours = _draw_scene(np.random.default_rng(seed), two_objects_prob, shapes)
     return prompt_text(list(zip(colours, shapes)), bg_kind, bg_colour)
 
 
@@ -138,12 +155,13 @@ OBJECT_RADIUS = (0.14, 0.22)  # fraction of the frame side. v3's world drew 0.10
 
 
 def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, *, two_objects_prob: float = 0.2,
-              min_travel: float = 0.3, radius: tuple[float, float] = OBJECT_RADIUS) -> Clip:
+              min_travel: float = 0.3, radius: tuple[float, float] = OBJECT_RADIUS,
+              shapes: tuple[str, ...] = SHAPES) -> Clip:
     """One deterministic clip. `min_travel` is the least straight-line travel as a fraction of the frame
     (0.3 of 128 px = 38 px: several patches of a 16x16 patch grid); `radius` the range of object radii, also
-    as a fraction of the frame side."""
+    as a fraction of the frame side; `shapes` the world's shape set (SHAPES, or v7's COARSE_SHAPES)."""
     rng = np.random.default_rng(seed)
-    motion, bg_kind, bg_colour, shapes, colours = _draw_scene(rng, two_objects_prob)
+    motion, bg_kind, bg_colour, shapes, colours = _draw_scene(rng, two_objects_prob, shapes)
     n = len(shapes)
     t = np.linspace(0.0, 1.0, frames)
     side = min(height, width)
@@ -183,14 +201,14 @@ def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, 
                 colours, bg_kind, motion, radii)
 
 
-def shape_ambiguity(clip: Clip) -> np.ndarray:
-    """bool [T, H, W]: pixels where the world's shapes disagree for some object of the clip (covered by one
+def shape_ambiguity(clip: Clip, shapes: tuple[str, ...] = SHAPES) -> np.ndarray:
+    """bool [T, H, W]: pixels where the world's `shapes` disagree for some object of the clip (covered by one
     shape and not by another of the same centre and radius): the only pixels where the shape word matters."""
     t, h, w = clip.frames.shape[:3]
     out = np.zeros((t, h, w), dtype=bool)
     for i, r in enumerate(clip.radii):
         for f in range(t):
-            drawn = [_shape_mask(s, *clip.trajectories[i, f], r, h, w) for s in SHAPES]
+            drawn = [_shape_mask(s, *clip.trajectories[i, f], r, h, w) for s in shapes]
             out[f] |= np.logical_or.reduce(drawn) & ~np.logical_and.reduce(drawn)
     return out
 
