@@ -167,6 +167,10 @@ class Backbone:
             pipe.transformer.enable_gradient_checkpointing()
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
+        # A toy model (trained by ditflow.toyworld: recipe.json) knows only its world's words; any other word is
+        # spelt letter by letter into tokens it never saw, and the video silently ignores it
+        self.words = (frozenset(p[1:] for p in pipe.tokenizer.get_vocab() if p.startswith("▁") and len(p) > 1)
+                      if (Path(folder) / "recipe.json").is_file() else None)
         self.device = torch.device(device)
         pipe.transformer.requires_grad_(False)
         pipe.text_encoder.requires_grad_(False)
@@ -193,6 +197,11 @@ class Backbone:
     def encode_prompt(self, prompt: str):
         """[1, text_len, dim] T5 embedding, padded to the transformer's text length."""
         import torch
+
+        unknown = [w for w in dict.fromkeys(prompt.split()) if self.words is not None and w not in self.words]
+        if unknown:
+            raise InputError(f"model {self.model} does not know the word(s) {', '.join(unknown)} in {prompt!r}; "
+                             f"it knows: {' '.join(sorted(self.words))}")
 
         with torch.no_grad():
             emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=self.device,

@@ -281,3 +281,22 @@ def test_shipped_toy_model_extracts_the_bundled_reference(runtime, store):
     ref = Path(__file__).resolve().parents[1] / "assets" / "toy-reference.gif"
     amf = extract(ref, ExtractConfig(model="toy"), runtime=runtime, store=store)
     assert amf.grid == (5, 8, 8) and amf.blocks == [7]
+
+
+def test_toy_model_refuses_words_outside_its_world(runtime):
+    """A toy model knows its world's words only: another word would be spelt into tokens it never saw."""
+    import pytest
+
+    from ditflow.backbone import Backbone
+    from ditflow.errors import InputError
+
+    backbone = Backbone("toy", "float32", runtime)
+    assert backbone.encode_prompt("a red circle on a grey background").shape[1] == 16
+    with pytest.raises(InputError, match="does not know the word\\(s\\) Red, hexagon"):
+        backbone.encode_prompt("a Red hexagon on a grey background")
+
+
+def test_other_models_take_any_word(tiny_rope, runtime):
+    from ditflow.backbone import Backbone
+
+    assert Backbone(str(tiny_rope), "float32", runtime).encode_prompt("a hexagon").shape[0] == 1
