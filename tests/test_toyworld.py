@@ -70,3 +70,15 @@ def test_shape_ambiguity_is_where_shapes_disagree():
     assert not amb[4][int(y), int(x)]  # every shape covers its centre
     yy, xx = np.mgrid[0:64, 0:64] + 0.5
     assert not amb[4][(xx - x) ** 2 + (yy - y) ** 2 > (1.25 * r) ** 2].any()  # nothing beyond the shapes (square corners: 1.2 r)
+
+
+def test_shape_region_holds_every_shape_of_the_world():
+    from ditflow.toyworld.world import COARSE_SHAPES, _shape_mask, shape_ambiguity, shape_region
+
+    clip = next(c for c in (make_clip(s, 9, 64, 64, shapes=COARSE_SHAPES) for s in range(50)) if len(c.shapes) == 1)
+    region = shape_region(clip, COARSE_SHAPES)
+    (x, y), r = clip.trajectories[0, 4], clip.radii[0]
+    for s in COARSE_SHAPES:
+        assert (_shape_mask(s, x, y, r, 64, 64) <= region[4]).all()
+    assert (clip.masks[0] <= region).all() and (shape_ambiguity(clip, COARSE_SHAPES) <= region).all()
+    assert region[4][int(y), int(x)] and not shape_ambiguity(clip, COARSE_SHAPES)[4][int(y), int(x)]

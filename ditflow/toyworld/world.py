@@ -201,16 +201,30 @@ def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, 
                 colours, bg_kind, motion, radii)
 
 
-def shape_ambiguity(clip: Clip, shapes: tuple[str, ...] = SHAPES) -> np.ndarray:
-    """bool [T, H, W]: pixels where the world's `shapes` disagree for some object of the clip (covered by one
-    shape and not by another of the same centre and radius): the only pixels where the shape word matters."""
+def _shape_regions(clip: Clip, shapes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(any, all) bool [T, H, W]: pixels that some / every one of `shapes` would cover, drawn at each object's
+    centre and radius."""
     t, h, w = clip.frames.shape[:3]
-    out = np.zeros((t, h, w), dtype=bool)
+    anyone, everyone = np.zeros((t, h, w), dtype=bool), np.zeros((t, h, w), dtype=bool)
     for i, r in enumerate(clip.radii):
         for f in range(t):
             drawn = [_shape_mask(s, *clip.trajectories[i, f], r, h, w) for s in shapes]
-            out[f] |= np.logical_or.reduce(drawn) & ~np.logical_and.reduce(drawn)
-    return out
+            anyone[f] |= np.logical_or.reduce(drawn)
+            everyone[f] |= np.logical_and.reduce(drawn)
+    return anyone, everyone
+
+
+def shape_region(clip: Clip, shapes: tuple[str, ...] = SHAPES) -> np.ndarray:
+    """bool [T, H, W]: pixels any of the world's `shapes` would cover at the clip's objects: where a prompt's
+    shape word can change what is drawn (a fair region to compare prompts whose shapes differ in area)."""
+    return _shape_regions(clip, shapes)[0]
+
+
+def shape_ambiguity(clip: Clip, shapes: tuple[str, ...] = SHAPES) -> np.ndarray:
+    """bool [T, H, W]: pixels where the world's `shapes` disagree for some object of the clip (covered by one
+    shape and not by another of the same centre and radius): the only pixels where the shape word matters."""
+    anyone, everyone = _shape_regions(clip, shapes)
+    return anyone & ~everyone
 
 
 def prompt_text(objects: list[tuple[str, str]], bg_kind: str, bg_colour: str) -> str:
