@@ -55,7 +55,7 @@ def test_a_setup_can_extract_the_reference_from_other_blocks(tmp_path, monkeypat
     recipe = replace(Recipe(), size=32, frames=9, vae_channels=(8, 8, 8), patch=2, heads=2, head_dim=16, layers=2,
                      vae_steps=1, vae_batch=1, steps=1, batch=2, bank=8, decoder_steps=1, text_steps=1, text_batch=2,
                      defaults={"guidance_blocks": [1], "frames": 9, "height": 32, "width": 32, "steps": 3,
-                               "guidance_range": [3, 2], "opt_steps": 1})
+                               "guidance_range": [3, 2], "opt_steps": 1, "negative_prompt": ""})
     model = train(recipe, tmp_path / "work", tmp_path / "toy", quiet=True)
     (tmp_path / "setups.toml").write_text('[model]\nopt_steps = 1\n[first]\nopt_steps = 1\nblocks = [0]\n')
     out = tmp_path / "quality.json"
