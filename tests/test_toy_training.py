@@ -148,6 +148,22 @@ def test_a_recipe_can_take_its_vae_from_a_trained_model(tmp_path):
         train_vae(replace(TINY, vae_from=str(tmp_path / "nowhere")), build(TINY)[2], tmp_path / "w2", "cpu", Progress(True))
 
 
+def test_shape_fine_tune_can_act_on_the_shape_region(tmp_path):
+    """Stage 2b with tune_region "shapes" (v7b) runs on the bank's ambiguity masks; without them it says so."""
+    import json
+
+    import pytest
+
+    recipe = replace(TINY, tune_region="shapes", tune_t=(700, 900))
+    train(recipe, tmp_path / "work", tmp_path / "toy", quiet=True)
+    tune = json.loads((tmp_path / "work" / "tune.json").read_text())
+    assert tune["step"] == 2 and np.isfinite(tune["foil_gap"])
+    with pytest.raises(SystemExit, match="ambiguity masks"):
+        train(replace(recipe, shape_weight=0.0), tmp_path / "work0", tmp_path / "toy0", quiet=True)
+    with pytest.raises(ValueError, match="tune_region"):
+        replace(TINY, tune_region="edges")
+
+
 def test_recipe_object_radius_reaches_the_training_clips():
     from ditflow.toyworld.train import clip_batch
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,8 @@ class Recipe:
     tune_edge_weight: float = 4.0
     tune_contrast: float = 1.0  # 0: no foil, a plain fine-tune on the tune_t band of timesteps
     tune_margin: float = 0.1
+    tune_region: str = "object"  # "shapes": the hinge and the edge weight act on the pixels any of the world's
+    # shapes would cover (the bank's ambiguity masks with the object's), not on the object's own
     bank: int = 8_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
     checkpoint_every: int = 100
     seed: int = 0
@@ -115,6 +117,8 @@ class Recipe:
         unit = self.spatial * self.patch
         if self.size % unit:
             raise ValueError(f"size {self.size} must be a multiple of {unit} (VAE factor x patch {self.patch})")
+        if self.tune_region not in ("object", "shapes"):
+            raise ValueError(f"tune_region must be 'object' or 'shapes', not {self.tune_region!r}")
         if (self.frames - 1) % 4:
             raise ValueError(f"frames {self.frames} must be 4k + 1 (temporal compression 4)")
 
@@ -127,6 +131,8 @@ RECIPES: dict[str, Recipe] = {
     "v6": Recipe(object_radius=(0.20, 0.28), shape_weight=2.0, steps=4000),
     "v7": Recipe(object_radius=(0.18, 0.26), shapes=COARSE_SHAPES, shape_weight=2.0, vae_from="assets/toy-cogvideox"),
 }
+# v7 then stage 2b over the shape region at the noise levels where v7 reads the shape word (README)
+RECIPES["v7b"] = replace(RECIPES["v7"], tune_steps=600, tune_t=(700, 900), tune_region="shapes")
 
 
 def vocabulary(shapes: tuple[str, ...] = SHAPES) -> list[str]:
@@ -518,7 +524,11 @@ def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progre
     ema = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
     if (work / "tune_ema.safetensors").is_file():
         ema = load_file(str(work / "tune_ema.safetensors"))
-    bank, bank_prompts, masks, _ = _latent_bank(recipe, vae.to(device), scaling, work, device, progress)
+    bank, bank_prompts, masks, ambiguity = _latent_bank(recipe, vae.to(device), scaling, work, device, progress)
+    if recipe.tune_region == "shapes":
+        if ambiguity is None:
+            raise SystemExit("tune_region 'shapes' needs the bank's ambiguity masks (a recipe with shape_weight > 0)")
+        masks = (masks + ambiguity).clamp(max=1.0)
     text_encoder.to(device).eval().requires_grad_(False)
     transformer.to(device).train().requires_grad_(True)
     opt = torch.optim.AdamW(transformer.parameters(), lr=recipe.tune_lr, weight_decay=0.01)
@@ -688,8 +698,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("assets/toy-cogvideox"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="v4",
-                    help="named recipe: v4 (the shipped model), v6 (larger objects, shape-weighted loss) or v7 (v6's "
-                         "loss, shapes that differ at the token grid, v4's VAE)")
+                    help="named recipe: v4 (the shipped model), v6 (larger objects, shape-weighted loss) , v7 (v6's "
+                         "loss, shapes that differ at the token grid, v4's VAE) or v7b (v7, then stage 2b over the "
+                         "shape region at t = 700-900)")
     ap.add_argument("--vae-steps", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--decoder-steps", type=int)
@@ -705,7 +716,6 @@ def main() -> None:
                                    ("decoder_steps", args.decoder_steps), ("text_steps", args.text_steps),
                                    ("tune_steps", args.tune_steps))
                  if v is not None}
-    from dataclasses import replace
 
     recipe = replace(RECIPES[args.recipe], **overrides)
     if args.export_only:
