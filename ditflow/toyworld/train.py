@@ -698,7 +698,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("assets/toy-cogvideox"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="v4",
-                    help="named recipe: v4 (the shipped model), v6 (larger objects, shape-weighted loss) , v7 (v6's "
+                    help="named recipe: v4 (the shipped model), v6 (larger objects, shape-weighted loss), v7 (v6's "
                          "loss, shapes that differ at the token grid, v4's VAE) or v7b (v7, then stage 2b over the "
                          "shape region at t = 700-900)")
     ap.add_argument("--vae-steps", type=int)
