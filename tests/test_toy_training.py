@@ -85,17 +85,17 @@ def test_text_stage_teaches_every_token_the_parse(tmp_path):
     assert state["step"] == 300 and state["worst_accuracy"] > 0.6  # chance: 1/12 colours, 1/3 kinds
 
 
-def test_world_radius_follows_the_model_recipe(tmp_path):
+def test_model_world_radius_follows_the_model_recipe(tmp_path):
     import json
 
-    from ditflow.toyworld.train import world_radius
+    from ditflow.toyworld.train import model_world
     from ditflow.toyworld.world import OBJECT_RADIUS
 
-    assert world_radius(tmp_path) == OBJECT_RADIUS  # not a trained folder: today's world
+    assert model_world(tmp_path).radius == OBJECT_RADIUS  # not a trained folder: today's world
     (tmp_path / "recipe.json").write_text(json.dumps({"size": 64}))
-    assert world_radius(tmp_path) == (0.10, 0.18)  # v3 predates the setting
+    assert model_world(tmp_path).radius == (0.10, 0.18)  # v3 predates the setting
     (tmp_path / "recipe.json").write_text(json.dumps({"object_radius": [0.2, 0.3]}))
-    assert world_radius(tmp_path) == (0.2, 0.3)
+    assert model_world(tmp_path).radius == (0.2, 0.3)
 
 
 def test_model_world_reads_the_shape_set(tmp_path):

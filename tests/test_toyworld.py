@@ -72,6 +72,18 @@ def test_shape_ambiguity_is_where_shapes_disagree():
     assert not amb[4][(xx - x) ** 2 + (yy - y) ** 2 > (1.25 * r) ** 2].any()  # nothing beyond the shapes (square corners: 1.2 r)
 
 
+def test_shape_ambiguity_is_per_object():
+    """With two objects, one's core (every shape covers it) does not hide the other's disagreeing edge there."""
+    from dataclasses import replace
+
+    from ditflow.toyworld.world import shape_ambiguity
+
+    clip = next(c for c in (make_clip(s, 9, 64, 64, radius=(0.2, 0.2)) for s in range(200)) if len(c.shapes) == 2)
+    alone = [shape_ambiguity(replace(clip, radii=[r], trajectories=clip.trajectories[i:i + 1]))
+             for i, r in enumerate(clip.radii)]
+    assert np.array_equal(shape_ambiguity(clip), alone[0] | alone[1])
+
+
 def test_shape_region_holds_every_shape_of_the_world():
     from ditflow.toyworld.world import COARSE_SHAPES, _shape_mask, shape_ambiguity, shape_region
 

@@ -613,32 +613,22 @@ def export_checkpoint(recipe: Recipe, work: Path, out: Path) -> Path:
     return export(recipe, parts, state["scaling"], out)
 
 
-def world_radius(model: Path) -> tuple[float, float]:
-    """The object radii of the world a toy model folder was trained on (its recipe.json; v3's predates the
-    setting and drew 0.10-0.18), so benchmarks draw references like its training clips."""
+def model_world(model: Path) -> World:
+    """The world (object radii, shapes) a toy model folder was trained on, from its recipe.json, so benchmarks
+    draw references like its training clips. A folder without one gets today's world; v3's recipe predates
+    the radius setting (it drew 0.10-0.18), v1-v6's the shape set (the classic SHAPES)."""
     path = Path(model) / "recipe.json"
     if not path.is_file():
-        return OBJECT_RADIUS
-    return tuple(json.loads(path.read_text()).get("object_radius", (0.10, 0.18)))
-
-
-def world_shapes(model: Path) -> tuple[str, ...]:
-    """The shape set of the world a toy model folder was trained on (v1-v6: the classic SHAPES)."""
-    path = Path(model) / "recipe.json"
-    return tuple(json.loads(path.read_text()).get("shapes", SHAPES)) if path.is_file() else SHAPES
-
-
-def model_world(model: Path) -> World:
-    """The world (object radii, shapes) a toy model folder was trained on."""
-    return World(world_radius(model), world_shapes(model))
+        return World(OBJECT_RADIUS, SHAPES)
+    recipe = json.loads(path.read_text())
+    return World(tuple(recipe.get("object_radius", (0.10, 0.18))), tuple(recipe.get("shapes", SHAPES)))
 
 
 def model_world_clip(seed: int, model: Path) -> Clip:
     """World clip `seed` as a toy model folder's training clips were drawn (its recipe's size, frames, radius,
     shapes)."""
-    recipe = json.loads((Path(model) / "recipe.json").read_text())
-    return make_clip(seed, recipe["frames"], recipe["size"], recipe["size"], radius=world_radius(model),
-                     shapes=world_shapes(model))
+    recipe, world = json.loads((Path(model) / "recipe.json").read_text()), model_world(model)
+    return make_clip(seed, recipe["frames"], recipe["size"], recipe["size"], radius=world.radius, shapes=world.shapes)
 
 
 def held_out_clips(n: int, frames: int, height: int, width: int, radius: tuple[float, float] = OBJECT_RADIUS,

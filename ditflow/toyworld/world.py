@@ -203,16 +203,18 @@ def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, 
 
 
 def _shape_regions(clip: Clip, shapes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(any, all) bool [T, H, W]: pixels that some / every one of `shapes` would cover, drawn at each object's
-    centre and radius."""
+    """(covered, ambiguous) bool [T, H, W]: pixels that some of `shapes` would cover at one of the clip's objects
+    (its centre and radius), and those where the shapes disagree for one of them. Ambiguity is per object: one
+    object's core does not hide another's disagreeing edge."""
     t, h, w = clip.frames.shape[:3]
-    anyone, everyone = np.zeros((t, h, w), dtype=bool), np.zeros((t, h, w), dtype=bool)
+    covered, ambiguous = np.zeros((t, h, w), dtype=bool), np.zeros((t, h, w), dtype=bool)
     for i, r in enumerate(clip.radii):
         for f in range(t):
             drawn = [_shape_mask(s, *clip.trajectories[i, f], r, h, w) for s in shapes]
-            anyone[f] |= np.logical_or.reduce(drawn)
-            everyone[f] |= np.logical_and.reduce(drawn)
-    return anyone, everyone
+            some = np.logical_or.reduce(drawn)
+            covered[f] |= some
+            ambiguous[f] |= some & ~np.logical_and.reduce(drawn)
+    return covered, ambiguous
 
 
 def shape_region(clip: Clip, shapes: tuple[str, ...] = SHAPES) -> np.ndarray:
@@ -224,8 +226,7 @@ def shape_region(clip: Clip, shapes: tuple[str, ...] = SHAPES) -> np.ndarray:
 def shape_ambiguity(clip: Clip, shapes: tuple[str, ...] = SHAPES) -> np.ndarray:
     """bool [T, H, W]: pixels where the world's `shapes` disagree for some object of the clip (covered by one
     shape and not by another of the same centre and radius): the only pixels where the shape word matters."""
-    anyone, everyone = _shape_regions(clip, shapes)
-    return anyone & ~everyone
+    return _shape_regions(clip, shapes)[1]
 
 
 def prompt_text(objects: list[tuple[str, str]], bg_kind: str, bg_colour: str) -> str:
