@@ -11,7 +11,9 @@ class Progress:
         self._bar = None
 
     def log(self, message: str) -> None:
-        if not self.quiet:
+        if self._bar is not None:  # through the live bar's console, which keeps the bar below the line
+            self._bar.console.print(message, highlight=False)
+        elif not self.quiet:
             from rich.console import Console
 
             Console(stderr=True).print(message, highlight=False)
@@ -35,6 +37,10 @@ class Progress:
     def advance(self, note: str | None = None, advance: int = 1) -> None:
         if self._bar is not None:
             self._bar.update(self._task, advance=advance, **({"note": note} if note is not None else {}))
+
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
 
     def note(self, note: str) -> None:
         if self._bar is not None:

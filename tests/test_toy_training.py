@@ -297,3 +297,84 @@ def test_named_recipes_differ_only_where_documented():
     v4, v6 = asdict(RECIPES["v4"]), asdict(RECIPES["v6"])
     assert v4 == asdict(Recipe())  # the shipped model's
     assert {k for k in v4 if v4[k] != v6[k]} == {"object_radius", "shape_weight", "steps"}
+
+
+def test_bank_rendered_by_worker_processes_is_the_same(tmp_path):
+    from ditflow.progress import Progress
+    from ditflow.toyworld.train import _latent_bank, build
+
+    vae = build(TINY)[2].eval()
+    banks = []
+    for workers in (0, 2):
+        (tmp_path / str(workers)).mkdir()
+        banks.append(_latent_bank(TINY, vae, 1.0, tmp_path / str(workers), "cpu", Progress(quiet=True), workers))
+    one, two = banks
+    assert one[1] == two[1] and len(one[1]) == TINY.bank  # prompts, in order
+    for a, b in zip((one[0], one[2], one[3]), (two[0], two[2], two[3])):
+        assert a.shape[0] == TINY.bank and np.array_equal(a.numpy(), b.numpy())
+
+
+def test_a_deadline_cuts_stage_2_and_the_export_records_the_count(tmp_path):
+    import json
+    import time
+
+    out = tmp_path / "toy"
+    recipe = replace(TINY, steps=500, tune_steps=0)
+    train(recipe, tmp_path / "work", out, quiet=True, deadline=time.time() + 1.0)  # far fewer than 500 fit
+    trained = json.loads((tmp_path / "work" / "transformer.json").read_text())
+    assert 2 <= trained["step"] == trained["planned"] < 500
+    assert json.loads((out / "recipe.json").read_text())["steps"] == trained["step"]
+
+
+def test_step_plan_keeps_the_count_without_a_deadline_and_stops_at_the_deadline():
+    import time
+
+    from ditflow.toyworld.train import StepPlan
+
+    plan = StepPlan(100, None, probe=3)
+    assert not any(plan.tick(s, 0) for s in range(100)) and plan.total == 100
+    late = StepPlan(100, time.time() - 10, probe=3)  # already past: the second step is the last
+    assert [late.tick(s, 0) for s in range(2)] == [False, True] and late.total == 2
+    slow = StepPlan(100, time.time() + 0.05, probe=3)  # on plan after timing, then the machine slows down
+    [slow.tick(s, 0) for s in range(3)]
+    assert slow.total > 3
+    time.sleep(0.06)
+    assert slow.tick(3, 0) and slow.total == 4  # past the deadline: this step is the last
+
+
+def test_a_prepared_bank_is_reused_by_a_recipe_that_differs_in_the_transformer(tmp_path):
+    import json
+    import shutil
+
+    from ditflow.toyworld.train import prepare
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    prepare(TINY, a, quiet=True)
+    assert json.loads((a / "latents.json").read_text())["size"] == TINY.bank and not (a / "transformer.json").exists()
+    shutil.copytree(a, b)
+    (b / "recipe.json").unlink()
+    stamp = (b / "latents.safetensors").stat().st_mtime_ns
+    train(replace(TINY, layers=3, tune_steps=0), b, tmp_path / "toy", quiet=True)
+    assert (b / "latents.safetensors").stat().st_mtime_ns == stamp  # not encoded again
+    assert json.loads((b / "transformer.json").read_text())["step"] == TINY.steps
+
+
+def test_ema_step_follows_the_decay_and_copies_at_zero():
+    import torch
+
+    from ditflow.toyworld.train import _ema_step
+
+    module = torch.nn.Linear(2, 2)
+    ema = {k: torch.zeros_like(v) for k, v in module.state_dict().items()}
+    _ema_step(ema, module, 0.75)
+    assert torch.allclose(ema["weight"], 0.25 * module.weight.detach())
+    _ema_step(ema, module, 0.0)
+    assert torch.equal(ema["weight"], module.weight.detach())
+
+
+def test_warm_up_ramps_the_learning_rate_then_the_cosine_ends_at_zero():
+    from ditflow.toyworld.train import lr_factor
+
+    ramp = [lr_factor(s, 100, 4) / lr_factor(s, 100) for s in range(5)]  # the warm-up's share of the factor
+    assert np.allclose(ramp, [0.25, 0.5, 0.75, 1.0, 1.0])
+    assert lr_factor(0, 100) == 1.0 and lr_factor(100, 100, 4) == 0.0 and lr_factor(50, 100) == 0.5

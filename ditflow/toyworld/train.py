@@ -58,6 +58,7 @@ class Recipe:
     steps: int = 4500
     batch: int = 16
     lr: float = 3e-4
+    warmup: int = 0  # linear learning-rate warm-up steps before the cosine (v8's large batches need it)
     ema: float = 0.999
     ema_start: int = 1000  # EMA restarts from the live weights here: earlier it would still hold the random init
     empty_prompt: float = 0.1  # for classifier-free guidance
@@ -133,6 +134,11 @@ RECIPES: dict[str, Recipe] = {
 }
 # v7 then stage 2b over the shape region at the noise levels where v7 reads the shape word (README)
 RECIPES["v7b"] = replace(RECIPES["v7"], tune_steps=600, tune_t=(700, 900), tune_region="shapes")
+# GPU recipes: v7's world and loss, 16x larger batches drawn from an 8x larger bank (64,000 clips), warm-up.
+# Steps are an upper bound: a lent GPU's session trains to its time budget (--budget), and the count trained
+# is recorded. v8-deep has 12 transformer blocks instead of 8.
+RECIPES["v8"] = replace(RECIPES["v7"], batch=256, lr=6e-4, warmup=300, bank=64_000, steps=30_000, checkpoint_every=500)
+RECIPES["v8-deep"] = replace(RECIPES["v8"], layers=12)
 
 
 def vocabulary(shapes: tuple[str, ...] = SHAPES) -> list[str]:
@@ -209,14 +215,15 @@ def _load(work: Path, name: str, module) -> dict:
     return json.loads((work / f"{name}.json").read_text())
 
 
-def _update(opt, loss, bar, clip: list | None = None) -> None:
-    """One optimiser step on `loss` (gradient norm clipped to 1 over `clip`), reported on the bar."""
+def _update(opt, loss, bar, clip: list | None = None, show: bool = True) -> None:
+    """One optimiser step on `loss` (gradient norm clipped to 1 over `clip`), reported on the bar when `show`
+    (reading the loss waits for the GPU, so the fast stages show it every few steps)."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if clip is not None:
         torch.nn.utils.clip_grad_norm_(clip, 1.0)
     opt.step()
-    bar.advance(f"loss {loss.item():.4f}")
+    bar.advance(f"loss {loss.item():.4f}" if show else None)
 
 
 def _due(recipe: Recipe, step: int, total: int) -> bool:
@@ -374,10 +381,37 @@ def latent_mask(clip: Clip, spatial: int, temporal: int = 4) -> np.ndarray:
     return to_latent_grid(clip.masks.any(axis=0), spatial, temporal)
 
 
-def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, progress: Progress):
+def _bank_rows(recipe: Recipe, step: int, batch: int):
+    """Batch `step` of the latent bank, rendered: (uint8 frames [B, T, H, W, 3], prompts, [B, F, h, w] object
+    coverage, [B, F, h, w] shape ambiguity or None). A top-level function so worker processes can run it."""
+    clips = render_batch(recipe, step, batch, stage=2)
+    masks = np.stack([latent_mask(c, recipe.spatial) for c in clips])
+    ambiguity = (np.stack([to_latent_grid(shape_ambiguity(c, recipe.shapes), recipe.spatial) for c in clips])
+                 if recipe.shape_weight else None)
+    return np.stack([c.frames for c in clips]), [c.prompt for c in clips], masks, ambiguity
+
+
+def _rendered(recipe: Recipe, batches: int, batch: int, workers: int):
+    """The bank's batches in order, rendered by `workers` processes (0: this one). Rendering is numpy on the CPU
+    and costs as much as the VAE pass, so a machine with many cores and a GPU wants both at once."""
+    from functools import partial
+
+    render = partial(_bank_rows, recipe, batch=batch)
+    if workers <= 0:
+        yield from map(render, range(batches))
+        return
+    import multiprocessing
+
+    # fork: the workers only run numpy, never CUDA, so a CUDA context in the parent is harmless
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(render, range(batches), chunksize=4)
+
+
+def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, progress: Progress, workers: int = 0):
     """`recipe.bank` training clips encoded once: ([B, F, C, h, w] scaled latents, prompts, [B, F, 1, h, w]
     object coverage, [B, F, 1, h, w] shape ambiguity (`world.shape_ambiguity`; None when the recipe does not
-    weigh it)), kept in the work folder so a resumed run does not encode them again."""
+    weigh it)), kept in the work folder so a resumed run does not encode them again. The same for any
+    `workers`."""
     from safetensors.torch import load_file, save_file
 
     path = work / "latents.safetensors"
@@ -389,23 +423,22 @@ def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, p
                 return saved["latents"], meta["prompts"], saved["masks"], saved.get("ambiguity")
     chunks, prompts, masks, ambiguity, batch = [], [], [], [], 32
     with progress.task("encode training clips", total=recipe.bank) as bar:
-        for step in range(0, recipe.bank, batch):
-            clips = render_batch(recipe, step // batch, batch, stage=2)
-            chunks.append(_encode(vae, to_video(clips).to(device), scaling).cpu())
-            prompts += [c.prompt for c in clips]
-            masks += [latent_mask(c, recipe.spatial) for c in clips]
-            if recipe.shape_weight:
-                ambiguity += [to_latent_grid(shape_ambiguity(c, recipe.shapes), recipe.spatial) for c in clips]
+        for frames, p, m, a in _rendered(recipe, -(-recipe.bank // batch), batch, workers):
+            video = torch.from_numpy(frames).to(device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+            chunks.append(_encode(vae, video, scaling).cpu())
+            prompts += p
+            masks.append(m)
+            if a is not None:
+                ambiguity.append(a)
             bar.advance(advance=batch)
     latents = torch.cat(chunks)[: recipe.bank].contiguous()
-    masks = torch.from_numpy(np.stack(masks[: recipe.bank]))[:, :, None].contiguous()
-    saved = {"latents": latents, "masks": masks}
+    saved = {"latents": latents, "masks": torch.from_numpy(np.concatenate(masks)[: recipe.bank])[:, :, None].contiguous()}
     if ambiguity:
-        saved["ambiguity"] = torch.from_numpy(np.stack(ambiguity[: recipe.bank]))[:, :, None].contiguous()
+        saved["ambiguity"] = torch.from_numpy(np.concatenate(ambiguity)[: recipe.bank])[:, :, None].contiguous()
     save_file(saved, str(work / ".latents.tmp"))
     os.replace(work / ".latents.tmp", path)
     (work / "latents.json").write_text(json.dumps({"size": recipe.bank, "scaling": scaling, "prompts": prompts[: recipe.bank]}))
-    return latents, prompts[: recipe.bank], masks, saved.get("ambiguity")
+    return latents, prompts[: recipe.bank], saved["masks"], saved.get("ambiguity")
 
 
 def noised(alphas: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
@@ -425,52 +458,115 @@ def _rope(recipe: Recipe, transformer, device: str):
 
 @torch.no_grad()
 def _ema_step(ema: dict, module, decay: float) -> None:
-    for k, v in module.state_dict().items():
-        ema[k].mul_(decay).add_(v.detach().to(ema[k].device), alpha=1 - decay)
+    """ema <- decay * ema + (1 - decay) * weights, in one fused pass (ema lives on the module's device)."""
+    state = module.state_dict()
+    mine, live = [ema[k] for k in state], [v.detach() for v in state.values()]
+    if decay == 0.0:
+        torch._foreach_copy_(mine, live)
+    else:
+        torch._foreach_lerp_(mine, live, 1 - decay)
 
 
 def _save_ema(work: Path, name: str, ema: dict) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in ema.items()}, str(work / f".{name}.tmp"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(work / f".{name}.tmp"))
     os.replace(work / f".{name}.tmp", work / f"{name}.safetensors")
 
 
-def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: Progress) -> float:
+def _scaling(recipe: Recipe, vae, device: str) -> float:
+    """The latent scaling factor: unit-variance latents, as CogVideoX's scaling factor gives its data."""
+    video, _ = clip_batch(recipe, 0, 16, stage=3)
+    return float(1.0 / _encode(vae.to(device), video.to(device), 1.0).std())
+
+
+def lr_factor(step: int, total: int, warmup: int = 0) -> float:
+    """Stage 2's learning-rate multiplier: a linear warm-up over `warmup` steps times a cosine to 0 at `total`."""
+    warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    return warm * 0.5 * (1 + float(np.cos(np.pi * min(1.0, step / total))))
+
+
+class StepPlan:
+    """Stage 2's step count, cut to a wall-clock deadline: planned from the speed of the first `probe` steps,
+    planned again after 10x as many (other work on the machine may have started or stopped meanwhile; the
+    cosine schedule follows the count, so the learning rate still ends near zero), and stopped at the deadline
+    whatever the plan said."""
+
+    def __init__(self, steps: int, deadline: float | None, probe: int = 30):
+        self.total, self.deadline, self.probe = steps, deadline, probe
+        self._start = None
+
+    def tick(self, step: int, first: int) -> bool:
+        """Called after each step; True when the count changed at this one."""
+        import time
+
+        if self.deadline is None:
+            return False
+        now, done = time.time(), step - first + 1
+        if done == 1:
+            self._start = now  # the first step (allocations, warm-up) is not timed
+        elif done in (self.probe, 10 * self.probe):
+            rate = (now - self._start) / (done - 1)
+            self.total = max(step + 1, min(self.total, step + 1 + int((self.deadline - now) / rate)))
+            return True
+        elif now > self.deadline and self.total > step + 1:
+            self.total = step + 1
+            return True
+        return False
+
+
+def _token_table(tokenizer, prompts: list[str], length: int, device: str):
+    """Prompts tokenised once: ([U, L] ids of the unique prompts, [N] row of each prompt, row of "")."""
+    unique = sorted(set(prompts) | {""})
+    ids = tokenizer(unique, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
+    row = {p: i for i, p in enumerate(unique)}
+    return ids.to(device), torch.tensor([row[p] for p in prompts]), row[""]
+
+
+def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: Progress,
+                      deadline: float | None = None, workers: int = 0) -> tuple[float, int]:
+    """Stage 2; returns (latent scaling, steps trained). With a `deadline` (time.time()), the step count is
+    cut so the stage ends by then (`StepPlan`)."""
     tokenizer, text_encoder, vae, transformer, scheduler = parts
     vae.to(device)
     text_encoder.to(device).eval().requires_grad_(False)
     state = _load(work, "transformer", transformer)
     if not _load(work, "text_encoder", text_encoder)["step"]:
         _load(work, "text_pretrain", text_encoder)  # stage 1b's weights start stage 2
+    transformer.to(device)
     ema = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
     if (work / "transformer_ema.safetensors").is_file():
         from safetensors.torch import load_file
 
-        ema = load_file(str(work / "transformer_ema.safetensors"))
-    if "scaling" not in state:  # unit-variance latents, as CogVideoX's scaling factor does for its data
-        video, _ = clip_batch(recipe, 0, 16, stage=3)
-        state["scaling"] = float(1.0 / _encode(vae, video.to(device), 1.0).std())
+        ema = load_file(str(work / "transformer_ema.safetensors"), device=str(device))
+    if "scaling" not in state:
+        state["scaling"] = _scaling(recipe, vae, device)
     scaling = state["scaling"]
-    bank, bank_prompts, masks, ambiguity = _latent_bank(recipe, vae, scaling, work, device, progress)
-    transformer.to(device).train().requires_grad_(True)
+    bank, bank_prompts, masks, ambiguity = _latent_bank(recipe, vae, scaling, work, device, progress, workers)
+    if device != "cpu":  # the whole bank fits an accelerator: no host-to-device copy per step
+        bank, masks = bank.to(device), masks.to(device)
+        ambiguity = ambiguity.to(device) if ambiguity is not None else None
+    id_table, prompt_row, empty_row = _token_table(tokenizer, bank_prompts, recipe.text_len, device)
+    transformer.train().requires_grad_(True)
     text_params = list(text_encoder.parameters())
     opt = torch.optim.AdamW([{"params": transformer.parameters()}, {"params": text_params}], lr=recipe.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(1.0, (s + state["step"]) / recipe.steps))))
+    plan = StepPlan(recipe.steps, deadline)
+    first = state["step"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s + first, plan.total, recipe.warmup))
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
     rope = _rope(recipe, transformer, device)
     gen = torch.Generator().manual_seed(recipe.seed + state["step"])
     with progress.task("train transformer", total=recipe.steps) as bar:
         for _ in range(state["step"]):
             bar.advance()
-        for step in range(state["step"], recipe.steps):
+        step = first
+        while step < plan.total:
             idx = torch.randint(len(bank), (recipe.batch,), generator=gen)
-            prompts = ["" if torch.rand(1, generator=gen).item() < recipe.empty_prompt else bank_prompts[i] for i in idx]
+            empty = torch.tensor([torch.rand(1, generator=gen).item() < recipe.empty_prompt for _ in idx])
             x0 = bank[idx].to(device)
             train_text = step >= recipe.text_from
             text_encoder.train(train_text).requires_grad_(train_text)
-            ids = tokenizer(prompts, padding="max_length", max_length=recipe.text_len, truncation=True,
-                            return_tensors="pt").input_ids.to(device)
+            ids = id_table[torch.where(empty, empty_row, prompt_row[idx]).to(device)]
             with torch.set_grad_enabled(train_text):
                 text = text_encoder(ids)[0]
             u = torch.rand(x0.shape[0], generator=gen)
@@ -484,17 +580,23 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             if ambiguity is not None:
                 weight = weight + recipe.shape_weight * ambiguity[idx].to(device)
             loss = (weight * (pred - target) ** 2).mean() / weight.mean()
-            _update(opt, loss, bar, list(transformer.parameters()) + text_params)
+            _update(opt, loss, bar, list(transformer.parameters()) + text_params, show=device == "cpu" or step % 25 == 0)
             sched.step()
             _ema_step(ema, transformer, 0.0 if step <= recipe.ema_start else recipe.ema)  # 0: copy the live weights
-            if _due(recipe, step, recipe.steps):
+            if plan.tick(step, first):
+                bar.set_total(plan.total)
+                progress.log(f"stage 2 planned to {plan.total} steps to end by the deadline")
+            if _due(recipe, step, plan.total):
+                progress.log(f"stage 2 step {step + 1}/{plan.total} loss {loss.item():.4f}")
                 _save_ema(work, "transformer_ema", ema)
                 _save(work, "text_encoder", text_encoder, {"step": step + 1})
-                _save(work, "transformer", transformer, {"step": step + 1, "loss": loss.item(), "scaling": scaling})
+                _save(work, "transformer", transformer, {"step": step + 1, "loss": loss.item(), "scaling": scaling,
+                                                         "planned": plan.total})
+            step += 1
     transformer.load_state_dict(ema)
     text_encoder.eval().requires_grad_(False)
     transformer.eval().requires_grad_(False)
-    return scaling
+    return scaling, plan.total
 
 
 def foil_prompt(prompt: str, gen: torch.Generator, shapes: tuple[str, ...] = SHAPES) -> str:
@@ -521,9 +623,10 @@ def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progre
     tokenizer, text_encoder, vae, transformer, scheduler = parts
     scaling = json.loads((work / "transformer.json").read_text())["scaling"]
     state = _load(work, "tune", transformer)  # step 0: keeps the stage-2 EMA weights it was given
+    transformer.to(device)
     ema = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
     if (work / "tune_ema.safetensors").is_file():
-        ema = load_file(str(work / "tune_ema.safetensors"))
+        ema = load_file(str(work / "tune_ema.safetensors"), device=str(device))
     bank, bank_prompts, masks, ambiguity = _latent_bank(recipe, vae.to(device), scaling, work, device, progress)
     if recipe.tune_region == "shapes":
         if ambiguity is None:
@@ -610,6 +713,8 @@ def export_checkpoint(recipe: Recipe, work: Path, out: Path) -> Path:
             parts[3].load_state_dict(load_file(str(work / f"{name}.safetensors")))
     if "scaling" not in state:
         raise SystemExit(f"no transformer checkpoint in {work} yet")
+    if "planned" in state:  # a run cut to a deadline (--budget): its recipe is the count it planned
+        recipe = replace(recipe, steps=state["planned"])
     return export(recipe, parts, state["scaling"], out)
 
 
@@ -657,6 +762,7 @@ def check_work(recipe: Recipe, work: Path) -> None:
     old.setdefault("shape_weight", 0.0)  # v1-v5 had no shape weighting
     old.setdefault("shapes", list(SHAPES))  # v1-v6 drew the classic shapes
     old.setdefault("vae_from", None)
+    old.setdefault("warmup", 0)  # v1-v7 started the cosine at full rate
     mine = json.loads(json.dumps(asdict(recipe)))  # tuples as lists, as stored
     # step counts may grow on resume; everything else shapes the weights
     growing = ("steps", "vae_steps", "decoder_steps", "text_steps", "tune_steps", "defaults", "checkpoint_every")
@@ -668,7 +774,16 @@ def check_work(recipe: Recipe, work: Path) -> None:
                          f"pass another --work or remove it")
 
 
-def train(recipe: Recipe, work: Path, out: Path, device: str = "cpu", quiet: bool = False) -> Path:
+def prepare(recipe: Recipe, work: Path, device: str = "cpu", quiet: bool = False, workers: int = 0) -> None:
+    """Everything stage 2 starts from (VAE, text encoder, the encoded bank), e.g. to share one bank between
+    recipes that differ only in the transformer: copy the work folder without its recipe.json."""
+    train(recipe, work, None, device, quiet, workers=workers, stop_before_stage2=True)
+
+
+def train(recipe: Recipe, work: Path, out: Path | None, device: str = "cpu", quiet: bool = False,
+          deadline: float | None = None, workers: int = 0, stop_before_stage2: bool = False) -> Path | None:
+    """The whole recipe into the pipeline folder `out`. `deadline` (time.time()) cuts stage 2's step count so it
+    ends by then (the count trained is what the exported recipe.json records); `workers` render the bank."""
     work.mkdir(parents=True, exist_ok=True)
     check_work(recipe, work)
     (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=1))
@@ -676,7 +791,11 @@ def train(recipe: Recipe, work: Path, out: Path, device: str = "cpu", quiet: boo
     parts = build(recipe)
     train_vae(recipe, parts[2], work, device, progress)
     train_text(recipe, parts[0], parts[1], work, device, progress)
-    scaling = train_transformer(recipe, parts, work, device, progress)
+    if stop_before_stage2:
+        _latent_bank(recipe, parts[2], _scaling(recipe, parts[2], device), work, device, progress, workers)
+        return None
+    scaling, steps = train_transformer(recipe, parts, work, device, progress, deadline, workers)
+    recipe = replace(recipe, steps=steps)
     tune_shapes(recipe, parts, work, device, progress)
     finetune_decoder(recipe, parts[2], work, device, progress)
     return export(recipe, parts, scaling, out)
@@ -690,9 +809,12 @@ def main() -> None:
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="v4",
                     help="named recipe: v4 (the shipped model), v6 (larger objects, shape-weighted loss), v7 (v6's "
                          "loss, shapes that differ at the token grid, v4's VAE) or v7b (v7, then stage 2b over the "
-                         "shape region at t = 700-900)")
+                         "shape region at t = 700-900); GPU recipes v8 (v7's world, batches of 256 from a 64,000-clip bank, "
+                         "trained to --budget) and v8-deep (v8 with 12 blocks)")
     ap.add_argument("--vae-steps", type=int)
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--batch", type=int, help="stage 2 batch size")
+    ap.add_argument("--bank", type=int, help="training clips encoded once for stage 2")
     ap.add_argument("--decoder-steps", type=int)
     ap.add_argument("--text-steps", type=int, help="stage 1b steps (T5 role pretraining; 0 = off, as in v3)")
     ap.add_argument("--tune-steps", type=int, help="stage 2b steps (shape-discriminative fine-tune; 0 = off, as in v4)")
@@ -700,23 +822,39 @@ def main() -> None:
                     help="run only stage 3 (after stage 1), e.g. beside a running stage 2: it needs only the encoder")
     ap.add_argument("--export-only", action="store_true",
                     help="export the latest checkpoints (EMA transformer, fine-tuned decoder if any) without training")
+    ap.add_argument("--budget", type=float, metavar="SECONDS",
+                    help="wall-clock seconds for this run: stage 2's step count is cut (after timing its first "
+                         "steps) so it ends in time; the count trained is recorded in the exported recipe.json")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="processes that render the training clips of the latent bank (0: this one)")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="stop before stage 2, once the VAE, text encoder and latent bank are in --work")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     overrides = {k: v for k, v in (("vae_steps", args.vae_steps), ("steps", args.steps),
                                    ("decoder_steps", args.decoder_steps), ("text_steps", args.text_steps),
-                                   ("tune_steps", args.tune_steps))
+                                   ("tune_steps", args.tune_steps), ("batch", args.batch), ("bank", args.bank))
                  if v is not None}
 
     recipe = replace(RECIPES[args.recipe], **overrides)
     if args.export_only:
         print(export_checkpoint(recipe, args.work, args.out))
         return
+    if args.prepare_only:
+        prepare(recipe, args.work, args.device, args.quiet, args.workers)
+        print(args.work)
+        return
     if args.decoder_only:
         vae = build(recipe)[2]
         _load(args.work, "vae", vae)
         finetune_decoder(recipe, vae, args.work, args.device, Progress(args.quiet))
         return
-    print(train(recipe, args.work, args.out, args.device, args.quiet))
+    import time
+
+    deadline = time.time() + args.budget if args.budget else None
+    if args.device.startswith("cuda"):
+        torch.set_float32_matmul_precision("high")  # TF32 matrix products: the GPU recipes' speed, not their sums
+    print(train(recipe, args.work, args.out, args.device, args.quiet, deadline, args.workers))
 
 
 if __name__ == "__main__":
