@@ -295,8 +295,21 @@ def test_named_recipes_differ_only_where_documented():
     from ditflow.toyworld.train import RECIPES
 
     v4, v6 = asdict(RECIPES["v4"]), asdict(RECIPES["v6"])
-    assert v4 == asdict(Recipe())  # the shipped model's
+    assert v4 == asdict(Recipe())  # the CPU recipe
     assert {k for k in v4 if v4[k] != v6[k]} == {"object_radius", "shape_weight", "steps"}
+    v7, v8 = asdict(RECIPES["v7"]), asdict(RECIPES["v8"])  # v8: v7 in large batches (the shipped model's)
+    assert {k for k in v7 if v7[k] != v8[k]} == {"batch", "lr", "warmup", "bank", "steps", "checkpoint_every"}
+
+
+def test_the_shipped_model_is_v8s_recipe():
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from ditflow.toyworld.train import RECIPES
+
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "assets/toy-cogvideox/recipe.json").read_text())
+    assert shipped == json.loads(json.dumps(asdict(RECIPES["v8"])))  # make toy-model reproduces what ships
 
 
 def test_bank_rendered_by_worker_processes_is_the_same(tmp_path):
