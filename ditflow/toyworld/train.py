@@ -774,16 +774,8 @@ def check_work(recipe: Recipe, work: Path) -> None:
                          f"pass another --work or remove it")
 
 
-def prepare(recipe: Recipe, work: Path, device: str = "cpu", quiet: bool = False, workers: int = 0) -> None:
-    """Everything stage 2 starts from (VAE, text encoder, the encoded bank), e.g. to share one bank between
-    recipes that differ only in the transformer: copy the work folder without its recipe.json."""
-    train(recipe, work, None, device, quiet, workers=workers, stop_before_stage2=True)
-
-
-def train(recipe: Recipe, work: Path, out: Path | None, device: str = "cpu", quiet: bool = False,
-          deadline: float | None = None, workers: int = 0, stop_before_stage2: bool = False) -> Path | None:
-    """The whole recipe into the pipeline folder `out`. `deadline` (time.time()) cuts stage 2's step count so it
-    ends by then (the count trained is what the exported recipe.json records); `workers` render the bank."""
+def _first_stages(recipe: Recipe, work: Path, device: str, quiet: bool):
+    """Check (or claim) the work folder, then stages 1 and 1b: (parts, progress)."""
     work.mkdir(parents=True, exist_ok=True)
     check_work(recipe, work)
     (work / "recipe.json").write_text(json.dumps(asdict(recipe), indent=1))
@@ -791,9 +783,21 @@ def train(recipe: Recipe, work: Path, out: Path | None, device: str = "cpu", qui
     parts = build(recipe)
     train_vae(recipe, parts[2], work, device, progress)
     train_text(recipe, parts[0], parts[1], work, device, progress)
-    if stop_before_stage2:
-        _latent_bank(recipe, parts[2], _scaling(recipe, parts[2], device), work, device, progress, workers)
-        return None
+    return parts, progress
+
+
+def prepare(recipe: Recipe, work: Path, device: str = "cpu", quiet: bool = False, workers: int = 0) -> None:
+    """Everything stage 2 starts from (VAE, text encoder, the encoded bank), e.g. to share one bank between
+    recipes that differ only in the transformer: copy the work folder without its recipe.json."""
+    parts, progress = _first_stages(recipe, work, device, quiet)
+    _latent_bank(recipe, parts[2], _scaling(recipe, parts[2], device), work, device, progress, workers)
+
+
+def train(recipe: Recipe, work: Path, out: Path, device: str = "cpu", quiet: bool = False,
+          deadline: float | None = None, workers: int = 0) -> Path:
+    """The whole recipe into the pipeline folder `out`. `deadline` (time.time()) cuts stage 2's step count so it
+    ends by then (the count trained is what the exported recipe.json records); `workers` render the bank."""
+    parts, progress = _first_stages(recipe, work, device, quiet)
     scaling, steps = train_transformer(recipe, parts, work, device, progress, deadline, workers)
     recipe = replace(recipe, steps=steps)
     tune_shapes(recipe, parts, work, device, progress)
