@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 
-from ditflow.toyworld.train import RECIPES, _ema_step, _rope, build, noised
+from ditflow.toyworld.train import RECIPES, _ema_step, _rope, build, draw_batch, noised
 
 
 def main() -> None:
@@ -42,14 +43,11 @@ def main() -> None:
             idx = torch.randint(n, (batch,), device=dev)
             t, rows = torch.randint(0, 1000, (batch,), device=dev), torch.randint(0, 64, (batch,), device=dev)
             noise = torch.randn((batch,) + bank.shape[1:], device=dev)
-        else:  # train_transformer's way: reproducible on any device
-            gen = torch.Generator().manual_seed(0)
-            idx = torch.randint(n, (batch,), generator=gen)
-            empty = torch.tensor([torch.rand(1, generator=gen).item() < recipe.empty_prompt for _ in idx])
+        else:  # train_transformer's way (its draw_batch): reproducible on any device
+            idx, empty, t, noise = draw_batch(replace(recipe, batch=batch), torch.Generator().manual_seed(0), n,
+                                              bank.shape[1:])
             rows = torch.where(empty, 0, idx % 64).to(dev)
-            t = (999 * torch.rand(batch, generator=gen) ** recipe.high_noise_power).round().long().to(dev)
-            noise = torch.randn((batch,) + bank.shape[1:], generator=gen).to(dev)
-            idx = idx.to(dev)
+            idx, t, noise = idx.to(dev), t.to(dev), noise.to(dev)
         xt, target = noised(alphas, bank[idx], noise, t)
         pred = transformer(hidden_states=xt, encoder_hidden_states=text_encoder(ids[rows])[0], timestep=t,
                            image_rotary_emb=rope, return_dict=False)[0]

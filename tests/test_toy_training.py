@@ -391,3 +391,19 @@ def test_warm_up_ramps_the_learning_rate_then_the_cosine_ends_at_zero():
     ramp = [lr_factor(s, 100, 4) / lr_factor(s, 100) for s in range(5)]  # the warm-up's share of the factor
     assert np.allclose(ramp, [0.25, 0.5, 0.75, 1.0, 1.0])
     assert lr_factor(0, 100) == 1.0 and lr_factor(100, 100, 4) == 0.0 and lr_factor(50, 100) == 0.5
+
+
+def test_draw_batch_keeps_the_order_training_draws_in():
+    """Stage 2's randomness is drawn as before draw_batch existed, so recipes stay reproducible."""
+    import torch
+
+    from ditflow.toyworld.train import draw_batch
+
+    recipe = replace(TINY, batch=4)
+    idx, empty, t, noise = draw_batch(recipe, torch.Generator().manual_seed(3), 40, (3, 4, 2, 2))
+    gen = torch.Generator().manual_seed(3)
+    want_idx = torch.randint(40, (4,), generator=gen)
+    want_empty = torch.tensor([torch.rand(1, generator=gen).item() < recipe.empty_prompt for _ in range(4)])
+    want_t = (999 * torch.rand(4, generator=gen) ** recipe.high_noise_power).round().long()
+    assert torch.equal(idx, want_idx) and torch.equal(empty, want_empty) and torch.equal(t, want_t)
+    assert torch.equal(noise, torch.randn((4, 3, 4, 2, 2), generator=gen))

@@ -21,7 +21,7 @@ import torch
 
 from ..progress import Progress
 from ..tiny import build_tokenizer
-from .world import (BACKGROUNDS, BG_COLOURS, COARSE_SHAPES, COLOURS, MOTIONS, OBJECT_RADIUS, SHAPES, Clip, World,
+from .world import (BACKGROUNDS, BG_COLOURS, CLASSIC_WORLD, COARSE_SHAPES, COLOURS, MOTIONS, OBJECT_RADIUS, SHAPES, Clip, World,
                     make_clip, scene_prompt, shape_ambiguity)
 
 TRAIN_SEED0 = 10_000
@@ -183,10 +183,14 @@ def render_batch(recipe: Recipe, step: int, batch: int, stage: int) -> list[Clip
                       shapes=recipe.shapes) for i in range(batch)]
 
 
+def frames_to_video(frames: np.ndarray) -> torch.Tensor:
+    """uint8 frames [B, T, H, W, 3] -> pixels [B, 3, T, H, W] in [-1, 1]."""
+    return torch.from_numpy(frames.astype(np.float32) / 127.5 - 1.0).permute(0, 4, 1, 2, 3)
+
+
 def to_video(clips: list[Clip]) -> torch.Tensor:
     """Pixels [B, 3, T, H, W] in [-1, 1]."""
-    video = np.stack([c.frames for c in clips]).astype(np.float32) / 127.5 - 1.0
-    return torch.from_numpy(video).permute(0, 4, 1, 2, 3)
+    return frames_to_video(np.stack([c.frames for c in clips]))
 
 
 def clip_batch(recipe: Recipe, step: int, batch: int, stage: int):
@@ -424,8 +428,7 @@ def _latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, p
     chunks, prompts, masks, ambiguity, batch = [], [], [], [], 32
     with progress.task("encode training clips", total=recipe.bank) as bar:
         for frames, p, m, a in _rendered(recipe, -(-recipe.bank // batch), batch, workers):
-            video = torch.from_numpy(frames).to(device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
-            chunks.append(_encode(vae, video, scaling).cpu())
+            chunks.append(_encode(vae, frames_to_video(frames).to(device), scaling).cpu())
             prompts += p
             masks.append(m)
             if a is not None:
@@ -515,6 +518,16 @@ class StepPlan:
         return False
 
 
+def draw_batch(recipe: Recipe, gen: torch.Generator, bank_size: int, latent_shape: tuple[int, ...]):
+    """One stage-2 batch's randomness from the seeded CPU generator, in the order training has always drawn
+    it: ([B] bank rows, [B] bool empty prompt, [B] timesteps 999 * u**high_noise_power, [B, *latent_shape]
+    noise)."""
+    idx = torch.randint(bank_size, (recipe.batch,), generator=gen)
+    empty = torch.tensor([torch.rand(1, generator=gen).item() < recipe.empty_prompt for _ in idx])
+    t = (999 * torch.rand(recipe.batch, generator=gen) ** recipe.high_noise_power).round().long()
+    return idx, empty, t, torch.randn((recipe.batch,) + tuple(latent_shape), generator=gen)
+
+
 def _token_table(tokenizer, prompts: list[str], length: int, device: str):
     """Prompts tokenised once: ([U, L] ids of the unique prompts, [N] row of each prompt, row of "")."""
     unique = sorted(set(prompts) | {""})
@@ -561,17 +574,13 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             bar.advance()
         step = first
         while step < plan.total:
-            idx = torch.randint(len(bank), (recipe.batch,), generator=gen)
-            empty = torch.tensor([torch.rand(1, generator=gen).item() < recipe.empty_prompt for _ in idx])
-            x0 = bank[idx].to(device)
+            idx, empty, t, noise = draw_batch(recipe, gen, len(bank), bank.shape[1:])
+            x0, t, noise = bank[idx].to(device), t.to(device), noise.to(device)
             train_text = step >= recipe.text_from
             text_encoder.train(train_text).requires_grad_(train_text)
             ids = id_table[torch.where(empty, empty_row, prompt_row[idx]).to(device)]
             with torch.set_grad_enabled(train_text):
                 text = text_encoder(ids)[0]
-            u = torch.rand(x0.shape[0], generator=gen)
-            t = (999 * u ** recipe.high_noise_power).round().long().to(device)
-            noise = torch.randn(x0.shape, generator=gen).to(device)
             xt, target = noised(alphas, x0, noise, t)
             pred = transformer(hidden_states=xt, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
                                return_dict=False)[0]
@@ -633,7 +642,7 @@ def tune_shapes(recipe: Recipe, parts, work: Path, device: str, progress: Progre
             raise SystemExit("tune_region 'shapes' needs the bank's ambiguity masks (a recipe with shape_weight > 0)")
         masks = (masks + ambiguity).clamp(max=1.0)
     text_encoder.to(device).eval().requires_grad_(False)
-    transformer.to(device).train().requires_grad_(True)
+    transformer.train().requires_grad_(True)
     opt = torch.optim.AdamW(transformer.parameters(), lr=recipe.tune_lr, weight_decay=0.01)
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
     rope = _rope(recipe, transformer, device)
@@ -724,7 +733,7 @@ def model_world(model: Path) -> World:
     the radius setting (it drew 0.10-0.18), v1-v6's the shape set (the classic SHAPES)."""
     path = Path(model) / "recipe.json"
     if not path.is_file():
-        return World(OBJECT_RADIUS, SHAPES)
+        return CLASSIC_WORLD
     recipe = json.loads(path.read_text())
     return World(tuple(recipe.get("object_radius", (0.10, 0.18))), tuple(recipe.get("shapes", SHAPES)))
 
