@@ -306,10 +306,10 @@ def test_the_shipped_model_is_v8s_recipe():
     from dataclasses import asdict
     from pathlib import Path
 
-    from ditflow.toyworld.train import RECIPES
+    from ditflow.toyworld.train import RECIPES, stored_recipe
 
     shipped = json.loads((Path(__file__).resolve().parents[1] / "assets/toy-cogvideox/recipe.json").read_text())
-    assert shipped == json.loads(json.dumps(asdict(RECIPES["v8"])))  # make toy-model reproduces what ships
+    assert stored_recipe(shipped) == json.loads(json.dumps(asdict(RECIPES["v8"])))  # make toy-model reproduces what ships
 
 
 def test_bank_rendered_by_worker_processes_is_the_same(tmp_path):
@@ -407,3 +407,48 @@ def test_draw_batch_keeps_the_order_training_draws_in():
     want_t = (999 * torch.rand(4, generator=gen) ** recipe.high_noise_power).round().long()
     assert torch.equal(idx, want_idx) and torch.equal(empty, want_empty) and torch.equal(t, want_t)
     assert torch.equal(noise, torch.randn((4, 3, 4, 2, 2), generator=gen))
+
+
+def test_a_recipe_can_start_stage_2_from_a_trained_pipeline(tmp_path):
+    """init_from: a shipped model trained further without its work folder. Stage 2 starts from that folder's
+    transformer and text encoder at its latent scaling; stage 1b is skipped; other shapes are refused."""
+    import json
+
+    import pytest
+    import torch
+    from diffusers import CogVideoXTransformer3DModel
+
+    source = tmp_path / "toy"
+    train(replace(TINY, tune_steps=0), tmp_path / "w0", source, quiet=True)
+    recipe = replace(TINY, init_from=str(source), vae_from=str(source), steps=0, tune_steps=0, text_steps=50)
+    work = tmp_path / "w1"
+    out = train(recipe, work, tmp_path / "toy-again", quiet=True)  # zero steps: the copy itself is exported
+    start = json.loads((work / "transformer.json").read_text())
+    assert start["from"] == str(source) and start["step"] == 0
+    assert start["scaling"] == json.loads((source / "vae" / "config.json").read_text())["scaling_factor"]
+    assert json.loads((work / "text_pretrain.json").read_text())["step"] == 50  # stage 1b not run
+    a = CogVideoXTransformer3DModel.from_pretrained(source / "transformer").state_dict()
+    b = CogVideoXTransformer3DModel.from_pretrained(out / "transformer").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(replace(recipe, steps=1), work, tmp_path / "toy-1", quiet=True)  # then it trains on from there
+    assert json.loads((work / "transformer.json").read_text())["step"] == 1
+    with pytest.raises(SystemExit, match="num_layers"):
+        train(replace(recipe, layers=3), tmp_path / "w2", tmp_path / "x", quiet=True)
+    with pytest.raises(SystemExit, match="same folder"):
+        train(replace(recipe, vae_from=None), tmp_path / "w3", tmp_path / "x", quiet=True)
+
+
+def test_bf16_autocast_and_device_noise_train(tmp_path):
+    """The GPU speed settings run (here on CPU) and keep stage 2's loss finite; device noise comes from its own
+    generator."""
+    import json
+
+    import torch
+
+    from ditflow.toyworld.train import draw_batch
+
+    train(replace(TINY, amp=True, device_noise=True, tune_steps=0), tmp_path / "w", tmp_path / "toy", quiet=True)
+    assert np.isfinite(json.loads((tmp_path / "w" / "transformer.json").read_text())["loss"])
+    recipe = replace(TINY, batch=3)
+    _, _, _, noise = draw_batch(recipe, torch.Generator().manual_seed(0), 40, (2, 2), torch.Generator().manual_seed(5))
+    assert torch.equal(noise, torch.randn((3, 2, 2), generator=torch.Generator().manual_seed(5)))

@@ -89,6 +89,12 @@ class Recipe:
     tune_region: str = "object"  # "shapes": the hinge and the edge weight act on the pixels any of the world's
     # shapes would cover (the bank's ambiguity masks with the object's), not on the object's own
     bank: int = 8_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
+    init_from: str | None = None  # a toy pipeline folder whose transformer and text encoder start stage 2 (stage
+    # 1b is skipped): training a shipped model further without its work folder. Its VAE must be the recipe's
+    # (vae_from the same folder), since the transformer learnt that VAE's latents at that scaling
+    amp: bool = False  # stage 2's forward pass under bf16 autocast (weights, optimiser and loss stay fp32): GPU speed
+    device_noise: bool = False  # stage 2 draws its noise on the training device (its own generator, seeded per
+    # run and step) instead of copying CPU noise there: 15% of a GPU step at batch 256 (bench_train_step.py)
     checkpoint_every: int = 100
     seed: int = 0
     defaults: dict = field(default_factory=lambda: {
@@ -245,15 +251,19 @@ def latent_rgb(video: torch.Tensor, spatial: int, temporal: int = 4) -> torch.Te
     return torch.nn.functional.avg_pool3d(torch.cat([first, groups], dim=2), (1, spatial, spatial))
 
 
+def _recipe_folder(path: str) -> Path:
+    """A folder a recipe names: relative paths are of this repository (assets/...)."""
+    folder = Path(path)
+    return folder if folder.is_absolute() else Path(__file__).resolve().parents[2] / folder
+
+
 def adopt_vae(recipe: Recipe, vae, work: Path) -> None:
     """Stages 1 and 3 done by copying `recipe.vae_from`'s VAE into the work folder (as finished checkpoints)."""
     from diffusers import AutoencoderKLCogVideoX
 
     if (work / "decoder.json").is_file():
         return
-    folder = Path(recipe.vae_from)
-    if not folder.is_absolute():  # the recipe names a folder of this repository (assets/...)
-        folder = Path(__file__).resolve().parents[2] / folder
+    folder = _recipe_folder(recipe.vae_from)
     if not (folder / "vae").is_dir():
         raise SystemExit(f"recipe takes its VAE from {folder}, which has no vae/ folder (train --recipe v4 into it)")
     source = AutoencoderKLCogVideoX.from_pretrained(folder / "vae")
@@ -263,6 +273,37 @@ def adopt_vae(recipe: Recipe, vae, work: Path) -> None:
     vae.load_state_dict(source.state_dict())
     _save(work, "vae", vae, {"step": recipe.vae_steps, "from": str(folder)})
     _save(work, "decoder", vae, {"step": recipe.decoder_steps, "from": str(folder)})
+
+
+def adopt_model(recipe: Recipe, parts, work: Path) -> None:
+    """`recipe.init_from`'s transformer and text encoder as the start of stage 2 (at step 0, with that model's
+    latent scaling) and as a finished stage 1b."""
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
+    from transformers import T5EncoderModel
+
+    if (work / "transformer.json").is_file():
+        return
+    folder = _recipe_folder(recipe.init_from)
+    missing = [p for p in ("transformer", "text_encoder", "vae") if not (folder / p).is_dir()]
+    if missing:
+        raise SystemExit(f"recipe starts from the toy pipeline {folder}, which has no {', '.join(missing)} folder")
+    if recipe.vae_from is None or _recipe_folder(recipe.vae_from) != folder:
+        raise SystemExit(f"a recipe with init_from must take its VAE from the same folder (vae_from={str(folder)!r})")
+    tokenizer, text_encoder, _, transformer, _ = parts
+    from transformers import AutoTokenizer
+
+    if AutoTokenizer.from_pretrained(folder / "tokenizer").get_vocab() != tokenizer.get_vocab():
+        raise SystemExit(f"{folder}'s tokenizer has another vocabulary than the recipe's world (shapes {recipe.shapes})")
+    source = CogVideoXTransformer3DModel.from_pretrained(folder / "transformer")
+    theirs, mine = dict(source.config), dict(transformer.config)
+    differ = sorted(k for k in mine if not k.startswith("_") and theirs.get(k) != mine[k])
+    if differ:
+        raise SystemExit(f"{folder}/transformer differs from the recipe's ({', '.join(differ)})")
+    transformer.load_state_dict(source.state_dict())
+    text_encoder.load_state_dict(T5EncoderModel.from_pretrained(folder / "text_encoder").state_dict())
+    scaling = AutoencoderKLCogVideoX.load_config(folder / "vae")["scaling_factor"]
+    _save(work, "text_pretrain", text_encoder, {"step": recipe.text_steps, "from": str(folder)})
+    _save(work, "transformer", transformer, {"step": 0, "scaling": scaling, "from": str(folder)})
 
 
 def train_vae(recipe: Recipe, vae, work: Path, device: str, progress: Progress) -> None:
@@ -486,7 +527,7 @@ def _scaling(recipe: Recipe, vae, device: str) -> float:
 def lr_factor(step: int, total: int, warmup: int = 0) -> float:
     """Stage 2's learning-rate multiplier: a linear warm-up over `warmup` steps times a cosine to 0 at `total`."""
     warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
-    return warm * 0.5 * (1 + float(np.cos(np.pi * min(1.0, step / total))))
+    return warm * 0.5 * (1 + float(np.cos(np.pi * (min(1.0, step / total) if total else 1.0))))
 
 
 class StepPlan:
@@ -518,14 +559,18 @@ class StepPlan:
         return False
 
 
-def draw_batch(recipe: Recipe, gen: torch.Generator, bank_size: int, latent_shape: tuple[int, ...]):
+def draw_batch(recipe: Recipe, gen: torch.Generator, bank_size: int, latent_shape: tuple[int, ...],
+               noise_gen: torch.Generator | None = None):
     """One stage-2 batch's randomness from the seeded CPU generator, in the order training has always drawn
     it: ([B] bank rows, [B] bool empty prompt, [B] timesteps 999 * u**high_noise_power, [B, *latent_shape]
-    noise)."""
+    noise). With `noise_gen` (Recipe.device_noise) the noise comes from it, on its device."""
     idx = torch.randint(bank_size, (recipe.batch,), generator=gen)
     empty = torch.tensor([torch.rand(1, generator=gen).item() < recipe.empty_prompt for _ in idx])
     t = (999 * torch.rand(recipe.batch, generator=gen) ** recipe.high_noise_power).round().long()
-    return idx, empty, t, torch.randn((recipe.batch,) + tuple(latent_shape), generator=gen)
+    shape = (recipe.batch,) + tuple(latent_shape)
+    if noise_gen is not None:
+        return idx, empty, t, torch.randn(shape, generator=noise_gen, device=noise_gen.device)
+    return idx, empty, t, torch.randn(shape, generator=gen)
 
 
 def _token_table(tokenizer, prompts: list[str], length: int, device: str):
@@ -569,12 +614,14 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
     rope = _rope(recipe, transformer, device)
     gen = torch.Generator().manual_seed(recipe.seed + state["step"])
+    noise_gen = torch.Generator(device).manual_seed(recipe.seed + 3_000_000 + state["step"]) if recipe.device_noise else None
+    autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=recipe.amp)
     with progress.task("train transformer", total=recipe.steps) as bar:
         for _ in range(state["step"]):
             bar.advance()
         step = first
         while step < plan.total:
-            idx, empty, t, noise = draw_batch(recipe, gen, len(bank), bank.shape[1:])
+            idx, empty, t, noise = draw_batch(recipe, gen, len(bank), bank.shape[1:], noise_gen)
             x0, t, noise = bank[idx].to(device), t.to(device), noise.to(device)
             train_text = step >= recipe.text_from
             text_encoder.train(train_text).requires_grad_(train_text)
@@ -582,8 +629,9 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
             with torch.set_grad_enabled(train_text):
                 text = text_encoder(ids)[0]
             xt, target = noised(alphas, x0, noise, t)
-            pred = transformer(hidden_states=xt, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
-                               return_dict=False)[0]
+            with autocast:
+                pred = transformer(hidden_states=xt, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
+                                   return_dict=False)[0].float()
             object_weight = recipe.object_weight if step >= recipe.object_weight_from else 0.0
             weight = 1.0 + object_weight * masks[idx].to(device)  # [B, F, 1, h, w]
             if ambiguity is not None:
@@ -766,12 +814,7 @@ def check_work(recipe: Recipe, work: Path) -> None:
     path = work / "recipe.json"
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
-    old.setdefault("patch", 2)  # recipes before the setting (v1-v4) used patches of 2
-    old.setdefault("shape_weight", 0.0)  # v1-v5 had no shape weighting
-    old.setdefault("shapes", list(SHAPES))  # v1-v6 drew the classic shapes
-    old.setdefault("vae_from", None)
-    old.setdefault("warmup", 0)  # v1-v7 started the cosine at full rate
+    old = stored_recipe(json.loads(path.read_text()))
     mine = json.loads(json.dumps(asdict(recipe)))  # tuples as lists, as stored
     # step counts may grow on resume; everything else shapes the weights
     growing = ("steps", "vae_steps", "decoder_steps", "text_steps", "tune_steps", "defaults", "checkpoint_every")
@@ -783,6 +826,19 @@ def check_work(recipe: Recipe, work: Path) -> None:
                          f"pass another --work or remove it")
 
 
+def stored_recipe(old: dict) -> dict:
+    """A recipe.json of any version with the settings it predates at the values that reproduce it."""
+    old = dict(old)
+    old.setdefault("patch", 2)  # recipes before the setting (v1-v4) used patches of 2
+    old.setdefault("shape_weight", 0.0)  # v1-v5 had no shape weighting
+    old.setdefault("shapes", list(SHAPES))  # v1-v6 drew the classic shapes
+    old.setdefault("vae_from", None)
+    old.setdefault("warmup", 0)  # v1-v7 started the cosine at full rate
+    for key, value in (("init_from", None), ("amp", False), ("device_noise", False)):  # settings v1-v8 did not have
+        old.setdefault(key, value)
+    return old
+
+
 def _first_stages(recipe: Recipe, work: Path, device: str, quiet: bool):
     """Check (or claim) the work folder, then stages 1 and 1b: (parts, progress)."""
     work.mkdir(parents=True, exist_ok=True)
@@ -791,6 +847,8 @@ def _first_stages(recipe: Recipe, work: Path, device: str, quiet: bool):
     progress = Progress(quiet)
     parts = build(recipe)
     train_vae(recipe, parts[2], work, device, progress)
+    if recipe.init_from:
+        adopt_model(recipe, parts, work)
     train_text(recipe, parts[0], parts[1], work, device, progress)
     return parts, progress
 
