@@ -299,6 +299,9 @@ def test_named_recipes_differ_only_where_documented():
     assert {k for k in v4 if v4[k] != v6[k]} == {"object_radius", "shape_weight", "steps"}
     v7, v8 = asdict(RECIPES["v7"]), asdict(RECIPES["v8"])  # v8: v7 in large batches (the shipped model's)
     assert {k for k in v7 if v7[k] != v8[k]} == {"batch", "lr", "warmup", "bank", "steps", "checkpoint_every"}
+    v9 = asdict(RECIPES["v9"])  # v8 trained further
+    assert {k for k in v8 if v8[k] != v9[k]} == {"init_from", "vae_from", "lr", "warmup", "ema_start", "bank", "steps",
+                                                 "amp", "device_noise"}
 
 
 def test_the_shipped_model_is_v8s_recipe():

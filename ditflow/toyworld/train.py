@@ -145,6 +145,11 @@ RECIPES["v7b"] = replace(RECIPES["v7"], tune_steps=600, tune_t=(700, 900), tune_
 # them without it); v8 ships. About 31 s per step on 2 CPU cores: some 20 hours there. v8-deep has 12 blocks.
 RECIPES["v8"] = replace(RECIPES["v7"], batch=256, lr=6e-4, warmup=300, bank=64_000, steps=2253, checkpoint_every=500)
 RECIPES["v8-deep"] = replace(RECIPES["v8"], layers=12, steps=1617)
+# v9 (planned for a GPU session, not trained yet): v8 trained further from its weights (out/toy-v8: `--recipe v8
+# --out out/toy-v8`, or a copy of the v8 that ships), a fresh warm-up to half v8's peak rate, the EMA from the
+# start, a bank twice v8's (its first 64,000 clips are v8's), bf16 autocast and noise drawn on the GPU
+RECIPES["v9"] = replace(RECIPES["v8"], init_from="out/toy-v8", vae_from="out/toy-v8", lr=3e-4, warmup=100, ema_start=0,
+                        bank=128_000, steps=4000, amp=True, device_noise=True)
 
 
 def vocabulary(shapes: tuple[str, ...] = SHAPES) -> list[str]:
@@ -286,7 +291,8 @@ def adopt_model(recipe: Recipe, parts, work: Path) -> None:
     folder = _recipe_folder(recipe.init_from)
     missing = [p for p in ("transformer", "text_encoder", "vae") if not (folder / p).is_dir()]
     if missing:
-        raise SystemExit(f"recipe starts from the toy pipeline {folder}, which has no {', '.join(missing)} folder")
+        raise SystemExit(f"recipe starts from the toy pipeline {folder}, which has no {', '.join(missing)} folder: "
+                         f"train that model into it first (or copy it there)")
     if recipe.vae_from is None or _recipe_folder(recipe.vae_from) != folder:
         raise SystemExit(f"a recipe with init_from must take its VAE from the same folder (vae_from={str(folder)!r})")
     tokenizer, text_encoder, _, transformer, _ = parts
@@ -881,8 +887,9 @@ def main() -> None:
                     help="named recipe: v8 (the shipped model: v7's world and loss in batches of 256; minutes on a "
                          "GPU, about 20 hours on 2 CPU cores), v4 (the CPU recipe, shipped before v8: about 70 min "
                          "on 2 cores), v6 (larger objects, shape-weighted loss), v7 (v6's loss, shapes that differ at "
-                         "the token grid, v4's VAE), v7b (v7, then stage 2b over the shape region at t = 700-900) or "
-                         "v8-deep (v8 with 12 blocks)")
+                         "the token grid, v4's VAE), v7b (v7, then stage 2b over the shape region at t = 700-900), "
+                         "v8-deep (v8 with 12 blocks) or v9 (v8 trained further from out/toy-v8, bf16; planned for "
+                         "a GPU, not trained yet)")
     ap.add_argument("--vae-steps", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--batch", type=int, help="stage 2 batch size")
