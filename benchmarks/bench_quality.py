@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions, apply_overrides  # noqa: E402
 from ditflow.toyworld import judge  # noqa: E402
 from ditflow.toyworld.train import held_out_clips, model_world  # noqa: E402
-from ditflow.toyworld.world import BG_COLOURS, CLASSIC_WORLD, COLOURS, SHAPES, World  # noqa: E402
+from ditflow.toyworld.world import BG_COLOURS, COLOURS, SHAPES, World  # noqa: E402
 
 SETUPS: dict[str, dict] = {
     "backbone": {"guidance": False, "injection": False},
@@ -54,7 +54,7 @@ SETUPS: dict[str, dict] = {
 }
 
 
-def references(n: int, frames: int, size: int, world: World = CLASSIC_WORLD,
+def references(n: int, frames: int, size: int, world: World,
                motions: tuple[str, ...] | None = None) -> list[tuple[int, object]]:
     """The first n held-out seeds whose clip has one object (objects of the model's world: radius and
     shapes), of the given kinds of motion (default: any)."""
@@ -74,7 +74,7 @@ def new_prompt(seed: int, clip, salt: int = 0, shapes: tuple[str, ...] = SHAPES)
 
 
 def judge_video(frames: np.ndarray, prompt: str, clip, ref_frames: np.ndarray, evaluator,
-                world: World = CLASSIC_WORLD) -> dict:
+                world: World) -> dict:
     max_area = judge.max_area_for(world.radius)  # the largest blob the judge takes for an object of this world
     match = judge.prompt_match(frames, prompt, max_area, world.shapes)
     path = judge.centroid_path(match.mask)  # the first object's mask, which object_mask would find again

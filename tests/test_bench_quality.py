@@ -4,6 +4,7 @@ from pathlib import Path
 
 from ditflow.toyworld import judge
 from ditflow.toyworld.train import TRAIN_SEED0
+from ditflow.toyworld.world import CLASSIC_WORLD
 
 _spec = importlib.util.spec_from_file_location("bench_quality", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_quality.py")
 bench = importlib.util.module_from_spec(_spec)
@@ -11,7 +12,7 @@ _spec.loader.exec_module(bench)
 
 
 def test_references_are_held_out_single_object_clips():
-    refs = bench.references(6, 9, 32)
+    refs = bench.references(6, 9, 32, CLASSIC_WORLD)
     assert len(refs) == 6 and len({s for s, _ in refs}) == 6
     assert all(seed < TRAIN_SEED0 and len(clip.shapes) == 1 for seed, clip in refs)
 
@@ -19,14 +20,14 @@ def test_references_are_held_out_single_object_clips():
 def test_references_can_be_restricted_to_kinds_of_motion():
     import pytest
 
-    refs = bench.references(3, 9, 32, motions=("pan", "arc"))
+    refs = bench.references(3, 9, 32, CLASSIC_WORLD, motions=("pan", "arc"))
     assert len(refs) == 3 and {clip.motion for _, clip in refs} <= {"pan", "arc"}
     with pytest.raises(ValueError, match="unknown motion"):
-        bench.references(1, 9, 32, motions=("spiral",))
+        bench.references(1, 9, 32, CLASSIC_WORLD, motions=("spiral",))
 
 
 def test_new_prompts_change_appearance_and_are_judgeable():
-    for seed, clip in bench.references(10, 9, 32):
+    for seed, clip in bench.references(10, 9, 32, CLASSIC_WORLD):
         for salt in (0, 1):
             p = judge.parse_prompt(bench.new_prompt(seed, clip, salt))
             (colour, shape), = p.objects
