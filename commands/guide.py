@@ -23,6 +23,7 @@ def guide(
     lr: Annotated[Optional[str], typer.Option(help="Learning rate at the start,end of the guidance range. [default: the model's: 0.002,0.001 for 5b/2b; the toy model: 0.015,0.005 in latent mode, 0.08,0.03 in emb mode]", show_default=False)] = None,
     guidance_range: Annotated[Optional[str], typer.Option(help="HI,LO: guide from step HI to LO counted from the end. [default: 50,40]", show_default=False)] = None,
     loss_weighting: Annotated[Optional[str], typer.Option(help="AMF loss: none (the paper), confidence (weight each entry by how sharply the reference attends there; flat background counts little) or salient (confidence times how distinct the reference patch looks from the rest of its frame: the object over a moving scene) or mutual (confidence times the generated video's own attention confidence, so guidance does not ask a plain background to move). [default: none]", show_default=False)] = None,
+    reference_flow: Annotated[Optional[str], typer.Option(help="AMF loss target: the reference's argmax AMF (argmax, the paper) or its soft AMF (soft: expected key positions, scored like the generated side; the entries stay those the argmax marks moving). [default: argmax]", show_default=False)] = None,
     emb_param: Annotated[Optional[str], typer.Option(help="emb mode, RoPE models: optimise the tables (table, the paper) or their rotation angles (angle: they stay rotations). [default: table]", show_default=False)] = None,
     emb_after: Annotated[Optional[str], typer.Option(help="emb mode, after the guidance range: restore the model's embeddings (restore, the paper) or carry the last optimised ones to the end (carry). [default: restore]", show_default=False)] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adam (the paper) or normalized: gradient steps scaled by the gradient's RMS, so entries with small gradients (a plain background) move little. [default: adam]", show_default=False)] = None,
@@ -60,7 +61,7 @@ def guide(
              "guidance": False if no_guidance else None, "injection": False if no_injection else None,
              "injection_blocks": parse_ints(injection_blocks, "--injection-blocks"), "steps": steps, "cfg": cfg,
              "seed": seed, "scheduler": scheduler, "emb_param": emb_param, "emb_after": emb_after,
-             "loss_weighting": loss_weighting, "optimizer": optimizer,
+             "loss_weighting": loss_weighting, "reference_flow": reference_flow, "optimizer": optimizer,
              "grad_blur": grad_blur, "latent_stride": latent_stride}
     gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flags)
     rt = runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None)

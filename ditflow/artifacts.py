@@ -89,6 +89,16 @@ class AmfArtifact(Artifact):
 
         return torch.from_numpy(self._group[f"features/block_{block}"][...]).float()
 
+    def soft_amf(self, block: int):
+        """[F, F, P, 2] soft AMF of the reference (expected key positions; see amf.attention_motion_flow)."""
+        import torch
+
+        key = f"soft/block_{block}"
+        if key not in self._group:
+            raise IncompatibleArtifact(f"AMF {self.hash[:12]} was extracted by an older ditflow without the soft AMF; "
+                                       f"extract it again for --reference-flow soft")
+        return torch.from_numpy(self._group[key][...])
+
     def confidence(self, block: int):
         """[F, F, P] attention confidence of the reference (see amf.attention_confidence)."""
         import torch
@@ -151,7 +161,7 @@ def load(store: Store, ref: str, kind: str | None = None) -> Artifact:
 
 
 def write_amf(folder: Path, *, frames: np.ndarray, latent, amf: dict, features: dict, moft: dict,
-              confidence: dict | None = None) -> None:
+              confidence: dict | None = None, soft: dict | None = None) -> None:
     import torch
     import zarr
 
@@ -164,6 +174,8 @@ def write_amf(folder: Path, *, frames: np.ndarray, latent, amf: dict, features: 
         g.create_array(f"features/block_{b}", data=feats.detach().to(torch.float16).cpu().numpy())
     for b, ch in moft.items():
         g.create_array(f"moft/block_{b}", data=ch.detach().cpu().numpy().astype(np.int64))
+    for b, flow in (soft or {}).items():
+        g.create_array(f"soft/block_{b}", data=flow.detach().float().cpu().numpy())
     for b, c in (confidence or {}).items():
         g.create_array(f"confidence/block_{b}", data=c.detach().float().cpu().numpy().astype(np.float16))
 

@@ -39,6 +39,7 @@ class ModelPreset:
     opt_steps: int = 5
     injection: bool = True
     loss_weighting: str = "none"
+    reference_flow: str = "argmax"
     emb_param: str = "table"
     emb_after: str = "restore"
     optimizer: str = "adam"
@@ -141,6 +142,8 @@ class GuideConfig:
     loss_weighting: str | None = None  # AMF loss: "none" (the paper), "confidence" (the reference's attention) or
     # "salient" (confidence times how distinct the reference patch looks from its frame: the object over the scene)
     # or "mutual" (confidence times the generated video's own attention confidence at each step)
+    reference_flow: str | None = None  # the AMF loss's target: the reference's "argmax" AMF (the paper) or its
+    # "soft" AMF (expected key position, as the generated side is scored), on the entries the argmax marks moving
     emb_param: str | None = None  # emb mode on RoPE models: "table" (the paper) or "angle" (tables stay rotations)
     emb_after: str | None = None  # emb mode after the guidance range: "restore" the model's (the paper) or "carry"
     optimizer: str | None = None  # "adam" (the paper) or "normalized": gradient steps scaled by the gradient's RMS,
@@ -167,7 +170,7 @@ class GuideConfig:
             scheduler=self.scheduler or preset.scheduler,
             injection_blocks=tuple(self.injection_blocks),
             **{name: pick(name) for name in ("negative_prompt", "opt_mode", "opt_steps", "injection",
-                                             "loss_weighting", "emb_param", "emb_after", "optimizer", "grad_blur",
+                                             "loss_weighting", "reference_flow", "emb_param", "emb_after", "optimizer", "grad_blur",
                                              "latent_stride")},
         )
 
@@ -182,6 +185,8 @@ class GuideConfig:
             raise InputError(f"--emb-param must be 'table' or 'angle', not {self.emb_param!r}")
         if self.emb_after not in (None, "restore", "carry"):
             raise InputError(f"--emb-after must be 'restore' or 'carry', not {self.emb_after!r}")
+        if self.reference_flow not in (None, "argmax", "soft"):
+            raise InputError(f"--reference-flow must be 'argmax' or 'soft', not {self.reference_flow!r}")
         if self.optimizer not in (None, "adam", "normalized"):
             raise InputError(f"--optimizer must be 'adam' or 'normalized', not {self.optimizer!r}")
         if self.grad_blur is not None and not self.grad_blur >= 0:

@@ -9,20 +9,21 @@ import torch.nn.functional as F
 
 
 def amf_loss(generated: torch.Tensor, reference: torch.Tensor, threshold: bool = True,
-             weight: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE between the generated (soft) AMF and the reference (argmax) AMF, both [F, F, P, 2]. With
-    `threshold`, only where the reference displacement is non-zero (the paper's thresholded loss). With
-    `weight` [F, F, P] (e.g. the reference's attention confidence), a weighted mean over those entries, so
-    arbitrary argmaxes of flat attention count little."""
+             weight: torch.Tensor | None = None, moving: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between the generated (soft) AMF and the reference AMF (argmax, as the paper, or soft), both
+    [F, F, P, 2]. With `threshold`, only where the reference moves: `moving` [F, F, P] bool, by default where
+    the reference displacement is non-zero (the paper's thresholded loss; a soft reference passes its argmax's).
+    With `weight` [F, F, P] (e.g. the reference's attention confidence), a weighted mean over those entries,
+    so arbitrary argmaxes of flat attention count little."""
     reference = reference.to(generated.dtype)
+    mask = (reference.norm(dim=-1) > 0) if moving is None else moving.bool()
     if weight is not None:
         w = weight.to(generated.dtype)
-        if threshold and (reference.norm(dim=-1) > 0).any():
-            w = w * (reference.norm(dim=-1) > 0)
+        if threshold and mask.any():
+            w = w * mask
         err = ((generated - reference) ** 2).mean(dim=-1)
         return (w * err).sum() / w.sum().clamp_min(1e-12)
     if threshold:
-        mask = reference.norm(dim=-1) > 0
         if not mask.any():  # a static reference: fall back to every entry rather than a NaN
             return F.mse_loss(generated, reference)
         return F.mse_loss(generated[mask], reference[mask])

@@ -211,6 +211,7 @@ class Reference:
     features: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [F, C, h, w]
     moft_channels: dict[int, torch.Tensor] = field(default_factory=dict)
     weight: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [F, F, P] AMF loss weight
+    soft: dict[int, torch.Tensor] = field(default_factory=dict)  # block -> [F, F, P, 2]: the target instead of amf
 
 
 def guidance_steps(steps: int, guidance_range: tuple[int, int]) -> range:
@@ -328,7 +329,11 @@ class Guide:
                 weight = self.ref.weight.get(b)
                 if self.mutual and weight is not None:  # flat attention in the generated video counts little too
                     weight = weight * amf_lib.attention_confidence(q.detach(), k.detach(), grid, self.temperature)
-                total = total + losses.amf_loss(flow, self.ref.amf[b], self.threshold, weight)
+                if b in self.ref.soft:  # soft target, on the entries the argmax AMF marks moving
+                    moving = self.ref.amf[b].norm(dim=-1) > 0
+                    total = total + losses.amf_loss(flow, self.ref.soft[b], self.threshold, weight, moving)
+                else:
+                    total = total + losses.amf_loss(flow, self.ref.amf[b], self.threshold, weight)
             elif self.loss_name == "moft":
                 total = total + losses.moft_loss(taps.features[b].float(), self.ref.features[b], self.ref.moft_channels[b])
             else:

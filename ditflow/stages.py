@@ -20,7 +20,7 @@ from .progress import Progress
 from .store import Store, content_key, hash_file_into
 from .video import read_video, resize_frames
 
-AMF_FORMAT = 2  # 2: artifacts carry attention confidence; part of the hash, so older caches are not reused
+AMF_FORMAT = 3  # 2: artifacts carry attention confidence, 3: the soft AMF; part of the hash, so older caches are not reused
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -92,6 +92,8 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
         bar.advance("transformer pass")
         flows = {b: attention_motion_flow(r.q.float(), r.k.float(), geo.grid, cfg.temperature, mode="argmax").float()
                  for b, r in recorders.items()}
+        soft = {b: attention_motion_flow(r.q.float(), r.k.float(), geo.grid, cfg.temperature, mode="soft").float()
+                for b, r in recorders.items()}
         confidence = {b: attention_confidence(r.q.float(), r.k.float(), geo.grid, cfg.temperature) for b, r in recorders.items()}
         feats = {b: taps.features[b].float() for b in cfg.blocks}
         moft = {b: moft_channels(f, cfg.moft_fraction) for b, f in feats.items()}
@@ -99,7 +101,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     extra = {"grid": list(geo.grid), "source": str(video), "latent_shape": list(latent.shape)}
     with store.writer(h, "amf", inputs, extra=extra) as folder:
         artifacts.write_amf(folder, frames=frames, latent=latent, amf=flows, features=feats, moft=moft,
-                            confidence=confidence)
+                            confidence=confidence, soft=soft)
     return artifacts.load(store, h, "amf")
 
 
@@ -174,6 +176,8 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
         if gcfg.loss == "flow" and gcfg.loss_weighting == "salient":  # query patches of the reference's object
             salient = losses.appearance_saliency(amf.latent()[0], amf.grid).to(device)  # latent [1, F, C, H, W] -> [F, P]
             ref.weight = {b: w * salient[:, None, :] for b, w in ref.weight.items()}
+        if gcfg.loss == "flow" and gcfg.reference_flow == "soft":
+            ref.soft = {b: amf.soft_amf(b).to(device) for b in blocks}
         if gcfg.loss in ("moft", "smm"):
             ref.features = {b: amf.features(b).to(device) for b in blocks}
             ref.moft_channels = {b: amf.moft_channels(b).to(device) for b in blocks}

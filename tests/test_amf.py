@@ -209,6 +209,21 @@ def test_weighted_amf_loss_ignores_zero_weight_entries():
     torch.testing.assert_close(amf_loss(gen, ref, weight=w), amf_loss(gen, ref))  # uniform weight: the plain loss
 
 
+def test_amf_loss_on_a_soft_target_scores_the_entries_the_argmax_marks_moving():
+    from ditflow.losses import amf_loss
+
+    soft = torch.full((2, 2, 3, 2), 0.3)  # a soft AMF is never exactly zero
+    moving = torch.zeros(2, 2, 3, dtype=torch.bool)
+    moving[0, 1, 0] = True
+    gen = soft.clone()
+    gen[1, 0, 2] = 5.0  # wrong only on an entry the argmax saw still
+    assert amf_loss(gen, soft, moving=moving).item() == 0.0
+    assert amf_loss(gen, soft).item() > 0.0  # without the argmax's entries every soft entry counts
+    gen[0, 1, 0, 0] = 1.3  # off by 1 in x on the one moving entry: mean over its (dx, dy) = (1 + 0) / 2
+    torch.testing.assert_close(amf_loss(gen, soft, moving=moving), torch.tensor(0.5))
+    torch.testing.assert_close(amf_loss(gen, soft, moving=moving, weight=torch.ones(2, 2, 3)), torch.tensor(0.5))
+
+
 def test_appearance_saliency_singles_out_the_distinct_patch():
     from ditflow.losses import appearance_saliency
 

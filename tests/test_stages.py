@@ -69,6 +69,21 @@ def test_confidence_weighted_flow_loss(tiny_rope, ref_video, store, runtime):
     assert [r["loss"] for r in mutual.losses] != [r["loss"] for r in gen.losses]
 
 
+def test_soft_reference_flow_is_stored_and_guides(tiny_rope, ref_video, store, runtime):
+    amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
+    soft, hard = amf.soft_amf(1), amf.amf(1)
+    assert soft.shape == hard.shape and not torch.equal(soft, soft.round())  # expected positions, not whole patches
+    f, h, w = amf.grid
+    assert soft[..., 0].abs().max() <= w - 1 and soft[..., 1].abs().max() <= h - 1
+    cfg = dict(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), **FAST)
+    gen = guide(amf.hash, GuideConfig(reference_flow="soft", **cfg), runtime=runtime, store=store)
+    assert _decreases(gen.losses, FAST["opt_steps"])
+    paper = guide(amf.hash, GuideConfig(reference_flow="argmax", **cfg), runtime=runtime, store=store)
+    assert paper.hash != gen.hash and [r["loss"] for r in paper.losses] != [r["loss"] for r in gen.losses]
+    with pytest.raises(InputError, match="reference-flow"):
+        GuideConfig(reference_flow="mean").validate()
+
+
 def test_normalized_gradient_has_unit_rms_and_keeps_proportions():
     from ditflow.sampling import normalized_gradient
 
