@@ -292,10 +292,11 @@ def test_shipped_toy_model_extracts_the_bundled_reference(runtime, store):
     from ditflow.stages import extract
 
     pre = preset("toy")
-    assert (pre.frames, pre.height, pre.guidance_blocks, pre.negative_prompt) == (17, 64, (7,), "")
+    assert (pre.frames, pre.height, pre.guidance_blocks, pre.negative_prompt) == (17, 64, (6, 7), "")
+    assert pre.reference_flow == "soft" and pre.injection
     ref = Path(__file__).resolve().parents[1] / "assets" / "toy-reference.gif"
     amf = extract(ref, ExtractConfig(model="toy"), runtime=runtime, store=store)
-    assert amf.grid == (5, 8, 8) and amf.blocks == [7]
+    assert amf.grid == (5, 8, 8) and amf.blocks == [6, 7]
 
 
 def test_toy_model_refuses_words_outside_its_world(runtime):

@@ -298,7 +298,8 @@ def test_named_recipes_differ_only_where_documented():
     assert v4 == asdict(Recipe())  # the CPU recipe
     assert {k for k in v4 if v4[k] != v6[k]} == {"object_radius", "shape_weight", "steps"}
     v7, v8 = asdict(RECIPES["v7"]), asdict(RECIPES["v8"])  # v8: v7 in large batches (the shipped model's)
-    assert {k for k in v7 if v7[k] != v8[k]} == {"batch", "lr", "warmup", "bank", "steps", "checkpoint_every"}
+    assert {k for k in v7 if v7[k] != v8[k]} == {"batch", "lr", "warmup", "bank", "steps", "checkpoint_every", "defaults"}
+    assert {k for k in v7["defaults"] if v7["defaults"][k] != v8["defaults"].get(k)} == {"guidance_blocks", "injection"}
     v9 = asdict(RECIPES["v9"])  # v8 trained further
     assert {k for k in v8 if v8[k] != v9[k]} == {"init_from", "vae_from", "lr", "warmup", "ema_start", "bank", "steps",
                                                  "amp", "device_noise"}
