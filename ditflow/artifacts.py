@@ -89,25 +89,22 @@ class AmfArtifact(Artifact):
 
         return torch.from_numpy(self._group[f"features/block_{block}"][...]).float()
 
-    def soft_amf(self, block: int):
-        """[F, F, P, 2] soft AMF of the reference (expected key positions; see amf.attention_motion_flow)."""
+    def _later_array(self, key: str, what: str, option: str):
+        """An array older ditflow versions did not extract: a one-line error naming the option that needs it."""
         import torch
 
-        key = f"soft/block_{block}"
         if key not in self._group:
-            raise IncompatibleArtifact(f"AMF {self.hash[:12]} was extracted by an older ditflow without the soft AMF; "
-                                       f"extract it again for --reference-flow soft")
+            raise IncompatibleArtifact(f"AMF {self.hash[:12]} was extracted by an older ditflow without {what}; "
+                                       f"extract it again for {option}")
         return torch.from_numpy(self._group[key][...])
+
+    def soft_amf(self, block: int):
+        """[F, F, P, 2] soft AMF of the reference (expected key positions; see amf.attention_motion_flow)."""
+        return self._later_array(f"soft/block_{block}", "the soft AMF", "--reference-flow soft")
 
     def confidence(self, block: int):
         """[F, F, P] attention confidence of the reference (see amf.attention_confidence)."""
-        import torch
-
-        key = f"confidence/block_{block}"
-        if key not in self._group:
-            raise IncompatibleArtifact(f"AMF {self.hash[:12]} was extracted by an older ditflow without attention "
-                                       f"confidence; extract it again for --loss-weighting confidence")
-        return torch.from_numpy(self._group[key][...])
+        return self._later_array(f"confidence/block_{block}", "attention confidence", "--loss-weighting confidence")
 
     def moft_channels(self, block: int):
         import torch
