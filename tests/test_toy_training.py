@@ -300,6 +300,9 @@ def test_named_recipes_differ_only_where_documented():
     v7, v8 = asdict(RECIPES["v7"]), asdict(RECIPES["v8"])  # v8: v7 in large batches (the shipped model's)
     assert {k for k in v7 if v7[k] != v8[k]} == {"batch", "lr", "warmup", "bank", "steps", "checkpoint_every", "defaults"}
     assert {k for k in v7["defaults"] if v7["defaults"][k] != v8["defaults"].get(k)} == {"guidance_blocks", "injection"}
+    v8b = asdict(RECIPES["v8b"])  # stage 2b on v8's weights
+    assert {k for k in v8 if v8[k] != v8b[k]} == {"init_from", "vae_from", "steps", "bank", "batch", "tune_steps", "tune_t",
+                                                  "tune_region", "checkpoint_every"}
     v9 = asdict(RECIPES["v9"])  # v8 trained further
     assert {k for k in v8 if v8[k] != v9[k]} == {"init_from", "vae_from", "lr", "warmup", "ema_start", "bank", "steps",
                                                  "amp", "device_noise"}
