@@ -4,7 +4,9 @@ judge sees drawn.
 
     python benchmarks/probe_sampler.py --out bench-results/probe_sampler.json      (make probe-sampler)
 
-Each variant is a JSON object of `CogVideoXPipeline` settings: scheduler ("ddim" or "dpm"), cfg, steps.
+Each variant is a JSON object of `CogVideoXPipeline` settings: scheduler ("ddim" or "dpm"), cfg, steps, and
+negative ("no-shape": the prompt without its shape word as the negative prompt, so CFG pushes along what the
+shape word adds).
 """
 from __future__ import annotations
 
@@ -31,7 +33,13 @@ VARIANTS = {  # the model's defaults (DDIM, its CFG and steps) but for what each
     "cfg1.5": {"cfg": 1.5},
     "cfg5": {"cfg": 5.0},
     "steps100": {"steps": 100},
+    "neg-noshape": {"negative": "no-shape"},
 }
+
+
+def without_shape(prompt: str, shapes: tuple[str, ...]) -> str:
+    """The prompt with its shape words left out."""
+    return " ".join(w for w in prompt.split() if w not in shapes)
 
 
 def drawn_shape(frames: np.ndarray, match, shapes: tuple[str, ...]) -> str | None:
@@ -74,7 +82,8 @@ def main() -> None:
         t0, counts, drawn = time.time(), collections.Counter(), collections.Counter()
         for prompt in prompts:
             for seed in seeds:
-                out = pipe(prompt, negative_prompt=pre.negative_prompt, max_sequence_length=16, num_frames=pre.frames,
+                negative = without_shape(prompt, world.shapes) if v.get("negative") == "no-shape" else pre.negative_prompt
+                out = pipe(prompt, negative_prompt=negative, max_sequence_length=16, num_frames=pre.frames,
                            height=pre.height, width=pre.width, guidance_scale=v.get("cfg", pre.cfg),
                            use_dynamic_cfg=False, num_inference_steps=v.get("steps", pre.steps),
                            generator=torch.Generator().manual_seed(seed), output_type="np").frames[0]

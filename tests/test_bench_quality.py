@@ -93,3 +93,13 @@ def test_a_dotted_setup_name_is_refused_not_silently_emptied(tmp_path, monkeypat
     with pytest.raises(SystemExit, match='quote names'):
         bench.main()
     assert not (tmp_path / "q.json").exists()
+
+
+def test_probe_sampler_negative_prompt_leaves_out_only_the_shape():
+    spec = importlib.util.spec_from_file_location("probe_sampler", Path(__file__).resolve().parents[1] / "benchmarks" / "probe_sampler.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    from ditflow.toyworld.world import COARSE_SHAPES
+
+    assert probe.without_shape("a red triangle on a grey gradient background", COARSE_SHAPES) == "a red on a grey gradient background"
+    assert probe.VARIANTS["neg-noshape"] == {"negative": "no-shape"}
