@@ -14,7 +14,7 @@ def extract(
     frames: Annotated[Optional[int], typer.Option(help="Frames to take from the start. [default: the model's, 24 for 2b/5b]", show_default=False)] = None,
     height: Annotated[Optional[int], typer.Option(help="Resize height. [default: the model's, 480]", show_default=False)] = None,
     width: Annotated[Optional[int], typer.Option(help="Resize width. [default: the model's, 720]", show_default=False)] = None,
-    blocks: Annotated[Optional[str], typer.Option(help="Guidance blocks, comma-separated. [default: 20 for 5b, 15 for 2b]", show_default=False)] = None,
+    blocks: Annotated[Optional[str], typer.Option(help="Guidance blocks, comma-separated. [default: 20 for 5b, 15 for 2b, 6,7 for the toy model]", show_default=False)] = None,
     temperature: Annotated[Optional[float], typer.Option(help="AMF softmax temperature. [default: 2]", show_default=False)] = None,
     config: ConfigOpt = None,
     cache: CacheOpt = None,
