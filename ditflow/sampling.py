@@ -329,11 +329,9 @@ class Guide:
                 weight = self.ref.weight.get(b)
                 if self.mutual and weight is not None:  # flat attention in the generated video counts little too
                     weight = weight * amf_lib.attention_confidence(q.detach(), k.detach(), grid, self.temperature)
-                if b in self.ref.soft:  # soft target, on the entries the argmax AMF marks moving
-                    moving = self.ref.amf[b].norm(dim=-1) > 0
-                    total = total + losses.amf_loss(flow, self.ref.soft[b], self.threshold, weight, moving)
-                else:
-                    total = total + losses.amf_loss(flow, self.ref.amf[b], self.threshold, weight)
+                # the soft target, where given, is scored on the entries the argmax AMF marks moving
+                target, moving = self.ref.soft.get(b, self.ref.amf[b]), self.ref.amf[b].norm(dim=-1) > 0
+                total = total + losses.amf_loss(flow, target, self.threshold, weight, moving)
             elif self.loss_name == "moft":
                 total = total + losses.moft_loss(taps.features[b].float(), self.ref.features[b], self.ref.moft_channels[b])
             else:

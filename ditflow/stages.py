@@ -90,11 +90,12 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
                 BlockTaps(backbone.transformer, cfg.blocks, geo.grid, features=True, stop=True) as taps:
             model.forward(latent, torch.tensor(0, device=backbone.device), text)
         bar.advance("transformer pass")
-        flows = {b: attention_motion_flow(r.q.float(), r.k.float(), geo.grid, cfg.temperature, mode="argmax").float()
-                 for b, r in recorders.items()}
-        soft = {b: attention_motion_flow(r.q.float(), r.k.float(), geo.grid, cfg.temperature, mode="soft").float()
-                for b, r in recorders.items()}
-        confidence = {b: attention_confidence(r.q.float(), r.k.float(), geo.grid, cfg.temperature) for b, r in recorders.items()}
+        flows, soft, confidence = {}, {}, {}
+        for b, r in recorders.items():
+            q, k = r.q.float(), r.k.float()  # one fp32 copy per block for the three maps
+            flows[b] = attention_motion_flow(q, k, geo.grid, cfg.temperature, mode="argmax").float()
+            soft[b] = attention_motion_flow(q, k, geo.grid, cfg.temperature, mode="soft").float()
+            confidence[b] = attention_confidence(q, k, geo.grid, cfg.temperature)
         feats = {b: taps.features[b].float() for b in cfg.blocks}
         moft = {b: moft_channels(f, cfg.moft_fraction) for b, f in feats.items()}
         bar.advance("AMF")

@@ -150,13 +150,13 @@ V8_DEFAULTS = {**Recipe().defaults, "guidance_blocks": [6, 7], "reference_flow":
 RECIPES["v8"] = replace(RECIPES["v7"], batch=256, lr=6e-4, warmup=300, bank=64_000, steps=2253, checkpoint_every=500,
                         defaults=V8_DEFAULTS)
 RECIPES["v8-deep"] = replace(RECIPES["v8"], layers=12, steps=1617, defaults=Recipe().defaults)  # as it was exported
-# v9 (planned for a GPU session, not trained yet): v8 trained further from its weights (out/toy-v8: `--recipe v8
-# --out out/toy-v8`, or a copy of the v8 that ships), a fresh warm-up to half v8's peak rate, the EMA from the
-# start, a bank twice v8's (its first 64,000 clips are v8's), bf16 autocast and noise drawn on the GPU
 # v8b (measured on CPU, not shipped): stage 2b on v8's weights, the foil hinge over the shape region at t = 700-999,
 # 400 steps of batch 32 from a bank of 4,000 clips (25 min on 2 cores): samples unchanged (README)
 RECIPES["v8b"] = replace(RECIPES["v8"], init_from="out/toy-v8", vae_from="out/toy-v8", steps=0, bank=4000, batch=32,
                          tune_steps=400, tune_t=(700, 999), tune_region="shapes", checkpoint_every=50)
+# v9 (planned for a GPU session, not trained yet): v8 trained further from its weights (out/toy-v8: `--recipe v8
+# --out out/toy-v8`, or a copy of the v8 that ships), a fresh warm-up to half v8's peak rate, the EMA from the
+# start, a bank twice v8's (its first 64,000 clips are v8's), bf16 autocast and noise drawn on the GPU
 RECIPES["v9"] = replace(RECIPES["v8"], init_from="out/toy-v8", vae_from="out/toy-v8", lr=3e-4, warmup=100, ema_start=0,
                         bank=128_000, steps=4000, amp=True, device_noise=True)
 
@@ -841,15 +841,12 @@ def check_work(recipe: Recipe, work: Path) -> None:
 
 def stored_recipe(old: dict) -> dict:
     """A recipe.json of any version with the settings it predates at the values that reproduce it."""
-    old = dict(old)
-    old.setdefault("patch", 2)  # recipes before the setting (v1-v4) used patches of 2
-    old.setdefault("shape_weight", 0.0)  # v1-v5 had no shape weighting
-    old.setdefault("shapes", list(SHAPES))  # v1-v6 drew the classic shapes
-    old.setdefault("vae_from", None)
-    old.setdefault("warmup", 0)  # v1-v7 started the cosine at full rate
-    for key, value in (("init_from", None), ("amp", False), ("device_noise", False)):  # settings v1-v8 did not have
-        old.setdefault(key, value)
-    return old
+    predated = {"patch": 2,  # recipes before the setting (v1-v4) used patches of 2
+                "shape_weight": 0.0,  # v1-v5 had no shape weighting
+                "shapes": list(SHAPES),  # v1-v6 drew the classic shapes
+                "vae_from": None, "warmup": 0,  # v1-v7 started the cosine at full rate
+                "init_from": None, "amp": False, "device_noise": False}  # v1-v8 had none of these
+    return {**predated, **old}
 
 
 def _first_stages(recipe: Recipe, work: Path, device: str, quiet: bool):
