@@ -11,7 +11,7 @@ TOY_PROMPT ?= a blue bar on a white background
 TOY_PROMPT2 ?= a green triangle on a grey background
 OUT     ?= out
 
-.PHONY: install test demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality probe-amf probe-text probe-sampler toy-reference
+.PHONY: install test demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality probe-amf probe-text probe-sampler probe-renoise toy-reference
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -23,7 +23,7 @@ help:
 	@echo "make transfer VIDEO=... PROMPT=... MODEL=5b   the chained stages on your own video"
 	@echo "make bench-amf AMF memory/speed benchmark (BENCH_AMF_ARGS=--quick for a 3-minute subset)"
 	@echo "make bench-quality  motion-transfer quality table on the toy model (held-out references)"
-	@echo "make probe-amf / probe-text / probe-sampler  what the toy model's AMF sees per block and noise level / which prompt words it reads / whether the sampler sets its shapes"
+	@echo "make probe-amf / probe-text / probe-sampler / probe-renoise  what the toy model's AMF sees per block and noise level / which prompt words it reads / whether the sampler sets its shapes / from which noise level it loses them"
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -112,3 +112,7 @@ probe-text:
 # Whether the sampler (DDIM/DPM, CFG, steps) decides the toy backbone's shapes: prompt match per variant.
 probe-sampler:
 	$(PY) benchmarks/probe_sampler.py --out bench-results/probe_sampler.json
+
+# From which noise level the toy model loses each shape: held-out clips re-noised to t0, sampled down, judged.
+probe-renoise:
+	$(PY) benchmarks/probe_renoise.py --out bench-results/probe_renoise.json
