@@ -437,6 +437,14 @@ def test_a_recipe_can_start_stage_2_from_a_trained_pipeline(tmp_path):
     a = CogVideoXTransformer3DModel.from_pretrained(source / "transformer").state_dict()
     b = CogVideoXTransformer3DModel.from_pretrained(out / "transformer").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # --export-only of that work folder (stage 2 saved no text encoder of its own) carries the source's T5
+    from transformers import T5EncoderModel
+
+    from ditflow.toyworld.train import export_checkpoint
+
+    again = export_checkpoint(recipe, work, tmp_path / "toy-export")
+    a, b = (T5EncoderModel.from_pretrained(f / "text_encoder").state_dict() for f in (source, again))
+    assert all(torch.equal(a[k], b[k]) for k in a)
     train(replace(recipe, steps=1), work, tmp_path / "toy-1", quiet=True)  # then it trains on from there
     assert json.loads((work / "transformer.json").read_text())["step"] == 1
     with pytest.raises(SystemExit, match="num_layers"):

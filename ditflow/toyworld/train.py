@@ -154,6 +154,9 @@ RECIPES["v8-deep"] = replace(RECIPES["v8"], layers=12, steps=1617, defaults=Reci
 # 400 steps of batch 32 from a bank of 4,000 clips (25 min on 2 cores): samples unchanged (README)
 RECIPES["v8b"] = replace(RECIPES["v8"], init_from="out/toy-v8", vae_from="out/toy-v8", steps=0, bank=4000, batch=32,
                          tune_steps=400, tune_t=(700, 999), tune_region="shapes", checkpoint_every=50)
+# v8c (CPU): v8 trained further by a plain fit (no foil) on the timesteps where its samples settle their shape
+# (t = 400-950: decoded x0 predictions keep their outline from about t = 600), from v8b's bank of 4,000 clips
+RECIPES["v8c"] = replace(RECIPES["v8b"], tune_steps=2000, tune_t=(400, 950), tune_contrast=0.0, checkpoint_every=250)
 # v9 (planned for a GPU session, not trained yet): v8 trained further from its weights (out/toy-v8: `--recipe v8
 # --out out/toy-v8`, or a copy of the v8 that ships), a fresh warm-up to half v8's peak rate, the EMA from the
 # start, a bank twice v8's (its first 64,000 clips are v8's), bf16 autocast and noise drawn on the GPU
@@ -777,7 +780,8 @@ def export_checkpoint(recipe: Recipe, work: Path, out: Path) -> Path:
     _load(work, "vae", parts[2])
     _load(work, "decoder", parts[2])
     state = _load(work, "transformer", parts[3])
-    _load(work, "text_encoder", parts[1])
+    if not _load(work, "text_encoder", parts[1])["step"]:  # as stage 2 starts: stage 1b's (or init_from's) T5
+        _load(work, "text_pretrain", parts[1])
     for name in ("transformer_ema", "tune_ema"):  # stage 2b's weights, when it ran, replace stage 2's
         if (work / f"{name}.safetensors").is_file():
             parts[3].load_state_dict(load_file(str(work / f"{name}.safetensors")))
