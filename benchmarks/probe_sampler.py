@@ -6,7 +6,7 @@ judge sees drawn.
 
 Each variant is a JSON object of `CogVideoXPipeline` settings: scheduler ("ddim" or "dpm"), cfg, steps, and
 negative ("no-shape": the prompt without its shape word as the negative prompt, so CFG pushes along what the
-shape word adds).
+shape word adds). Each variant also reports which shape the judge sees drawn for each shape asked.
 """
 from __future__ import annotations
 
@@ -80,6 +80,7 @@ def main() -> None:
         pipe.scheduler = (CogVideoXDPMScheduler.from_config(ddim.config, timestep_spacing="trailing")
                           if v.get("scheduler") == "dpm" else ddim)
         t0, counts, drawn = time.time(), collections.Counter(), collections.Counter()
+        asked = collections.defaultdict(collections.Counter)
         for prompt in prompts:
             for seed in seeds:
                 negative = without_shape(prompt, world.shapes) if v.get("negative") == "no-shape" else pre.negative_prompt
@@ -90,11 +91,14 @@ def main() -> None:
                 frames = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
                 m = judge.prompt_match(frames, prompt, max_area, world.shapes)
                 counts.update(videos=1, colour=int(m.colour), shape=int(m.shape), both=int(m.ok))
-                drawn[drawn_shape(frames, m, world.shapes) or "not found"] += 1
+                seen = drawn_shape(frames, m, world.shapes) or "not found"
+                drawn[seen] += 1
+                asked[judge.parse_prompt(prompt).objects[0][1]][seen] += 1
         n = counts["videos"]
         results[name] = {"settings": v, "videos": n, "prompt_match": counts["both"] / n,
                          "colour_match": counts["colour"] / n, "shape_match": counts["shape"] / n,
-                         "drawn": dict(drawn), "seconds": time.time() - t0}
+                         "drawn": dict(drawn), "drawn_per_asked": {a: dict(c) for a, c in sorted(asked.items())},
+                         "seconds": time.time() - t0}
         print(f"{name:10s} match {counts['both'] / n:5.0%}  colour {counts['colour'] / n:5.0%}  drawn {dict(drawn)}",
               flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

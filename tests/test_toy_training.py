@@ -303,6 +303,9 @@ def test_named_recipes_differ_only_where_documented():
     v8b = asdict(RECIPES["v8b"])  # stage 2b on v8's weights
     assert {k for k in v8 if v8[k] != v8b[k]} == {"init_from", "vae_from", "steps", "bank", "batch", "tune_steps", "tune_t",
                                                   "tune_region", "checkpoint_every"}
+    low, v8c = asdict(RECIPES["v8b-low"]), asdict(RECIPES["v8c"])  # other fine-tunes of v8
+    assert {k for k in v8b if v8b[k] != low[k]} == {"tune_t", "tune_lr"}
+    assert {k for k in v8b if v8b[k] != v8c[k]} == {"tune_steps", "tune_t", "tune_contrast", "checkpoint_every"}
     v9 = asdict(RECIPES["v9"])  # v8 trained further
     assert {k for k in v8 if v8[k] != v9[k]} == {"init_from", "vae_from", "lr", "warmup", "ema_start", "bank", "steps",
                                                  "amp", "device_noise"}

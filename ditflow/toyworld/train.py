@@ -154,9 +154,11 @@ RECIPES["v8-deep"] = replace(RECIPES["v8"], layers=12, steps=1617, defaults=Reci
 # 400 steps of batch 32 from a bank of 4,000 clips (25 min on 2 cores): samples unchanged (README)
 RECIPES["v8b"] = replace(RECIPES["v8"], init_from="out/toy-v8", vae_from="out/toy-v8", steps=0, bank=4000, batch=32,
                          tune_steps=400, tune_t=(700, 999), tune_region="shapes", checkpoint_every=50)
-# v8c (CPU): v8 trained further by a plain fit (no foil) on the timesteps where its samples settle their shape
-# (t = 400-950: decoded x0 predictions keep their outline from about t = 600), from v8b's bank of 4,000 clips
-RECIPES["v8c"] = replace(RECIPES["v8b"], tune_steps=2000, tune_t=(400, 950), tune_contrast=0.0, checkpoint_every=250)
+# Measured on CPU, not shipped (README): v8b-low aims v8b's hinge at low noise (t = 20-600, where a re-noised true
+# triangle is already rounded off: probe_renoise.py); v8c is a plain fit (no foil) on the timesteps where samples
+# settle their shape (t = 400-950: decoded x0 predictions keep their outline from about t = 600), v8b's bank
+RECIPES["v8b-low"] = replace(RECIPES["v8b"], tune_t=(20, 600), tune_lr=2e-4)
+RECIPES["v8c"] = replace(RECIPES["v8b"], tune_steps=1500, tune_t=(400, 950), tune_contrast=0.0, checkpoint_every=250)
 # v9 (planned for a GPU session, not trained yet): v8 trained further from its weights (out/toy-v8: `--recipe v8
 # --out out/toy-v8`, or a copy of the v8 that ships), a fresh warm-up to half v8's peak rate, the EMA from the
 # start, a bank twice v8's (its first 64,000 clips are v8's), bf16 autocast and noise drawn on the GPU
@@ -896,7 +898,8 @@ def main() -> None:
                          "GPU, about 20 hours on 2 CPU cores), v4 (the CPU recipe, shipped before v8: about 70 min "
                          "on 2 cores), v6 (larger objects, shape-weighted loss), v7 (v6's loss, shapes that differ at "
                          "the token grid, v4's VAE), v7b (v7, then stage 2b over the shape region at t = 700-900), "
-                         "v8-deep (v8 with 12 blocks), v8b (stage 2b on v8's weights from out/toy-v8) or v9 (v8 trained "
+                         "v8-deep (v8 with 12 blocks), v8b (stage 2b on v8's weights from out/toy-v8; v8b-low and v8c: other "
+                         "fine-tunes of v8, measured, not shipped) or v9 (v8 trained "
                          "further from out/toy-v8, bf16; planned for a GPU, not trained yet)")
     ap.add_argument("--vae-steps", type=int)
     ap.add_argument("--steps", type=int)
