@@ -41,7 +41,7 @@ def main() -> None:
     import torch
     from diffusers import CogVideoXPipeline
 
-    from ditflow.backbone import preset, resolve_folder
+    from ditflow.backbone import preset, resolve_folder, rope_tables
     from ditflow.toyworld import judge
     from ditflow.toyworld.train import held_out_clips, model_world
 
@@ -56,8 +56,10 @@ def main() -> None:
     scheduler.set_timesteps(pre.steps)
     timesteps = [int(t) for t in scheduler.timesteps]
     scaling = pipe.vae.config.scaling_factor
-    latent_frames = (pre.frames - 1) // pipe.vae_scale_factor_temporal + 1
-    rope = pipe._prepare_rotary_positional_embeddings(pre.height, pre.width, latent_frames, torch.device("cpu"))
+    cfg = pipe.transformer.config
+    patch = pipe.vae_scale_factor_spatial * cfg.patch_size  # pixels per token side
+    rope = rope_tables(cfg, ((pre.frames - 1) // pipe.vae_scale_factor_temporal + 1, pre.height // patch,
+                             pre.width // patch))
 
     @torch.no_grad()
     def resample(clip, t0: int, seed: int) -> np.ndarray:

@@ -898,9 +898,9 @@ def main() -> None:
                          "GPU, about 20 hours on 2 CPU cores), v4 (the CPU recipe, shipped before v8: about 70 min "
                          "on 2 cores), v6 (larger objects, shape-weighted loss), v7 (v6's loss, shapes that differ at "
                          "the token grid, v4's VAE), v7b (v7, then stage 2b over the shape region at t = 700-900), "
-                         "v8-deep (v8 with 12 blocks), v8b (stage 2b on v8's weights from out/toy-v8; v8b-low and v8c: other "
-                         "fine-tunes of v8, measured, not shipped) or v9 (v8 trained "
-                         "further from out/toy-v8, bf16; planned for a GPU, not trained yet)")
+                         "v8-deep (v8 with 12 blocks), v8b (stage 2b on v8's weights from out/toy-v8), v8b-low and "
+                         "v8c (other CPU fine-tunes of v8, measured, not shipped) or v9 (v8 trained further from "
+                         "out/toy-v8, bf16; planned for a GPU, not trained yet)")
     ap.add_argument("--vae-steps", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--batch", type=int, help="stage 2 batch size")
