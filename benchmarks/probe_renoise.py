@@ -1,5 +1,5 @@
 """Where does the toy model lose the prompt's shape? Held-out clips of each of its world's shapes are encoded,
-noised to t0 and sampled down with their own prompt (the model's DDIM steps from t0 on, its CFG); the pixel
+noised to t0 and sampled down with their own prompt (ditflow's sampler with the model's steps from t0 on and its CFG); the pixel
 judge then says whether the shape survived. t0 = 999 starts from pure noise, as the benchmark's samples do.
 
     python benchmarks/probe_renoise.py [--model toy] [--per-shape 6] [--timesteps 150,300,500,650,999]
@@ -39,56 +39,45 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from diffusers import CogVideoXPipeline
 
-    from ditflow.backbone import preset, resolve_folder, rope_tables
+    from benchmarks import _probe
+    from ditflow.backbone import resolve_folder
+    from ditflow.sampling import Denoiser, sample
     from ditflow.toyworld import judge
-    from ditflow.toyworld.train import held_out_clips, model_world
+    from ditflow.toyworld.train import model_world
 
-    pre, folder = preset(args.model), resolve_folder(args.model)
-    pipe = CogVideoXPipeline.from_pretrained(folder)
-    world = model_world(folder)
+    pre, backbone, _, model = _probe.load(args.model)
+    world = model_world(resolve_folder(args.model))
     max_area = judge.max_area_for(world.radius)
-    pool = held_out_clips(args.per_shape * len(world.shapes) * 4, pre.frames, pre.height, pre.width, world.radius,
-                          shapes=world.shapes)
-    clips = {s: [c for _, c in pool if c.shapes[0] == s][: args.per_shape] for s in world.shapes}
-    scheduler = pipe.scheduler
+    scheduler = backbone.scheduler
     scheduler.set_timesteps(pre.steps)
-    timesteps = [int(t) for t in scheduler.timesteps]
-    scaling = pipe.vae.config.scaling_factor
-    cfg = pipe.transformer.config
-    patch = pipe.vae_scale_factor_spatial * cfg.patch_size  # pixels per token side
-    rope = rope_tables(cfg, ((pre.frames - 1) // pipe.vae_scale_factor_temporal + 1, pre.height // patch,
-                             pre.width // patch))
+    timesteps = scheduler.timesteps
+    negative = backbone.encode_prompt(pre.negative_prompt)
 
-    @torch.no_grad()
-    def resample(clip, t0: int, seed: int) -> np.ndarray:
-        x = torch.from_numpy(clip.frames.astype(np.float32) / 127.5 - 1).permute(3, 0, 1, 2)[None]
-        z = pipe.vae.encode(x).latent_dist.mode().permute(0, 2, 1, 3, 4) * scaling  # [1, F, C, h, w]
-        cond, uncond = pipe.encode_prompt(clip.prompt, pre.negative_prompt, do_classifier_free_guidance=True,
-                                          max_sequence_length=pipe.transformer.config.max_text_seq_length)
-        text = torch.cat([uncond, cond])
-        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed))
-        start = first_step(timesteps, t0)
-        latent = scheduler.add_noise(z, noise, scheduler.timesteps[start:start + 1])
-        for t in scheduler.timesteps[start:]:
-            v = pipe.transformer(hidden_states=torch.cat([latent] * 2), encoder_hidden_states=text,
-                                 timestep=t.expand(2), image_rotary_emb=rope, return_dict=False)[0]
-            v_uncond, v_cond = v.chunk(2)
-            latent = scheduler.step(v_uncond + pre.cfg * (v_cond - v_uncond), t, latent, return_dict=False)[0]
-        video = pipe.video_processor.postprocess_video(video=pipe.decode_latents(latent), output_type="np")[0]
-        return (np.clip(video, 0, 1) * 255).round().astype(np.uint8)
+    def prepared(clip):
+        """(clip, its latent, the denoiser of its prompt): encoded once for every t0 and seed."""
+        text = torch.cat([negative, backbone.encode_prompt(clip.prompt)])
+        return clip, backbone.encode_video(clip.frames), Denoiser(model, text, pre.cfg, pre.dynamic_cfg, pre.steps)
+
+    pool = [c for _, c in _probe.references(args.model, pre, args.per_shape * len(world.shapes) * 4)]
+    groups = {s: [prepared(c) for c in [c for c in pool if c.shapes[0] == s][: args.per_shape]] for s in world.shapes}
+
+    def resample(latent, denoise, t0: int, seed: int) -> np.ndarray:
+        noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)).to(latent)
+        start = first_step([int(t) for t in timesteps], t0)
+        x = scheduler.add_noise(latent, noise, timesteps[start:start + 1])
+        return backbone.decode(sample(denoise, x, timesteps[start:], scheduler, {}))
 
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     for t0 in (int(t) for t in args.timesteps.split(",")):
         row = {"t0": t0}
-        for shape, group in clips.items():
-            kept = [judge.prompt_match(resample(c, t0, s), c.prompt, max_area, world.shapes).shape
-                    for c in group for s in seeds]
+        for shape, group in groups.items():
+            kept = [judge.prompt_match(resample(latent, denoise, t0, s), c.prompt, max_area, world.shapes).shape
+                    for c, latent, denoise in group for s in seeds]
             row[shape] = float(np.mean(kept)) if kept else None
         rows.append(row)
-        print(f"t0={t0:4d}  " + "  ".join(f"{s} {row[s]:4.0%}" for s in clips if row[s] is not None), flush=True)
+        print(f"t0={t0:4d}  " + "  ".join(f"{s} {row[s]:4.0%}" for s in groups if row[s] is not None), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "probe_renoise", "model": args.model, "per_shape": args.per_shape,
                                     "seeds": seeds, "measure": "share of re-noised clips whose shape the judge "
