@@ -297,7 +297,7 @@ def test_named_recipes_differ_only_where_documented():
     v4, v6 = asdict(RECIPES["v4"]), asdict(RECIPES["v6"])
     assert v4 == asdict(Recipe())  # the CPU recipe
     assert {k for k in v4 if v4[k] != v6[k]} == {"object_radius", "shape_weight", "steps"}
-    v7, v8 = asdict(RECIPES["v7"]), asdict(RECIPES["v8"])  # v8: v7 in large batches (the shipped model's)
+    v7, v8 = asdict(RECIPES["v7"]), asdict(RECIPES["v8"])  # v8: v7 in large batches (the shipped v9 starts from it)
     assert {k for k in v7 if v7[k] != v8[k]} == {"batch", "lr", "warmup", "bank", "steps", "checkpoint_every", "defaults"}
     assert {k for k in v7["defaults"] if v7["defaults"][k] != v8["defaults"].get(k)} == {"guidance_blocks", "injection"}
     v8b = asdict(RECIPES["v8b"])  # stage 2b on v8's weights
@@ -306,12 +306,12 @@ def test_named_recipes_differ_only_where_documented():
     low, v8c = asdict(RECIPES["v8b-low"]), asdict(RECIPES["v8c"])  # other fine-tunes of v8
     assert {k for k in v8b if v8b[k] != low[k]} == {"tune_t", "tune_lr"}
     assert {k for k in v8b if v8b[k] != v8c[k]} == {"tune_steps", "tune_t", "tune_contrast", "checkpoint_every"}
-    v9 = asdict(RECIPES["v9"])  # v8 trained further
+    v9 = asdict(RECIPES["v9"])  # v8 trained further: the shipped model
     assert {k for k in v8 if v8[k] != v9[k]} == {"init_from", "vae_from", "lr", "warmup", "ema_start", "bank", "steps",
                                                  "amp", "device_noise"}
 
 
-def test_the_shipped_model_is_v8s_recipe():
+def test_the_shipped_model_is_v9s_recipe():
     import json
     from dataclasses import asdict
     from pathlib import Path
@@ -319,7 +319,7 @@ def test_the_shipped_model_is_v8s_recipe():
     from ditflow.toyworld.train import RECIPES, stored_recipe
 
     shipped = json.loads((Path(__file__).resolve().parents[1] / "assets/toy-cogvideox/recipe.json").read_text())
-    assert stored_recipe(shipped) == json.loads(json.dumps(asdict(RECIPES["v8"])))  # make toy-model reproduces what ships
+    assert stored_recipe(shipped) == json.loads(json.dumps(asdict(RECIPES["v9"])))  # make toy-model reproduces what ships
 
 
 def test_bank_rendered_by_worker_processes_is_the_same(tmp_path):

@@ -152,7 +152,7 @@ def scene_prompt(seed: int, two_objects_prob: float = 0.2, shapes: tuple[str, ..
 OBJECT_RADIUS = (0.14, 0.22)  # fraction of the frame side. v3's world drew 0.10-0.18: at 64 px a 4x-downsampling
 # VAE blurred the smaller half of its shapes past recognition (the judge read 29% of their shapes after a round
 # trip, 66% of the larger half)
-CLASSIC_WORLD = World(OBJECT_RADIUS, SHAPES)  # v1-v6's (v4 shipped in it; v8, which ships now, draws COARSE_SHAPES)
+CLASSIC_WORLD = World(OBJECT_RADIUS, SHAPES)  # v1-v6's (v4 shipped in it; v8 and v9, which ships now, draw COARSE_SHAPES)
 
 
 def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, *, two_objects_prob: float = 0.2,
