@@ -308,7 +308,8 @@ def test_named_recipes_differ_only_where_documented():
     assert {k for k in v8b if v8b[k] != v8c[k]} == {"tune_steps", "tune_t", "tune_contrast", "checkpoint_every"}
     v9 = asdict(RECIPES["v9"])  # v8 trained further: the shipped model
     assert {k for k in v8 if v8[k] != v9[k]} == {"init_from", "vae_from", "lr", "warmup", "ema_start", "bank", "steps",
-                                                 "amp", "device_noise"}
+                                                 "amp", "device_noise", "defaults"}
+    assert {k for k in v9["defaults"] if v9["defaults"][k] != v8["defaults"][k]} == {"emb_lr", "emb_after"}
 
 
 def test_the_shipped_model_is_v9s_recipe():
