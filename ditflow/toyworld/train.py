@@ -159,14 +159,14 @@ RECIPES["v8b"] = replace(RECIPES["v8"], init_from="out/toy-v8", vae_from="out/to
 # settle their shape (t = 400-950: decoded x0 predictions keep their outline from about t = 600), v8b's bank
 RECIPES["v8b-low"] = replace(RECIPES["v8b"], tune_t=(20, 600), tune_lr=2e-4)
 RECIPES["v8c"] = replace(RECIPES["v8b"], tune_steps=1500, tune_t=(400, 950), tune_contrast=0.0, checkpoint_every=250)
-# v9 (ships): v8 trained further from its weights (out/toy-v8: `--recipe v8 --out out/toy-v8`, or a copy of the v8
-# that ships), a fresh warm-up to half v8's peak rate, the EMA from the start, a bank twice v8's (its first 64,000
-# clips are v8's), bf16 autocast and noise drawn on the GPU. Trained on one H200 in one call (`--budget 508`: the
-# bank took 2 min, then 4,743 steps 5 min 20 s, 67 ms each); the step count below reproduces it without --budget
 # v9's guidance defaults: v8's, but emb mode at half the rate and with the model's RoPE tables restored after the
 # range (benchmarks/sweeps/toy-v9-emb*.toml, 10 references x noise seeds 2 and 3): prompt match 95% against 30%,
 # path error 9.68 px against 9.45
 V9_DEFAULTS = {**V8_DEFAULTS, "emb_lr": [0.04, 0.015], "emb_after": "restore"}
+# v9 (ships): v8 trained further from its weights (out/toy-v8: `--recipe v8 --out out/toy-v8`, or a copy of the v8
+# that ships), a fresh warm-up to half v8's peak rate, the EMA from the start, a bank twice v8's (its first 64,000
+# clips are v8's), bf16 autocast and noise drawn on the GPU. Trained on one H200 in one call (`--budget 508`: the
+# bank took 2 min, then 4,743 steps 5 min 20 s, 67 ms each); the step count below reproduces it without --budget
 RECIPES["v9"] = replace(RECIPES["v8"], init_from="out/toy-v8", vae_from="out/toy-v8", lr=3e-4, warmup=100, ema_start=0,
                         bank=128_000, steps=4743, amp=True, device_noise=True, defaults=V9_DEFAULTS)
 
