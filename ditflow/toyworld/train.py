@@ -249,6 +249,12 @@ def _load(work: Path, name: str, module) -> dict:
     return json.loads((work / f"{name}.json").read_text())
 
 
+def _load_stage2_text(work: Path, text_encoder) -> None:
+    """Stage 2's T5: its own checkpoint once it has saved one, before that stage 1b's (or init_from's)."""
+    if not _load(work, "text_encoder", text_encoder)["step"]:
+        _load(work, "text_pretrain", text_encoder)
+
+
 def _update(opt, loss, bar, clip: list | None = None, show: bool = True) -> None:
     """One optimiser step on `loss` (gradient norm clipped to 1 over `clip`), reported on the bar when `show`
     (reading the loss waits for the GPU, so the fast stages show it every few steps)."""
@@ -613,8 +619,7 @@ def train_transformer(recipe: Recipe, parts, work: Path, device: str, progress: 
     vae.to(device)
     text_encoder.to(device).eval().requires_grad_(False)
     state = _load(work, "transformer", transformer)
-    if not _load(work, "text_encoder", text_encoder)["step"]:
-        _load(work, "text_pretrain", text_encoder)  # stage 1b's weights start stage 2
+    _load_stage2_text(work, text_encoder)
     transformer.to(device)
     ema = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
     if (work / "transformer_ema.safetensors").is_file():
@@ -788,8 +793,7 @@ def export_checkpoint(recipe: Recipe, work: Path, out: Path) -> Path:
     _load(work, "vae", parts[2])
     _load(work, "decoder", parts[2])
     state = _load(work, "transformer", parts[3])
-    if not _load(work, "text_encoder", parts[1])["step"]:  # as stage 2 starts: stage 1b's (or init_from's) T5
-        _load(work, "text_pretrain", parts[1])
+    _load_stage2_text(work, parts[1])  # as stage 2 would start or resume
     for name in ("transformer_ema", "tune_ema"):  # stage 2b's weights, when it ran, replace stage 2's
         if (work / f"{name}.safetensors").is_file():
             parts[3].load_state_dict(load_file(str(work / f"{name}.safetensors")))
