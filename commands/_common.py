@@ -6,6 +6,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import typer
+
+
+def help_when_bare(ctx: typer.Context) -> None:
+    """A bare group (`ditflow`, `ditflow cache`) prints its help and succeeds, as git and hf do."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
 
 def parse_pair(text: str | None, name: str, cast=float) -> tuple | None:
     """'0.002,0.001' -> (0.002, 0.001); a one-line error otherwise."""
@@ -43,9 +52,9 @@ def file_settings(config: Path | None) -> dict[str, Any]:
 
 
 def runtime(data: dict[str, Any], **flags):
-    from ditflow.config import RuntimeOptions, apply_overrides
+    from ditflow.config import RuntimeOptions, apply_overrides, section
 
-    return apply_overrides(RuntimeOptions(), data.get("runtime", {}), flags)
+    return apply_overrides(RuntimeOptions(), section(RuntimeOptions(), data, "runtime"), flags)
 
 
 def emit(artifact, as_json: bool, **extra) -> None:

@@ -1,20 +1,47 @@
 """The `ditflow` command: one Typer app, one module per stage. Results go to stdout, everything else to
-stderr. Library errors (DitflowError) become one `error: ...` line and an exit code per kind; a traceback
-only with DITFLOW_DEBUG=1. torch and diffusers are imported lazily inside commands, so --help is instant."""
+stderr. Library errors (DitflowError) become one `error: ...` line and an exit code per kind; usage errors
+one `error: ...` line and exit 2; a traceback only with DITFLOW_DEBUG=1. torch and diffusers are imported
+lazily inside commands, so --help is instant.
+
+Exit codes: 0 ok, 1 a stage failed (e.g. a batch row), 2 usage or bad input, 3 artifact not found or
+ambiguous, 4 incompatible artifact, 5 corrupt artifact, 6 model weights missing, 7 output not written,
+70 an internal error (a bug: please report it), 130 interrupted (Ctrl-C).
+"""
 from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated
 
 import typer
+
+from commands._common import help_when_bare
+
+INTERRUPTED = 130
+INTERNAL = 70
 
 app = typer.Typer(
     name="ditflow",
     help="Transfer the motion of a reference video to a new generation with video diffusion transformers (DiTFlow).",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ditflow import __version__
+
+        typer.echo(f"ditflow {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(ctx: typer.Context,
+          version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                                callback=_version)] = False) -> None:
+    help_when_bare(ctx)
 
 
 def _register() -> None:
@@ -37,25 +64,40 @@ def main() -> None:
     from ditflow.errors import DitflowError
 
     try:
-        rc = app(standalone_mode=False)  # click returns (not raises) the code of typer.Exit here
+        # Not standalone: Typer returns exit codes instead of calling sys.exit, and raises its usage errors
+        # (from its vendored Click, subclasses of typer.TyperException) for us to print as one line.
+        rc = app(standalone_mode=False)
     except DitflowError as e:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted; nothing was written to the cache", 130)
-    except Exception as e:  # click's usage errors and anything unexpected
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            _fail("aborted", 130)
+        _fail(_interrupted(), INTERRUPTED)
+    except typer.Abort:
+        _fail(_interrupted(), INTERRUPTED)
+    except typer.TyperException as e:  # bad option, missing argument, unknown command
+        _fail(_usage_message(e), getattr(e, "exit_code", 2) or 2)
+    except Exception as e:  # anything unexpected is a bug
         if os.environ.get("DITFLOW_DEBUG"):
             raise
-        _fail(f"{type(e).__name__}: {e} (set DITFLOW_DEBUG=1 for a traceback)", 70)
+        _fail(f"internal error: {type(e).__name__}: {_first_line(e)} (set DITFLOW_DEBUG=1 for a traceback)", INTERNAL)
+    if rc == INTERRUPTED:  # Typer turns Ctrl-C into Exit(130) before it reaches us
+        _fail(_interrupted(), INTERRUPTED)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _interrupted() -> str:
+    return "interrupted; nothing was written (a stage publishes its artifact and --out only when it completes)"
+
+
+def _usage_message(e: Exception) -> str:
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return " ".join(message.split()) + hint
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _fail(message: str, code: int) -> None:

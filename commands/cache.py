@@ -6,9 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from commands._common import help_when_bare
 from .options import CacheOpt, JsonOpt
 
-cache_app = typer.Typer(help="List, inspect, remove and garbage-collect cached artifacts.", no_args_is_help=True)
+cache_app = typer.Typer(help="List, inspect, remove and garbage-collect cached artifacts.", invoke_without_command=True,
+                       callback=help_when_bare)
 HashArg = Annotated[str, typer.Argument(help="Artifact hash or unique prefix (6+ characters).", show_default=False)]
 
 

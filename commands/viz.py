@@ -6,9 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from commands._common import help_when_bare
 from commands.options import CacheOpt, OverwriteOpt
 
-viz_app = typer.Typer(help="Pictures of artifacts: AMF flow, side-by-side videos, guidance loss curves.", no_args_is_help=True)
+viz_app = typer.Typer(help="Pictures of artifacts: AMF flow, side-by-side videos, guidance loss curves.", invoke_without_command=True,
+                       callback=help_when_bare)
 
 HashArg = Annotated[str, typer.Argument(metavar="HASH", help="Artifact hash (or a unique prefix of at least 6 characters).", show_default=False)]
 VizOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default: a new name in the current folder).", show_default=False)]

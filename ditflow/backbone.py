@@ -14,11 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import ALIASES, PRESETS, TOY_MODEL_DIR, ModelPreset, RuntimeOptions, preset_for
+from .config import ALIASES, DTYPES, PRESETS, TOY_MODEL_DIR, ModelPreset, RuntimeOptions, preset_for
 from .errors import InputError, ModelUnavailable
-
-DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
-          "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
 def model_source(model: str) -> str:
@@ -101,6 +98,31 @@ def config_geometry(model: str, frames: int, height: int, width: int) -> "Geomet
     return geometry_of(int(transformer_config(model).get("patch_size", 2)), *vae_factors(model), frames, height, width)
 
 
+def toy_vocabulary(model: str) -> frozenset[str] | None:
+    """The words of a toy model (trained by ditflow.toyworld: it ships recipe.json), read from its tokenizer
+    file without loading anything; None for other models. A toy model knows only its world's words: any other
+    word is spelt letter by letter into tokens it never saw, and the video silently ignores it."""
+    folder = resolve_folder(model)
+    if not (folder / "recipe.json").is_file():
+        return None
+    try:
+        vocab = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())["model"]["vocab"]
+        return frozenset(p[1:] for p, _ in vocab if p.startswith("▁") and len(p) > 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # not the tokenizer layout toyworld writes: no check
+
+
+def check_toy_prompt(prompt: str, words: frozenset[str], model: str) -> str:
+    """The prompt as the toy model reads it (lower case, punctuation dropped: "A red circle." is "a red
+    circle"), or a one-line error naming the words it does not know."""
+    normal = " ".join("".join(c for c in w.lower() if c.isalnum()) for w in prompt.split()).split()
+    unknown = [w for w in dict.fromkeys(normal) if w not in words]
+    if unknown:
+        raise InputError(f"model {model} does not know the word(s) {', '.join(unknown)} in {prompt!r}; "
+                         f"it knows: {' '.join(sorted(words))}")
+    return " ".join(normal)
+
+
 MODEL_DEFAULTS = "ditflow.json"  # optional, beside model_index.json: ModelPreset fields measured for this model
 
 
@@ -167,10 +189,7 @@ class Backbone:
             pipe.transformer.enable_gradient_checkpointing()
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe
-        # A toy model (trained by ditflow.toyworld: recipe.json) knows only its world's words; any other word is
-        # spelt letter by letter into tokens it never saw, and the video silently ignores it
-        self.words = (frozenset(p[1:] for p in pipe.tokenizer.get_vocab() if p.startswith("▁") and len(p) > 1)
-                      if (Path(folder) / "recipe.json").is_file() else None)
+        self.words = toy_vocabulary(model)
         self.device = torch.device(device)
         pipe.transformer.requires_grad_(False)
         pipe.text_encoder.requires_grad_(False)
@@ -198,11 +217,8 @@ class Backbone:
         """[1, text_len, dim] T5 embedding, padded to the transformer's text length."""
         import torch
 
-        unknown = [w for w in dict.fromkeys(prompt.split()) if self.words is not None and w not in self.words]
-        if unknown:
-            raise InputError(f"model {self.model} does not know the word(s) {', '.join(unknown)} in {prompt!r}; "
-                             f"it knows: {' '.join(sorted(self.words))}")
-
+        if self.words is not None:
+            prompt = check_toy_prompt(prompt, self.words, self.model)
         with torch.no_grad():
             emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=self.device,
                                              max_sequence_length=self.transformer.config.max_text_seq_length,

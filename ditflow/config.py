@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .checks import MAX_SEED, check_rules, check_value, rule
 from .errors import InputError
 
+DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+          "bfloat16": "bfloat16", "bf16": "bfloat16"}
 PAPER_NEGATIVE_PROMPT = "bad quality, distortions, unrealistic, distorted image, watermark, signature"
 TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-cogvideox"
 
@@ -93,28 +96,45 @@ class RuntimeOptions:
     gradient_checkpointing: bool = True
     quiet: bool = False
 
+    def validate(self) -> None:
+        from .checks import check_device
+
+        check_rules(self)
+        check_device(self.device)
+
 
 @dataclass(frozen=True)
 class ExtractConfig:
     model: str = "5b"
-    frames: int | None = None
-    height: int | None = None
-    width: int | None = None
-    blocks: tuple[int, ...] | None = None
-    temperature: float = 2.0
+    frames: int | None = field(default=None, metadata=rule(ge=1))
+    height: int | None = field(default=None, metadata=rule(ge=1))
+    width: int | None = field(default=None, metadata=rule(ge=1))
+    blocks: tuple[int, ...] | None = field(default=None, metadata=rule(ge=0))
+    temperature: float = field(default=2.0, metadata=rule(gt=0))
     source_prompt: str = ""
-    moft_fraction: float = 0.04
-    dtype: str | None = None
+    moft_fraction: float = field(default=0.04, metadata=rule(gt=0, le=1))
+    dtype: str | None = field(default=None, metadata=rule(choices=tuple(DTYPES)))
 
     def resolve(self, preset: ModelPreset) -> "ExtractConfig":
+        def pick(name):
+            value = getattr(self, name)
+            return getattr(preset, name) if value is None else value
+
         return replace(
             self,
-            frames=self.frames or preset.frames,
-            height=self.height or preset.height,
-            width=self.width or preset.width,
+            frames=pick("frames"),
+            height=pick("height"),
+            width=pick("width"),
             blocks=tuple(self.blocks) if self.blocks else preset.guidance_blocks,
             dtype=self.dtype or preset.dtype,
         )
+
+    def validate(self) -> None:
+        if not self.model:
+            raise InputError("--model must not be empty")
+        if self.blocks is not None and not self.blocks:
+            raise InputError("--blocks needs at least one block index")
+        check_rules(self)
 
 
 @dataclass(frozen=True)
@@ -124,33 +144,33 @@ class GuideConfig:
 
     prompt: str = ""
     negative_prompt: str | None = None
-    opt_mode: str | None = None  # "latent" or "emb" (RoPE tables with RoPE models, sincos embedding otherwise)
-    loss: str = "flow"  # "flow" (AMF), "moft", "smm"
-    opt_steps: int | None = None
-    lr: tuple[float, float] | None = None
-    guidance_range: tuple[int, int] | None = None
+    opt_mode: str | None = field(default=None, metadata=rule(choices=("latent", "emb")))  # "latent" or "emb" (RoPE tables with RoPE models, sincos embedding otherwise)
+    loss: str = field(default="flow", metadata=rule(choices=("flow", "moft", "smm")))  # "flow" (AMF), "moft", "smm"
+    opt_steps: int | None = field(default=None, metadata=rule(ge=1))
+    lr: tuple[float, float] | None = field(default=None, metadata=rule(gt=0))
+    guidance_range: tuple[int, int] | None = field(default=None, metadata=rule(ge=0))
     guidance: bool = True
     injection: bool | None = None
-    injection_blocks: tuple[int, ...] = (0,)
-    steps: int | None = None
-    cfg: float | None = None
+    injection_blocks: tuple[int, ...] = field(default=(0,), metadata=rule(ge=0))
+    steps: int | None = field(default=None, metadata=rule(ge=1))
+    cfg: float | None = field(default=None, metadata=rule(ge=1))  # 1 is no CFG; below 1 would silently be the same
     dynamic_cfg: bool | None = None
-    scheduler: str | None = None
-    seed: int = 1
+    scheduler: str | None = field(default=None, metadata=rule(choices=("dpm", "ddim")))
+    seed: int = field(default=1, metadata=rule(ge=0, le=MAX_SEED))
     threshold_loss: bool = True
-    temperature: float = 2.0
-    loss_weighting: str | None = None  # AMF loss: "none" (the paper), "confidence" (the reference's attention) or
+    temperature: float = field(default=2.0, metadata=rule(gt=0))
+    loss_weighting: str | None = field(default=None, metadata=rule(choices=("none", "confidence", "salient", "mutual")))  # AMF loss: "none" (the paper), "confidence" (the reference's attention) or
     # "salient" (confidence times how distinct the reference patch looks from its frame: the object over the scene)
     # or "mutual" (confidence times the generated video's own attention confidence at each step)
-    reference_flow: str | None = None  # the AMF loss's target: the reference's "argmax" AMF (the paper) or its
+    reference_flow: str | None = field(default=None, metadata=rule(choices=("argmax", "soft")))  # the AMF loss's target: the reference's "argmax" AMF (the paper) or its
     # "soft" AMF (expected key position, as the generated side is scored), on the entries the argmax marks moving
-    emb_param: str | None = None  # emb mode on RoPE models: "table" (the paper) or "angle" (tables stay rotations)
-    emb_after: str | None = None  # emb mode after the guidance range: "restore" the model's (the paper) or "carry"
-    optimizer: str | None = None  # "adam" (the paper) or "normalized": gradient steps scaled by the gradient's RMS,
+    emb_param: str | None = field(default=None, metadata=rule(choices=("table", "angle")))  # emb mode on RoPE models: "table" (the paper) or "angle" (tables stay rotations)
+    emb_after: str | None = field(default=None, metadata=rule(choices=("restore", "carry")))  # emb mode after the guidance range: "restore" the model's (the paper) or "carry"
+    optimizer: str | None = field(default=None, metadata=rule(choices=("adam", "normalized")))  # "adam" (the paper) or "normalized": gradient steps scaled by the gradient's RMS,
     # so the step is as large on average as Adam's first, but entries with small gradients move little
-    grad_blur: float | None = None  # latent mode: Gaussian blur (sigma, latent pixels) of the gradient before each
+    grad_blur: float | None = field(default=None, metadata=rule(ge=0))  # latent mode: Gaussian blur (sigma, latent pixels) of the gradient before each
     # step, so the update holds no texture finer than that (0: off, the paper)
-    latent_stride: int | None = None  # latent mode: optimise one offset per stride x stride latent pixels, spread
+    latent_stride: int | None = field(default=None, metadata=rule(ge=1))  # latent mode: optimise one offset per stride x stride latent pixels, spread
     # bilinearly, so each step is smooth at that scale (1: every latent pixel, the paper)
 
     def resolve(self, preset: ModelPreset) -> "GuideConfig":
@@ -164,7 +184,7 @@ class GuideConfig:
             self,
             lr=tuple(self.lr) if self.lr else tuple(default_lr),
             guidance_range=tuple(self.guidance_range) if self.guidance_range else preset.guidance_range,
-            steps=self.steps or preset.steps,
+            steps=preset.steps if self.steps is None else self.steps,
             cfg=self.cfg if self.cfg is not None else preset.cfg,
             dynamic_cfg=preset.dynamic_cfg if self.dynamic_cfg is None else self.dynamic_cfg,
             scheduler=self.scheduler or preset.scheduler,
@@ -175,34 +195,11 @@ class GuideConfig:
         )
 
     def validate(self) -> None:
-        if self.opt_mode not in (None, "latent", "emb"):
-            raise InputError(f"--opt-mode must be 'latent' or 'emb', not {self.opt_mode!r}")
-        if self.loss not in ("flow", "moft", "smm"):
-            raise InputError(f"--loss must be 'flow', 'moft' or 'smm', not {self.loss!r}")
-        if self.loss_weighting not in (None, "none", "confidence", "salient", "mutual"):
-            raise InputError(f"--loss-weighting must be 'none', 'confidence', 'salient' or 'mutual', not {self.loss_weighting!r}")
-        if self.emb_param not in (None, "table", "angle"):
-            raise InputError(f"--emb-param must be 'table' or 'angle', not {self.emb_param!r}")
-        if self.emb_after not in (None, "restore", "carry"):
-            raise InputError(f"--emb-after must be 'restore' or 'carry', not {self.emb_after!r}")
-        if self.reference_flow not in (None, "argmax", "soft"):
-            raise InputError(f"--reference-flow must be 'argmax' or 'soft', not {self.reference_flow!r}")
-        if self.optimizer not in (None, "adam", "normalized"):
-            raise InputError(f"--optimizer must be 'adam' or 'normalized', not {self.optimizer!r}")
-        if self.grad_blur is not None and not self.grad_blur >= 0:
-            raise InputError(f"--grad-blur must be 0 (off) or a positive sigma, not {self.grad_blur}")
-        if self.latent_stride is not None and self.latent_stride < 1:
-            raise InputError(f"--latent-stride must be at least 1, not {self.latent_stride}")
-        if self.opt_steps is not None and self.opt_steps < 1:
-            raise InputError("--opt-steps must be at least 1")
-        if self.steps is not None and self.steps < 1:
-            raise InputError("--steps must be at least 1")
+        check_rules(self)
         if self.guidance_range is not None:
             hi, lo = self.guidance_range
-            if not (hi > lo >= 0):
+            if not hi > lo:
                 raise InputError(f"--guidance-range HI,LO needs HI > LO >= 0, got {hi},{lo}")
-        if self.scheduler not in (None, "dpm", "ddim"):
-            raise InputError(f"--scheduler must be 'dpm' or 'ddim', not {self.scheduler!r}")
 
 
 def settings(cfg: Any) -> dict[str, Any]:
@@ -224,50 +221,91 @@ C = TypeVar("C")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or YAML file: either flat keys, or sections [extract], [guide], [inject], [runtime]."""
+    """Read and check a TOML or YAML file: flat keys, or sections [extract], [guide], [runtime]. Every key
+    must be a setting of some stage (of its own section's stage, in a section) with the setting's type."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config file not found: {path}")
-    text = path.read_text()
     try:
-        if path.suffix.lower() == ".toml":
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"config file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8")
+    except OSError as e:
+        raise InputError(f"cannot read config file {path}: {e.strerror}")
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise InputError(f"config file must end in .toml, .yaml or .yml: {path}")
+    try:
+        if suffix == ".toml":
             import tomllib
 
             data = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
+        else:
             import yaml
 
             data = yaml.safe_load(text) or {}
-        else:
-            raise InputError(f"config file must end in .toml, .yaml or .yml: {path}")
-    except InputError:
-        raise
     except Exception as e:  # parse errors of either format
         raise InputError(f"cannot parse config file {path}: {str(e).splitlines()[0]}")
     if not isinstance(data, dict):
         raise InputError(f"config file {path} must hold a table of settings")
+    _check_file_settings(data, path)
     return data
 
 
+def _config_sections() -> dict[str, type]:
+    return {"extract": ExtractConfig, "guide": GuideConfig, "runtime": RuntimeOptions}
+
+
+def _check_file_settings(data: dict[str, Any], path: Path) -> None:
+    sections = _config_sections()
+    for key, value in data.items():
+        if isinstance(value, dict):
+            cls = sections.get(str(key))
+            if cls is None:
+                raise InputError(f"config file {path}: unknown section [{key}] (known: {', '.join(sections)})")
+            for k, v in value.items():
+                _check_file_value(cls, str(k), v, f"setting '{k}' in [{key}] of {path}")
+        else:
+            owners = [c for c in sections.values() if str(key).replace("-", "_") in _names(c)]
+            if not owners:
+                known = sorted(set().union(*(_names(c) for c in sections.values())))
+                raise InputError(f"config file {path}: unknown setting '{key}' (known: {', '.join(known)})")
+            for cls in owners:
+                _check_file_value(cls, str(key), value, f"setting '{key}' of {path}")
+
+
+def _check_file_value(cls: type, key: str, value: Any, label: str) -> None:
+    name = key.replace("-", "_")
+    if name not in _names(cls):
+        raise InputError(f"{label}: unknown setting (known: {', '.join(sorted(_names(cls)))})")
+    if value is not None:
+        check_value(cls, name, value, label)
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
 def apply_overrides(cfg: C, *layers: dict[str, Any] | None) -> C:
-    """Later layers win; keys are field names (dashes allowed); None values are ignored."""
-    names = {f.name: f for f in fields(cfg)}
+    """Later layers win; keys are field names (dashes allowed); None values are ignored. Values are
+    checked against the field's type (lists become tuples); ranges are checked by the config's validate()."""
+    names = _names(type(cfg))
     updates: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
             name = key.replace("-", "_")
-            if value is None or isinstance(value, dict):
-                continue
             if name not in names:
                 raise InputError(f"unknown setting '{key}' for {type(cfg).__name__} (known: {', '.join(sorted(names))})")
-            updates[name] = tuple(value) if isinstance(value, list) else value
+            if value is None:
+                continue
+            updates[name] = check_value(type(cfg), name, value)
     return replace(cfg, **updates)
 
 
 def section(cfg: C, data: dict[str, Any], name: str) -> dict[str, Any]:
     """Settings for one stage from a config file: the flat top-level keys this stage knows, then its own
-    section ([extract], [guide], ...), whose keys must all be known."""
-    known = {f.name for f in fields(cfg)}
+    section ([extract], [guide], ...), whose keys must all be known (load_config_file checked them)."""
+    known = _names(type(cfg))
     flat = {k: v for k, v in data.items() if not isinstance(v, dict) and k.replace("-", "_") in known}
     return {**flat, **data.get(name, {})}
 

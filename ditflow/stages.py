@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import artifacts, losses
 from .artifacts import AmfArtifact, GenArtifact
-from .backbone import Backbone, config_geometry, model_identity, preset, transformer_config
+from .backbone import Backbone, check_toy_prompt, config_geometry, model_identity, preset, toy_vocabulary, transformer_config
+from .checks import MAX_SEED, check_rules, rule
 from .config import ExtractConfig, GuideConfig, RuntimeOptions, hashed_settings, settings
 from .errors import IncompatibleArtifact, InputError
 from .progress import Progress
@@ -50,10 +51,11 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     """Reference AMF of `video` at the guidance blocks. A cache hit loads no model."""
     store = store or Store()
     progress = Progress(runtime.quiet)
-    if cfg.temperature <= 0:
-        raise InputError("--temperature must be positive")
+    cfg.validate()
+    runtime.validate()
     digest = video_digest(video)
     cfg = cfg.resolve(preset(cfg.model))
+    cfg.validate()  # the model's defaults (a folder's ditflow.json) obey the same rules
     config_geometry(cfg.model, cfg.frames, cfg.height, cfg.width)  # size errors before any weights load
     _check_blocks(cfg.blocks, int(transformer_config(cfg.model).get("num_layers", 30)), "--blocks")
     inputs = {**settings(cfg), "model_arg": cfg.model, "model": model_identity(cfg.model), "video_sha256": digest,
@@ -113,8 +115,8 @@ class InjectConfig:
 
     prompt: str = ""
     negative_prompt: str | None = None  # None: the guide run's
-    seed: int | None = None  # None: the guide run's
-    cfg: float | None = None
+    seed: int | None = field(default=None, metadata=rule(ge=0, le=MAX_SEED))  # None: the guide run's
+    cfg: float | None = field(default=None, metadata=rule(ge=1))
     injection: bool | None = None  # KV injection from the reference; None: as the guide run
 
 
@@ -198,7 +200,17 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
 
 def _resolve_guide(amf: AmfArtifact, cfg: GuideConfig) -> GuideConfig:
     cfg.validate()
-    return cfg.resolve(preset(amf.inputs["model_arg"]))
+    resolved = cfg.resolve(preset(amf.inputs["model_arg"]))
+    resolved.validate()  # the model's defaults (a folder's ditflow.json) obey the same rules
+    return resolved
+
+
+def _check_prompts(model: str, cfg: GuideConfig) -> None:
+    """A toy model's vocabulary, checked before it loads (the encoder checks again as it encodes)."""
+    words = toy_vocabulary(model)
+    if words is not None:
+        for text in (cfg.prompt, cfg.negative_prompt or ""):
+            check_toy_prompt(text, words, model)
 
 
 def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: int | None = None,
@@ -208,11 +220,13 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
     when given, must match the AMF's (it is the reference they were extracted at)."""
     store = store or Store()
     progress = Progress(runtime.quiet)
-    if not cfg.prompt:
+    if not cfg.prompt.strip():
         raise InputError("--prompt is required and must not be empty")
+    runtime.validate()
     amf = artifacts.load(store, amf_ref, "amf")
     _check_amf_matches(amf, model, frames, height, width)
     cfg = _resolve_guide(amf, cfg)
+    _check_prompts(amf.inputs["model_arg"], cfg)
     inputs = {"amf": amf.hash, "model": amf.inputs["model"], **hashed_settings(cfg)}
     h = content_key("gen", inputs)
     if store.exists(h):
@@ -231,8 +245,10 @@ def inject(emb_ref: str, cfg: InjectConfig, *, runtime: RuntimeOptions = Runtime
     """Zero-shot motion transfer: generate `cfg.prompt` with the embeddings of an emb-mode guide run."""
     store = store or Store()
     progress = Progress(runtime.quiet)
-    if not cfg.prompt:
+    if not cfg.prompt.strip():
         raise InputError("--prompt is required and must not be empty")
+    check_rules(cfg)
+    runtime.validate()
     src = artifacts.load(store, emb_ref, "gen")
     if src.meta.get("stage") != "guide" or src.opt_mode != "emb":
         raise IncompatibleArtifact(f"artifact {src.hash[:12]} holds no optimised embeddings: inject needs a "
@@ -243,6 +259,8 @@ def inject(emb_ref: str, cfg: InjectConfig, *, runtime: RuntimeOptions = Runtime
                    negative_prompt=base.negative_prompt if cfg.negative_prompt is None else cfg.negative_prompt,
                    seed=base.seed if cfg.seed is None else cfg.seed, cfg=base.cfg if cfg.cfg is None else cfg.cfg,
                    injection=base.injection if cfg.injection is None else cfg.injection)
+    gcfg.validate()
+    _check_prompts(amf.inputs["model_arg"], gcfg)
     inputs = {"emb": src.hash, "amf": amf.hash, "model": amf.inputs["model"], **hashed_settings(gcfg)}
     h = content_key("gen", inputs)
     if store.exists(h):
