@@ -66,7 +66,7 @@ def main() -> None:
     try:
         # Not standalone: Typer returns exit codes instead of calling sys.exit, and raises its usage errors
         # (from its vendored Click, subclasses of typer.TyperException) for us to print as one line.
-        rc = app(standalone_mode=False)
+        rc = app(standalone_mode=False, prog_name="ditflow")
     except DitflowError as e:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
