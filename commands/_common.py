@@ -46,13 +46,14 @@ def parse_ints(text: str | None, name: str) -> tuple[int, ...] | None:
 def file_settings(config: Path | None) -> dict[str, Any]:
     if config is None:
         return {}
-    from ditflow.config import load_config_file
+    from ditflow.config_file import load_config_file
 
     return load_config_file(config)
 
 
 def runtime(data: dict[str, Any], **flags):
-    from ditflow.config import RuntimeOptions, apply_overrides, section
+    from ditflow.config import RuntimeOptions
+    from ditflow.config_file import apply_overrides, section
 
     return apply_overrides(RuntimeOptions(), section(RuntimeOptions(), data, "runtime"), flags)
 

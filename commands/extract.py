@@ -5,17 +5,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import CacheOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt, JsonOpt, QuietOpt
+from ditflow.config import ExtractConfig
+
+from .options import CacheOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt, JsonOpt, QuietOpt, setting
 
 
 def extract(
     video: Annotated[Path, typer.Argument(help="Reference video: mp4/mov/gif, or a folder of frames.", show_default=False)],
-    model: Annotated[Optional[str], typer.Option(help="5b, 2b, toy, a Hugging Face id or a local diffusers folder. [default: 5b]", show_default=False)] = None,
-    frames: Annotated[Optional[int], typer.Option(help="Frames to take from the start. [default: the model's, 24 for 2b/5b]", show_default=False)] = None,
-    height: Annotated[Optional[int], typer.Option(help="Resize height. [default: the model's, 480]", show_default=False)] = None,
-    width: Annotated[Optional[int], typer.Option(help="Resize width. [default: the model's, 720]", show_default=False)] = None,
-    blocks: Annotated[Optional[str], typer.Option(help="Guidance blocks, comma-separated. [default: 20 for 5b, 15 for 2b, 6,7 for the toy model]", show_default=False)] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="AMF softmax temperature. [default: 2]", show_default=False)] = None,
+    model: Annotated[Optional[str], setting(ExtractConfig, "model", extra="[default: 5b]")] = None,
+    frames: Annotated[Optional[int], setting(ExtractConfig, "frames")] = None,
+    height: Annotated[Optional[int], setting(ExtractConfig, "height")] = None,
+    width: Annotated[Optional[int], setting(ExtractConfig, "width")] = None,
+    blocks: Annotated[Optional[str], setting(ExtractConfig, "blocks")] = None,
+    temperature: Annotated[Optional[float], setting(ExtractConfig, "temperature", extra="[default: 2]")] = None,
     config: ConfigOpt = None,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
@@ -27,7 +29,7 @@ def extract(
 
     Same video, model and settings again is a cache hit that loads no model.
     """
-    from ditflow.config import ExtractConfig, apply_overrides, section
+    from ditflow.config_file import apply_overrides, section
     from ditflow.stages import extract as run
     from ditflow.store import Store
 

@@ -2,7 +2,8 @@
 
 amf payload  amf.zarr/  frames [T,H,W,3] uint8 (the resized reference), latent [1,F,C,h,w],
                         amf/block_<b> [F,F,P,2], features/block_<b> [F,C,h,w] (float16),
-                        moft/block_<b> [K] (motion channels), confidence/block_<b> [F,F,P] (float16)
+                        moft/block_<b> [K] (motion channels), confidence/block_<b> [F,F,P] (float16),
+                        soft/block_<b> [F,F,P,2] (the soft AMF)
 gen payload  video.safetensors       frames [T,H,W,3] uint8, latent [1,F,C,h,w]
              embeddings.safetensors  t<timestep> -> optimised embedding (emb mode only)
              meta.json               settings, per-step losses, parents (the AMF, and for inject the gen)
@@ -89,22 +90,22 @@ class AmfArtifact(Artifact):
 
         return torch.from_numpy(self._group[f"features/block_{block}"][...]).float()
 
-    def _later_array(self, key: str, what: str, option: str):
-        """An array older ditflow versions did not extract: a one-line error naming the option that needs it."""
-        import torch
-
-        if key not in self._group:
-            raise IncompatibleArtifact(f"AMF {self.hash[:12]} was extracted by an older ditflow without {what}; "
-                                       f"extract it again for {option}")
-        return torch.from_numpy(self._group[key][...])
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature the AMF was extracted at: the guide scores the generated video with it."""
+        return float(self.inputs["temperature"])
 
     def soft_amf(self, block: int):
         """[F, F, P, 2] soft AMF of the reference (expected key positions; see amf.attention_motion_flow)."""
-        return self._later_array(f"soft/block_{block}", "the soft AMF", "--reference-flow soft")
+        import torch
+
+        return torch.from_numpy(self._group[f"soft/block_{block}"][...])
 
     def confidence(self, block: int):
         """[F, F, P] attention confidence of the reference (see amf.attention_confidence)."""
-        return self._later_array(f"confidence/block_{block}", "attention confidence", "--loss-weighting confidence")
+        import torch
+
+        return torch.from_numpy(self._group[f"confidence/block_{block}"][...])
 
     def moft_channels(self, block: int):
         import torch
@@ -158,7 +159,7 @@ def load(store: Store, ref: str, kind: str | None = None) -> Artifact:
 
 
 def write_amf(folder: Path, *, frames: np.ndarray, latent, amf: dict, features: dict, moft: dict,
-              confidence: dict | None = None, soft: dict | None = None) -> None:
+              confidence: dict, soft: dict) -> None:
     import torch
     import zarr
 
@@ -171,9 +172,9 @@ def write_amf(folder: Path, *, frames: np.ndarray, latent, amf: dict, features: 
         g.create_array(f"features/block_{b}", data=feats.detach().to(torch.float16).cpu().numpy())
     for b, ch in moft.items():
         g.create_array(f"moft/block_{b}", data=ch.detach().cpu().numpy().astype(np.int64))
-    for b, flow in (soft or {}).items():
+    for b, flow in soft.items():
         g.create_array(f"soft/block_{b}", data=flow.detach().float().cpu().numpy())
-    for b, c in (confidence or {}).items():
+    for b, c in confidence.items():
         g.create_array(f"confidence/block_{b}", data=c.detach().float().cpu().numpy().astype(np.float16))
 
 

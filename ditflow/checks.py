@@ -18,10 +18,17 @@ from .errors import InputError
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a 64-bit integer
 
 
-def rule(*, gt: float | None = None, ge: float | None = None, le: float | None = None,
+def rule(help: str = "", *, gt: float | None = None, ge: float | None = None, le: float | None = None,
          choices: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Field metadata: a range (applied to each element of a tuple) or a set of choices."""
-    return {"rule": {k: v for k, v in (("gt", gt), ("ge", ge), ("le", le), ("choices", choices)) if v is not None}}
+    """Field metadata: the setting's help (what the CLI and docs/cli.md show) and its range (applied to each
+    element of a tuple) or choices (which the help lists)."""
+    checks = {k: v for k, v in (("gt", gt), ("ge", ge), ("le", le), ("choices", choices)) if v is not None}
+    return {"rule": checks, "help": help}
+
+
+def help_of(cls: type, name: str) -> str:
+    """The help written once in a config field's metadata."""
+    return next(f.metadata.get("help", "") for f in fields(cls) if f.name == name)
 
 
 def flag(name: str) -> str:

@@ -1,11 +1,18 @@
-"""Guidance losses: pure functions (generated, reference) -> scalar.
+"""Guidance losses: pure functions (generated, reference) -> scalar, and one object per loss of the
+guide (`FlowLoss`, `MoftLoss`, `SmmLoss`) built from the AMF artifact, which says what it needs from a
+forward pass: q/k of the guidance blocks (`needs_qk`) or their video-token features.
 
 Shapes: AMF [F, F, P, 2] (see amf.py); block features [F, C, h, w] (a block's output for the video tokens).
+Adding a loss is one class with `blocks`, `needs_qk` and `block_loss`, and one entry in `LOSSES`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
+
+from . import amf as amf_lib
 
 
 def amf_loss(generated: torch.Tensor, reference: torch.Tensor, threshold: bool = True,
@@ -28,17 +35,6 @@ def amf_loss(generated: torch.Tensor, reference: torch.Tensor, threshold: bool =
             return F.mse_loss(generated, reference)
         return F.mse_loss(generated[mask], reference[mask])
     return F.mse_loss(generated, reference)
-
-
-def appearance_saliency(latent: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
-    """How far each patch's appearance lies from its frame's typical patch: latent [F, C, H, W] (the
-    reference's clean latent), grid (F, h, w) in patches -> [F, h*w] in [0, 1], 1 for the most distinct patch
-    of each frame. An object over a plain or gradient background scores high and the background low, also when
-    the whole scene moves with it (a pan), where motion alone cannot tell them apart."""
-    f, h, w = grid
-    x = F.adaptive_avg_pool2d(latent.float(), (h, w)).flatten(2)  # [F, C, P]
-    d = (x - x.median(dim=2, keepdim=True).values).norm(dim=1)  # [F, P]
-    return d / d.amax(dim=1, keepdim=True).clamp_min(1e-12)
 
 
 def moft_channels(reference: torch.Tensor, fraction: float = 0.04) -> torch.Tensor:
@@ -70,3 +66,91 @@ def smm_loss(generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     ref_d = ref.unsqueeze(0) - ref.unsqueeze(1)
     cos = F.cosine_similarity(gen_d, ref_d, dim=1)  # [anchor, C]
     return (1 - cos.mean(dim=1)).mean()
+
+
+# ------------------------------------------------------------------------------------- the guide's losses
+@dataclass
+class FlowLoss:
+    """DiTFlow's AMF loss: the generated video's soft AMF against the reference's, per guidance block.
+
+    amf: block -> [F, F, P, 2] reference argmax AMF (its non-zero entries are the moving ones); target:
+    block -> [F, F, P, 2] soft AMF to aim at instead (`reference_flow="soft"`); weight: block -> [F, F, P]
+    reference attention confidence (`loss_weighting` confidence or mutual); mutual: also weight by the
+    generated video's own confidence, so guidance does not ask a plain background to move."""
+
+    amf: dict[int, torch.Tensor]
+    grid: tuple[int, int, int]
+    temperature: float
+    threshold: bool = True
+    target: dict[int, torch.Tensor] = field(default_factory=dict)
+    weight: dict[int, torch.Tensor] = field(default_factory=dict)
+    mutual: bool = False
+    needs_qk = True
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        return tuple(sorted(self.amf))
+
+    @classmethod
+    def from_artifact(cls, art, cfg, device) -> "FlowLoss":
+        blocks = art.blocks
+        weighted = cfg.loss_weighting in ("confidence", "mutual")
+        return cls(amf={b: art.amf(b).to(device) for b in blocks}, grid=art.grid, temperature=art.temperature,
+                   threshold=cfg.threshold_loss, mutual=cfg.loss_weighting == "mutual",
+                   target={b: art.soft_amf(b).to(device) for b in blocks} if cfg.reference_flow == "soft" else {},
+                   weight={b: art.confidence(b).to(device) for b in blocks} if weighted else {})
+
+    def block_loss(self, b: int, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """q, k: [H, N, D] post-RoPE video tokens of block b."""
+        q, k = q.float(), k.float()
+        flow = amf_lib.attention_motion_flow(q, k, self.grid, self.temperature, mode="soft")
+        weight = self.weight.get(b)
+        if self.mutual and weight is not None:
+            weight = weight * amf_lib.attention_confidence(q.detach(), k.detach(), self.grid, self.temperature)
+        # the soft target, where given, is scored on the entries the argmax AMF marks moving
+        target, moving = self.target.get(b, self.amf[b]), self.amf[b].norm(dim=-1) > 0
+        return amf_loss(flow, target, self.threshold, weight, moving)
+
+
+@dataclass
+class MoftLoss:
+    """MOFT: the generated features' motion channels against the reference's. features: block -> [F, C, h, w];
+    channels: block -> [K] (chosen at extraction)."""
+
+    features: dict[int, torch.Tensor]
+    channels: dict[int, torch.Tensor]
+    needs_qk = False
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        return tuple(sorted(self.features))
+
+    @classmethod
+    def from_artifact(cls, art, cfg, device) -> "MoftLoss":
+        return cls(features={b: art.features(b).to(device) for b in art.blocks},
+                   channels={b: art.moft_channels(b).to(device) for b in art.blocks})
+
+    def block_loss(self, b: int, features: torch.Tensor) -> torch.Tensor:
+        return moft_loss(features.float(), self.features[b], self.channels[b])
+
+
+@dataclass
+class SmmLoss:
+    """Spatial marginal mean loss against the reference's block features: block -> [F, C, h, w]."""
+
+    features: dict[int, torch.Tensor]
+    needs_qk = False
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        return tuple(sorted(self.features))
+
+    @classmethod
+    def from_artifact(cls, art, cfg, device) -> "SmmLoss":
+        return cls(features={b: art.features(b).to(device) for b in art.blocks})
+
+    def block_loss(self, b: int, features: torch.Tensor) -> torch.Tensor:
+        return smm_loss(features.float(), self.features[b])
+
+
+LOSSES = {"flow": FlowLoss, "moft": MoftLoss, "smm": SmmLoss}

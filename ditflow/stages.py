@@ -11,17 +11,17 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import artifacts, losses
+from . import artifacts
 from .artifacts import AmfArtifact, GenArtifact
 from .backbone import Backbone, check_toy_prompt, config_geometry, model_identity, preset, toy_vocabulary, transformer_config
 from .checks import MAX_SEED, check_rules, rule
-from .config import ExtractConfig, GuideConfig, RuntimeOptions, hashed_settings, settings
+from .config import ExtractConfig, GuideConfig, RuntimeOptions, from_settings, settings
 from .errors import IncompatibleArtifact, InputError
 from .progress import Progress
 from .store import Store, content_key, hash_file_into
 from .video import read_video, resize_frames
 
-AMF_FORMAT = 3  # 2: artifacts carry attention confidence, 3: the soft AMF; part of the hash, so older caches are not reused
+AMF_FORMAT = 4  # part of the hash: a format change never reuses an older cache's artifacts
 
 
 # -------------------------------------------------------------------------------------------- helpers
@@ -75,7 +75,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     from .amf import attention_confidence, attention_motion_flow
     from .losses import moft_channels
     from .processors import Attention, QKRecorder, installed
-    from .sampling import BlockTaps, Model
+    from .model import BlockTaps, Model
 
     progress.log(f"loading {cfg.model} ...")
     backbone = Backbone(cfg.model, cfg.dtype, runtime)
@@ -136,7 +136,11 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
     """The denoising run shared by guide and inject. Returns (latent, frames, guide or None)."""
     import torch
 
-    from .sampling import Denoiser, Guide, KVInjection, Model, Reference, ReplayGuide, guidance_steps, sample
+    from .guides import ReplayGuide, make_guide
+    from .injection import KVInjection
+    from .losses import LOSSES
+    from .model import Model
+    from .sampling import Denoiser, guidance_steps, sample
 
     inp = amf.inputs
     model_name = inp["model_arg"]
@@ -170,27 +174,13 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
 
     guide = None
     if replay is not None:
-        guide = ReplayGuide(model, replay, injection)
+        guide = ReplayGuide(model, replay)
     elif gcfg.guidance:
-        blocks = amf.blocks
-        ref = Reference(amf={b: amf.amf(b).to(device) for b in blocks})
-        if gcfg.loss == "flow" and gcfg.loss_weighting in ("confidence", "salient", "mutual"):
-            ref.weight = {b: amf.confidence(b).to(device) for b in blocks}
-        if gcfg.loss == "flow" and gcfg.loss_weighting == "salient":  # query patches of the reference's object
-            salient = losses.appearance_saliency(amf.latent()[0], amf.grid).to(device)  # latent [1, F, C, H, W] -> [F, P]
-            ref.weight = {b: w * salient[:, None, :] for b, w in ref.weight.items()}
-        if gcfg.loss == "flow" and gcfg.reference_flow == "soft":
-            ref.soft = {b: amf.soft_amf(b).to(device) for b in blocks}
-        if gcfg.loss in ("moft", "smm"):
-            ref.features = {b: amf.features(b).to(device) for b in blocks}
-            ref.moft_channels = {b: amf.moft_channels(b).to(device) for b in blocks}
-        guide = Guide(model, ref, mode=gcfg.opt_mode, loss=gcfg.loss, blocks=blocks, steps_active=active,
-                      lr=gcfg.lr, guidance_range=gcfg.guidance_range, opt_steps=gcfg.opt_steps, text_pos=pos,
-                      temperature=gcfg.temperature, threshold=gcfg.threshold_loss, injection=injection,
-                      emb_param=gcfg.emb_param, emb_after=gcfg.emb_after, optimizer=gcfg.optimizer,
-                      grad_blur=gcfg.grad_blur, mutual=gcfg.loss_weighting == "mutual",
-                      latent_stride=gcfg.latent_stride,
-                      on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
+        loss = LOSSES[gcfg.loss].from_artifact(amf, gcfg, device)
+        guide = make_guide(model, loss, gcfg.opt_mode, angles=gcfg.emb_param == "angle", steps_active=active,
+                           lr=gcfg.lr, guidance_range=gcfg.guidance_range, opt_steps=gcfg.opt_steps, text_pos=pos,
+                           injection=injection,
+                           on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
 
     with progress.task("denoise", total=len(timesteps)) as bar:
         latent = sample(denoise, x, timesteps, sched, extra, guide=guide, callback=lambda **_: bar.advance())
@@ -227,13 +217,13 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
     _check_amf_matches(amf, model, frames, height, width)
     cfg = _resolve_guide(amf, cfg)
     _check_prompts(amf.inputs["model_arg"], cfg)
-    inputs = {"amf": amf.hash, "model": amf.inputs["model"], **hashed_settings(cfg)}
+    inputs = {"amf": amf.hash, "model": amf.inputs["model"], **settings(cfg)}
     h = content_key("gen", inputs)
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     latent, frames_out, g = _generate(amf, cfg, runtime, progress)
-    embeddings = g.embeddings if (g is not None and cfg.opt_mode == "emb") else {}
+    embeddings = getattr(g, "embeddings", {})
     extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
              "embedding_timesteps": sorted(embeddings)}
     with store.writer(h, "gen", inputs, parents=[amf.hash], extra=extra) as folder:
@@ -241,8 +231,10 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
     return artifacts.load(store, h, "gen")
 
 
-def inject(emb_ref: str, cfg: InjectConfig, *, runtime: RuntimeOptions = RuntimeOptions(), store: Store | None = None) -> GenArtifact:
-    """Zero-shot motion transfer: generate `cfg.prompt` with the embeddings of an emb-mode guide run."""
+def inject(emb_ref: str, cfg: InjectConfig, *, model: str | None = None, runtime: RuntimeOptions = RuntimeOptions(),
+           store: Store | None = None) -> GenArtifact:
+    """Zero-shot motion transfer: generate `cfg.prompt` with the embeddings of an emb-mode guide run.
+    `model`, when given, must be the model of that run (checked)."""
     store = store or Store()
     progress = Progress(runtime.quiet)
     if not cfg.prompt.strip():
@@ -254,14 +246,15 @@ def inject(emb_ref: str, cfg: InjectConfig, *, runtime: RuntimeOptions = Runtime
         raise IncompatibleArtifact(f"artifact {src.hash[:12]} holds no optimised embeddings: inject needs a "
                                    f"`ditflow guide --opt-mode emb` result")
     amf = artifacts.load(store, src.meta["parents"][0], "amf")
-    base = GuideConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in src.meta["settings"].items()})
+    _check_amf_matches(amf, model, None, None, None)
+    base = from_settings(GuideConfig, src.inputs)  # the verified, hashed inputs: not an editable copy
     gcfg = replace(base, prompt=cfg.prompt, guidance=False,
                    negative_prompt=base.negative_prompt if cfg.negative_prompt is None else cfg.negative_prompt,
                    seed=base.seed if cfg.seed is None else cfg.seed, cfg=base.cfg if cfg.cfg is None else cfg.cfg,
                    injection=base.injection if cfg.injection is None else cfg.injection)
     gcfg.validate()
     _check_prompts(amf.inputs["model_arg"], gcfg)
-    inputs = {"emb": src.hash, "amf": amf.hash, "model": amf.inputs["model"], **hashed_settings(gcfg)}
+    inputs = {"emb": src.hash, "amf": amf.hash, "model": amf.inputs["model"], **settings(gcfg)}
     h = content_key("gen", inputs)
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")

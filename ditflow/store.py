@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 from .errors import AmbiguousHash, ArtifactNotFound, CorruptArtifact, InputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: round 2's settings (cut knobs, per-mode lr); part of every hash
 META = "meta.json"
 MIN_PREFIX = 6
 

@@ -68,9 +68,7 @@ def test_bad_inputs_one_line_errors(cli, tiny_rope, tiny_sincos, ref_video, tmp_
         (("inject", "--emb", amf, "-p", "x", "-q"), "not 'gen'"),
         (("guide", "--amf", amf, "-p", "x", "--loss", "nope", "-q"), "--loss"),
         (("guide", "--amf", amf, "-p", "x", "--lr", "fast", "-q"), "--lr"),
-        (("guide", "--amf", amf, "-p", "x", "--optimizer", "sgd", "-q"), "--optimizer"),
-        (("guide", "--amf", amf, "-p", "x", "--grad-blur", "-2", "-q"), "--grad-blur"),
-        (("guide", "--amf", amf, "-p", "x", "--latent-stride", "0", "-q"), "--latent-stride"),
+        (("guide", "--amf", amf, "-p", "x", "--opt-mode", "rope", "-q"), "--opt-mode"),
     ]:
         assert_one_line_error(*call(*argv), text)
     assert store.hashes() == before

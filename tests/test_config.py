@@ -3,7 +3,8 @@ import json
 import pytest
 
 from ditflow.backbone import preset
-from ditflow.config import ExtractConfig, GuideConfig, apply_overrides, preset_for
+from ditflow.config import ExtractConfig, GuideConfig, preset_for
+from ditflow.config_file import apply_overrides
 from ditflow.errors import InputError
 
 
@@ -32,11 +33,11 @@ def test_folder_defaults_file(tiny_rope, tmp_path):
     p = preset(str(folder))
     assert p.guidance_blocks == (0,) and p.cfg == 2.5 and p.frames == 9
     g = GuideConfig(prompt="x").resolve(p)
-    assert g.opt_mode == "latent" and g.negative_prompt.startswith("bad quality") and g.injection is True
-    (folder / "ditflow.json").write_text(json.dumps({"opt_mode": "emb", "negative_prompt": "", "emb_after": "carry",
+    assert g.opt_mode == "latent" and g.negative_prompt == "" and g.injection is True
+    (folder / "ditflow.json").write_text(json.dumps({"opt_mode": "emb", "negative_prompt": "blurry",
                                                      "loss_weighting": "confidence", "injection": False}))
     g = GuideConfig(prompt="x").resolve(preset(str(folder)))
-    assert (g.opt_mode, g.negative_prompt, g.emb_after, g.loss_weighting, g.injection) == ("emb", "", "carry", "confidence", False)
+    assert (g.opt_mode, g.negative_prompt, g.loss_weighting, g.injection) == ("emb", "blurry", "confidence", False)
     g = GuideConfig(prompt="x", opt_mode="latent", injection=True).resolve(preset(str(folder)))  # flags still win
     assert g.opt_mode == "latent" and g.injection is True
     (folder / "ditflow.json").write_text(json.dumps({"nonsense": 1}))
@@ -51,10 +52,16 @@ def test_overrides_layer_in_order():
         apply_overrides(GuideConfig(), {"learning_rate": 1})
 
 
+def test_a_folder_without_preset_runs_its_own_pipeline():
+    """Its own scheduler, plain CFG at the pipeline's 6, no negative prompt: what from_pretrained(folder) does."""
+    g = GuideConfig(prompt="x").resolve(preset_for("/my/model", {"num_layers": 8}))
+    assert (g.scheduler, g.dynamic_cfg, g.cfg, g.negative_prompt) == (None, False, 6.0, "")
+
+
 def test_emb_mode_takes_its_own_lr_default():
-    p = preset_for("toy-like", {"num_layers": 8}, folder_defaults={"lr": [0.015, 0.005], "emb_lr": [0.03, 0.01]})
+    p = preset_for("toy-like", {"num_layers": 8}, folder_defaults={"lr": {"latent": [0.015, 0.005], "emb": [0.03, 0.01]}})
     assert GuideConfig(prompt="x").resolve(p).lr == (0.015, 0.005)  # latent mode, the preset's default
     assert GuideConfig(prompt="x", opt_mode="emb").resolve(p).lr == (0.03, 0.01)
     assert GuideConfig(prompt="x", opt_mode="emb", lr=(0.1, 0.1)).resolve(p).lr == (0.1, 0.1)  # a flag still wins
-    # without emb_lr (the paper's presets) both modes share lr
+    # the paper's presets: both modes share one lr
     assert GuideConfig(prompt="x", opt_mode="emb").resolve(preset("5b")).lr == (0.002, 0.001)

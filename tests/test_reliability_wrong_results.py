@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from conftest import FRAMES, HEIGHT, WIDTH, run_cli
-from ditflow.config import ExtractConfig, GuideConfig, load_config_file
+from ditflow.config import ExtractConfig, GuideConfig
+from ditflow.config_file import load_config_file
 from ditflow.errors import InputError
 from test_reliability_cli import amf_cache, no_model, one_error_line, tree  # noqa: F401 (fixtures)
 
@@ -27,7 +28,6 @@ def test_extract_refuses_bad_temperature(flag, value, tiny_rope, ref_video, tmp_
     (["--lr", "nan,0.001"], "--lr"), (["--lr", "0.01,-1"], "--lr"), (["--temperature", "nan"], "--temperature"),
     (["--steps", "0"], "--steps"), (["--opt-steps", "0"], "--opt-steps"), (["--seed", "-1"], "--seed"),
     (["--guidance-range", "3,5"], "--guidance-range"), (["--injection-blocks", "-1"], "--injection-blocks"),
-    (["--grad-blur", "nan"], "--grad-blur"),
 ])
 def test_guide_refuses_bad_numbers(argv, flag, amf_cache, no_model, capsys, monkeypatch):
     cache, amf = amf_cache

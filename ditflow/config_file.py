@@ -1,0 +1,100 @@
+"""Config files (TOML or YAML) and the layering of settings: file, then flags. Every key is checked
+against the stage it belongs to, by name and type, before anything runs."""
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .checks import check_value
+from .config import ExtractConfig, GuideConfig, RuntimeOptions
+from .errors import InputError
+
+C = TypeVar("C")
+SECTIONS: dict[str, type] = {"extract": ExtractConfig, "guide": GuideConfig, "runtime": RuntimeOptions}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read and check a TOML or YAML file: flat keys, or sections [extract], [guide], [runtime]. Every key
+    must be a setting of some stage (of its own section's stage, in a section) with the setting's type."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"config file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8")
+    except OSError as e:
+        raise InputError(f"cannot read config file {path}: {e.strerror}")
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise InputError(f"config file must end in .toml, .yaml or .yml: {path}")
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+    except Exception as e:  # parse errors of either format
+        raise InputError(f"cannot parse config file {path}: {str(e).splitlines()[0]}")
+    if not isinstance(data, dict):
+        raise InputError(f"config file {path} must hold a table of settings")
+    _check_file_settings(data, path)
+    return data
+
+
+def _check_file_settings(data: dict[str, Any], path: Path) -> None:
+    sections = SECTIONS
+    for key, value in data.items():
+        if isinstance(value, dict):
+            cls = sections.get(str(key))
+            if cls is None:
+                raise InputError(f"config file {path}: unknown section [{key}] (known: {', '.join(sections)})")
+            for k, v in value.items():
+                _check_file_value(cls, str(k), v, f"setting '{k}' in [{key}] of {path}")
+        else:
+            owners = [c for c in sections.values() if str(key).replace("-", "_") in _names(c)]
+            if not owners:
+                known = sorted(set().union(*(_names(c) for c in sections.values())))
+                raise InputError(f"config file {path}: unknown setting '{key}' (known: {', '.join(known)})")
+            for cls in owners:
+                _check_file_value(cls, str(key), value, f"setting '{key}' of {path}")
+
+
+def _check_file_value(cls: type, key: str, value: Any, label: str) -> None:
+    name = key.replace("-", "_")
+    if name not in _names(cls):
+        raise InputError(f"{label}: unknown setting (known: {', '.join(sorted(_names(cls)))})")
+    if value is not None:
+        check_value(cls, name, value, label)
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def apply_overrides(cfg: C, *layers: dict[str, Any] | None) -> C:
+    """Later layers win; keys are field names (dashes allowed); None values are ignored. Values are
+    checked against the field's type (lists become tuples); ranges are checked by the config's validate()."""
+    names = _names(type(cfg))
+    updates: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            name = key.replace("-", "_")
+            if name not in names:
+                raise InputError(f"unknown setting '{key}' for {type(cfg).__name__} (known: {', '.join(sorted(names))})")
+            if value is None:
+                continue
+            updates[name] = check_value(type(cfg), name, value)
+    return replace(cfg, **updates)
+
+
+def section(cfg: C, data: dict[str, Any], name: str) -> dict[str, Any]:
+    """Settings for one stage from a config file: the flat top-level keys this stage knows, then its own
+    section ([extract], [guide], ...), whose keys must all be known (load_config_file checked them)."""
+    known = _names(type(cfg))
+    flat = {k: v for k, v in data.items() if not isinstance(v, dict) and k.replace("-", "_") in known}
+    return {**flat, **data.get(name, {})}

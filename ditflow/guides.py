@@ -1,0 +1,158 @@
+"""The guides: at each guidance step, Adam on a variable against a loss, with the lr interpolated across
+the guidance range. `LatentGuide` optimises the noisy latent, `EmbGuide` the positional embeddings (RoPE
+tables or their angles, or the sincos embedding) and keeps what it produced per timestep, which
+`ReplayGuide` feeds back for zero-shot injection. A guide returns (latent, positions) for the step's
+denoising prediction; it never changes the scheduler state.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .model import BlockTaps, Model, Positions
+from .processors import Attention, QKRecorder, installed
+
+
+class Guide:
+    """The optimisation shared by both modes; a subclass says what the variable is and how it enters the model."""
+
+    def __init__(self, model: Model, loss, *, steps_active: range, lr: tuple[float, float],
+                 guidance_range: tuple[int, int], opt_steps: int, text_pos, injection=None,
+                 on_loss: Callable | None = None):
+        self.model, self.loss_fn, self.steps_active, self.opt_steps = model, loss, steps_active, opt_steps
+        self.text, self.injection, self.on_loss = text_pos, injection, on_loss
+        self.blocks = loss.blocks
+        hi, lo = guidance_range
+        self.lrs = np.linspace(lr[0], lr[1], hi - lo + 1)
+        self.losses: list[dict] = []
+
+    def active(self, i: int) -> bool:
+        return i in self.steps_active
+
+    # -- what a subclass provides -----------------------------------------------------------------------
+    def variable(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_inputs(self, x: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, Positions | None]:
+        raise NotImplementedError
+
+    def result(self, x: torch.Tensor, var: torch.Tensor, t) -> tuple[torch.Tensor, Positions | None]:
+        raise NotImplementedError
+
+    # -- the shared step -------------------------------------------------------------------------------
+    def _recorders(self, i: int) -> dict[int, QKRecorder]:
+        if not self.loss_fn.needs_qk:
+            return {}
+        if self.injection is not None:
+            return self.injection.qk_recorders(i, self.blocks)
+        return {b: QKRecorder() for b in self.blocks}
+
+    def _processors(self, i: int, t, recorders):
+        """Installed for the whole step: backward recomputes checkpointed blocks and must see the same ones."""
+        if self.injection is not None:
+            return self.injection.installed(i, t, recorders)
+        return installed(self.model.transformer, recorders, default=Attention())
+
+    def loss(self, x, t, positions, recorders) -> torch.Tensor:
+        grid = self.model.geo.grid
+        with BlockTaps(self.model.transformer, self.blocks, grid, features=not recorders, stop=True) as taps:
+            self.model.forward(x, t, self.text, positions)
+        total = 0.0
+        for b in self.blocks:
+            if recorders:
+                total = total + self.loss_fn.block_loss(b, recorders[b].q, recorders[b].k)
+            else:
+                total = total + self.loss_fn.block_loss(b, taps.features[b])
+        return total / len(self.blocks)
+
+    def __call__(self, x, i, t):
+        lr = float(self.lrs[min(i - self.steps_active.start, len(self.lrs) - 1)])
+        recorders = self._recorders(i)
+        with torch.enable_grad(), self._processors(i, t, recorders):
+            var = self.variable(x).detach().clone().requires_grad_(True)
+            opt = torch.optim.Adam([var], lr=lr)
+            for s in range(self.opt_steps):
+                opt.zero_grad(set_to_none=True)
+                inputs, positions = self.forward_inputs(x, var)
+                value = self.loss(inputs, t, positions, recorders)
+                value.backward()
+                opt.step()
+                record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach())}
+                self.losses.append(record)
+                if self.on_loss is not None:
+                    self.on_loss(record)
+        return self.result(x, var, t)
+
+
+class LatentGuide(Guide):
+    """Optimise the noisy latent itself (the paper's latent mode)."""
+
+    def variable(self, x):
+        return x.detach().float()
+
+    def forward_inputs(self, x, var):
+        return var, None
+
+    def result(self, x, var, t):
+        return var.detach().to(x.dtype), None
+
+
+class EmbGuide(Guide):
+    """Optimise the positional embeddings (the paper's emb mode), starting each step from the last step's
+    result, as the paper's code does; after the guidance range the model's own embeddings come back."""
+
+    def __init__(self, model: Model, loss, *, angles: bool = False, **kw):
+        super().__init__(model, loss, **kw)
+        self.angles = angles and model.default_rope is not None
+        self.embeddings: dict[int, torch.Tensor] = {}  # timestep -> optimised embedding (what inject replays)
+        self._emb: torch.Tensor | None = None
+
+    def initial_embedding(self) -> torch.Tensor:
+        """The variable: q and k RoPE tables [2, 2, N, D] (q/k, cos/sin), their rotation angles [2, N, D]
+        with `angles` (they stay rotations), or the sincos embedding [N, dim]."""
+        if self.model.default_rope is not None:
+            cos, sin = self.model.default_rope
+            if self.angles:
+                angle = torch.atan2(sin.float(), cos.float())
+                return torch.stack([angle, angle])
+            pair = torch.stack([cos, sin]).float()
+            return torch.stack([pair, pair])  # separate q and k tables, as the paper
+        return self.model.base_sincos.float().clone()
+
+    def embedding(self, var: torch.Tensor) -> torch.Tensor:
+        """What the model takes (and `inject` replays) from the optimised variable."""
+        if self.angles:
+            return torch.stack([var.cos(), var.sin()], dim=1)  # [q/k, cos/sin, N, D]
+        return var
+
+    def variable(self, x):
+        return self._emb if self._emb is not None else self.initial_embedding()
+
+    def forward_inputs(self, x, var):
+        return x, self.model.positions(self.embedding(var))
+
+    def result(self, x, var, t):
+        self._emb = var.detach()
+        emb = self.embedding(self._emb)
+        self.embeddings[int(t)] = emb.clone()
+        return x, self.model.positions(emb)
+
+
+class ReplayGuide:
+    """Zero-shot injection: the embeddings an `EmbGuide` optimised, fed back at their timesteps."""
+
+    def __init__(self, model: Model, embeddings: dict[int, torch.Tensor]):
+        self.model, self.embeddings = model, embeddings
+
+    def active(self, i: int) -> bool:
+        return True
+
+    def __call__(self, x, i, t):
+        emb = self.embeddings.get(int(t))
+        return x, (None if emb is None else self.model.positions(emb.to(x.device)))
+
+
+def make_guide(model: Model, loss, mode: str, *, angles: bool = False, **kw) -> Guide:
+    return EmbGuide(model, loss, angles=angles, **kw) if mode == "emb" else LatentGuide(model, loss, **kw)
