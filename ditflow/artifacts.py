@@ -159,7 +159,7 @@ def load(store: Store, ref: str, kind: str | None = None) -> Artifact:
 
 
 def write_amf(folder: Path, *, frames: np.ndarray, latent, amf: dict, features: dict, moft: dict,
-              confidence: dict, soft: dict) -> None:
+              confidence: dict | None = None, soft: dict | None = None) -> None:
     import torch
     import zarr
 
@@ -172,9 +172,9 @@ def write_amf(folder: Path, *, frames: np.ndarray, latent, amf: dict, features: 
         g.create_array(f"features/block_{b}", data=feats.detach().to(torch.float16).cpu().numpy())
     for b, ch in moft.items():
         g.create_array(f"moft/block_{b}", data=ch.detach().cpu().numpy().astype(np.int64))
-    for b, flow in soft.items():
+    for b, flow in (soft or {}).items():
         g.create_array(f"soft/block_{b}", data=flow.detach().float().cpu().numpy())
-    for b, c in confidence.items():
+    for b, c in (confidence or {}).items():
         g.create_array(f"confidence/block_{b}", data=c.detach().float().cpu().numpy().astype(np.float16))
 
 

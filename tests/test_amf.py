@@ -222,15 +222,3 @@ def test_amf_loss_on_a_soft_target_scores_the_entries_the_argmax_marks_moving():
     gen[0, 1, 0, 0] = 1.3  # off by 1 in x on the one moving entry: mean over its (dx, dy) = (1 + 0) / 2
     torch.testing.assert_close(amf_loss(gen, soft, moving=moving), torch.tensor(0.5))
     torch.testing.assert_close(amf_loss(gen, soft, moving=moving, weight=torch.ones(2, 2, 3)), torch.tensor(0.5))
-
-
-def test_appearance_saliency_singles_out_the_distinct_patch():
-    from ditflow.losses import appearance_saliency
-
-    latent = torch.zeros(3, 4, 8, 8)
-    latent[:, :, :4] = 0.5  # a two-tone background: its patches are not salient either
-    latent[1, :, 4:6, 2:4] = 3.0  # an object in frame 1, patch (row 2, col 1) of a 4x4 grid of 2x2 patches
-    s = appearance_saliency(latent, (3, 4, 4))
-    assert s.shape == (3, 16) and float(s.max()) == 1.0
-    assert s[1].argmax().item() == 2 * 4 + 1 and float(s[1].sort().values[-2]) <= 0.2 + 1e-6  # background: 1/5 at most
-    assert float(s[0].max()) <= 1.0 and torch.isfinite(s).all()
