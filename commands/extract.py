@@ -16,6 +16,7 @@ def extract(
     width: Annotated[Optional[int], typer.Option(help="Resize width. [default: the model's, 720]", show_default=False)] = None,
     blocks: Annotated[Optional[str], typer.Option(help="Guidance blocks, comma-separated. [default: 20 for 5b, 15 for 2b, 6,7 for the toy model]", show_default=False)] = None,
     temperature: Annotated[Optional[float], typer.Option(help="AMF softmax temperature. [default: 2]", show_default=False)] = None,
+    crop: Annotated[Optional[str], typer.Option(help="none: squash the video to the model's height and width; center: first crop its largest centred region of that aspect. Either way a note on stderr says what changed. [default: none]", show_default=False)] = None,
     config: ConfigOpt = None,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
@@ -35,7 +36,7 @@ def extract(
 
     data = file_settings(config)
     flags = {"model": model, "frames": frames, "height": height, "width": width,
-             "blocks": parse_ints(blocks, "--blocks"), "temperature": temperature}
+             "blocks": parse_ints(blocks, "--blocks"), "temperature": temperature, "crop": crop}
     cfg = apply_overrides(ExtractConfig(), section(ExtractConfig(), data, "extract"), flags)
     art = run(video, cfg, runtime=runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None),
               store=Store(cache))

@@ -105,6 +105,7 @@ class ExtractConfig:
     source_prompt: str = ""
     moft_fraction: float = 0.04
     dtype: str | None = None
+    crop: str = "none"  # "none": squash the video to the model's size; "center": crop its largest centred region of that aspect first
 
     def resolve(self, preset: ModelPreset) -> "ExtractConfig":
         return replace(
@@ -212,7 +213,7 @@ def settings(cfg: Any) -> dict[str, Any]:
 
 # Settings added after artifacts were made without them, each with the value that reproduces what ran before
 # it existed: at that value a setting stays out of artifact hashes, so a ditflow upgrade keeps caches valid.
-LATER_SETTINGS: dict[str, Any] = {"latent_stride": 1}
+LATER_SETTINGS: dict[str, Any] = {"latent_stride": 1, "crop": "none"}
 
 
 def hashed_settings(cfg: Any) -> dict[str, Any]:
