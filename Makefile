@@ -1,19 +1,22 @@
 # ditflow: install, demo, test, and the stage chain as a user's own pipeline would run it.
 PY      ?= .venv/bin/python
 DITFLOW ?= .venv/bin/ditflow
-VIDEO   ?= assets/moving-square.gif
-PROMPT  ?= a red circle on a grey background
-# `make transfer`: the trained toy model at its own sizes and settings (its ditflow.json), out of the box
+TOY_VIDEO  ?= assets/toy-reference.gif
+TOY_PROMPT ?= a blue bar on a white background
+TOY_PROMPT2 ?= a green triangle on a grey background
+# `make transfer`: out of the box, the trained toy model at its own sizes and settings (its ditflow.json) on
+# the demo's reference; MODEL=5b VIDEO=... PROMPT=... GUIDE= for the paper's
+VIDEO   ?= $(TOY_VIDEO)
+PROMPT  ?= $(TOY_PROMPT)
 MODEL   ?= toy
 SIZE    ?=
 GUIDE   ?= --opt-mode emb
 # `make demo-tiny`: a tiny random model, built on the fly
+TINY_VIDEO ?= assets/moving-square.gif
+TINY_PROMPT ?= a red circle on a grey background
 TINY_MODEL ?= out/tiny-model
 TINY_SIZE  ?= --frames 9 --height 32 --width 48 --blocks 1
 TINY_GUIDE ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
-TOY_VIDEO  ?= assets/toy-reference.gif
-TOY_PROMPT ?= a blue bar on a white background
-TOY_PROMPT2 ?= a green triangle on a grey background
 OUT     ?= out
 
 .PHONY: install test demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality probe-amf probe-text probe-sampler probe-renoise toy-reference
@@ -86,8 +89,8 @@ demo:
 # The same chain on a tiny *random* model (no weights at all): proves the plumbing, its videos are noise.
 demo-tiny: tiny-model
 	@mkdir -p $(OUT)
-	@AMF=$$($(DITFLOW) extract $(VIDEO) --model $(TINY_MODEL) $(TINY_SIZE)) && \
-	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(PROMPT)" $(TINY_GUIDE) --out $(OUT)/demo-tiny-guided.mp4 --overwrite) && \
+	@AMF=$$($(DITFLOW) extract $(TINY_VIDEO) --model $(TINY_MODEL) $(TINY_SIZE)) && \
+	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(TINY_PROMPT)" $(TINY_GUIDE) --out $(OUT)/demo-tiny-guided.mp4 --overwrite) && \
 	INJ=$$($(DITFLOW) inject --emb $$GEN --prompt "a blue square on a white background" --out $(OUT)/demo-tiny-injected.mp4 --overwrite) && \
 	$(DITFLOW) eval $$GEN --tracker lk --json $(OUT)/demo-tiny-eval.json --overwrite > /dev/null && \
 	CMP=$$($(DITFLOW) viz compare $$AMF $$GEN $$INJ --labels reference,guided,injected --out $(OUT)/demo-tiny-compare.mp4 --overwrite) && \

@@ -89,7 +89,7 @@ def eval_command(
             console.print(f"[dim]{note}[/dim]")
         console.print(_single_table(result))
         for warning in result.get("warnings", []):
-            console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False)
+            console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
         _emit(json.dumps(result, indent=2), json_path)
         return
 
@@ -113,7 +113,7 @@ def eval_command(
         console.print(f"[yellow]{reason}[/yellow]")
     for r in results:
         for warning in r.get("warnings") or []:
-            console.print(f"warning: row {r['row']}: {warning}", style="yellow", markup=False, highlight=False)
+            console.print(f"warning: row {r['row']}: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     if csv_path is not None:
         typer.echo(str(write_csv(results, csv_path)))
     if json_path is not None:
