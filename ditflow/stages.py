@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from . import artifacts, losses
 from .artifacts import AmfArtifact, GenArtifact

@@ -143,8 +143,9 @@ class Evaluator:
 
     def score(self, video: np.ndarray, reference: np.ndarray | None, prompt: str | None) -> dict[str, Any]:
         """Scores of video uint8 [T, H, W, 3] against reference [T', H', W', 3] and the prompt:
-        {"clip_score", "motion_fidelity", "tracker", "mf_variant", ...}, plus "unavailable": {metric: why}
-        for each asked-for metric that could not be computed."""
+        {"clip_score", "motion_fidelity", "tracker", "mf_variant", "warnings", ...}, plus "unavailable":
+        {metric: why} for each asked-for metric that could not be computed. "warnings" lists reasons to
+        doubt a computed score (motion fidelity from few tracks: `few_tracks_warning`)."""
         out: dict[str, Any] = {"clip_score": None, "motion_fidelity": None, "tracker": None,
                                "mf_variant": self.settings.mf_variant, "warnings": []}
         unavailable: dict[str, str] = {}
