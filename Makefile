@@ -1,14 +1,22 @@
 # ditflow: install, demo, test, and the stage chain as a user's own pipeline would run it.
 PY      ?= .venv/bin/python
 DITFLOW ?= .venv/bin/ditflow
-VIDEO   ?= assets/moving-square.gif
-PROMPT  ?= a red circle on a grey background
-MODEL   ?= out/tiny-model
-SIZE    ?= --frames 9 --height 32 --width 48 --blocks 1
-GUIDE   ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 TOY_VIDEO  ?= assets/toy-reference.gif
 TOY_PROMPT ?= a blue bar on a white background
 TOY_PROMPT2 ?= a green triangle on a grey background
+# `make transfer`: out of the box, the trained toy model at its own sizes and settings (its ditflow.json) on
+# the demo's reference; MODEL=5b VIDEO=... PROMPT=... GUIDE= for the paper's
+VIDEO   ?= $(TOY_VIDEO)
+PROMPT  ?= $(TOY_PROMPT)
+MODEL   ?= toy
+SIZE    ?=
+GUIDE   ?= --opt-mode emb
+# `make demo-tiny`: a tiny random model, built on the fly
+TINY_VIDEO ?= assets/moving-square.gif
+TINY_PROMPT ?= a red circle on a grey background
+TINY_MODEL ?= out/tiny-model
+TINY_SIZE  ?= --frames 9 --height 32 --width 48 --blocks 1
+TINY_GUIDE ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 OUT     ?= out
 
 .PHONY: install test demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality probe-amf probe-text probe-sampler probe-renoise toy-reference
@@ -20,7 +28,7 @@ help:
 	@echo "make demo      extract -> guide -> inject -> eval -> viz on a bundled clip with the toy model (CPU, minutes)"
 	@echo "make demo-tiny the same plumbing on a tiny random model (no weights; its videos are noise)"
 	@echo "make test      run the test suite"
-	@echo "make transfer VIDEO=... PROMPT=... MODEL=5b   the chained stages on your own video"
+	@echo "make transfer VIDEO=... PROMPT=... [MODEL=5b]   the chained stages on your own video (default: the toy model) -> out/transfer.mp4"
 	@echo "make bench-amf AMF memory/speed benchmark (BENCH_AMF_ARGS=--quick for a 3-minute subset)"
 	@echo "make bench-quality  motion-transfer quality table on the toy model (held-out references)"
 	@echo "make probe-amf / probe-text / probe-sampler / probe-renoise  what the toy model's AMF sees per block and noise level / which prompt words it reads / whether the sampler sets its shapes / from which noise level it loses them"
@@ -36,10 +44,10 @@ install: .venv/bin/python
 test:
 	$(PY) -m pytest -q
 
-$(MODEL)/model_index.json:
-	$(PY) -m ditflow.tiny $(MODEL)
+$(TINY_MODEL)/model_index.json:
+	$(PY) -m ditflow.tiny $(TINY_MODEL)
 
-tiny-model: $(MODEL)/model_index.json
+tiny-model: $(TINY_MODEL)/model_index.json
 
 # The toy model's recipe (issue: trained on the synthetic world). Resumable: rerun after an interruption.
 # RECIPE=v9 (the shipped weights) trains v8 into out/toy-v8 first (unless it is there), then v9 from it: a GPU
@@ -56,8 +64,8 @@ toy-model:
 transfer:
 	@mkdir -p $(OUT)
 	AMF=$$($(DITFLOW) extract $(VIDEO) --model $(MODEL) $(SIZE)) && \
-	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(PROMPT)" $(GUIDE)) && \
-	$(DITFLOW) cache path $$GEN && echo "amf $$AMF" && echo "gen $$GEN" && \
+	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(PROMPT)" $(GUIDE) --out $(OUT)/transfer.mp4 --overwrite) && \
+	$(DITFLOW) cache path $$GEN && echo "amf $$AMF" && echo "gen $$GEN -> $(OUT)/transfer.mp4" && \
 	echo $$GEN > $(OUT)/last-gen
 
 # The README's first command: the chain on the trained toy model (assets/toy-cogvideox) and a bundled
@@ -81,8 +89,8 @@ demo:
 # The same chain on a tiny *random* model (no weights at all): proves the plumbing, its videos are noise.
 demo-tiny: tiny-model
 	@mkdir -p $(OUT)
-	@AMF=$$($(DITFLOW) extract $(VIDEO) --model $(MODEL) $(SIZE)) && \
-	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(PROMPT)" $(GUIDE) --out $(OUT)/demo-tiny-guided.mp4 --overwrite) && \
+	@AMF=$$($(DITFLOW) extract $(TINY_VIDEO) --model $(TINY_MODEL) $(TINY_SIZE)) && \
+	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(TINY_PROMPT)" $(TINY_GUIDE) --out $(OUT)/demo-tiny-guided.mp4 --overwrite) && \
 	INJ=$$($(DITFLOW) inject --emb $$GEN --prompt "a blue square on a white background" --out $(OUT)/demo-tiny-injected.mp4 --overwrite) && \
 	$(DITFLOW) eval $$GEN --tracker lk --json $(OUT)/demo-tiny-eval.json --overwrite > /dev/null && \
 	CMP=$$($(DITFLOW) viz compare $$AMF $$GEN $$INJ --labels reference,guided,injected --out $(OUT)/demo-tiny-compare.mp4 --overwrite) && \

@@ -67,12 +67,23 @@ def emit(artifact, as_json: bool, **extra) -> None:
     sys.stdout.flush()
 
 
-def write_output(artifact, out: Path | None, fmt: str | None, overwrite: bool, quiet: bool) -> str | None:
+def check_out(out: Path | None, fmt: str | None, overwrite: bool) -> tuple[Path, str] | None:
+    """The --out preflight, run before the stage: a taken or unwritable --out fails at once, not after
+    minutes of denoising. Without a suffix or --format, --out is an mp4 file."""
     if out is None:
+        return None
+    from ditflow.video import check_output
+
+    return check_output(out, fmt or (None if out.suffix else "mp4"), overwrite)
+
+
+def write_output(artifact, target: tuple[Path, str] | None, overwrite: bool, quiet: bool) -> str | None:
+    """Write the artifact's frames to the `check_out` target (checked again: it may have appeared since)."""
+    if target is None:
         return None
     from ditflow.video import write_video
 
-    path = write_video(artifact.frames, out, fmt=fmt or (None if out.suffix else "mp4"), overwrite=overwrite)
+    path = write_video(artifact.frames, target[0], fmt=target[1], overwrite=overwrite)
     if not quiet:
         print(f"wrote {path}", file=sys.stderr)
     return str(path)

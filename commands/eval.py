@@ -67,9 +67,11 @@ def eval_command(
     console = Console(stderr=True, quiet=quiet)
     if (video is None) == (manifest is None):
         raise InputError("give either a VIDEO or --manifest FILE")
-    for out in (json_path, csv_path):
-        if out is not None and out.exists() and not overwrite:
-            raise InputError(f"{out} already exists; choose another path or pass --overwrite")
+    from ditflow.fileio import check_target
+
+    for out, flag in ((json_path, "--json"), (csv_path, "--csv")):
+        if out is not None:  # before any model loads or video is read
+            check_target(out, overwrite, flag=flag)
     settings = EvalSettings(
         metrics=parse_metrics(metrics), clip_model=clip_model, clip_pretrained=clip_pretrained, tracker=tracker,
         mf_variant=mf_variant, grid_size=grid_size, device=device,
@@ -86,6 +88,8 @@ def eval_command(
         for note in evaluator.notes:
             console.print(f"[dim]{note}[/dim]")
         console.print(_single_table(result))
+        for warning in result.get("warnings", []):
+            console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
         _emit(json.dumps(result, indent=2), json_path)
         return
 
@@ -107,6 +111,9 @@ def eval_command(
     console.print(_batch_table(results))
     for reason in _unavailable_reasons(results):
         console.print(f"[yellow]{reason}[/yellow]")
+    for r in results:
+        for warning in r.get("warnings") or []:
+            console.print(f"warning: row {r['row']}: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     if csv_path is not None:
         typer.echo(str(write_csv(results, csv_path)))
     if json_path is not None:
@@ -126,13 +133,9 @@ def _emit(text: str, path: Path | None) -> None:
     if path is None:
         typer.echo(text)
         return
-    import os
+    from ditflow.fileio import write_text
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
-    typer.echo(str(path))
+    typer.echo(str(write_text(path, text + "\n")))
 
 
 def _fmt(x: Any) -> str:
@@ -147,11 +150,16 @@ def _single_table(result: dict[str, Any]):
     table.add_column("value", justify="right")
     table.add_column("note", overflow="fold")
     missing = result.get("unavailable", {})
-    tracks = result.get("tracks")
-    mf_note = f"{result['tracker']}, {result['mf_variant']}, {tracks['video']}/{tracks['reference']} tracks" if tracks else ""
+    mf_note = f"{result['tracker']}, {result['mf_variant']}, {_tracks_note(result)}" if result.get("tracks") else ""
     table.add_row("clip_score", _fmt(result["clip_score"]), missing.get("clip_score", result.get("clip_model", "")))
     table.add_row("motion_fidelity", _fmt(result["motion_fidelity"]), missing.get("motion_fidelity", mf_note))
     return table
+
+
+def _tracks_note(result: dict[str, Any]) -> str:
+    tracks = result["tracks"]
+    low = " (few: see the warning)" if result.get("warnings") else ""
+    return f"tracks: video {tracks['video']}, reference {tracks['reference']} of {tracks.get('grid', '?')} grid points{low}"
 
 
 def _batch_table(results: list[dict[str, Any]]):
@@ -166,7 +174,8 @@ def _batch_table(results: list[dict[str, Any]]):
     table.add_column("tracker", no_wrap=True)
     table.add_column("error / note", ratio=1, overflow="fold")
     for r in results:
-        note = f"[red]{r['error']}[/red]" if r["error"] else ", ".join(f"no {k}" for k in (r.get("unavailable") or {}))
+        note = f"[red]{r['error']}[/red]" if r["error"] else ", ".join(
+            [f"no {k}" for k in (r.get("unavailable") or {})] + (["few tracks"] if r.get("warnings") else []))
         table.add_row(str(r["row"]), str(r["video"]), str(r["reference"] or "—"), _fmt(r["clip_score"]),
                       _fmt(r["motion_fidelity"]), str(r["tracker"] or "—"), note)
     return table

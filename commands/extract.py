@@ -18,6 +18,7 @@ def extract(
     width: Annotated[Optional[int], setting(ExtractConfig, "width")] = None,
     blocks: Annotated[Optional[str], setting(ExtractConfig, "blocks")] = None,
     temperature: Annotated[Optional[float], setting(ExtractConfig, "temperature", extra="[default: 2]")] = None,
+    crop: Annotated[Optional[str], setting(ExtractConfig, "crop", extra="[default: none]")] = None,
     config: ConfigOpt = None,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
@@ -37,7 +38,7 @@ def extract(
 
     data = file_settings(config)
     flags = {"model": model, "frames": frames, "height": height, "width": width,
-             "blocks": parse_ints(blocks, "--blocks"), "temperature": temperature}
+             "blocks": parse_ints(blocks, "--blocks"), "temperature": temperature, "crop": crop}
     cfg = apply_overrides(ExtractConfig(), section(ExtractConfig(), data, "extract"), flags)
     art = run(video, cfg, runtime=runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None),
               store=Store(cache))

@@ -54,8 +54,9 @@ def guide(
     from ditflow.stages import guide as run
     from ditflow.store import Store
 
-    from ._common import emit, file_settings, parse_ints, parse_pair, runtime, write_output
+    from ._common import check_out, emit, file_settings, parse_ints, parse_pair, runtime, write_output
 
+    target = check_out(out, fmt, overwrite)
     data = file_settings(config)
     flags = {"prompt": prompt, "negative_prompt": negative_prompt, "opt_mode": opt_mode, "loss": loss,
              "opt_steps": opt_steps, "lr": parse_pair(lr, "--lr"),
@@ -67,7 +68,7 @@ def guide(
     gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flags)
     rt = runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None)
     art = run(amf, gcfg, model=model, runtime=rt, store=Store(cache))
-    written = write_output(art, out, fmt, overwrite, rt.quiet)
+    written = write_output(art, target, overwrite, rt.quiet)
     emit(art, json_out, video=written)
 
 
@@ -93,13 +94,14 @@ def inject(
     from ditflow.stages import inject as run
     from ditflow.store import Store
 
-    from ._common import emit, runtime, write_output
+    from ._common import check_out, emit, runtime, write_output
 
+    target = check_out(out, fmt, overwrite)
     icfg = InjectConfig(prompt=prompt, negative_prompt=negative_prompt, seed=seed, cfg=cfg,
                         injection=False if no_injection else None)
     rt = runtime({}, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None)
     art = run(emb, icfg, model=model, runtime=rt, store=Store(cache))
-    written = write_output(art, out, fmt, overwrite, rt.quiet)
+    written = write_output(art, target, overwrite, rt.quiet)
     emit(art, json_out, video=written)
 
 

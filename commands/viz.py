@@ -29,13 +29,15 @@ def _target(out: Optional[Path], default: str) -> Path:
     return out if out is not None else free_path(Path.cwd() / default)
 
 
-def _video_format(path: Path, default: str) -> str:
+def _video_target(path: Path, default: str, overwrite: bool) -> tuple[Path, str]:
+    """--out's format (.gif or .mp4) and its preflight, before any picture is drawn."""
     from ditflow.errors import InputError
+    from ditflow.video import check_output
 
     fmt = path.suffix.lstrip(".").lower() or default
     if fmt not in ("gif", "mp4"):
         raise InputError(f"--out {path}: write a .gif or .mp4")
-    return fmt
+    return check_output(path, fmt, overwrite)
 
 
 @viz_app.command("amf")
@@ -63,11 +65,11 @@ def amf_command(
     block = blocks[0] if block is None and blocks else block
     if block not in blocks:
         raise InputError(f"artifact {art.hash[:12]} has no AMF of block {block}; it has blocks {', '.join(map(str, blocks)) or 'none'}")
+    path, fmt = _video_target(_target(out, f"amf-{art.hash[:12]}-b{block}.gif"), "gif", overwrite)
     grid = art.grid
     chosen = parse_pairs(pairs, grid[0])
     pictures = amf_pictures(art.frames, art.amf(block).numpy(), grid, chosen, title=f"AMF {art.hash[:12]} block {block}")
-    path = _target(out, f"amf-{art.hash[:12]}-b{block}.gif")
-    typer.echo(str(write_video(pictures, path, fmt=_video_format(path, "gif"), fps=fps, overwrite=overwrite)))
+    typer.echo(str(write_video(pictures, path, fmt=fmt, fps=fps, overwrite=overwrite)))
 
 
 @viz_app.command("compare")
@@ -87,6 +89,8 @@ def compare_command(
     from ditflow.video import write_video
     from ditflow.viz import side_by_side
 
+    if out is not None:  # before reading any video
+        _video_target(out, "mp4", overwrite)
     store = Store(cache)
     sources = [resolve_frames(a, store) for a in [ref, *gens]]
     names = [s.label if s.artifact is not None else Path(s.label).stem or s.label for s in sources]
@@ -96,8 +100,8 @@ def compare_command(
             raise InputError(f"--labels has {len(names)} labels for {len(sources)} videos (reference first)")
     frames = side_by_side([s.frames for s in sources], names)
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in names[1].split(":")[-1])[:40]
-    path = _target(out, f"compare-{slug}.mp4")
-    typer.echo(str(write_video(frames, path, fmt=_video_format(path, "mp4"), fps=fps, overwrite=overwrite)))
+    path, fmt = _video_target(_target(out, f"compare-{slug}.mp4"), "mp4", overwrite)
+    typer.echo(str(write_video(frames, path, fmt=fmt, fps=fps, overwrite=overwrite)))
 
 
 @viz_app.command("loss")
@@ -113,10 +117,13 @@ def loss_command(
     from ditflow.store import Store
     from ditflow.viz import plot_losses
 
+    from ditflow.fileio import check_target
+
     art = load(Store(cache), ref, kind="gen")
-    if not art.losses:
-        raise InputError(f"artifact {art.hash[:12]} has no recorded losses (was it generated without guidance?)")
     path = _target(out, f"loss-{art.hash[:12]}.png")
     if path.suffix.lower() != ".png":
         raise InputError(f"--out {path}: the loss plot is a .png")
+    check_target(path, overwrite)
+    if not art.losses:
+        raise InputError(f"artifact {art.hash[:12]} has no recorded losses (was it generated without guidance?)")
     typer.echo(str(plot_losses(art.losses, path, title=f"guidance loss of {art.hash[:12]}", overwrite=overwrite)))

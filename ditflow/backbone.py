@@ -50,12 +50,35 @@ def _hf_snapshot(source: str) -> Path | None:
         return None
 
 
+def looks_like_path(model: str) -> bool:
+    """A --model meant as a folder rather than a hub id: './m', '/m', '~/m', or 'a/b' where 'a' exists."""
+    if "/" not in model and os.sep not in model:
+        return False
+    return model.startswith((".", "/", "~")) or Path(model).expanduser().parent.exists()
+
+
+def download_command(source: str) -> str:
+    """The hub client's download command as installed: `hf` since huggingface_hub 0.34 (2.x has no other)."""
+    try:
+        from importlib.metadata import version
+
+        major, minor = (int(p) for p in version("huggingface_hub").split(".")[:2])
+        cli = "hf" if (major, minor) >= (0, 34) else "huggingface-cli"
+    except Exception:  # not installed or an odd version string: the current client's name
+        cli = "hf"
+    return f"{cli} download {source}"
+
+
 def resolve_folder(model: str) -> Path:
     source = model_source(model)
-    folder = _local_folder(source) or _hf_snapshot(source)
+    folder = _local_folder(source)
+    if folder is None and looks_like_path(source):  # a typo'd folder: a download hint would mislead
+        raise ModelUnavailable(f"no model folder at {Path(source).expanduser()}; pass --model with a diffusers "
+                               f"folder (one holding model_index.json), a Hugging Face id, or 5b, 2b, toy")
+    folder = folder or _hf_snapshot(source)
     if folder is None:
         raise ModelUnavailable(
-            f"model '{model}' is not on this machine: download it with `huggingface-cli download {source}` "
+            f"model '{model}' is not on this machine: download it with `{download_command(source)}` "
             f"(or set HF_HOME to the cache that has it), or pass --model with a local diffusers folder")
     return folder
 

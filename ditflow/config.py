@@ -131,6 +131,9 @@ class ExtractConfig:
     source_prompt: str = field(default="", metadata=rule("Text the reference is encoded with (the paper: none)."))
     moft_fraction: float = field(default=0.04, metadata=rule("Share of channels MOFT keeps as motion channels.", gt=0, le=1))
     dtype: str | None = field(default=None, metadata=rule("Weights' dtype. [default: the model's]", choices=tuple(DTYPES)))
+    crop: str = field(default="none", metadata=rule(
+        "none: squash the video to the model's height and width; center: first crop its largest centred region of "
+        "that aspect. Either way a note on stderr says what changed.", choices=("none", "center")))
 
     def resolve(self, preset: ModelPreset) -> "ExtractConfig":
         def pick(name, preset_name=None):

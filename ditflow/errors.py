@@ -38,3 +38,9 @@ class ModelUnavailable(DitflowError):
     """Weights (CogVideoX, CLIP, CoTracker) that are not on this machine."""
 
     exit_code = 6
+
+
+class OutputError(DitflowError):
+    """A file or folder that could not be written (full disk, no permission...); nothing partial is left."""
+
+    exit_code = 7

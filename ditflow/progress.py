@@ -12,11 +12,11 @@ class Progress:
 
     def log(self, message: str) -> None:
         if self._bar is not None:  # through the live bar's console, which keeps the bar below the line
-            self._bar.console.print(message, highlight=False)
+            self._bar.console.print(message, highlight=False, soft_wrap=True)
         elif not self.quiet:
             from rich.console import Console
 
-            Console(stderr=True).print(message, highlight=False)
+            Console(stderr=True).print(message, highlight=False, soft_wrap=True)  # one line: greppable
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator["Progress"]:

@@ -17,9 +17,10 @@ from .backbone import Backbone, check_toy_prompt, config_geometry, model_identit
 from .checks import MAX_SEED, check_rules, rule
 from .config import ExtractConfig, GuideConfig, RuntimeOptions, from_settings, settings
 from .errors import IncompatibleArtifact, InputError
+from .fileio import printable
 from .progress import Progress
 from .store import Store, content_key, hash_file_into
-from .video import read_video, resize_frames
+from .video import check_crop, check_input, count_frames, fit_frames, fit_note, read_video
 
 AMF_FORMAT = 4  # part of the hash: a format change never reuses an older cache's artifacts
 
@@ -27,14 +28,12 @@ AMF_FORMAT = 4  # part of the hash: a format change never reuses an older cache'
 # -------------------------------------------------------------------------------------------- helpers
 def video_digest(path: str | os.PathLike) -> str:
     """sha256 of a video file's bytes, or of a frame folder's (name, bytes) pairs."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"video not found: {path}")
+    path = check_input(path)  # a FIFO or device would never finish hashing
     h = hashlib.sha256()
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     for f in files:
         if path.is_dir():
-            h.update(f.name.encode() + b"\0")
+            h.update(os.fsencode(f.name) + b"\0")  # the name's bytes: a non-UTF-8 name has no str encoding
         hash_file_into(h, f)
     return h.hexdigest()
 
@@ -63,12 +62,18 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     h = content_key("amf", inputs)
     if store.exists(h):
         progress.log(f"cache hit: amf {h[:12]}")
-        return artifacts.load(store, h, "amf")
+        art = artifacts.load(store, h, "amf")
+        if art.meta.get("input_note"):  # the same video was fitted the same way: say so again
+            progress.log(f"note: {art.meta['input_note']}")
+        return art
 
     frames = read_video(video, max_frames=cfg.frames)
     if len(frames) < cfg.frames:
-        raise InputError(f"{video} has {len(frames)} frames, fewer than the {cfg.frames} asked (--frames)")
-    frames = resize_frames(frames, cfg.height, cfg.width)
+        raise InputError(f"{printable(video)} has {len(frames)} frames, fewer than the {cfg.frames} asked (--frames)")
+    note = fit_note(frames.shape[:3], count_frames(video), cfg.height, cfg.width, cfg.crop)
+    if note:
+        progress.log(f"note: {note}")
+    frames = fit_frames(frames, cfg.height, cfg.width, cfg.crop)
 
     import torch
 
@@ -101,7 +106,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
         feats = {b: taps.features[b].float() for b in cfg.blocks}
         moft = {b: moft_channels(f, cfg.moft_fraction) for b, f in feats.items()}
         bar.advance("AMF")
-    extra = {"grid": list(geo.grid), "source": str(video), "latent_shape": list(latent.shape)}
+    extra = {"grid": list(geo.grid), "source": str(video), "latent_shape": list(latent.shape), "input_note": note}
     with store.writer(h, "amf", inputs, extra=extra) as folder:
         artifacts.write_amf(folder, frames=frames, latent=latent, amf=flows, features=feats, moft=moft,
                             confidence=confidence, soft=soft)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError
+from .fileio import atomic_file, check_target
 
 
 # -- flow colours --------------------------------------------------------------------------------------
@@ -180,9 +181,7 @@ def plot_losses(losses: list[dict[str, Any]], path: str | os.PathLike, title: st
 
     if not losses:
         raise InputError("no losses to plot")
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} already exists; choose another --out or pass --overwrite")
+    path = check_target(path, overwrite)
     steps: dict[int, list[dict[str, Any]]] = {}
     for rec in sorted(losses, key=lambda r: (r["step"], r.get("opt_step", 0))):
         steps.setdefault(int(rec["step"]), []).append(rec)
@@ -218,15 +217,11 @@ def plot_losses(losses: list[dict[str, Any]], path: str | os.PathLike, title: st
     fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax2, label="timestep")
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -15,10 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactNotFound, InputError, ModelUnavailable
+from ..errors import ArtifactNotFound, DitflowError, InputError, ModelUnavailable
 from ..video import read_video, resize_frames
 
 METRICS = ("clip", "mf")
+RESULT_KEYS = {"clip": "clip_score", "mf": "motion_fidelity"}
+# A motion fidelity from a handful of tracks (a flat, textureless generation: the toy backbone's videos keep
+# 2 of 3,025 LK points) is the best match of those few and says little: warn below either bound.
+MIN_TRACKS = 10
+MIN_TRACK_FRACTION = 0.01  # of the grid's points
 _HEX = re.compile(r"^[0-9a-fA-F]{6,64}$")
 
 
@@ -138,9 +143,11 @@ class Evaluator:
 
     def score(self, video: np.ndarray, reference: np.ndarray | None, prompt: str | None) -> dict[str, Any]:
         """Scores of video uint8 [T, H, W, 3] against reference [T', H', W', 3] and the prompt:
-        {"clip_score", "motion_fidelity", "tracker", "mf_variant", ...}, plus "unavailable": {metric: why}
-        for each asked-for metric that could not be computed."""
-        out: dict[str, Any] = {"clip_score": None, "motion_fidelity": None, "tracker": None, "mf_variant": self.settings.mf_variant}
+        {"clip_score", "motion_fidelity", "tracker", "mf_variant", "warnings", ...}, plus "unavailable":
+        {metric: why} for each asked-for metric that could not be computed. "warnings" lists reasons to
+        doubt a computed score (motion fidelity from few tracks: `few_tracks_warning`)."""
+        out: dict[str, Any] = {"clip_score": None, "motion_fidelity": None, "tracker": None,
+                               "mf_variant": self.settings.mf_variant, "warnings": []}
         unavailable: dict[str, str] = {}
         if "clip" in self.settings.metrics:
             out.update(self._clip_score(video, prompt, unavailable))
@@ -177,20 +184,45 @@ class Evaluator:
         ref = resize_frames(reference[:t], *gen.shape[1:3])  # same size, so both are tracked on the same grid
         gen_tracks, _ = tracker.track(gen)  # visibility unused: every track counts, as in the SMM/DiTFlow scripts
         ref_tracks, _ = tracker.track(ref)
-        out = {"tracker": tracker.name, "frames": t, "tracks": {"video": len(gen_tracks), "reference": len(ref_tracks)}}
-        if len(gen_tracks) == 0 or len(ref_tracks) == 0:
-            which = "generated video" if len(gen_tracks) == 0 else "reference"
+        grid = self.settings.grid_size ** 2
+        counts = {"video": len(gen_tracks), "reference": len(ref_tracks)}
+        out = {"tracker": tracker.name, "frames": t, "tracks": {**counts, "grid": grid}}
+        if min(counts.values()) == 0:
+            which = "generated video" if counts["video"] == 0 else "reference"
             unavailable["motion_fidelity"] = f"no point could be tracked through the whole {which} (textureless?)"
-        else:
-            out["motion_fidelity"] = motion_fidelity(gen_tracks, ref_tracks, self.settings.mf_variant)
+            return out
+        out["motion_fidelity"] = motion_fidelity(gen_tracks, ref_tracks, self.settings.mf_variant)
+        out["warnings"] = [w for which, n in (("generated video", counts["video"]), ("reference", counts["reference"]))
+                           if (w := few_tracks_warning(n, grid, which))]
         return out
+
+    def nothing_scored(self, result: dict[str, Any]) -> DitflowError | None:
+        """The error for a result in which no asked-for metric has a value (None when one has): one line
+        with every reason; ModelUnavailable when missing weights are among them, else InputError."""
+        asked = [RESULT_KEYS[m] for m in self.settings.metrics]
+        if any(result.get(k) is not None for k in asked):
+            return None
+        reasons = result.get("unavailable") or {}
+        text = "; ".join(f"{k}: {reasons.get(k, 'not computed')}" for k in asked)
+        kind = ModelUnavailable if any(k in self._missing for k in asked) else InputError
+        return kind(f"nothing to score: {text}")
+
+
+def few_tracks_warning(n: int, grid: int, which: str) -> str | None:
+    """A warning when motion fidelity rests on fewer than MIN_TRACKS tracks or MIN_TRACK_FRACTION of the grid."""
+    if n >= MIN_TRACKS and n >= MIN_TRACK_FRACTION * grid:
+        return None
+    return (f"motion fidelity rests on only {n} of {grid} grid points tracked through the {which} "
+            f"(fewer than {MIN_TRACKS} or {MIN_TRACK_FRACTION:.0%} of the grid): treat it as unreliable")
+
 
 def evaluate(evaluator: Evaluator, video: str, reference: str | None = None, prompt: str | None = None, *,
              store=None, base: Path | None = None, max_frames: int | None = None) -> dict[str, Any]:
     """Score one generated video (path or gen hash) against its reference (path or amf hash) and prompt.
 
     For a gen artifact, the reference defaults to the amf artifact it was guided by and the prompt to the
-    one it was generated with. The reference is only read when motion fidelity is asked for.
+    one it was generated with. The reference is only read when motion fidelity is asked for. Raises when
+    no asked-for metric could be computed (see `Evaluator.nothing_scored`).
     """
     v = resolve_frames(video, store, base=base, max_frames=max_frames)
     reference = reference or default_reference(v)
@@ -199,4 +231,7 @@ def evaluate(evaluator: Evaluator, video: str, reference: str | None = None, pro
     if reference and "mf" in evaluator.settings.metrics:
         r = resolve_frames(reference, store, base=base, max_frames=max_frames)
     scores = evaluator.score(v.frames, r.frames if r is not None else None, prompt)
+    error = evaluator.nothing_scored(scores)
+    if error is not None:
+        raise error
     return {"video": v.label, "reference": r.label if r is not None else reference, "prompt": prompt, **scores}

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import DitflowError, InputError
+from ..fileio import atomic_file
 
 COLUMNS = ("video", "reference", "prompt")
-RESULT_COLUMNS = ("row", "video", "reference", "prompt", "clip_score", "motion_fidelity", "tracker", "mf_variant", "error")
+RESULT_COLUMNS = ("row", "video", "reference", "prompt", "clip_score", "motion_fidelity", "tracker", "mf_variant", "error",
+                  "tracks_video", "tracks_reference")
 
 
 @dataclass
@@ -92,15 +94,16 @@ def _failed(message: str) -> dict[str, Any]:
 
 
 def write_csv(results: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """The result columns (plus `unavailable` reasons joined into one cell) as CSV, written atomically."""
+    """The result columns (plus `unavailable` reasons and `warnings`, each joined into one cell) as CSV,
+    written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=[*RESULT_COLUMNS, "unavailable"], extrasaction="ignore")
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=[*RESULT_COLUMNS, "unavailable", "warnings"], extrasaction="ignore")
         writer.writeheader()
         for r in results:
             notes = "; ".join(f"{k}: {v}" for k, v in (r.get("unavailable") or {}).items())
-            writer.writerow({**{k: r.get(k) for k in RESULT_COLUMNS}, "unavailable": notes})
-    os.replace(tmp, path)
+            tracks = r.get("tracks") or {}
+            writer.writerow({**{k: r.get(k) for k in RESULT_COLUMNS}, "tracks_video": tracks.get("video"),
+                             "tracks_reference": tracks.get("reference"), "unavailable": notes,
+                             "warnings": "; ".join(r.get("warnings") or [])})
     return path

@@ -1,0 +1,136 @@
+"""Writing a user's output files safely, and naming paths in messages.
+
+Every output is checked before any work starts (`check_target`: a CLI fails in a second, not after a model
+load), written under a temporary name beside its destination and moved into place only when complete
+(`atomic_file`); an OSError while writing (full disk, permissions) becomes one `OutputError` line naming
+the file, and nothing temporary is left behind.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import InputError, OutputError
+
+
+def printable(text: object) -> str:
+    """`text` with undecodable file-name bytes (Python's surrogate escapes) shown as \\xNN, so that printing
+    it never raises UnicodeEncodeError."""
+    s = str(text)
+    try:
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_target(path: str | os.PathLike, overwrite: bool, *, folder: bool = False, flag: str = "--out") -> Path:
+    """The preflight of one output path (pure: it writes nothing). Refuses an existing path without
+    `overwrite`, a folder where a file goes (and the reverse), a device or FIFO, and a parent that is a
+    file or not writable. Returns the path."""
+    path = Path(path).expanduser()
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise InputError(f"{printable(path)} already exists; choose another {flag} or pass --overwrite")
+        if folder and not path.is_dir():
+            raise InputError(f"{printable(path)} is a file, but PNG frames go into a folder; choose another {flag} or "
+                             f"a video format (--format mp4 or gif)")
+        if not folder and path.is_dir():
+            raise InputError(f"{printable(path)} is a folder; give a file name for {flag} (or --format png for a folder of frames)")
+        if not folder and not path.is_file():
+            raise InputError(f"{printable(path)} is not a regular file (a device, FIFO or broken link); choose another {flag}")
+    parent = _existing_ancestor(path)
+    if not parent.is_dir():
+        raise InputError(f"cannot write {printable(path)}: {printable(parent)} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {printable(path)}: no permission to write in {printable(parent)}")
+    return path
+
+
+def _existing_ancestor(path: Path) -> Path:
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above `path` (normal permissions: the umask's); returns those created,
+    outermost first, so that a failed write can remove them again."""
+    missing = []
+    parent = path.absolute().parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:  # made meanwhile by someone else: theirs
+            pass
+        except OSError as e:
+            raise output_error(path, e) from e
+    return list(reversed(missing))
+
+
+def remove_folders(folders: list[Path]) -> None:
+    """rmdir the folders `make_parents` created, innermost first, where still empty."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def output_error(path: Path, e: OSError) -> OutputError:
+    reason = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+    return OutputError(f"cannot write {printable(path)}: {printable(reason)}")
+
+
+def temp_name(path: Path) -> Path:
+    """A temporary name beside `path`, hidden and unique to this process."""
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+@contextmanager
+def writing(path: Path, cleanup: Callable[[], None]) -> Iterator[None]:
+    """Run a write of `path`: on any failure call `cleanup` (remove temporaries) and turn an OSError into
+    an OutputError naming `path`."""
+    try:
+        yield
+    except BaseException as e:
+        cleanup()
+        if isinstance(e, OSError):
+            raise output_error(path, e) from e
+        raise
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write to; on success it replaces `path` in one rename, on any
+    failure it is removed (with the folders made for it) and an OSError becomes an OutputError."""
+    path = Path(path)
+    created = make_parents(path)
+    tmp = temp_name(path)
+    with writing(path, lambda: (_unlink(tmp), remove_folders(created))):
+        yield tmp
+        os.replace(tmp, path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically."""
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+__all__ = ["printable", "check_target", "atomic_file", "write_text", "make_parents", "remove_folders", "writing",
+           "temp_name", "output_error"]
