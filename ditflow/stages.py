@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from . import artifacts, losses
 from .artifacts import AmfArtifact, GenArtifact
 from .backbone import Backbone, config_geometry, model_identity, preset, transformer_config
-from .config import ExtractConfig, GuideConfig, RuntimeOptions, hashed_settings, settings
+from .config import LATER_SETTINGS, ExtractConfig, GuideConfig, RuntimeOptions, hashed_settings, settings
 from .errors import IncompatibleArtifact, InputError
 from .progress import Progress
 from .store import Store, content_key, hash_file_into
@@ -62,6 +62,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     if store.exists(h):
         progress.log(f"cache hit: amf {h[:12]}")
         return artifacts.load(store, h, "amf")
+    store.check_writable()  # after the hit check (a read-only cache still serves hits), before any model loads
 
     frames = read_video(video, max_frames=cfg.frames)
     if len(frames) < cfg.frames:
@@ -218,6 +219,7 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
+    store.check_writable()
     latent, frames_out, g = _generate(amf, cfg, runtime, progress)
     embeddings = g.embeddings if (g is not None and cfg.opt_mode == "emb") else {}
     extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
@@ -227,6 +229,14 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
     return artifacts.load(store, h, "gen")
 
 
+def replayed_guide_config(inputs: dict) -> GuideConfig:
+    """The resolved GuideConfig of a guide run, from its hashed inputs: `hashed_settings` left out the
+    LATER_SETTINGS at their old value, so they are put back."""
+    names = {f.name for f in fields(GuideConfig)}
+    values = {**{k: v for k, v in LATER_SETTINGS.items() if k in names}, **{k: v for k, v in inputs.items() if k in names}}
+    return GuideConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
+
+
 def inject(emb_ref: str, cfg: InjectConfig, *, runtime: RuntimeOptions = RuntimeOptions(), store: Store | None = None) -> GenArtifact:
     """Zero-shot motion transfer: generate `cfg.prompt` with the embeddings of an emb-mode guide run."""
     store = store or Store()
@@ -234,11 +244,13 @@ def inject(emb_ref: str, cfg: InjectConfig, *, runtime: RuntimeOptions = Runtime
     if not cfg.prompt:
         raise InputError("--prompt is required and must not be empty")
     src = artifacts.load(store, emb_ref, "gen")
-    if src.meta.get("stage") != "guide" or src.opt_mode != "emb":
+    # Everything replayed comes from the inputs, which the store checked against the hash; meta's
+    # "settings" and "parents" are unhashed copies that an edit could change unnoticed.
+    if "emb" in src.inputs or src.opt_mode != "emb":
         raise IncompatibleArtifact(f"artifact {src.hash[:12]} holds no optimised embeddings: inject needs a "
                                    f"`ditflow guide --opt-mode emb` result")
-    amf = artifacts.load(store, src.meta["parents"][0], "amf")
-    base = GuideConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in src.meta["settings"].items()})
+    amf = artifacts.load(store, src.inputs["amf"], "amf")
+    base = replayed_guide_config(src.inputs)
     gcfg = replace(base, prompt=cfg.prompt, guidance=False,
                    negative_prompt=base.negative_prompt if cfg.negative_prompt is None else cfg.negative_prompt,
                    seed=base.seed if cfg.seed is None else cfg.seed, cfg=base.cfg if cfg.cfg is None else cfg.cfg,
@@ -248,6 +260,7 @@ def inject(emb_ref: str, cfg: InjectConfig, *, runtime: RuntimeOptions = Runtime
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
+    store.check_writable()
     latent, frames_out, _ = _generate(amf, gcfg, runtime, progress, replay=src.embeddings())
     extra = {"settings": settings(gcfg), "losses": [], "stage": "inject"}
     with store.writer(h, "gen", inputs, parents=[amf.hash, src.hash], extra=extra) as folder:
