@@ -35,9 +35,9 @@ def _row(entry) -> dict[str, Any]:
     row: dict[str, Any] = {"state": entry.state, "kind": "?", "hash": entry.hash, "size": 0, "created": "",
                            "mode": "", "seed": None, "prompt": None, "source": "", "reason": entry.reason}
     try:
-        from ditflow.store import _tree_size
+        from ditflow.store import tree_size
 
-        row["size"] = _tree_size(entry.path)
+        row["size"] = tree_size(entry.path)
     except OSError:
         pass
     if entry.info is None:

@@ -65,7 +65,8 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _tree_size(folder: Path) -> int:
+def tree_size(folder: Path) -> int:
+    """Bytes of the regular files under `folder`, without following symlinks."""
     total = 0
     for top, _, files in os.walk(folder, followlinks=False):
         total += sum(os.lstat(os.path.join(top, f)).st_size for f in files)
@@ -81,7 +82,7 @@ class ObjectInfo:
 
     @property
     def size(self) -> int:
-        return _tree_size(self.path)
+        return tree_size(self.path)
 
     @property
     def created(self) -> str:
