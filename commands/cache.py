@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
 from commands._common import help_when_bare
-from .options import CacheOpt, JsonOpt
+from .options import CacheOpt, FormatOpt, JsonOpt, OverwriteOpt
 
-cache_app = typer.Typer(help="List, inspect, remove and garbage-collect cached artifacts.", invoke_without_command=True,
-                       callback=help_when_bare)
+cache_app = typer.Typer(help="List, inspect, export, remove and garbage-collect cached artifacts.",
+                       invoke_without_command=True, callback=help_when_bare)
 HashArg = Annotated[str, typer.Argument(help="Artifact hash or unique prefix (6+ characters).", show_default=False)]
 
 
@@ -22,35 +23,72 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _mode(kind: str, inputs: dict[str, Any]) -> str:
+    """What kind of run made it: the guide's opt mode, no-guidance or inject; for an AMF, its blocks."""
+    if kind == "amf":
+        return "blocks " + ",".join(str(b) for b in inputs.get("blocks") or [])
+    if "emb" in inputs:
+        return "inject"
+    return str(inputs.get("opt_mode")) if inputs.get("guidance") else "no-guidance"
+
+
+def _row(entry) -> dict[str, Any]:
+    """One `cache ls` row; its facts come from the hashed inputs, except the AMF's source file name."""
+    row: dict[str, Any] = {"state": entry.state, "kind": "?", "hash": entry.hash, "size": 0, "created": "",
+                           "mode": "", "seed": None, "prompt": None, "source": "", "reason": entry.reason}
+    try:
+        from ditflow.store import tree_size
+
+        row["size"] = tree_size(entry.path)
+    except OSError:
+        pass
+    if entry.info is None:
+        return row
+    info, inputs = entry.info, entry.info.meta["inputs"]
+    row.update(kind=info.kind, created=info.created, mode=_mode(info.kind, inputs))
+    if info.kind == "gen":
+        row.update(seed=inputs.get("seed"), prompt=inputs.get("prompt"), source=str(inputs.get("prompt") or ""))
+    else:
+        row["source"] = str(info.meta.get("source") or "")
+    return row
+
+
+def _when(row: dict[str, Any]) -> float:
+    from ditflow.store_meta import parse_created
+
+    created = parse_created(row["created"])
+    return created.timestamp() if created is not None else float("-inf")
+
+
 @cache_app.command("ls")
 def ls(cache: CacheOpt = None, kind: Annotated[Optional[str], typer.Option(help="Only this kind: amf or gen.", show_default=False)] = None,
        json_out: JsonOpt = False) -> None:
-    """List artifacts: kind, hash, size, created, source."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """List artifacts, oldest first: created, kind, hash, mode (opt mode / no-guidance / inject; an AMF's
+    blocks), seed, size, prompt or source. A corrupt or incomplete one is listed with the reason."""
     from ditflow.store import Store
 
     store = Store(cache)
-    rows = []
-    for h in store.hashes():
-        info = store.info(h, verify=False)
-        if kind and info.kind != kind:
-            continue
-        source = info.meta.get("source") or info.meta.get("settings", {}).get("prompt", "")
-        rows.append({"kind": info.kind, "hash": h, "size": info.size, "created": info.created, "source": source})
+    rows = sorted((_row(e) for e in store.scan()), key=_when)
+    rows = [r for r in rows if not kind or r["kind"] == kind]
     if json_out:
         print(json.dumps(rows))
         return
-    table = Table("kind", "hash", "size", "created", "source")
+    if not rows:
+        print(f"no artifacts in {store.root}", file=sys.stderr)
+        return
+    table = [("created", "kind", "hash", "mode", "seed", "size", "prompt / source")]
     for r in rows:
-        table.add_row(r["kind"], r["hash"][:12], _human(r["size"]), r["created"], str(r["source"]))
-    Console().print(table) if rows else print(f"no artifacts in {store.root}", file=sys.stderr)
+        what = r["source"] if r["state"] == "ok" else f"{r['state']}: {r['reason']}"
+        table.append((r["created"] or "?", r["kind"], r["hash"][:12], r["mode"], "" if r["seed"] is None else str(r["seed"]),
+                      _human(r["size"]), what))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
+    for line in table:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "  " + line[-1])
 
 
 @cache_app.command("show")
 def show(ref: HashArg, cache: CacheOpt = None) -> None:
-    """Print an artifact's metadata (JSON), after verifying its checksums."""
+    """Print an artifact's metadata (JSON), after verifying it."""
     from ditflow.store import Store
 
     info = Store(cache).info(ref)
@@ -61,21 +99,50 @@ def show(ref: HashArg, cache: CacheOpt = None) -> None:
 
 
 @cache_app.command("path")
-def path(ref: HashArg, cache: CacheOpt = None) -> None:
-    """Print the folder of an artifact."""
+def path(ref: HashArg, cache: CacheOpt = None,
+         video: Annotated[bool, typer.Option("--video", help="The payload holding the frames (gen: video.safetensors; amf: amf.zarr/frames), after verifying it.")] = False) -> None:
+    """Print the folder of an artifact (also of an incomplete or corrupt one, to inspect it)."""
     from ditflow.store import Store
 
-    print(Store(cache).info(ref, verify=False).path)
+    store = Store(cache)
+    if not video:
+        print(store.object_path(store.resolve(ref)))
+        return
+    from ditflow.artifacts import AMF_PAYLOAD, load
+
+    art = _video_artifact(load(store, ref))
+    print(art.path / ("video.safetensors" if art.kind == "gen" else f"{AMF_PAYLOAD}/frames"))
+
+
+def _video_artifact(art):
+    from ditflow.errors import InputError
+
+    if art.kind not in ("gen", "amf"):
+        raise InputError(f"artifact {art.hash[:12]} is a '{art.kind}' artifact and holds no video")
+    return art
+
+
+@cache_app.command("export")
+def export(ref: HashArg, out: Annotated[Path, typer.Argument(help="Video file to write (mp4, gif), or a folder of PNG frames.", show_default=False)],
+           cache: CacheOpt = None, fmt: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Write an artifact's video (gen: its frames; amf: its reference frames) to a file; print its path."""
+    from ditflow.artifacts import load
+    from ditflow.store import Store
+    from ditflow.video import write_video
+
+    art = _video_artifact(load(Store(cache), ref))
+    print(write_video(art.frames, out, fmt=fmt or (None if out.suffix else "mp4"), overwrite=overwrite))
 
 
 @cache_app.command("rm")
 def rm(refs: Annotated[list[str], typer.Argument(help="Hashes or prefixes.", show_default=False)], cache: CacheOpt = None,
        force: Annotated[bool, typer.Option("--force", help="Remove even if another artifact references it.")] = False) -> None:
-    """Remove artifacts."""
+    """Remove artifacts (incomplete and corrupt ones too)."""
     from ditflow.errors import InputError
     from ditflow.store import Store
 
     store = Store(cache)
+    store.require_cache()
     hashes = [store.resolve(r) for r in refs]
     used = store.referenced()
     for h in hashes:
@@ -90,7 +157,8 @@ def rm(refs: Annotated[list[str], typer.Argument(help="Hashes or prefixes.", sho
 def gc(cache: CacheOpt = None,
        older_than: Annotated[Optional[float], typer.Option(help="Also remove artifacts older than this many days that no other artifact references.", show_default=False)] = None,
        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be removed.")] = False) -> None:
-    """Remove leftovers of interrupted runs, corrupt artifacts, and (with --older-than) unreferenced old ones."""
+    """Remove leftovers of interrupted runs, corrupt and incomplete artifacts, and (with --older-than)
+    unreferenced old ones. Only what the store made is removed: anything else is reported and kept."""
     from ditflow.store import Store
 
     store = Store(cache)
@@ -98,15 +166,21 @@ def gc(cache: CacheOpt = None,
     for p in plan.temporaries:
         print(f"temporary {p}")
     for h in plan.corrupt:
-        print(f"corrupt {h}")
+        print(f"corrupt {h} ({plan.reasons[h]})")
+    for h in plan.incomplete:
+        print(f"incomplete {h} ({plan.reasons[h]})")
     for h in plan.unreferenced:
         print(f"unreferenced {h}")
+    for p in plan.in_use:
+        print(f"in use, left alone: {p}", file=sys.stderr)
+    for p in plan.foreign:
+        print(f"not ditflow's, left alone: {p}", file=sys.stderr)
     if plan.empty:
         print("nothing to collect", file=sys.stderr)
-    elif not dry_run:
-        store.gc(plan)
     elif dry_run:
         print("dry run: nothing removed", file=sys.stderr)
+    else:
+        store.gc(plan)
 
 
 def register(app: typer.Typer) -> None:

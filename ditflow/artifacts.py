@@ -131,7 +131,8 @@ class GenArtifact(Artifact):
 
     @property
     def opt_mode(self) -> str | None:
-        return self.meta.get("settings", {}).get("opt_mode") if self.meta.get("settings", {}).get("guidance") else None
+        """latent or emb for a guided run, None for unguided or inject runs (from the hashed inputs)."""
+        return self.inputs.get("opt_mode") if self.inputs.get("guidance") else None
 
     @property
     def losses(self) -> list[dict[str, Any]]:

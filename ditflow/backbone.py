@@ -125,7 +125,10 @@ def toy_vocabulary(model: str) -> frozenset[str] | None:
     """The words of a toy model (trained by ditflow.toyworld: it ships recipe.json), read from its tokenizer
     file without loading anything; None for other models. A toy model knows only its world's words: any other
     word is spelt letter by letter into tokens it never saw, and the video silently ignores it."""
-    folder = resolve_folder(model)
+    try:
+        folder = resolve_folder(model)
+    except ModelUnavailable:
+        return None  # nothing to read before loading; loading will say what is missing
     if not (folder / "recipe.json").is_file():
         return None
     try:

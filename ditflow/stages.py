@@ -66,6 +66,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
         if art.meta.get("input_note"):  # the same video was fitted the same way: say so again
             progress.log(f"note: {art.meta['input_note']}")
         return art
+    store.check_writable()  # after the hit check (a read-only cache still serves hits), before any model loads
 
     frames = read_video(video, max_frames=cfg.frames)
     if len(frames) < cfg.frames:
@@ -227,6 +228,7 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
+    store.check_writable()
     latent, frames_out, g = _generate(amf, cfg, runtime, progress)
     embeddings = getattr(g, "embeddings", {})
     extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
@@ -247,10 +249,12 @@ def inject(emb_ref: str, cfg: InjectConfig, *, model: str | None = None, runtime
     check_rules(cfg)
     runtime.validate()
     src = artifacts.load(store, emb_ref, "gen")
-    if src.meta.get("stage") != "guide" or src.opt_mode != "emb":
+    # Everything replayed comes from the inputs, which the store checked against the hash; meta's
+    # "settings" and "parents" are unhashed copies that an edit could change unnoticed.
+    if "emb" in src.inputs or src.opt_mode != "emb":
         raise IncompatibleArtifact(f"artifact {src.hash[:12]} holds no optimised embeddings: inject needs a "
                                    f"`ditflow guide --opt-mode emb` result")
-    amf = artifacts.load(store, src.meta["parents"][0], "amf")
+    amf = artifacts.load(store, src.inputs["amf"], "amf")
     _check_amf_matches(amf, model, None, None, None)
     base = from_settings(GuideConfig, src.inputs)  # the verified, hashed inputs: not an editable copy
     gcfg = replace(base, prompt=cfg.prompt, guidance=False,
@@ -264,6 +268,7 @@ def inject(emb_ref: str, cfg: InjectConfig, *, model: str | None = None, runtime
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
+    store.check_writable()
     latent, frames_out, _ = _generate(amf, gcfg, runtime, progress, replay=src.embeddings())
     extra = {"settings": settings(gcfg), "losses": [], "stage": "inject"}
     with store.writer(h, "gen", inputs, parents=[amf.hash, src.hash], extra=extra) as folder:

@@ -244,10 +244,11 @@ def make_artifacts(store, reference: np.ndarray, generated: np.ndarray) -> tuple
     from ditflow.artifacts import write_amf, write_gen
     from ditflow.store import content_key
 
-    amf_hash = content_key("amf", {"test": "reference"})
-    with store.writer(amf_hash, "amf", inputs={"blocks": [0], "model": {"name": "test"}}, extra={"grid": [2, 3, 3]}) as folder:
+    amf_inputs = {"blocks": [0], "model": {"name": "test"}}
+    amf_hash = content_key("amf", amf_inputs)  # the store checks an object's name against its inputs
+    with store.writer(amf_hash, "amf", inputs=amf_inputs, extra={"grid": [2, 3, 3]}) as folder:
         write_amf(folder, frames=reference, latent=torch.zeros(1, 2, 4, 6, 6), amf={0: torch.zeros(2, 2, 9, 2)}, features={}, moft={})
-    gen_hash = content_key("gen", {"test": "generated"})
+    gen_hash = content_key("gen", {})
     with store.writer(gen_hash, "gen", inputs={}, parents=[amf_hash], extra={"settings": {"prompt": "a texture"}, "losses": []}) as folder:
         write_gen(folder, frames=generated, latent=torch.zeros(1, 2, 4, 6, 6), embeddings={})
     return amf_hash, gen_hash

@@ -46,11 +46,12 @@ def make_artifacts() -> tuple[str, str]:
     for i in range(f):
         for j in range(f):
             amf[i, j, :, 0] = j - i
-    amf_hash = content_key("amf", {"viz": 1})
-    with store.writer(amf_hash, "amf", inputs={"blocks": [7, 9], "model": {"name": "test"}}, extra={"grid": list(GRID)}) as d:
+    amf_inputs = {"blocks": [7, 9], "model": {"name": "test"}}
+    amf_hash = content_key("amf", amf_inputs)  # the store checks an object's name against its inputs
+    with store.writer(amf_hash, "amf", inputs=amf_inputs, extra={"grid": list(GRID)}) as d:
         write_amf(d, frames=frames(), latent=torch.zeros(1, f, 4, h * 2, w * 2), amf={7: amf, 9: -amf}, features={}, moft={})
     losses = [{"step": s, "timestep": 999 - 50 * s, "opt_step": k, "lr": 0.01, "loss": 1.0 / (1 + k + s)} for s in range(3) for k in range(5)]
-    gen_hash = content_key("gen", {"viz": 1})
+    gen_hash = content_key("gen", {})
     with store.writer(gen_hash, "gen", inputs={}, parents=[amf_hash], extra={"settings": {"prompt": "x"}, "losses": losses}) as d:
         write_gen(d, frames=frames(seed=1), latent=torch.zeros(1, f, 4, h * 2, w * 2), embeddings={})
     return amf_hash, gen_hash

@@ -1,0 +1,126 @@
+"""Listing and garbage collection of a store, deleting only what the store can prove is its own.
+
+Objects: a real folder at a hash-shaped path under objects/ is the store's (only it names folders so);
+it is `ok`, `corrupt` (metadata or payload fails a check) or `incomplete` (no metadata). Temporaries:
+entries with the store's name pattern, marker and a free lock (`store_tmp`). Everything else (other
+names, symlinks, files) is reported as foreign and left alone.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .store_meta import BrokenObject, parse_created
+from .store_tmp import scan_tmp
+from .store_tmp import sweep as sweep_entry
+
+if TYPE_CHECKING:
+    from .store import ObjectInfo, Store
+
+
+@dataclass
+class ObjectEntry:
+    hash: str
+    path: Path
+    state: str  # "ok", "corrupt" or "incomplete"
+    reason: str = ""
+    info: "ObjectInfo | None" = None
+
+
+@dataclass
+class GcPlan:
+    temporaries: list[Path]  # the store's, held by no live process: removed
+    corrupt: list[str]
+    unreferenced: list[str]
+    incomplete: list[str] = field(default_factory=list)
+    in_use: list[Path] = field(default_factory=list)  # locked by a live writer: kept
+    foreign: list[Path] = field(default_factory=list)  # not ditflow's: kept
+    reasons: dict[str, str] = field(default_factory=dict)  # hash -> why it is corrupt or incomplete
+
+    @property
+    def empty(self) -> bool:
+        return not (self.temporaries or self.corrupt or self.incomplete or self.unreferenced)
+
+
+def scan(store: "Store", *, verify: bool = False) -> list[ObjectEntry]:
+    """Every object folder with its state; one bad object never stops the listing of the others."""
+    out = []
+    for h, path in store.object_dirs():
+        try:
+            out.append(ObjectEntry(h, path, "ok", info=store.info_at(h, verify=verify)))
+        except BrokenObject as e:
+            out.append(ObjectEntry(h, path, e.state, e.reason))
+        except OSError as e:  # vanished or unreadable meanwhile
+            out.append(ObjectEntry(h, path, "corrupt", f"unreadable: {e.strerror}"))
+    return out
+
+
+def foreign_objects(store: "Store") -> list[Path]:
+    """What lies under objects/ that the store did not make (other names, symlinks, files)."""
+    from .store import _REST, _SHARD
+
+    def real_dir(p: Path) -> bool:
+        return stat.S_ISDIR(os.lstat(p).st_mode)
+
+    if store.objects.is_symlink():
+        return [store.objects]
+    if not store.objects.is_dir():
+        return []
+    found = []
+    for shard in sorted(store.objects.iterdir()):
+        if not (_SHARD.match(shard.name) and real_dir(shard)):
+            found.append(shard)
+            continue
+        found += [o for o in sorted(shard.iterdir()) if not (_REST.match(o.name) and real_dir(o))]
+    return found
+
+
+def plan(store: "Store", older_than_days: float | None = None) -> GcPlan:
+    """Plan the sweep: stale temporaries, corrupt and incomplete objects, and, when `older_than_days`
+    is given, verified objects older than that which no other object references."""
+    store.require_cache()
+    stale, in_use, foreign = scan_tmp(store.tmp)
+    entries = scan(store, verify=True)
+    refs = {p for e in entries if e.info is not None for p in e.info.parents}
+    result = GcPlan(stale, [], [], in_use=in_use, foreign=foreign + foreign_objects(store))
+    now = time.time()
+    for e in entries:
+        if e.state != "ok":
+            (result.corrupt if e.state == "corrupt" else result.incomplete).append(e.hash)
+            result.reasons[e.hash] = e.reason
+        elif older_than_days is not None and e.hash not in refs:
+            created = parse_created(e.info.created)  # checked by read_meta, so never None here
+            if created is not None and now - created.timestamp() >= older_than_days * 86400:
+                result.unreferenced.append(e.hash)
+    return result
+
+
+def sweep(store: "Store", plan: GcPlan) -> None:
+    """Carry out `plan`, checking each item again: a temporary that a live process holds now, an object
+    replaced by a sound one, or one that became referenced since the plan, is kept."""
+    store.require_cache()
+    for p in plan.temporaries:
+        sweep_entry(p)
+    doomed = []
+    with store.locked():  # decide and rename under the lock; delete after it
+        refs = store.referenced() if plan.unreferenced else set()
+        for h in plan.corrupt + plan.incomplete:
+            if not store._is_object_dir(h):
+                continue
+            try:
+                store.info_at(h, verify=True)
+                continue
+            except BrokenObject:
+                doomed.append(store._move_aside(h))
+        for h in plan.unreferenced:
+            if h not in refs and store._is_object_dir(h):
+                doomed.append(store._move_aside(h))
+    for entry in doomed:
+        entry.discard()
+
+
+__all__ = ["GcPlan", "ObjectEntry", "scan", "plan", "sweep", "foreign_objects"]
