@@ -185,7 +185,7 @@ def test_extract_notes_the_fitting_and_crop_changes_the_hash(cli, tiny_rope, tmp
     assert code == 0 and out.strip() == plain and note in err
     code, out, err = cli("extract", str(video), *flags, "--crop", "center")
     assert code == 0 and out.strip() != plain and "cropped 40x40 to its centre 40x27" in err
-    assert_one_line_error(*cli("extract", str(video), *flags, "--crop", "diagonal"), "--crop must be 'none' or 'center'")
+    assert_one_line_error(*cli("extract", str(video), *flags, "--crop", "diagonal"), "--crop must be one of 'none', 'center'")
 
 
 # -- 6. eval -------------------------------------------------------------------------------------------
