@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from commands._common import help_when_bare
+from ._common import help_when_bare
 
 INTERRUPTED = 130
 INTERNAL = 70
@@ -49,9 +49,9 @@ def _register() -> None:
 
     for name in ("extract", "guide", "inject", "cache", "eval", "viz"):
         try:
-            module = importlib.import_module(f"commands.{name}")
+            module = importlib.import_module(f"{__package__}.{name}")
         except ModuleNotFoundError as e:
-            if e.name == f"commands.{name}":
+            if e.name == f"{__package__}.{name}":
                 continue  # a stage not built yet
             raise
         module.register(app)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from commands._common import help_when_bare
+from ._common import help_when_bare
 from .options import CacheOpt, FormatOpt, JsonOpt, OverwriteOpt
 
 cache_app = typer.Typer(help="List, inspect, export, remove and garbage-collect cached artifacts.",

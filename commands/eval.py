@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from commands.options import CacheOpt, QuietOpt
+from .options import CacheOpt, QuietOpt
 
 VideoArg = Annotated[Optional[str], typer.Argument(metavar="VIDEO", help="Generated video: a file, a folder of frames, or a gen artifact hash.", show_default=False)]
 ReferenceOpt = Annotated[Optional[str], typer.Option("--reference", "-r", help="Reference video (file, folder or amf artifact hash). Default for a gen hash: the amf it was guided by.", show_default=False)]

@@ -6,8 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from commands._common import help_when_bare
-from commands.options import CacheOpt, OverwriteOpt
+from ._common import help_when_bare
+from .options import CacheOpt, OverwriteOpt
 
 viz_app = typer.Typer(help="Pictures of artifacts: AMF flow, side-by-side videos, guidance loss curves.", invoke_without_command=True,
                        callback=help_when_bare)

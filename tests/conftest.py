@@ -62,7 +62,7 @@ def extract_cfg(model: str, **kw) -> ExtractConfig:
 
 def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
     """Run the real entry point (error mapping included) in-process: (exit code, stdout, stderr)."""
-    from commands.app import main
+    from ditflow.cli.app import main
 
     monkeypatch.setattr(sys, "argv", ["ditflow", *args])
     with pytest.raises(SystemExit) as exit_info:

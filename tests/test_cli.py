@@ -118,6 +118,6 @@ def test_config_file_overrides(cli, tiny_rope, ref_video, tmp_path):
 def test_help_is_fast_and_lazy():
     import subprocess
 
-    code = ("import sys, commands.app; "
+    code = ("import sys, ditflow.cli.app; "
             "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, sorted(m for m in sys.modules if m in ('torch','diffusers'))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

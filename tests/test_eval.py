@@ -331,7 +331,7 @@ def test_cli_eval_batch_goes_on_after_a_bad_row(videos, tmp_path, capsys, monkey
 
 
 def test_entry_point_error_in_a_subprocess(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "commands.app", "eval", str(tmp_path / "nope.mp4")],
+    proc = subprocess.run([sys.executable, "-m", "ditflow.cli.app", "eval", str(tmp_path / "nope.mp4")],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [f"error: video not found: {tmp_path / 'nope.mp4'} (not a file or folder, nor an artifact hash)"]

@@ -72,10 +72,30 @@ def test_usage_error_exits_2_naming_the_option(argv, named, capsys, monkeypatch)
     assert "NoSuchOption" not in line and "BadParameter" not in line  # a message, not a class name
 
 
+def installed_script():
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "ditflow"
+    if not script.is_file():
+        pytest.skip("ditflow is not installed in this environment (make install)")
+    return str(script)
+
+
 def test_usage_error_from_the_installed_entry_point(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "commands.app", "guide", "--amf", "abcdef", "-p", "x", "--steps", "four"],
-                          capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1]), "PATH": ""})
+    proc = subprocess.run([installed_script(), "guide", "--amf", "abcdef", "-p", "x", "--steps", "four"],
+                          capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "--steps" in one_error_line(proc.stderr)
+
+
+def test_the_install_claims_no_top_level_commands_package(tmp_path):
+    """The CLI installs as ditflow.cli: outside the repo, `import commands` finds nothing of ours."""
+    installed_script()
+    probe = "import importlib.util as u; s = u.find_spec('commands'); print(s.origin if s else '')"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    repo = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0 and not proc.stdout.strip().startswith(repo)
+    proc = subprocess.run([sys.executable, "-c", "import ditflow.cli.app"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_ctrl_c_exits_130_and_says_nothing_was_written(ref_video, tmp_path, capsys, monkeypatch):

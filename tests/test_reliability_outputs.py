@@ -227,7 +227,7 @@ def test_mf_from_few_tracks_warns_and_labels_the_counts(cli, tmp_path):
     assert 0 < tracks["video"] < 10 and tracks["grid"] == 256 and result["motion_fidelity"] is not None
     assert len(result["warnings"]) == 2 and "treat it as unreliable" in result["warnings"][0]
     assert sum(line.startswith("warning: motion fidelity rests on only") for line in err.splitlines()) == 2
-    from commands.eval import _tracks_note
+    from ditflow.cli.eval import _tracks_note
 
     assert "tracks: video" in err  # the table's note (folded to the column's width)
     assert _tracks_note(result) == f"tracks: video {tracks['video']}, reference {tracks['reference']} of 256 grid points (few: see the warning)"

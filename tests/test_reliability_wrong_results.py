@@ -83,7 +83,7 @@ def test_config_file_that_is_not_utf8(tmp_path, capsys, monkeypatch):
 
 
 def test_flat_runtime_keys_apply(tmp_path):
-    from commands._common import runtime
+    from ditflow.cli._common import runtime
 
     data = load_config_file(write(tmp_path, "run.yaml", "device: cpu\nquiet: true\n"))
     rt = runtime(data)
