@@ -102,7 +102,7 @@ bench-quality:
 
 # The demo's reference: held-out world seed 39 (an orange circle on an arc), drawn in the shipped model's world.
 toy-reference:
-	$(PY) -c "from ditflow.toyworld.train import model_world_clip; from ditflow.video import write_video; write_video(model_world_clip(39, 'assets/toy-cogvideox').frames, 'assets/toy-reference.gif', overwrite=True)"
+	$(PY) -c "from ditflow.toyworld.references import model_world_clip; from ditflow.video import write_video; write_video(model_world_clip(39, 'assets/toy-cogvideox').frames, 'assets/toy-reference.gif', overwrite=True)"
 
 # Which block's AMF sees the true motion at which noise level (picks the toy model's guidance block/range).
 probe-amf:
