@@ -47,7 +47,10 @@ tiny-model: $(MODEL)/model_index.json
 # 70 min on 2 cores). WORKERS processes render the training clips.
 RECIPE  ?= v9
 WORKERS ?= 0
+# v8 takes v4's VAE from out/toy-v4-vae (never from assets/toy-cogvideox, which this target overwrites): copied
+# here from the shipped model, whose VAE has been v4's since v4, before anything is trained.
 toy-model:
+	@if [ ! -d out/toy-v4-vae/vae ]; then mkdir -p out/toy-v4-vae && cp -r assets/toy-cogvideox/vae out/toy-v4-vae/; fi
 	@if [ "$(RECIPE)" = v9 ] && [ ! -f out/toy-v8/model_index.json ]; then \
 	  $(PY) -m ditflow.toyworld.train --recipe v8 --workers $(WORKERS) --work out/toy-train-v8 --out out/toy-v8; fi
 	$(PY) -m ditflow.toyworld.train --recipe $(RECIPE) --workers $(WORKERS) --work out/toy-train-$(RECIPE) --out assets/toy-cogvideox

@@ -307,6 +307,15 @@ def test_the_shipped_model_is_v9s_recipe():
     assert stored_recipe(shipped) == json.loads(json.dumps(asdict(RECIPES["v9"])))  # make toy-model reproduces what ships
 
 
+def test_no_recipe_reads_the_folder_make_toy_model_writes():
+    """`make toy-model` exports into assets/toy-cogvideox: a recipe reading it would read its own output."""
+    from ditflow.toyworld.model import recipe_folder
+
+    shipped = recipe_folder("assets/toy-cogvideox")
+    for name, recipe in RECIPES.items():
+        assert shipped not in {recipe_folder(f) for f in (recipe.vae_from, recipe.init_from) if f}, name
+
+
 def test_recipe_refuses_sizes_the_patch_grid_cannot_tile():
     with pytest.raises(ValueError, match="multiple of 12"):
         replace(Recipe(), patch=3)  # 64 px: VAE factor 4 x patch 3 = 12 does not divide it

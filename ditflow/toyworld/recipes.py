@@ -99,7 +99,10 @@ class Recipe:
 
 
 # Where v8 takes its VAE: v4's (stages 1 and 3 of Recipe()), which every shipped model since v4 carries unchanged.
-V4_VAE = "assets/toy-cogvideox"
+# Not assets/toy-cogvideox, where `make toy-model` writes: a recipe must not read its own output. `make toy-model`
+# copies the shipped VAE here once, before it trains anything (adopt_vae loads only the weights, and those are
+# the same bytes in v4, v8 and v9, so v8 computes what it did when it read assets/toy-cogvideox).
+V4_VAE = "out/toy-v4-vae"
 
 # v8's guidance defaults (benchmarks/sweeps/toy-v8-soft.toml, 10 references x noise seeds 2 and 3): v4's, but the AMF
 # loss aims at the reference's soft AMF and spans blocks 6 and 7, with KV injection at block 0: 8.53 px against

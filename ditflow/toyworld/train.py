@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--recipe", choices=sorted(RECIPES), default="v9",
                     help="named recipe: v9 (the shipped model: v8 trained further from out/toy-v8, bf16; minutes on "
-                         "a GPU), v8 (larger coarse shapes, shape-weighted loss, v4's VAE, batches "
+                         "a GPU), v8 (larger coarse shapes, shape-weighted loss, v4's VAE from out/toy-v4-vae, batches "
                          "of 256; minutes on a GPU, about 20 hours on 2 CPU cores; v9 starts from it), v4 (the CPU "
                          "recipe, shipped before v8: about 70 min on 2 cores)")
     ap.add_argument("--vae-steps", type=int)
