@@ -55,7 +55,10 @@ tiny-model: $(TINY_MODEL)/model_index.json
 # 70 min on 2 cores). WORKERS processes render the training clips.
 RECIPE  ?= v9
 WORKERS ?= 0
+# v8 takes v4's VAE from out/toy-v4-vae (never from assets/toy-cogvideox, which this target overwrites): copied
+# here from the shipped model, whose VAE has been v4's since v4, before anything is trained.
 toy-model:
+	@if [ ! -d out/toy-v4-vae/vae ]; then mkdir -p out/toy-v4-vae && cp -r assets/toy-cogvideox/vae out/toy-v4-vae/; fi
 	@if [ "$(RECIPE)" = v9 ] && [ ! -f out/toy-v8/model_index.json ]; then \
 	  $(PY) -m ditflow.toyworld.train --recipe v8 --workers $(WORKERS) --work out/toy-train-v8 --out out/toy-v8; fi
 	$(PY) -m ditflow.toyworld.train --recipe $(RECIPE) --workers $(WORKERS) --work out/toy-train-$(RECIPE) --out assets/toy-cogvideox
@@ -110,7 +113,7 @@ bench-quality:
 
 # The demo's reference: held-out world seed 39 (an orange circle on an arc), drawn in the shipped model's world.
 toy-reference:
-	$(PY) -c "from ditflow.toyworld.train import model_world_clip; from ditflow.video import write_video; write_video(model_world_clip(39, 'assets/toy-cogvideox').frames, 'assets/toy-reference.gif', overwrite=True)"
+	$(PY) -c "from ditflow.toyworld.references import model_world_clip; from ditflow.video import write_video; write_video(model_world_clip(39, 'assets/toy-cogvideox').frames, 'assets/toy-reference.gif', overwrite=True)"
 
 # Which block's AMF sees the true motion at which noise level (picks the toy model's guidance block/range).
 probe-amf:

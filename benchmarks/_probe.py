@@ -18,7 +18,7 @@ def load(model_arg: str):
 def references(model_arg: str, pre, n: int):
     """(seed, clip) of the first n held-out single-object clips, drawn in the model's world."""
     from ditflow.backbone import resolve_folder
-    from ditflow.toyworld.train import held_out_clips, model_world
+    from ditflow.toyworld.references import held_out_clips, model_world
 
     world = model_world(resolve_folder(model_arg))
     return held_out_clips(n, pre.frames, pre.height, pre.width, world.radius, shapes=world.shapes)

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions  # noqa: E402
 from ditflow.config_file import apply_overrides  # noqa: E402
 from ditflow.toyworld import judge  # noqa: E402
-from ditflow.toyworld.train import held_out_clips, model_world  # noqa: E402
+from ditflow.toyworld.references import held_out_clips, model_world  # noqa: E402
 from ditflow.toyworld.world import BG_COLOURS, COLOURS, SHAPES, World  # noqa: E402
 
 SETUPS: dict[str, dict] = {

@@ -13,7 +13,9 @@ from dataclasses import replace
 
 import torch
 
-from ditflow.toyworld.train import RECIPES, _ema_step, _rope, build, draw_batch, noised
+from ditflow.toyworld.diffusion import draw_batch, ema_step, noised, rope
+from ditflow.toyworld.model import build
+from ditflow.toyworld.recipes import RECIPES
 
 
 def main() -> None:
@@ -29,7 +31,7 @@ def main() -> None:
     _, text_encoder, _, transformer, scheduler = build(recipe)
     transformer.to(dev).train()
     text_encoder.to(dev).train()
-    rope, alphas = _rope(recipe, transformer, dev), scheduler.alphas_cumprod.to(dev, torch.float32)
+    tables, alphas = rope(recipe, transformer, dev), scheduler.alphas_cumprod.to(dev, torch.float32)
     n, side, frames = 4096, recipe.latent_size, (recipe.frames - 1) // 4 + 1
     bank = torch.randn(n, frames, recipe.latent_channels, side, side, device=dev)
     masks = torch.rand(n, frames, 1, side, side, device=dev)
@@ -50,14 +52,14 @@ def main() -> None:
             idx, t, noise = idx.to(dev), t.to(dev), noise.to(dev)
         xt, target = noised(alphas, bank[idx], noise, t)
         pred = transformer(hidden_states=xt, encoder_hidden_states=text_encoder(ids[rows])[0], timestep=t,
-                           image_rotary_emb=rope, return_dict=False)[0]
+                           image_rotary_emb=tables, return_dict=False)[0]
         loss = ((1 + masks[idx]) * (pred - target) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if optimise:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            _ema_step(ema, transformer, recipe.ema)
+            ema_step(ema, transformer, recipe.ema)
         if read_loss:
             loss.item()
 

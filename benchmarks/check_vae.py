@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ditflow.toyworld import judge  # noqa: E402
-from ditflow.toyworld.train import held_out_clips, model_world  # noqa: E402
+from ditflow.toyworld.references import held_out_clips, model_world  # noqa: E402
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def main() -> None:
     from ditflow.backbone import resolve_folder
     from ditflow.sampling import Denoiser, sample
     from ditflow.toyworld import judge
-    from ditflow.toyworld.train import model_world
+    from ditflow.toyworld.references import model_world
 
     pre, backbone, _, model = _probe.load(args.model)
     world = model_world(resolve_folder(args.model))

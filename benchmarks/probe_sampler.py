@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_quality import new_prompt, references  # noqa: E402
 from ditflow.toyworld import judge  # noqa: E402
-from ditflow.toyworld.train import model_world  # noqa: E402
+from ditflow.toyworld.references import model_world  # noqa: E402
 
 VARIANTS = {  # the model's defaults (DDIM, its CFG and steps) but for what each names
     "default": {},

@@ -41,7 +41,9 @@ def main() -> None:
     from benchmarks import _probe
     from ditflow.toyworld.judge import swap_word
     from ditflow.backbone import resolve_folder
-    from ditflow.toyworld.train import latent_mask, model_world, noised, object_errors, to_latent_grid
+    from ditflow.toyworld.data import latent_mask, to_latent_grid
+    from ditflow.toyworld.diffusion import noised
+    from ditflow.toyworld.references import model_world, object_errors
     from ditflow.toyworld.world import shape_region
 
     pre, backbone, _, model = _probe.load(args.model)

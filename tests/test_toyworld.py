@@ -94,3 +94,54 @@ def test_shape_region_holds_every_shape_of_the_world():
         assert (_shape_mask(s, x, y, r, 64, 64) <= region[4]).all()
     assert (clip.masks[0] <= region).all() and (shape_ambiguity(clip, COARSE_SHAPES) <= region).all()
     assert region[4][int(y), int(x)] and not shape_ambiguity(clip, COARSE_SHAPES)[4][int(y), int(x)]
+
+
+# ------------------------------------------------------------------ references: a toy model's world, for benchmarks
+def test_model_world_radius_follows_the_model_recipe(tmp_path):
+    import json
+
+    from ditflow.toyworld.references import model_world
+    from ditflow.toyworld.world import OBJECT_RADIUS
+
+    assert model_world(tmp_path).radius == OBJECT_RADIUS  # not a trained folder: today's world
+    (tmp_path / "recipe.json").write_text(json.dumps({"size": 64}))
+    assert model_world(tmp_path).radius == (0.10, 0.18)  # v3 predates the setting
+    (tmp_path / "recipe.json").write_text(json.dumps({"object_radius": [0.2, 0.3]}))
+    assert model_world(tmp_path).radius == (0.2, 0.3)
+
+
+def test_model_world_reads_the_shape_set(tmp_path):
+    import json
+
+    from ditflow.toyworld.references import model_world
+    from ditflow.toyworld.world import COARSE_SHAPES, SHAPES
+
+    (tmp_path / "recipe.json").write_text(json.dumps({"object_radius": [0.14, 0.22]}))
+    assert model_world(tmp_path).shapes == SHAPES  # v1-v6 predate the setting
+    (tmp_path / "recipe.json").write_text(json.dumps({"object_radius": [0.18, 0.26], "shapes": list(COARSE_SHAPES)}))
+    assert model_world(tmp_path).shapes == COARSE_SHAPES and model_world(tmp_path).radius == (0.18, 0.26)
+
+
+def test_model_world_clip_draws_at_the_model_size(tmp_path):
+    import json
+
+    from ditflow.toyworld.references import model_world_clip
+
+    (tmp_path / "recipe.json").write_text(json.dumps({"size": 48, "frames": 9, "object_radius": [0.2, 0.2]}))
+    clip = model_world_clip(3, tmp_path)
+    assert clip.frames.shape == (9, 48, 48, 3)
+    assert np.array_equal(clip.frames, make_clip(3, 9, 48, 48, radius=(0.2, 0.2)).frames)
+
+
+def test_object_errors_average_over_covered_pixels_only():
+    import torch
+
+    from ditflow.toyworld.references import object_errors
+
+    target = torch.zeros(2, 3, 4, 4, 4)
+    pred = target.clone()
+    pred[:, :, :, 0, 0] = 2.0  # wrong only at pixel (0, 0)
+    mask = torch.zeros(2, 3, 1, 4, 4)
+    mask[0, :, :, 0, 0] = 1.0  # sample 0: the error is on its object
+    mask[1, :, :, 3, 3] = 1.0  # sample 1: the error is off its object
+    assert torch.allclose(object_errors(pred, target, mask), torch.tensor([4.0, 0.0]))
