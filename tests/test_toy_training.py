@@ -307,6 +307,13 @@ def test_the_shipped_model_is_v9s_recipe():
     assert stored_recipe(shipped) == json.loads(json.dumps(asdict(RECIPES["v9"])))  # make toy-model reproduces what ships
 
 
+def test_the_shipped_models_guidance_defaults_are_v9s():
+    from ditflow.toyworld.recipes import V9_DEFAULTS
+
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "assets/toy-cogvideox/ditflow.json").read_text())
+    assert shipped == json.loads(json.dumps(V9_DEFAULTS))  # an export writes ditflow.json from the recipe
+
+
 def test_no_recipe_reads_the_folder_make_toy_model_writes():
     """`make toy-model` exports into assets/toy-cogvideox: a recipe reading it would read its own output."""
     from ditflow.toyworld.model import recipe_folder

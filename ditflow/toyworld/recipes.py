@@ -72,9 +72,10 @@ class Recipe:
         # (toy-v4-optimizer.toml, 20 references x 3 seeds): 9.75 px against 12.93 with 0.03 -> 0.01. emb mode
         # takes 0.08 -> 0.03 (toy-v4-clean.toml, toy-v4-emb.toml): 11.90 px against 12.80 at 0.05 -> 0.02 and
         # 14.58 at 0.03 -> 0.01, and stronger embeddings replay better (emb-lr-toy-v4.json). Mutual weighting:
-        # 9.49 px against confidence's 9.75, better in 28 videos of 60 and worse in 14 (toy-v4-clean.toml)
-        "guidance_range": [35, 15], "lr": [0.015, 0.005], "emb_lr": [0.08, 0.03], "opt_mode": "latent",
-        "emb_param": "angle", "emb_after": "carry", "loss_weighting": "mutual", "injection": False,
+        # 9.49 px against confidence's 9.75, better in 28 videos of 60 and worse in 14 (toy-v4-clean.toml).
+        # (v4 also carried emb mode's last tables past the range; round 2 cut that option, see docs/toy-model.md)
+        "guidance_range": [35, 15], "lr": {"latent": [0.015, 0.005], "emb": [0.08, 0.03]}, "opt_mode": "latent",
+        "emb_param": "angle", "loss_weighting": "mutual", "injection": False,
     })
 
     @property
@@ -111,7 +112,7 @@ V8_DEFAULTS = {**Recipe().defaults, "guidance_blocks": [6, 7], "reference_flow":
 # v9's guidance defaults: v8's, but emb mode at half the rate and with the model's RoPE tables restored after the
 # range (benchmarks/sweeps/toy-v9-emb*.toml, 10 references x noise seeds 2 and 3): prompt match 95% against 30%,
 # path error 9.68 px against 9.45
-V9_DEFAULTS = {**V8_DEFAULTS, "emb_lr": [0.04, 0.015], "emb_after": "restore"}
+V9_DEFAULTS = {**V8_DEFAULTS, "lr": {"latent": [0.015, 0.005], "emb": [0.04, 0.015]}}
 
 # Named recipes (`--recipe`). v4 = Recipe(), the CPU recipe (shipped until v8, about 70 min on 2 cores).
 RECIPES: dict[str, Recipe] = {"v4": Recipe()}
