@@ -33,15 +33,20 @@ help:
 	@echo "make bench-quality  motion-transfer quality table on the toy model (held-out references)"
 	@echo "make probe-amf / probe-text / probe-sampler / probe-renoise  what the toy model's AMF sees per block and noise level / which prompt words it reads / whether the sampler sets its shapes / from which noise level it loses them"
 
-.venv/bin/python:
+# The environment is a prerequisite of everything that runs ditflow: on a fresh clone `make demo` or
+# `make test` builds it first. The stamp is rebuilt when pyproject.toml changes.
+VENV_STAMP := .venv/.installed
+$(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
-
-install: .venv/bin/python
 	.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 	.venv/bin/pip install -q -e ".[test]"
+	touch $@
 
-test:
+install: $(VENV_STAMP)
+
+test: $(VENV_STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 $(TINY_MODEL)/model_index.json:
@@ -64,7 +69,7 @@ toy-model:
 	$(PY) -m ditflow.toyworld.train --recipe $(RECIPE) --workers $(WORKERS) --work out/toy-train-$(RECIPE) --out assets/toy-cogvideox
 
 # The chain: each stage prints one hash on stdout, the next stage takes it.
-transfer:
+transfer: $(VENV_STAMP)
 	@mkdir -p $(OUT)
 	AMF=$$($(DITFLOW) extract $(VIDEO) --model $(MODEL) $(SIZE)) && \
 	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(PROMPT)" $(GUIDE) --out $(OUT)/transfer.mp4 --overwrite) && \
@@ -73,7 +78,7 @@ transfer:
 
 # The README's first command: the chain on the trained toy model (assets/toy-cogvideox) and a bundled
 # reference (an orange circle on an arc, a held-out world seed). Settings come from the model's ditflow.json.
-demo:
+demo: $(VENV_STAMP)
 	@mkdir -p $(OUT)
 	@START=$$(date +%s) && \
 	AMF=$$($(DITFLOW) extract $(TOY_VIDEO) --model toy) && \

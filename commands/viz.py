@@ -29,14 +29,17 @@ def _target(out: Optional[Path], default: str) -> Path:
     return out if out is not None else free_path(Path.cwd() / default)
 
 
-def _video_target(path: Path, default: str, overwrite: bool) -> tuple[Path, str]:
-    """--out's format (.gif or .mp4) and its preflight, before any picture is drawn."""
+def _video_target(path: Path, default: str, overwrite: bool, still: bool = False) -> tuple[Path, str]:
+    """--out's format (.gif or .mp4, or with `still` a .png picture) and its preflight, before any picture is drawn."""
     from ditflow.errors import InputError
+    from ditflow.fileio import check_target
     from ditflow.video import check_output
 
     fmt = path.suffix.lstrip(".").lower() or default
+    if still and fmt == "png":
+        return check_target(path, overwrite), fmt
     if fmt not in ("gif", "mp4"):
-        raise InputError(f"--out {path}: write a .gif or .mp4")
+        raise InputError(f"--out {path}: write a .gif or .mp4{' (or a .png still)' if still else ''}")
     return check_output(path, fmt, overwrite)
 
 
@@ -50,7 +53,8 @@ def amf_command(
     cache: CacheOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """AMF of an amf artifact as a GIF or MP4, one picture per latent frame pair.
+    """AMF of an amf artifact as a GIF or MP4, one picture per latent frame pair, or as one PNG still of
+    all pairs in a grid (`--out x.png`: a paper figure).
 
     Left: arrows over the reference frame (latent frame i is pixel frame ≈ i·(frames-1)/(latents-1)). Right: the flow colour-coded (hue = direction, saturation = magnitude, white = still; legend wheel in the corner), one colour scale for all pairs.
     """
@@ -58,17 +62,20 @@ def amf_command(
     from ditflow.errors import InputError
     from ditflow.store import Store
     from ditflow.video import write_video
-    from ditflow.viz import amf_pictures, parse_pairs
+    from ditflow.viz import amf_pictures, parse_pairs, picture_grid, write_still
 
     art = load(Store(cache), ref, kind="amf")
     blocks = art.blocks
     block = blocks[0] if block is None and blocks else block
     if block not in blocks:
         raise InputError(f"artifact {art.hash[:12]} has no AMF of block {block}; it has blocks {', '.join(map(str, blocks)) or 'none'}")
-    path, fmt = _video_target(_target(out, f"amf-{art.hash[:12]}-b{block}.gif"), "gif", overwrite)
+    path, fmt = _video_target(_target(out, f"amf-{art.hash[:12]}-b{block}.gif"), "gif", overwrite, still=True)
     grid = art.grid
     chosen = parse_pairs(pairs, grid[0])
     pictures = amf_pictures(art.frames, art.amf(block).numpy(), grid, chosen, title=f"AMF {art.hash[:12]} block {block}")
+    if fmt == "png":
+        typer.echo(str(write_still(picture_grid(pictures), path, overwrite=overwrite)))
+        return
     typer.echo(str(write_video(pictures, path, fmt=fmt, fps=fps, overwrite=overwrite)))
 
 

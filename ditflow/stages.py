@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from . import artifacts
 from .artifacts import AmfArtifact, GenArtifact
@@ -20,7 +19,7 @@ from .errors import IncompatibleArtifact, InputError
 from .fileio import printable
 from .progress import Progress
 from .store import Store, content_key, hash_file_into
-from .video import check_crop, check_input, count_frames, fit_frames, fit_note, read_video
+from .video import check_input, count_frames, fit_frames, fit_note, read_video
 
 AMF_FORMAT = 4  # part of the hash: a format change never reuses an older cache's artifacts
 

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from .store_gc import GcPlan, ObjectEntry
 
 FORMAT_VERSION = 2  # 2: round 2's settings (cut knobs, per-mode lr); part of every hash
-META = "meta.json"
 MIN_PREFIX = 6
 _SHARD, _REST = re.compile(r"^[0-9a-f]{2}$"), re.compile(r"^[0-9a-f]{62}$")
 

@@ -123,6 +123,29 @@ def amf_pictures(frames: np.ndarray, amf: np.ndarray, grid: tuple[int, int, int]
 
 
 # -- side by side --------------------------------------------------------------------------------------
+def picture_grid(pictures: np.ndarray, columns: int | None = None, gap: int = 4) -> np.ndarray:
+    """One still image of pictures [N, H, W, 3] (uint8) in a grid, row by row on white: [rows*(H+gap)-gap,
+    cols*(W+gap)-gap, 3]. Default columns: ceil(sqrt(N)), so a paper figure stays near square."""
+    n, h, w, _ = pictures.shape
+    cols = columns or int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
+    for k, pic in enumerate(pictures):
+        r, c = divmod(k, cols)
+        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = pic
+    return out
+
+
+def write_still(image: np.ndarray, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write one uint8 image [H, W, 3] as PNG, atomically; refuses to replace `path` unless asked."""
+    import imageio.v3 as iio
+
+    path = check_target(path, overwrite)
+    with atomic_file(path) as tmp:
+        iio.imwrite(tmp, np.ascontiguousarray(image, dtype=np.uint8), extension=".png")
+    return path
+
+
 def header_strip(width: int, text: str, height: int) -> np.ndarray:
     """A black strip uint8 [height, width, 3] holding `text` in white (ASCII; shrunk to fit the width)."""
     import cv2
@@ -193,7 +216,7 @@ def plot_losses(losses: list[dict[str, Any]], path: str | os.PathLike, title: st
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110, gridspec_kw={"width_ratios": [3, 2]})
     x0, centers = 0, []
-    for (s, recs), t in zip(steps.items(), timesteps):
+    for recs, t in zip(steps.values(), timesteps):
         xs = np.arange(x0, x0 + len(recs))
         ys = [float(r["loss"]) for r in recs]
         ax1.plot(xs, ys, color=cmap(norm(t)), lw=1.5, marker="." if len(recs) < 30 else None)

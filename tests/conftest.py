@@ -69,3 +69,23 @@ def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
         main()
     out, err = capsys.readouterr()
     return exit_info.value.code, out, err
+
+
+@pytest.fixture(scope="session")
+def amf_cache(tiny_rope, ref_video, tmp_path_factory):
+    """A cache holding one AMF of the tiny model, shared by the tests that check a guide refuses bad input before it writes anything."""
+    from ditflow.config import RuntimeOptions
+    from ditflow.stages import extract
+
+    cache = tmp_path_factory.mktemp("amf-cache")
+    art = extract(ref_video, extract_cfg(tiny_rope), runtime=RuntimeOptions(device="cpu", quiet=True), store=Store(cache))
+    return cache, art.hash
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if any model would load."""
+    def refuse(*_, **__):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("ditflow.stages.Backbone", refuse)

@@ -21,7 +21,7 @@ def size_flags(model):
 
 def assert_one_line_error(code, out, err, text):
     assert code not in (0, None)
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], err
     assert "Traceback" not in err and out == ""
 

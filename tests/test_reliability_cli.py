@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import FRAMES, HEIGHT, WIDTH, extract_cfg, run_cli
+from conftest import FRAMES, HEIGHT, WIDTH, run_cli
 from ditflow.store import Store
 
 
@@ -22,26 +22,6 @@ def tree(path):
     if not path.exists():
         return {}
     return {p.relative_to(path).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(path.rglob("*"))}
-
-
-@pytest.fixture(scope="module")
-def amf_cache(tiny_rope, ref_video, tmp_path_factory):
-    """A cache holding one AMF of the tiny model (module-wide: several tests guide from it)."""
-    from ditflow.config import RuntimeOptions
-    from ditflow.stages import extract
-
-    cache = tmp_path_factory.mktemp("amf-cache")
-    art = extract(ref_video, extract_cfg(tiny_rope), runtime=RuntimeOptions(device="cpu", quiet=True), store=Store(cache))
-    return cache, art.hash
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    """Fail the test if any model would load."""
-    def refuse(*_, **__):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr("ditflow.stages.Backbone", refuse)
 
 
 @pytest.mark.parametrize("argv", [[], ["cache"], ["viz"]])

@@ -18,7 +18,7 @@ from fakes import put, snapshot
 
 
 def one_error_line(err: str, text: str) -> str:
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], err
     assert "Traceback" not in err
     return lines[0]

@@ -10,7 +10,7 @@ from conftest import FRAMES, HEIGHT, WIDTH, run_cli
 from ditflow.config import ExtractConfig, GuideConfig
 from ditflow.config_file import load_config_file
 from ditflow.errors import InputError
-from test_reliability_cli import amf_cache, no_model, one_error_line, tree  # noqa: F401 (fixtures)
+from test_reliability_cli import one_error_line, tree
 
 
 @pytest.mark.parametrize("flag, value", [("--temperature", "nan"), ("--temperature", "inf"), ("--temperature", "0"),

@@ -134,6 +134,23 @@ def test_viz_amf_writes_one_picture_per_pair(capsys, monkeypatch):
     assert code != 0 and err.startswith("error:") and "blocks 7, 9" in err
 
 
+def test_viz_amf_png_is_one_still_grid_of_every_pair(capsys, monkeypatch):
+    import imageio.v3 as iio
+
+    amf_hash, _ = make_artifacts()
+    code, gif, _ = run_cli(["viz", "amf", amf_hash[:8], "--out", "pairs.gif"], capsys, monkeypatch)
+    pics = read_video(gif.strip())
+    code, out, err = run_cli(["viz", "amf", amf_hash[:8], "--out", "pairs.png"], capsys, monkeypatch)
+    assert code == 0, err
+    still = iio.imread(out.strip())
+    n, h, w = pics.shape[:3]  # GRID[0] - 1 pairs, in ceil(sqrt(n)) columns with 4-pixel gaps
+    cols = int(np.ceil(np.sqrt(n)))
+    assert still.shape == ((-(-n // cols)) * (h + 4) - 4, cols * (w + 4) - 4, 3)
+    assert np.abs(still[:h, :w].astype(int) - pics[0]).mean() < 3  # the first pair (the GIF is palette-quantised)
+    code, _, err = run_cli(["viz", "amf", amf_hash[:8], "--out", "pairs.png"], capsys, monkeypatch)
+    assert code != 0 and "already exists" in err  # no silent overwrite
+
+
 def test_viz_amf_of_a_gen_artifact_is_one_error_line(capsys, monkeypatch):
     _, gen_hash = make_artifacts()
     code, out, err = run_cli(["viz", "amf", gen_hash], capsys, monkeypatch)
