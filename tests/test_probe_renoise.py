@@ -21,6 +21,7 @@ def test_first_step_joins_the_schedule_at_or_below_t0():
         probe.first_step(timesteps, 900)
 
 
+@pytest.mark.shipped
 def test_probe_keeps_every_shape_when_barely_noised(tmp_path, monkeypatch):
     out = tmp_path / "renoise.json"
     monkeypatch.setattr(sys, "argv", ["probe_renoise.py", "--per-shape", "1", "--timesteps", "20", "--seeds", "0",

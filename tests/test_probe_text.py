@@ -1,6 +1,8 @@
 """The prompt-word probe: its swapped words (judge.swap_word), and what it reads off the shipped toy model."""
 import importlib.util
 import json
+
+import pytest
 import sys
 from pathlib import Path
 
@@ -20,6 +22,7 @@ def test_swap_word_changes_one_word_of_the_first_object():
     assert all(p.objects[1] == ("blue", "square") and p.bg_colour == "grey" for p in colours)
 
 
+@pytest.mark.shipped
 def test_probe_sees_the_toy_model_read_the_colour_word(tmp_path, monkeypatch):
     out = tmp_path / "probe.json"
     monkeypatch.setattr(sys, "argv", ["probe_text.py", "--refs", "4", "--timesteps", "500", "--out", str(out)])

@@ -8,8 +8,21 @@ from ditflow import stages
 from ditflow.config import GuideConfig
 from ditflow.errors import IncompatibleArtifact, InputError
 from ditflow.stages import InjectConfig, extract, guide, inject
+from ditflow.store import Store
 
 FAST = dict(steps=4, guidance_range=(4, 2), opt_steps=4)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One cache for the module (overrides conftest's): equal extractions are cache hits, so each tiny AMF is
+    computed once. Tests that look at what a store holds take `fresh_store`."""
+    return Store(tmp_path_factory.mktemp("stages-cache"))
+
+
+@pytest.fixture
+def fresh_store(tmp_path):
+    return Store(tmp_path / "cache")
 
 
 @pytest.mark.parametrize("scheduler,dynamic", [("ddim", False), ("dpm", True)])
@@ -185,7 +198,8 @@ def test_guide_checks_the_amf_matches(tiny_rope, tiny_sincos, ref_video, store, 
         guide(amf.hash, GuideConfig(prompt="x", steps=4, guidance_range=(50, 40)), runtime=runtime, store=store)
 
 
-def test_bad_extract_inputs(tiny_rope, ref_video, tmp_path, store, runtime):
+def test_bad_extract_inputs(tiny_rope, ref_video, tmp_path, fresh_store, runtime):
+    store = fresh_store
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video")
     with pytest.raises(InputError, match="cannot read video"):
@@ -202,9 +216,10 @@ def test_bad_extract_inputs(tiny_rope, ref_video, tmp_path, store, runtime):
     assert store.hashes() == []
 
 
-def test_interrupt_leaves_no_artifact(tiny_rope, ref_video, store, runtime, monkeypatch):
+def test_interrupt_leaves_no_artifact(tiny_rope, ref_video, fresh_store, runtime, monkeypatch):
     from ditflow import artifacts
 
+    store = fresh_store
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
