@@ -91,11 +91,12 @@ demo: $(VENV_STAMP)
 	$(DITFLOW) eval $$GEN --tracker lk --metrics mf --json $(OUT)/demo-eval.json --overwrite > /dev/null && \
 	$(DITFLOW) eval $$BASE --reference $$AMF --tracker lk --metrics mf --json $(OUT)/demo-eval-backbone.json --overwrite > /dev/null && \
 	CMP=$$($(DITFLOW) viz compare $$AMF $$BASE $$GEN $$INJ --labels reference,backbone,ditflow,injected --out $(OUT)/demo-compare.mp4 --overwrite) && \
+	STRIP=$$($(DITFLOW) viz compare $$AMF $$BASE $$GEN $$INJ --labels reference,backbone,ditflow,injected --out $(OUT)/demo-compare.png --overwrite) && \
 	echo "reference AMF   $$AMF ($(TOY_VIDEO))" && echo "backbone video  $$BASE -> $(OUT)/demo-backbone.mp4" && \
 	echo "guided video    $$GEN -> $(OUT)/demo-guided.mp4" && \
 	echo "zero-shot reuse $$INJ -> $(OUT)/demo-injected.mp4 ($(TOY_PROMPT2))" && \
 	echo "motion fidelity $$(python3 -c "import json;print(round(json.load(open('$(OUT)/demo-eval.json'))['motion_fidelity'],3))") guided, $$(python3 -c "import json;print(round(json.load(open('$(OUT)/demo-eval-backbone.json'))['motion_fidelity'],3))") backbone" && \
-	echo "side by side    $$CMP" && echo "took            $$(( $$(date +%s) - START )) s"
+	echo "side by side    $$CMP (still: $$STRIP)" && echo "took            $$(( $$(date +%s) - START )) s"
 
 # The same chain on a tiny *random* model (no weights at all): proves the plumbing, its videos are noise.
 demo-tiny: tiny-model

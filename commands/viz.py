@@ -14,6 +14,7 @@ viz_app = typer.Typer(help="Pictures of artifacts: AMF flow, side-by-side videos
 
 HashArg = Annotated[str, typer.Argument(metavar="HASH", help="Artifact hash (or a unique prefix of at least 6 characters).", show_default=False)]
 VizOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default: a new name in the current folder).", show_default=False)]
+STILL_ROWS = 4  # frames in a still of `viz compare`
 FpsOpt = Annotated[int, typer.Option("--fps", help="Frames per second of the written video.")]
 
 
@@ -89,15 +90,16 @@ def compare_command(
     cache: CacheOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Side-by-side video: reference | generated (| more), labelled, cut to the shortest and resized to the reference's height."""
+    """Side-by-side video: reference | generated (| more), labelled, cut to the shortest and resized to the
+    reference's height; or, with `--out x.png`, one still of it at 4 evenly spaced frames, one row each."""
     from ditflow.errors import InputError
     from ditflow.eval import resolve_frames
     from ditflow.store import Store
     from ditflow.video import write_video
-    from ditflow.viz import side_by_side
+    from ditflow.viz import picture_grid, side_by_side, write_still
 
     if out is not None:  # before reading any video
-        _video_target(out, "mp4", overwrite)
+        _video_target(out, "mp4", overwrite, still=True)
     store = Store(cache)
     sources = [resolve_frames(a, store) for a in [ref, *gens]]
     names = [s.label if s.artifact is not None else Path(s.label).stem or s.label for s in sources]
@@ -107,7 +109,13 @@ def compare_command(
             raise InputError(f"--labels has {len(names)} labels for {len(sources)} videos (reference first)")
     frames = side_by_side([s.frames for s in sources], names)
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in names[1].split(":")[-1])[:40]
-    path, fmt = _video_target(_target(out, f"compare-{slug}.mp4"), "mp4", overwrite)
+    path, fmt = _video_target(_target(out, f"compare-{slug}.mp4"), "mp4", overwrite, still=True)
+    if fmt == "png":
+        import numpy as np
+
+        rows = np.linspace(0, len(frames) - 1, min(STILL_ROWS, len(frames))).round().astype(int)
+        typer.echo(str(write_still(picture_grid(frames[rows], columns=1), path, overwrite=overwrite)))
+        return
     typer.echo(str(write_video(frames, path, fmt=fmt, fps=fps, overwrite=overwrite)))
 
 

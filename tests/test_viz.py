@@ -156,6 +156,17 @@ def test_viz_amf_png_is_one_still_grid_of_every_pair(capsys, monkeypatch):
     assert code != 0 and "already exists" in err  # no silent overwrite
 
 
+def test_viz_compare_png_is_a_still_of_four_frames(capsys, monkeypatch):
+    import imageio.v3 as iio
+
+    amf_hash, gen_hash = make_artifacts()
+    code, out, err = run_cli(["viz", "compare", amf_hash, gen_hash, "--out", "strip.png"], capsys, monkeypatch)
+    assert code == 0, err
+    code, video, _ = run_cli(["viz", "compare", amf_hash, gen_hash, "--out", "strip.gif"], capsys, monkeypatch)
+    still, frames = iio.imread(out.strip()), read_video(video.strip())
+    assert still.shape[1] == frames.shape[2] and still.shape[0] == 4 * (frames.shape[1] + 4) - 4
+
+
 def test_viz_amf_of_a_gen_artifact_is_one_error_line(capsys, monkeypatch):
     _, gen_hash = make_artifacts()
     code, out, err = run_cli(["viz", "amf", gen_hash], capsys, monkeypatch)
