@@ -19,7 +19,7 @@ TINY_SIZE  ?= --frames 9 --height 32 --width 48 --blocks 1
 TINY_GUIDE ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 OUT     ?= out
 
-.PHONY: install test test-shipped demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality probe-amf probe-text probe-sampler probe-renoise toy-reference
+.PHONY: install test test-shipped docs demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality probe-amf probe-text probe-sampler probe-renoise toy-reference
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -48,6 +48,10 @@ install: $(VENV_STAMP)
 test: $(VENV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# docs/cli.md from the commands' own help (a test fails when it is stale)
+docs: $(VENV_STAMP)
+	$(PY) -m ditflow.cli.docs > docs/cli.md
 
 test-shipped: $(VENV_STAMP)
 	$(PY) -m pytest -q -m shipped

@@ -96,7 +96,7 @@ def compare_command(
     from ditflow.eval import resolve_frames
     from ditflow.store import Store
     from ditflow.video import write_video
-    from ditflow.viz import picture_grid, side_by_side, write_still
+    from ditflow.viz import side_by_side, side_by_side_still, write_still
 
     if out is not None:  # before reading any video
         _video_target(out, "mp4", overwrite, still=True)
@@ -107,15 +107,13 @@ def compare_command(
         names = [x.strip() for x in labels.split(",")]
         if len(names) != len(sources):
             raise InputError(f"--labels has {len(names)} labels for {len(sources)} videos (reference first)")
-    frames = side_by_side([s.frames for s in sources], names)
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in names[1].split(":")[-1])[:40]
     path, fmt = _video_target(_target(out, f"compare-{slug}.mp4"), "mp4", overwrite, still=True)
     if fmt == "png":
-        import numpy as np
-
-        rows = np.linspace(0, len(frames) - 1, min(STILL_ROWS, len(frames))).round().astype(int)
-        typer.echo(str(write_still(picture_grid(frames[rows], columns=1), path, overwrite=overwrite)))
+        still = side_by_side_still([s.frames for s in sources], names, rows=STILL_ROWS)
+        typer.echo(str(write_still(still, path, overwrite=overwrite)))
         return
+    frames = side_by_side([s.frames for s in sources], names)
     typer.echo(str(write_video(frames, path, fmt=fmt, fps=fps, overwrite=overwrite)))
 
 

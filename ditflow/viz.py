@@ -192,6 +192,20 @@ def side_by_side(videos: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndar
     return np.concatenate(cols, axis=2)
 
 
+def side_by_side_still(videos: Sequence[np.ndarray], labels: Sequence[str], rows: int = 4, gap: int = 4) -> np.ndarray:
+    """One still of `side_by_side(videos, labels)`: its labels once, then `rows` evenly spaced frames under
+    them, separated by white gaps. -> uint8 [header + rows*(H+gap)-gap, ΣW, 3]."""
+    frames = side_by_side(videos, labels)
+    header = _header_height(videos[0].shape[1] // 2 * 2)
+    picks = np.linspace(0, len(frames) - 1, min(rows, len(frames))).round().astype(int)
+    bodies = [frames[i, header:] for i in picks]
+    white = np.full((gap, frames.shape[2], 3), 255, np.uint8)
+    parts = [frames[picks[0], :header]]
+    for k, body in enumerate(bodies):
+        parts += [white, body] if k else [body]
+    return np.concatenate(parts, axis=0)
+
+
 # -- loss curves ---------------------------------------------------------------------------------------
 def plot_losses(losses: list[dict[str, Any]], path: str | os.PathLike, title: str = "guidance loss", overwrite: bool = False) -> Path:
     """PNG of a guide run's losses ({"step", "timestep", "opt_step", "loss"} records): left, every

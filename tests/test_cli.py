@@ -121,3 +121,21 @@ def test_help_is_fast_and_lazy():
     code = ("import sys, ditflow.cli.app; "
             "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, sorted(m for m in sys.modules if m in ('torch','diffusers'))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_cli_reference_is_current():
+    """docs/cli.md is made from the commands' help (`make docs`): help written once cannot drift."""
+    from pathlib import Path
+
+    from ditflow.cli.docs import cli_markdown
+
+    shipped = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert shipped == cli_markdown(), "docs/cli.md is stale: run `make docs`"
+
+
+def test_guide_help_offers_none_of_the_cut_knobs():
+    from ditflow.cli.docs import cli_markdown
+
+    text = cli_markdown()
+    for knob in ("--optimizer", "--grad-blur", "--latent-stride", "--emb-after", "salient"):
+        assert knob not in text

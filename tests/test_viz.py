@@ -164,7 +164,11 @@ def test_viz_compare_png_is_a_still_of_four_frames(capsys, monkeypatch):
     assert code == 0, err
     code, video, _ = run_cli(["viz", "compare", amf_hash, gen_hash, "--out", "strip.gif"], capsys, monkeypatch)
     still, frames = iio.imread(out.strip()), read_video(video.strip())
-    assert still.shape[1] == frames.shape[2] and still.shape[0] == 4 * (frames.shape[1] + 4) - 4
+    from ditflow.artifacts import load
+    from ditflow.store import Store
+
+    h = load(Store(), amf_hash).frames.shape[1]  # the labels over it are shown once, then 4 frames, 4 px apart
+    assert still.shape[1] == frames.shape[2] and still.shape[0] == frames.shape[1] + 3 * (h + 4)
 
 
 def test_viz_amf_of_a_gen_artifact_is_one_error_line(capsys, monkeypatch):

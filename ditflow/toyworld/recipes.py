@@ -66,7 +66,7 @@ class Recipe:
     defaults: dict = field(default_factory=lambda: {
         "guidance_blocks": [7], "frames": 17, "height": 64, "width": 64, "steps": 50, "cfg": 2.5,
         "scheduler": "ddim", "dynamic_cfg": False, "dtype": "float32", "negative_prompt": "",
-        # v4's sweeps (benchmarks/sweeps/toy.toml; 8 references x 3 seeds for the range): latent mode over
+        # v4's sweeps (benchmarks/sweeps/toy.toml at commit 7f865d7; 8 references x 3 seeds for the range): latent mode over
         # steps 35 -> 15 (t ~ 700 -> 300, where make probe-amf finds motion in the last blocks' AMF),
         # confidence-weighted AMF loss; emb mode keeps angles and carries them. lr 0.015 -> 0.005
         # (toy-v4-optimizer.toml, 20 references x 3 seeds): 9.75 px against 12.93 with 0.03 -> 0.01. emb mode
@@ -110,7 +110,7 @@ V4_VAE = "out/toy-v4-vae"
 # 11.99, better in 17 of 20 videos, MF 0.605 against 0.513
 V8_DEFAULTS = {**Recipe().defaults, "guidance_blocks": [6, 7], "reference_flow": "soft", "injection": True}
 # v9's guidance defaults: v8's, but emb mode at half the rate and with the model's RoPE tables restored after the
-# range (benchmarks/sweeps/toy-v9-emb*.toml, 10 references x noise seeds 2 and 3): prompt match 95% against 30%,
+# range (benchmarks/results/sweep-toy-v9-emb*.json, 10 references x noise seeds 2 and 3): prompt match 95% against 30%,
 # path error 9.68 px against 9.45
 V9_DEFAULTS = {**V8_DEFAULTS, "lr": {"latent": [0.015, 0.005], "emb": [0.04, 0.015]}}
 
