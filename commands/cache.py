@@ -65,8 +65,11 @@ def ls(cache: CacheOpt = None, kind: Annotated[Optional[str], typer.Option(help=
        json_out: JsonOpt = False) -> None:
     """List artifacts, oldest first: created, kind, hash, mode (opt mode / no-guidance / inject; an AMF's
     blocks), seed, size, prompt or source. A corrupt or incomplete one is listed with the reason."""
+    from ditflow.errors import InputError
     from ditflow.store import Store
 
+    if kind is not None and kind not in ("amf", "gen"):
+        raise InputError(f"--kind must be amf or gen, not {kind!r}")
     store = Store(cache)
     rows = sorted((_row(e) for e in store.scan()), key=_when)
     rows = [r for r in rows if not kind or r["kind"] == kind]
@@ -159,8 +162,13 @@ def gc(cache: CacheOpt = None,
        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be removed.")] = False) -> None:
     """Remove leftovers of interrupted runs, corrupt and incomplete artifacts, and (with --older-than)
     unreferenced old ones. Only what the store made is removed: anything else is reported and kept."""
+    import math
+
+    from ditflow.errors import InputError
     from ditflow.store import Store
 
+    if older_than is not None and not (math.isfinite(older_than) and older_than >= 0):
+        raise InputError(f"--older-than must be a number of days >= 0, got {older_than}")
     store = Store(cache)
     plan = store.gc_plan(older_than)
     for p in plan.temporaries:

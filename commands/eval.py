@@ -28,6 +28,9 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the --j
 DeviceOpt = Annotated[str, typer.Option("--device", help="Device for CLIP and CoTracker: cpu, cuda, cuda:1...")]
 
 
+MAX_GRID = 100  # 10,000 tracks: their pairwise similarities take 0.8 GB
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
 
@@ -69,9 +72,16 @@ def eval_command(
         raise InputError("give either a VIDEO or --manifest FILE")
     from ditflow.fileio import check_target
 
+    from ditflow.checks import check_device
+
     for out, flag in ((json_path, "--json"), (csv_path, "--csv")):
         if out is not None:  # before any model loads or video is read
             check_target(out, overwrite, flag=flag)
+    check_device(device)
+    if not 2 <= grid_size <= MAX_GRID:  # N*N tracks, compared pairwise: memory grows as N**4
+        raise InputError(f"--grid-size must be between 2 and {MAX_GRID} (N x N points; the paper's is 55), got {grid_size}")
+    if max_frames is not None and max_frames < 2:
+        raise InputError(f"--max-frames must be at least 2 (motion needs two frames), got {max_frames}")
     settings = EvalSettings(
         metrics=parse_metrics(metrics), clip_model=clip_model, clip_pretrained=clip_pretrained, tracker=tracker,
         mf_variant=mf_variant, grid_size=grid_size, device=device,

@@ -102,4 +102,3 @@ def test_probe_sampler_negative_prompt_leaves_out_only_the_shape():
     from ditflow.toyworld.world import COARSE_SHAPES
 
     assert probe.without_shape("a red triangle on a grey gradient background", COARSE_SHAPES) == "a red on a grey gradient background"
-    assert probe.VARIANTS["neg-noshape"] == {"negative": "no-shape"}

@@ -181,3 +181,19 @@ class _FakeAmf:
     def __init__(self, info):
         self.info = info
         self.hash, self.inputs = info.hash, info.meta["inputs"]
+
+
+def test_eval_checks_its_device_and_grid_before_reading_videos(tmp_path, capsys, monkeypatch):
+    missing = str(tmp_path / "not-read.mp4")  # never opened: the checks come first
+    code, _, err = run_cli(["eval", missing, "--device", "bogus"], capsys, monkeypatch)
+    assert code == 2 and "--device" in one_error_line(err)
+    for flag, value in (("--grid-size", "0"), ("--grid-size", "100000"), ("--max-frames", "-2")):
+        code, _, err = run_cli(["eval", missing, flag, value], capsys, monkeypatch)
+        assert code == 2 and flag in one_error_line(err)
+
+
+@pytest.mark.parametrize("argv, flag", [(["gc", "--older-than", "nan"], "--older-than"), (["gc", "--older-than", "-5"], "--older-than"),
+                                        (["ls", "--kind", "bogus"], "--kind")])
+def test_cache_commands_check_their_options(argv, flag, tmp_path, capsys, monkeypatch):
+    code, _, err = run_cli(["cache", *argv, "--cache", str(tmp_path)], capsys, monkeypatch)
+    assert code == 2 and flag in one_error_line(err)
