@@ -5,19 +5,19 @@ from __future__ import annotations
 
 def load(model_arg: str):
     """(preset, backbone, geometry, Model) for `--model` at its default size."""
-    from ditflow.backbone import Backbone, preset
+    from ditflow.backbones import load_backbone, preset
     from ditflow.config import RuntimeOptions
-    from ditflow.sampling import Model
+    from ditflow.model import Model
 
     pre = preset(model_arg)
-    backbone = Backbone(model_arg, pre.dtype, RuntimeOptions(quiet=True, gradient_checkpointing=False))
+    backbone = load_backbone(model_arg, pre.dtype, RuntimeOptions(quiet=True, gradient_checkpointing=False))
     geo = backbone.geometry(pre.frames, pre.height, pre.width)
     return pre, backbone, geo, Model(backbone, geo)
 
 
 def references(model_arg: str, pre, n: int):
     """(seed, clip) of the first n held-out single-object clips, drawn in the model's world."""
-    from ditflow.backbone import resolve_folder
+    from ditflow.backbones import resolve_folder
     from ditflow.toyworld.references import held_out_clips, model_world
 
     world = model_world(resolve_folder(model_arg))

@@ -128,7 +128,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import ditflow
-    from ditflow.backbone import preset, resolve_folder
+    from ditflow.backbones import preset, resolve_folder
     from ditflow.eval import EvalSettings, Evaluator
     from ditflow.store import Store
     from ditflow.video import write_video

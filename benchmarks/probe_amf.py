@@ -47,10 +47,10 @@ def main() -> None:
 
     from benchmarks import _probe
     from ditflow.amf import attention_motion_flow
-    from ditflow.processors import Attention, QKRecorder, installed
+    from ditflow.processors import QKRecorder
 
     pre, backbone, geo, model = _probe.load(args.model)
-    layers = len(backbone.transformer.transformer_blocks)
+    layers = backbone.num_blocks
     patch_px = pre.height // geo.grid[1]
     text = backbone.encode_prompt("")
     sched = backbone.scheduler
@@ -75,7 +75,7 @@ def main() -> None:
             tt = torch.tensor(t)
             x = latent if t == 0 else sched.add_noise(latent, noise, tt.reshape(1))
             recorders = {b: QKRecorder() for b in range(layers)}
-            with torch.no_grad(), installed(backbone.transformer, recorders, default=Attention()):
+            with torch.no_grad(), backbone.install(recorders):
                 model.forward(x, tt, text)
             for b, r in recorders.items():
                 flow = attention_motion_flow(r.q.float(), r.k.float(), geo.grid, mode=args.mode).numpy()  # [F, F, P, 2]

@@ -41,7 +41,7 @@ def main() -> None:
     import torch
 
     from benchmarks import _probe
-    from ditflow.backbone import resolve_folder
+    from ditflow.backbones import resolve_folder
     from ditflow.sampling import Denoiser, sample
     from ditflow.toyworld import judge
     from ditflow.toyworld.references import model_world
@@ -66,7 +66,7 @@ def main() -> None:
         noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(seed)).to(latent)
         start = first_step([int(t) for t in timesteps], t0)
         x = scheduler.add_noise(latent, noise, timesteps[start:start + 1])
-        return backbone.decode(sample(denoise, x, timesteps[start:], scheduler, {}))
+        return backbone.decode(sample(denoise, x, timesteps[start:], backbone))
 
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []

@@ -61,7 +61,7 @@ def main() -> None:
     import torch
     from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
 
-    from ditflow.backbone import preset, resolve_folder
+    from ditflow.backbones import preset, resolve_folder
 
     pre, folder = preset(args.model), resolve_folder(args.model)
     pipe = CogVideoXPipeline.from_pretrained(folder)

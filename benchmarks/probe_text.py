@@ -40,7 +40,7 @@ def main() -> None:
 
     from benchmarks import _probe
     from ditflow.toyworld.judge import swap_word
-    from ditflow.backbone import resolve_folder
+    from ditflow.backbones import resolve_folder
     from ditflow.toyworld.data import latent_mask, to_latent_grid
     from ditflow.toyworld.diffusion import noised
     from ditflow.toyworld.references import model_world, object_errors

@@ -1,4 +1,4 @@
-"""ditflow: motion transfer with video diffusion transformers (DiTFlow) on diffusers' CogVideoX.
+"""ditflow: motion transfer with video diffusion transformers (DiTFlow) on Hugging Face diffusers (CogVideoX; a backbone adapter per family).
 
     import ditflow
     amf = ditflow.extract("ref.mp4", ditflow.ExtractConfig(model="5b"))

@@ -25,7 +25,8 @@ MODES = ("latent", "emb")
 @dataclass(frozen=True)
 class ModelPreset:
     """Per-model defaults: the paper's for 2B and 5B, the measured ones a folder's ditflow.json gives, and
-    for any other folder its own pipeline's (its scheduler, plain CFG 6, no negative prompt)."""
+    for any other folder its own pipeline's (its scheduler, CFG, negative prompt). The named presets are in
+    their backbone adapters (ditflow/backbones/)."""
 
     source: str  # Hugging Face id or local diffusers folder
     dtype: str = "bfloat16"
@@ -48,41 +49,7 @@ class ModelPreset:
     emb_param: str = "table"
 
 
-PRESETS: dict[str, ModelPreset] = {
-    "5b": ModelPreset("THUDM/CogVideoX-5b", "bfloat16", "dpm", (20,), dynamic_cfg=True),
-    "2b": ModelPreset("THUDM/CogVideoX-2b", "float16", "ddim", (15,), dynamic_cfg=False),
-}
-ALIASES = {"THUDM/CogVideoX-5b": "5b", "THUDM/CogVideoX-2b": "2b", "cogvideox-5b": "5b", "cogvideox-2b": "2b"}
-PIPELINE_CFG = 6.0  # CogVideoXPipeline's default guidance_scale
-
-
-def preset_for(model: str, transformer_config: dict[str, Any] | None = None, spatial_factor: int = 8,
-               folder_defaults: dict[str, Any] | None = None) -> ModelPreset:
-    """Defaults for `model`: a named preset; for a folder, the 5B/2B preset when its transformer has their
-    layout, else its own pipeline's defaults at the sizes of its config; then any `ditflow.json` the folder
-    ships (a model can carry the settings that were measured for it, as the toy model does)."""
-    name = ALIASES.get(model, model)
-    if name in PRESETS:
-        return PRESETS[name]
-    cfg = transformer_config or {}
-    layers = int(cfg.get("num_layers", 30))
-    rope = bool(cfg.get("use_rotary_positional_embeddings", True))
-    base = PRESETS["5b" if rope else "2b"]
-    if (layers, rope, cfg.get("num_attention_heads")) in ((42, True, 48), (30, False, 30)):
-        preset = replace(base, source=model)  # a local copy of CogVideoX-5b / -2b
-    else:
-        # what CogVideoXPipeline.from_pretrained(folder) does by default, so an unguided run equals it;
-        # sample_height/width are latent sizes: pixels are the VAE's spatial factor larger
-        preset = replace(base, source=model, dtype="float32", guidance_blocks=(layers // 2,), scheduler=None,
-                         dynamic_cfg=False, cfg=PIPELINE_CFG, negative_prompt="",
-                         height=int(cfg.get("sample_height", base.height // 8)) * spatial_factor,
-                         width=int(cfg.get("sample_width", base.width // 8)) * spatial_factor)
-    if folder_defaults:
-        preset = _with_folder_defaults(preset, folder_defaults, model)
-    return preset
-
-
-def _with_folder_defaults(preset: ModelPreset, defaults: dict[str, Any], model: str) -> ModelPreset:
+def with_folder_defaults(preset: ModelPreset, defaults: dict[str, Any], model: str) -> ModelPreset:
     known = {f.name for f in fields(ModelPreset)} - {"source"}
     unknown = set(defaults) - known
     if unknown:
@@ -98,6 +65,19 @@ def _with_folder_defaults(preset: ModelPreset, defaults: dict[str, Any], model: 
         else:
             values["lr"] = {m: lr for m in MODES}
     return replace(preset, **values)
+
+
+def __getattr__(name: str):
+    """The presets live with their backbone adapters (ditflow.backbones); these names stay importable here."""
+    if name in ("PRESETS", "ALIASES"):
+        from . import backbones
+
+        return getattr(backbones, name)
+    if name in ("preset_for", "PIPELINE_CFG"):
+        from .backbones import cogvideox
+
+        return getattr(cogvideox, name)
+    raise AttributeError(f"module 'ditflow.config' has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -174,7 +154,7 @@ class GuideConfig:
     steps: int | None = field(default=None, metadata=rule("Denoising steps. [default: 50]", ge=1))
     cfg: float | None = field(default=None, metadata=rule(
         "Classifier-free guidance scale; 1 is off. [default: 7 for 2b/5b, 6 (the pipeline's) for other folders]", ge=1))
-    dynamic_cfg: bool | None = field(default=None, metadata=rule("CogVideoX's dynamic CFG schedule. [default: on for 5b, off otherwise]"))
+    dynamic_cfg: bool | None = field(default=None, metadata=rule("Dynamic CFG schedule (the 5b paper runs'; 2b/5b only). [default: on for 5b, off otherwise]"))
     scheduler: str | None = field(default=None, metadata=rule(
         "dpm or ddim. [default: dpm for 5b, ddim for 2b, the folder's own otherwise]", choices=("dpm", "ddim")))
     seed: int = field(default=1, metadata=rule("Noise seed.", ge=0, le=MAX_SEED))
@@ -227,6 +207,6 @@ def from_settings(cls: type, data: dict[str, Any]) -> Any:
 
 
 __all__ = [
-    "ModelPreset", "PRESETS", "preset_for", "RuntimeOptions", "ExtractConfig", "GuideConfig",
+    "ModelPreset", "RuntimeOptions", "ExtractConfig", "GuideConfig", "with_folder_defaults",
     "settings", "from_settings", "PAPER_NEGATIVE_PROMPT",
 ]

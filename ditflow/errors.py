@@ -35,7 +35,7 @@ class CorruptArtifact(DitflowError):
 
 
 class ModelUnavailable(DitflowError):
-    """Weights (CogVideoX, CLIP, CoTracker) that are not on this machine."""
+    """Weights (the video model, CLIP, CoTracker) that are not on this machine."""
 
     exit_code = 6
 

@@ -1,6 +1,7 @@
 """The guides: at each guidance step, Adam on a variable against a loss, with the lr interpolated across
-the guidance range. `LatentGuide` optimises the noisy latent, `EmbGuide` the positional embeddings (RoPE
-tables or their angles, or the sincos embedding) and keeps what it produced per timestep, which
+the guidance range. `LatentGuide` optimises the noisy latent, `EmbGuide` the positional embeddings (what the
+backbone's `emb_variable` says: RoPE tables or their angles, a sincos embedding) and keeps what it produced
+per timestep, which
 `ReplayGuide` feeds back for zero-shot injection. A guide returns (latent, positions) for the step's
 denoising prediction; it never changes the scheduler state.
 """
@@ -11,8 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .model import BlockTaps, Model, Positions
-from .processors import Attention, QKRecorder, installed
+from .model import BlockTaps, Model
+from .processors import QKRecorder
 
 
 class Guide:
@@ -35,10 +36,11 @@ class Guide:
     def variable(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward_inputs(self, x: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, Positions | None]:
+    def forward_inputs(self, x: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, object]:
+        """(latent, positions or None) of one forward from the variable."""
         raise NotImplementedError
 
-    def result(self, x: torch.Tensor, var: torch.Tensor, t) -> tuple[torch.Tensor, Positions | None]:
+    def result(self, x: torch.Tensor, var: torch.Tensor, t) -> tuple[torch.Tensor, object]:
         raise NotImplementedError
 
     # -- the shared step -------------------------------------------------------------------------------
@@ -53,11 +55,11 @@ class Guide:
         """Installed for the whole step: backward recomputes checkpointed blocks and must see the same ones."""
         if self.injection is not None:
             return self.injection.installed(i, t, recorders)
-        return installed(self.model.transformer, recorders, default=Attention())
+        return self.model.install(recorders)
 
     def loss(self, x, t, positions, recorders) -> torch.Tensor:
         grid = self.model.geo.grid
-        with BlockTaps(self.model.transformer, self.blocks, grid, features=not recorders, stop=True) as taps:
+        with BlockTaps(self.model.backbone, self.blocks, grid, features=not recorders, stop=True) as taps:
             self.model.forward(x, t, self.text, positions)
         total = 0.0
         for b in self.blocks:
@@ -105,27 +107,17 @@ class EmbGuide(Guide):
 
     def __init__(self, model: Model, loss, *, angles: bool = False, **kw):
         super().__init__(model, loss, **kw)
-        self.angles = angles and model.default_rope is not None
+        self.angles = angles
         self.embeddings: dict[int, torch.Tensor] = {}  # timestep -> optimised embedding (what inject replays)
         self._emb: torch.Tensor | None = None
 
     def initial_embedding(self) -> torch.Tensor:
-        """The variable: q and k RoPE tables [2, 2, N, D] (q/k, cos/sin), their rotation angles [2, N, D]
-        with `angles` (they stay rotations), or the sincos embedding [N, dim]."""
-        if self.model.default_rope is not None:
-            cos, sin = self.model.default_rope
-            if self.angles:
-                angle = torch.atan2(sin.float(), cos.float())
-                return torch.stack([angle, angle])
-            pair = torch.stack([cos, sin]).float()
-            return torch.stack([pair, pair])  # separate q and k tables, as the paper
-        return self.model.base_sincos.float().clone()
+        """The variable: the backbone's (e.g. q/k RoPE tables, their angles with `angles`, a sincos embedding)."""
+        return self.model.backbone.emb_variable(self.model.geo, self.angles)
 
     def embedding(self, var: torch.Tensor) -> torch.Tensor:
         """What the model takes (and `inject` replays) from the optimised variable."""
-        if self.angles:
-            return torch.stack([var.cos(), var.sin()], dim=1)  # [q/k, cos/sin, N, D]
-        return var
+        return self.model.backbone.emb_value(var, self.angles)
 
     def variable(self, x):
         return self._emb if self._emb is not None else self.initial_embedding()

@@ -6,16 +6,16 @@ from typing import Mapping
 
 import torch
 
-from .processors import Attention, KVInjector, KVRecorder, QKRecorder, QKRecorderInjector, installed
+from .processors import KVInjector, KVRecorder, QKRecorder, QKRecorderInjector, Tap
 
 
 class KVInjection:
     """At an active step, the reference latent noised to t with the run's own initial noise is passed through
     the model once (recording k/v at the injection blocks); every forward of that step then attends with them."""
 
-    def __init__(self, model, blocks, ref_latent, noise, text_pos, scheduler, steps_active: set[int]):
+    def __init__(self, model, blocks, ref_latent, noise, text_pos, steps_active: set[int]):
         self.model, self.blocks, self.ref, self.noise = model, tuple(blocks), ref_latent, noise
-        self.text, self.scheduler, self.steps = text_pos, scheduler, steps_active
+        self.text, self.steps = text_pos, steps_active
         self.banks = {b: KVRecorder() for b in self.blocks}
         self._recorded_for: int | None = None
 
@@ -25,9 +25,8 @@ class KVInjection:
     def _record(self, i: int, t) -> None:
         if self._recorded_for == i:
             return
-        noisy = self.scheduler.add_noise(self.ref, self.noise, t.reshape(1))
-        noisy = self.scheduler.scale_model_input(noisy, t)
-        with torch.no_grad(), installed(self.model.transformer, self.banks, default=Attention()):
+        noisy = self.model.backbone.add_noise(self.ref, self.noise, t)
+        with torch.no_grad(), self.model.install(self.banks):
             self.model.forward(noisy, t, self.text)
         self._recorded_for = i
 
@@ -36,12 +35,12 @@ class KVInjection:
         banks = self.banks if self.active(i) else {}
         return {b: (QKRecorderInjector(banks[b]) if b in banks else QKRecorder()) for b in blocks}
 
-    def installed(self, i: int, t, extra: Mapping[int, Attention] = {}):
+    def installed(self, i: int, t, extra: Mapping[int, Tap] = {}):
         """The processors of step i: injectors at the injection blocks when the step is active (recording the
         reference first, once per step), plus `extra` (which wrap injection where they share a block)."""
-        procs: dict[int, Attention] = {}
+        procs: dict[int, Tap] = {}
         if self.active(i):
             self._record(i, t)
             procs = {b: KVInjector(self.banks[b]) for b in self.blocks}
         procs.update(extra)
-        return installed(self.model.transformer, procs, default=Attention())
+        return self.model.install(procs)

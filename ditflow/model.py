@@ -1,10 +1,7 @@
-"""The one place the transformer is called (`Model`), the positions a forward takes, and the block hooks
-that keep block features and end a forward early (`BlockTaps`)."""
+"""The one place the transformer is called (`Model`: a backbone at one geometry), and the block hooks that
+keep block features and end a forward early (`BlockTaps`). Family-free: the backbone says where its blocks
+are, which module follows them and where a block's output holds the video tokens."""
 from __future__ import annotations
-
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -13,50 +10,25 @@ class _Stop(Exception):
     """Raised from a hook to end a forward pass once the last guidance block has run."""
 
 
-@dataclass
-class Positions:
-    """Token positions for one forward: RoPE tables (a (cos, sin) pair or a [2, 2, N, D] q/k tensor) for RoPE
-    models, or the sincos embedding of the video tokens [N, dim] for the others. None: the model's own."""
-
-    rope: object = None
-    sincos: torch.Tensor | None = None
-
-
-@contextmanager
-def _sincos_replaced(transformer, embedding: torch.Tensor, base: torch.Tensor) -> Iterator[None]:
-    """Make the patch embedding add `embedding` instead of `base` to the video tokens (a forward hook)."""
-    delta = embedding - base
-
-    def hook(_module, _inputs, out):
-        n = delta.shape[0]
-        return torch.cat([out[:, :-n], out[:, -n:] + delta.to(out.dtype)], dim=1)
-
-    handle = transformer.patch_embed.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 class BlockTaps:
     """Forward hooks that keep the video-token output of some blocks as [F, C, h, w] (MOFT/SMM features)
     and stop the pass after the last of them, so later blocks never run while optimising."""
 
-    def __init__(self, transformer, blocks, grid, *, features: bool, stop: bool):
-        self.transformer, self.blocks, self.grid = transformer, sorted(blocks), grid
+    def __init__(self, backbone, blocks, grid, *, features: bool, stop: bool):
+        self.backbone, self.blocks, self.grid = backbone, sorted(blocks), grid
         self.want_features, self.want_stop = features, stop
         self.features: dict[int, torch.Tensor] = {}
 
     def __enter__(self):
         self.handles = []
-        blocks = self.transformer.transformer_blocks
+        blocks = self.backbone.blocks
         if self.want_features:
             for b in self.blocks:
                 self.handles.append(blocks[b].register_forward_hook(self._keep(b)))
         if self.want_stop:
             last = self.blocks[-1]
             # A pre-hook on the *next* module: the stop never fires inside a checkpointed block's recompute.
-            nxt = blocks[last + 1] if last + 1 < len(blocks) else self.transformer.norm_final
+            nxt = blocks[last + 1] if last + 1 < len(blocks) else self.backbone.after_blocks
             self.handles.append(nxt.register_forward_pre_hook(self._stop))
         return self
 
@@ -69,8 +41,8 @@ class BlockTaps:
         f, h, w = self.grid
 
         def hook(_module, _inputs, out):
-            video = out[0][-1]  # [N, C] of the last batch row
-            self.features[b] = video.view(f, h, w, -1).permute(0, 3, 1, 2)
+            video = self.backbone.block_video(out)  # [N, C] of the last batch row
+            self.features[b] = video.reshape(f, h, w, -1).permute(0, 3, 1, 2)
 
         return hook
 
@@ -80,25 +52,27 @@ class BlockTaps:
 
 
 class Model:
-    """The one place the transformer is called: positions, processors and hooks for one forward."""
+    """A backbone at one geometry: the one place the transformer is called."""
 
     def __init__(self, backbone, geo):
         self.backbone, self.geo = backbone, geo
-        self.transformer = backbone.transformer
-        self.default_rope = backbone.rope_tables(geo)
-        self.base_sincos = None if backbone.uses_rope else backbone.sincos_embedding(geo)
 
-    def positions(self, emb: torch.Tensor) -> Positions:
-        """Optimised embeddings as this model takes them: RoPE tables, or the sincos embedding."""
-        return Positions(rope=emb) if self.default_rope is not None else Positions(sincos=emb)
+    @property
+    def transformer(self):
+        return self.backbone.transformer
 
-    def forward(self, x, t, text, positions: Positions | None = None):
-        """v prediction [B, F, C, h, w] for latents x at timestep t (a 0-d tensor) with text [B, L, D]."""
-        positions = positions or Positions()
-        rope = positions.rope if positions.rope is not None else self.default_rope
-        with ExitStack() as stack:
-            if positions.sincos is not None:
-                stack.enter_context(_sincos_replaced(self.transformer, positions.sincos, self.base_sincos))
-            ts = t.expand(x.shape[0]).to(x.device)
-            return self.transformer(hidden_states=x.to(self.backbone.dtype), encoder_hidden_states=text,
-                                    timestep=ts, image_rotary_emb=rope, return_dict=False)[0]
+    def positions(self, emb: torch.Tensor):
+        """An optimised embedding as this model's forward takes it."""
+        return self.backbone.positions(emb)
+
+    def install(self, taps):
+        """Our processors at every block, with these taps (context manager)."""
+        return self.backbone.install(taps)
+
+    def forward(self, x, t, text, positions=None):
+        """The transformer's prediction for latents x at timestep t (a 0-d tensor) with text [B, L, D]."""
+        return self.backbone.forward(x, t, text, self.geo, positions)
+
+    def predict(self, x, t, text, scale: float | None, positions=None):
+        """CFG-combined float32 prediction; text [2, L, D] (negative, positive); scale None: positive only."""
+        return self.backbone.predict(x, t, text, scale, self.geo, positions)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 
 from . import artifacts
 from .artifacts import AmfArtifact, GenArtifact
-from .backbone import Backbone, check_toy_prompt, config_geometry, model_identity, preset, toy_vocabulary, transformer_config
+from .backbones import config_geometry, load_backbone, model_identity, num_blocks, preset
+from .backbones.source import check_toy_prompt, toy_vocabulary
 from .checks import MAX_SEED, check_rules, rule
 from .config import ExtractConfig, GuideConfig, RuntimeOptions, from_settings, settings
 from .errors import IncompatibleArtifact, InputError
@@ -55,7 +56,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     cfg = cfg.resolve(preset(cfg.model))
     cfg.validate()  # the model's defaults (a folder's ditflow.json) obey the same rules
     config_geometry(cfg.model, cfg.frames, cfg.height, cfg.width)  # size errors before any weights load
-    _check_blocks(cfg.blocks, int(transformer_config(cfg.model).get("num_layers", 30)), "--blocks")
+    _check_blocks(cfg.blocks, num_blocks(cfg.model), "--blocks")
     inputs = {**settings(cfg), "model_arg": cfg.model, "model": model_identity(cfg.model), "video_sha256": digest,
               "format": AMF_FORMAT}
     h = content_key("amf", inputs)
@@ -79,22 +80,23 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
 
     from .amf import attention_confidence, attention_motion_flow
     from .losses import moft_channels
-    from .processors import Attention, QKRecorder, installed
     from .model import BlockTaps, Model
+    from .processors import QKRecorder
 
     progress.log(f"loading {cfg.model} ...")
-    backbone = Backbone(cfg.model, cfg.dtype, runtime)
+    backbone = load_backbone(cfg.model, cfg.dtype, runtime)
     geo = backbone.geometry(cfg.frames, cfg.height, cfg.width)
     model = Model(backbone, geo)
     with progress.task("extract", total=3) as bar:
         latent = backbone.encode_video(frames)
-        if latent.shape[1] != geo.latent_frames:
-            raise InputError(f"{cfg.frames} frames encode to {latent.shape[1]} latent frames, not {geo.latent_frames}; pick another --frames")
+        encoded = backbone.latent_frames(latent)
+        if encoded != geo.latent_frames:
+            raise InputError(f"{cfg.frames} frames encode to {encoded} latent frames, not {geo.latent_frames}; pick another --frames")
         bar.advance("encoded video")
         text = backbone.encode_prompt(cfg.source_prompt)
         recorders = {b: QKRecorder() for b in cfg.blocks}
-        with torch.no_grad(), installed(backbone.transformer, recorders, default=Attention()), \
-                BlockTaps(backbone.transformer, cfg.blocks, geo.grid, features=True, stop=True) as taps:
+        with torch.no_grad(), backbone.install(recorders), \
+                BlockTaps(backbone, cfg.blocks, geo.grid, features=True, stop=True) as taps:
             model.forward(latent, torch.tensor(0, device=backbone.device), text)
         bar.advance("transformer pass")
         flows, soft, confidence = {}, {}, {}
@@ -150,31 +152,27 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
     inp = amf.inputs
     model_name = inp["model_arg"]
     progress.log(f"loading {model_name} ...")
-    backbone = Backbone(model_name, inp["dtype"], runtime, scheduler=gcfg.scheduler)
+    backbone = load_backbone(model_name, inp["dtype"], runtime, scheduler=gcfg.scheduler,
+                             keeps_latent=replay is None and gcfg.guidance and gcfg.opt_mode == "latent")
     geo = backbone.geometry(inp["frames"], inp["height"], inp["width"])
-    layers = len(backbone.transformer.transformer_blocks)
-    _check_blocks(gcfg.injection_blocks, layers, "--injection-blocks")
+    _check_blocks(gcfg.injection_blocks, backbone.num_blocks, "--injection-blocks")
     model = Model(backbone, geo)
     device, dtype = backbone.device, backbone.dtype
 
     neg, pos = backbone.encode_prompt(gcfg.negative_prompt), backbone.encode_prompt(gcfg.prompt)
     text = torch.cat([neg, pos])
-    sched = backbone.scheduler
-    sched.set_timesteps(gcfg.steps, device=device)
-    timesteps = sched.timesteps
+    timesteps = backbone.timesteps(gcfg.steps)
     generator = torch.Generator().manual_seed(gcfg.seed)
-    pipe = backbone.pipe
-    x = pipe.prepare_latents(1, backbone.transformer.config.in_channels, inp["frames"], inp["height"], inp["width"],
-                             dtype, device, generator)
+    x = backbone.initial_noise(geo, generator)
     noise = x.clone()
-    extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
+    state = backbone.sampler_state(generator)
     active = guidance_steps(gcfg.steps, gcfg.guidance_range)
     if len(active) == 0 and (gcfg.guidance or gcfg.injection):
         raise InputError(f"--guidance-range {gcfg.guidance_range[0]},{gcfg.guidance_range[1]} selects none of the "
                          f"{gcfg.steps} steps (it counts steps from the end: HI,LO with HI > LO, LO < --steps)")
     injection = None
     if gcfg.injection and gcfg.injection_blocks:
-        injection = KVInjection(model, gcfg.injection_blocks, amf.latent().to(device, dtype), noise, pos, sched, set(active))
+        injection = KVInjection(model, gcfg.injection_blocks, amf.latent().to(device, dtype), noise, pos, set(active))
     denoise = Denoiser(model, text, gcfg.cfg, gcfg.dynamic_cfg, gcfg.steps, injection)
 
     guide = None
@@ -188,7 +186,7 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
                            on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
 
     with progress.task("denoise", total=len(timesteps)) as bar:
-        latent = sample(denoise, x, timesteps, sched, extra, guide=guide, callback=lambda **_: bar.advance())
+        latent = sample(denoise, x, timesteps, backbone, state, guide=guide, callback=lambda **_: bar.advance())
     frames = backbone.decode(latent)
     return latent, frames, guide
 

@@ -47,7 +47,7 @@ def color_wheel(size: int, background: int = 255) -> np.ndarray:
 # -- AMF pictures --------------------------------------------------------------------------------------
 def latent_to_pixel_frame(i: int, n_latent: int, n_pixel: int) -> int:
     """The pixel frame a latent frame stands for: latent 0 is frame 0 and the last latent the last frame
-    (CogVideoX: 49 frames -> 13 latents, latent i ≈ frame 4i)."""
+    (4x temporal compression: 49 frames -> 13 latents, latent i ≈ frame 4i)."""
     if n_latent <= 1:
         return 0
     return min(n_pixel - 1, round(i * (n_pixel - 1) / (n_latent - 1)))

@@ -88,4 +88,4 @@ def no_model(monkeypatch):
     def refuse(*_, **__):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr("ditflow.stages.Backbone", refuse)
+    monkeypatch.setattr("ditflow.stages.load_backbone", refuse)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ditflow.backbone import preset
+from ditflow.backbones import preset
 from ditflow.config import ExtractConfig, GuideConfig, preset_for
 from ditflow.config_file import apply_overrides
 from ditflow.errors import InputError

@@ -230,7 +230,7 @@ def refuse_models(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("a model was loaded although the cache cannot be written")
 
-    monkeypatch.setattr(stages, "Backbone", refuse)
+    monkeypatch.setattr(stages, "load_backbone", refuse)
 
 
 def test_a_file_at_the_cache_path_is_refused_before_the_model_loads(tiny_rope, ref_video, tmp_path, runtime, monkeypatch):

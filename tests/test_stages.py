@@ -165,7 +165,7 @@ def test_cache_hit_loads_no_model(tiny_rope, ref_video, store, runtime, monkeypa
     def refuse(*a, **k):
         raise AssertionError("a model was loaded on a cache hit")
 
-    monkeypatch.setattr(stages, "Backbone", refuse)
+    monkeypatch.setattr(stages, "load_backbone", refuse)
     assert extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store).hash == amf.hash
     assert guide(amf.hash[:8], cfg, runtime=runtime, store=store).hash == gen.hash
 
@@ -233,7 +233,7 @@ def test_shipped_toy_model_extracts_the_bundled_reference(runtime, store):
     """`--model toy` is the trained model in assets/ with its measured defaults."""
     from pathlib import Path
 
-    from ditflow.backbone import preset
+    from ditflow.backbones import preset
     from ditflow.config import ExtractConfig
     from ditflow.stages import extract
 
@@ -249,10 +249,10 @@ def test_toy_model_refuses_words_outside_its_world(runtime):
     """A toy model knows its world's words only: another word would be spelt into tokens it never saw."""
     import pytest
 
-    from ditflow.backbone import Backbone
+    from ditflow.backbones import load_backbone
     from ditflow.errors import InputError
 
-    backbone = Backbone("toy", "float32", runtime)
+    backbone = load_backbone("toy", "float32", runtime)
     plain = backbone.encode_prompt("a red circle on a grey background")
     assert plain.shape[1] == 16
     # case and punctuation are not words: the prompt is read as the model was trained on it
@@ -262,6 +262,6 @@ def test_toy_model_refuses_words_outside_its_world(runtime):
 
 
 def test_other_models_take_any_word(tiny_rope, runtime):
-    from ditflow.backbone import Backbone
+    from ditflow.backbones import load_backbone
 
-    assert Backbone(str(tiny_rope), "float32", runtime).encode_prompt("a hexagon").shape[0] == 1
+    assert load_backbone(str(tiny_rope), "float32", runtime).encode_prompt("a hexagon").shape[0] == 1

@@ -48,7 +48,7 @@ def ema_step(ema: dict, module: torch.nn.Module, decay: float) -> None:
 
 def rope(recipe: Recipe, transformer, device: str):
     """The transformer's RoPE tables for the recipe's latent grid."""
-    from ..backbone import rope_tables
+    from ..backbones.cogvideox_attn import rope_tables
 
     tokens = recipe.latent_size // recipe.patch
     return rope_tables(transformer.config, (recipe.latent_frames, tokens, tokens), device)

@@ -1,0 +1,209 @@
+"""What every backbone adapter provides, and the few things they share (geometry, loading options).
+
+An adapter wraps one model family's diffusers pipeline. The sampler, guides, losses and stages talk to it
+only through `Backbone`'s methods; latents, text embeddings and positions are opaque to them except for
+the shapes written below. Taps (processors.py) see q/k/v as [B, H, S, D] with the video tokens' slice of S.
+"""
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+import numpy as np
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..config import ModelPreset, RuntimeOptions
+    from ..processors import Tap
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of one video through the model: pixels, latent and patch grid."""
+
+    frames: int  # pixel frames
+    height: int
+    width: int
+    latent_frames: int
+    latent_height: int
+    latent_width: int
+    patch: int  # spatial patch size (temporal patch 1)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(frames, h, w) of the video tokens, in their order along the sequence."""
+        return (self.latent_frames, self.latent_height // self.patch, self.latent_width // self.patch)
+
+
+def geometry_of(patch: int, spatial: int, temporal: int, frames: int, height: int, width: int) -> Geometry:
+    unit = spatial * patch
+    if height % unit or width % unit:
+        raise InputError(f"size {height}x{width} is not divisible by {unit} (VAE factor {spatial} x patch {patch}); "
+                         f"pick a height and width that are multiples of {unit}")
+    if frames < 1:
+        raise InputError(f"need at least one frame, got {frames}")
+    return Geometry(frames, height, width, (frames - 1) // temporal + 1, height // spatial, width // spatial, patch)
+
+
+def quiet_libraries() -> None:
+    """Our own progress goes to stderr through rich; the libraries' loading bars would only add noise."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    for lib in (dlog, tlog):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
+class Backbone:
+    """One model family's pipeline on a device, in a dtype, with the memory options applied.
+
+    Subclasses set `pipeline_class` (the `_class_name` of model_index.json they load), `presets` and
+    `aliases`, and implement the methods below. Attributes every adapter has: model (the --model string),
+    pipe, dtype, device, words (a toy model's vocabulary or None).
+    """
+
+    pipeline_class: ClassVar[str]
+    presets: ClassVar[dict[str, "ModelPreset"]] = {}
+    aliases: ClassVar[dict[str, str]] = {}
+
+    model: str
+    pipe: Any
+    dtype: "torch.dtype"
+    device: "torch.device"
+    words: frozenset[str] | None = None
+
+    # -- before loading: config files only -----------------------------------------------------------
+    @classmethod
+    def config_geometry(cls, folder, frames: int, height: int, width: int) -> Geometry:
+        """The geometry from the folder's config files: size errors before any weights load."""
+        raise NotImplementedError
+
+    @classmethod
+    def folder_preset(cls, model: str, folder, defaults: dict[str, Any] | None) -> "ModelPreset":
+        """Defaults for a folder without a named preset (its own pipeline's), then its ditflow.json."""
+        raise NotImplementedError
+
+    # -- the pipeline on the device ------------------------------------------------------------------
+    def _place(self, pipe, runtime: "RuntimeOptions", device: str) -> None:
+        """Device placement, memory options, frozen weights: the same for every family."""
+        import torch
+
+        if runtime.cpu_offload and device.startswith("cuda"):
+            pipe.enable_model_cpu_offload()
+        else:
+            pipe.to(device)
+        if runtime.vae_slicing:
+            pipe.vae.enable_slicing()
+        if runtime.vae_tiling:
+            pipe.vae.enable_tiling()
+        if runtime.gradient_checkpointing:
+            pipe.transformer.enable_gradient_checkpointing()
+        pipe.set_progress_bar_config(disable=True)
+        for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
+            part.requires_grad_(False)
+        self.pipe, self.device = pipe, torch.device(device)
+
+    @property
+    def transformer(self):
+        return self.pipe.transformer
+
+    @property
+    def scheduler(self):
+        return self.pipe.scheduler
+
+    @property
+    def blocks(self):
+        """The transformer's blocks, in order (a ModuleList)."""
+        raise NotImplementedError
+
+    @property
+    def after_blocks(self):
+        """The module that runs right after the last block (where a forward is stopped)."""
+        raise NotImplementedError
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def block_video(self, out) -> "torch.Tensor":
+        """A block's output -> its video tokens of the last batch row [N, C]."""
+        raise NotImplementedError
+
+    def geometry(self, frames: int, height: int, width: int) -> Geometry:
+        raise NotImplementedError
+
+    # -- text, pixels, latents -----------------------------------------------------------------------
+    def encode_prompt(self, prompt: str) -> "torch.Tensor":
+        """[1, L, D] text embedding, as the pipeline feeds it to the transformer."""
+        raise NotImplementedError
+
+    def encode_video(self, frames: np.ndarray) -> "torch.Tensor":
+        """uint8 [F, H, W, 3] -> latent [1, ...] in the layout the transformer takes (the VAE's mean)."""
+        raise NotImplementedError
+
+    def latent_frames(self, latent: "torch.Tensor") -> int:
+        """How many latent frames an encoded latent holds."""
+        raise NotImplementedError
+
+    def decode(self, latent: "torch.Tensor") -> np.ndarray:
+        """Latent -> uint8 frames [F, H, W, 3]."""
+        raise NotImplementedError
+
+    # -- sampling ------------------------------------------------------------------------------------
+    def timesteps(self, steps: int) -> "torch.Tensor":
+        """Set the scheduler for `steps` steps; its timesteps, first (noisiest) first."""
+        raise NotImplementedError
+
+    def initial_noise(self, geo: Geometry, generator) -> "torch.Tensor":
+        """The pipeline's initial latent for this seed (its prepare_latents)."""
+        raise NotImplementedError
+
+    def add_noise(self, x0: "torch.Tensor", noise: "torch.Tensor", t) -> "torch.Tensor":
+        """x0 noised to timestep t, ready for the transformer."""
+        raise NotImplementedError
+
+    def sampler_state(self, generator=None) -> Any:
+        """The scheduler's per-run state that `step` threads through (a previous x0, a history)."""
+        return None
+
+    def step(self, v: "torch.Tensor", t, x: "torch.Tensor", state: Any) -> tuple["torch.Tensor", "torch.Tensor | None", Any]:
+        """One scheduler step: (x_next, predicted x0 or None, state)."""
+        raise NotImplementedError
+
+    def cfg_scale(self, cfg: float, dynamic: bool, steps: int, t) -> float:
+        return cfg
+
+    # -- the transformer -----------------------------------------------------------------------------
+    def forward(self, x: "torch.Tensor", t, text: "torch.Tensor", geo: Geometry, positions=None) -> "torch.Tensor":
+        """The transformer's prediction for latents x [B, ...] at timestep t (0-d) with text [B, L, D];
+        `positions` (from `positions()`) replace the model's own."""
+        raise NotImplementedError
+
+    def predict(self, x: "torch.Tensor", t, text: "torch.Tensor", scale: float | None, geo: Geometry,
+                positions=None) -> "torch.Tensor":
+        """The (CFG-combined, float32) prediction; text is [2, L, D] (negative, positive); scale None: no CFG
+        (the positive prompt only)."""
+        raise NotImplementedError
+
+    def install(self, taps: Mapping[int, "Tap"]) -> AbstractContextManager:
+        """Our attention processor at every block's self-attention, calling the block's tap (a plain `Tap`
+        where none is given); the old processors come back on exit."""
+        raise NotImplementedError
+
+    # -- what emb mode optimises ---------------------------------------------------------------------
+    def emb_variable(self, geo: Geometry, angles: bool) -> "torch.Tensor":
+        """The variable emb mode starts from (float32), e.g. RoPE tables or their angles."""
+        raise NotImplementedError
+
+    def emb_value(self, var: "torch.Tensor", angles: bool) -> "torch.Tensor":
+        """What the model takes (and `inject` replays) from the optimised variable."""
+        return var
+
+    def positions(self, emb: "torch.Tensor") -> Any:
+        """An embedding (`emb_value`) as `forward` takes it."""
+        return emb

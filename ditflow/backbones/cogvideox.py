@@ -1,0 +1,303 @@
+"""CogVideoX 1.0 (2B, 5B and local folders) through diffusers' `CogVideoXPipeline`.
+
+Text and video tokens share one joint self-attention per block (`attn1`, text first); RoPE (5B) is a
+(cos, sin) [N, head_dim] table pair passed to every block, the 2B adds a 3D sincos embedding in its patch
+embedding instead. Latents are [B, F, C, h, w]. DDIM or DPM (which also needs the previous x0).
+"""
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..config import DTYPES, ModelPreset, RuntimeOptions, with_folder_defaults
+from ..errors import ModelUnavailable
+from .base import Backbone, Geometry, geometry_of, quiet_libraries
+from .cogvideox_attn import CogVideoXAttention, rope_tables
+from .source import check_toy_prompt, resolve_folder, toy_vocabulary
+
+PRESETS: dict[str, ModelPreset] = {
+    "5b": ModelPreset("THUDM/CogVideoX-5b", "bfloat16", "dpm", (20,), dynamic_cfg=True),
+    "2b": ModelPreset("THUDM/CogVideoX-2b", "float16", "ddim", (15,), dynamic_cfg=False),
+}
+ALIASES = {"THUDM/CogVideoX-5b": "5b", "THUDM/CogVideoX-2b": "2b", "cogvideox-5b": "5b", "cogvideox-2b": "2b"}
+PIPELINE_CFG = 6.0  # CogVideoXPipeline's default guidance_scale
+
+
+def preset_for(model: str, transformer_config: dict[str, Any] | None = None, spatial_factor: int = 8,
+               folder_defaults: dict[str, Any] | None = None) -> ModelPreset:
+    """Defaults for `model`: a named preset; for a folder, the 5B/2B preset when its transformer has their
+    layout, else its own pipeline's defaults at the sizes of its config; then any `ditflow.json` the folder
+    ships (a model can carry the settings that were measured for it, as the toy model does)."""
+    name = ALIASES.get(model, model)
+    if name in PRESETS:
+        return PRESETS[name]
+    cfg = transformer_config or {}
+    layers = int(cfg.get("num_layers", 30))
+    rope = bool(cfg.get("use_rotary_positional_embeddings", True))
+    base = PRESETS["5b" if rope else "2b"]
+    if (layers, rope, cfg.get("num_attention_heads")) in ((42, True, 48), (30, False, 30)):
+        preset = replace(base, source=model)  # a local copy of CogVideoX-5b / -2b
+    else:
+        # what CogVideoXPipeline.from_pretrained(folder) does by default, so an unguided run equals it;
+        # sample_height/width are latent sizes: pixels are the VAE's spatial factor larger
+        preset = replace(base, source=model, dtype="float32", guidance_blocks=(layers // 2,), scheduler=None,
+                         dynamic_cfg=False, cfg=PIPELINE_CFG, negative_prompt="",
+                         height=int(cfg.get("sample_height", base.height // 8)) * spatial_factor,
+                         width=int(cfg.get("sample_width", base.width // 8)) * spatial_factor)
+    if folder_defaults:
+        preset = with_folder_defaults(preset, folder_defaults, model)
+    return preset
+
+
+def _read(folder: Path, part: str) -> dict[str, Any]:
+    try:
+        return json.loads((folder / part / "config.json").read_text())
+    except OSError:
+        return {}
+
+
+def vae_factors(folder: Path) -> tuple[int, int]:
+    """(spatial, temporal) compression of the folder's VAE, read from its config (as the pipeline derives them)."""
+    vae = _read(folder, "vae")
+    if not vae:
+        return 8, 4
+    return 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1), int(vae.get("temporal_compression_ratio", 4))
+
+
+class CogVideoXBackbone(Backbone):
+    pipeline_class = "CogVideoXPipeline"
+    presets, aliases = PRESETS, ALIASES
+
+    @classmethod
+    def config_geometry(cls, folder, frames, height, width) -> Geometry:
+        return geometry_of(int(_read(folder, "transformer").get("patch_size", 2)), *vae_factors(folder), frames, height, width)
+
+    @classmethod
+    def folder_preset(cls, model, folder, defaults) -> ModelPreset:
+        return preset_for(model, _read(folder, "transformer"), vae_factors(folder)[0], defaults)
+
+    def __init__(self, model: str, dtype: str, runtime: RuntimeOptions = RuntimeOptions(), scheduler: str | None = None,
+                 keeps_latent: bool = False):
+        # keeps_latent: DDIM and DPM step from the latent they are given, so a guided latent is kept as is
+        import torch
+        from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler, CogVideoXPipeline
+
+        folder = resolve_folder(model)
+        quiet_libraries()
+        self.model = model
+        self.dtype = getattr(torch, DTYPES.get(dtype, dtype))
+        device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            pipe = CogVideoXPipeline.from_pretrained(folder, dtype=self.dtype)
+        except Exception as e:
+            raise ModelUnavailable(f"cannot load CogVideoX pipeline from {folder}: {str(e).splitlines()[0]}")
+        if scheduler == "dpm" and not isinstance(pipe.scheduler, CogVideoXDPMScheduler):
+            pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+        elif scheduler == "ddim" and not isinstance(pipe.scheduler, CogVideoXDDIMScheduler):
+            pipe.scheduler = CogVideoXDDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+        self._place(pipe, runtime, device)
+        self.words = toy_vocabulary(model)
+        self._rope: dict[tuple[int, int, int], Any] = {}
+
+    # -- shapes ---------------------------------------------------------------------------------------
+    @property
+    def uses_rope(self) -> bool:
+        return bool(self.transformer.config.use_rotary_positional_embeddings)
+
+    @property
+    def blocks(self):
+        return self.transformer.transformer_blocks
+
+    @property
+    def after_blocks(self):
+        return self.transformer.norm_final
+
+    def block_video(self, out):
+        return out[0][-1]  # a block returns (video, text) hidden states
+
+    def geometry(self, frames: int, height: int, width: int) -> Geometry:
+        return geometry_of(int(self.transformer.config.patch_size), self.pipe.vae_scale_factor_spatial,
+                           self.pipe.vae_scale_factor_temporal, frames, height, width)
+
+    # -- text, pixels, latents ------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str):
+        """[1, text_len, dim] T5 embedding, padded to the transformer's text length."""
+        import torch
+
+        if self.words is not None:
+            prompt = check_toy_prompt(prompt, self.words, self.model)
+        with torch.no_grad():
+            emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=self.device,
+                                             max_sequence_length=self.transformer.config.max_text_seq_length,
+                                             dtype=self.dtype)
+        return emb
+
+    def encode_video(self, frames: np.ndarray):
+        """uint8 [F, H, W, 3] -> scaled latent [1, F_latent, C, h, w] (the VAE's mean, deterministic)."""
+        import torch
+
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [F, 3, H, W] in [-1, 1]
+        video = video.permute(1, 0, 2, 3).unsqueeze(0).to(self.device, self.dtype)  # [1, 3, F, H, W]
+        with torch.no_grad():
+            dist = self.pipe.vae.encode(video).latent_dist
+            latent = dist.mode() * self.pipe.vae_scaling_factor_image
+        return latent.permute(0, 2, 1, 3, 4).contiguous()
+
+    def latent_frames(self, latent) -> int:
+        return int(latent.shape[1])
+
+    def decode(self, latents) -> np.ndarray:
+        """Latent [1, F, C, h, w] -> uint8 frames [F, H, W, 3]."""
+        import torch
+
+        with torch.no_grad():
+            video = self.pipe.decode_latents(latents.to(self.dtype))
+            frames = self.pipe.video_processor.postprocess_video(video=video, output_type="np")[0]
+        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+    # -- sampling -------------------------------------------------------------------------------------
+    def timesteps(self, steps: int):
+        self.scheduler.set_timesteps(steps, device=self.device)
+        return self.scheduler.timesteps
+
+    def initial_noise(self, geo: Geometry, generator):
+        return self.pipe.prepare_latents(1, self.transformer.config.in_channels, geo.frames, geo.height, geo.width,
+                                         self.dtype, self.device, generator)
+
+    def add_noise(self, x0, noise, t):
+        noisy = self.scheduler.add_noise(x0, noise, t.reshape(1))
+        return self.scheduler.scale_model_input(noisy, t)
+
+    def sampler_state(self, generator=None):
+        extra = self.pipe.prepare_extra_step_kwargs(generator, 0.0) if generator is not None else {}
+        return {"extra": extra, "x0": None, "t_prev": None}
+
+    def step(self, v, t, x, state):
+        """DPM also takes the previous step's x0 and timestep: kept in `state`."""
+        from diffusers import CogVideoXDPMScheduler
+
+        state = state or self.sampler_state()
+        if isinstance(self.scheduler, CogVideoXDPMScheduler):
+            x_next, x0 = self.scheduler.step(v, state["x0"], t, state["t_prev"], x, **state["extra"], return_dict=False)
+        else:
+            out = self.scheduler.step(v, t, x, **state["extra"], return_dict=True)
+            x_next, x0 = out.prev_sample, out.pred_original_sample
+        return x_next, x0, {**state, "x0": x0, "t_prev": t}
+
+    def cfg_scale(self, cfg: float, dynamic: bool, steps: int, t) -> float:
+        if not dynamic:
+            return cfg
+        # CogVideoX's dynamic CFG (the diffusers pipeline's use_dynamic_cfg), as the paper's 5B runs use
+        return 1 + cfg * ((1 - math.cos(math.pi * ((steps - t.item()) / steps) ** 5.0)) / 2)
+
+    # -- the transformer ------------------------------------------------------------------------------
+    def default_rope(self, geo: Geometry):
+        """(cos, sin) [N, head_dim] for RoPE models, else None (computed once per grid)."""
+        if not self.uses_rope:
+            return None
+        if geo.grid not in self._rope:
+            self._rope[geo.grid] = rope_tables(self.transformer.config, geo.grid, self.device)
+        return self._rope[geo.grid]
+
+    def sincos_embedding(self, geo: Geometry):
+        """The 3D sincos positional embedding of the video tokens [N, dim] (non-RoPE models), as the patch
+        embedding adds it: its buffer only when the size matches the config, else recomputed."""
+        import torch
+
+        pe = self.transformer.patch_embed
+        pre_frames = (geo.latent_frames - 1) * pe.temporal_compression_ratio + 1
+        with torch.no_grad():
+            if (pe.sample_height, pe.sample_width, pe.sample_frames) == (geo.latent_height, geo.latent_width, pre_frames):
+                full = pe.pos_embedding
+            else:
+                full = pe._get_positional_embeddings(geo.latent_height, geo.latent_width, pre_frames, device=self.device)
+        return full[0, pe.max_text_seq_length:].to(self.device, torch.float32)
+
+    def forward(self, x, t, text, geo, positions=None):
+        """v prediction [B, F, C, h, w]; positions: RoPE tables ([2, 2, N, D] q/k tables) or a sincos
+        embedding [N, dim], by the model's kind."""
+        from contextlib import ExitStack
+
+        rope = self.default_rope(geo)
+        with ExitStack() as stack:
+            if positions is not None:
+                if rope is not None:
+                    rope = positions
+                else:
+                    stack.enter_context(_sincos_replaced(self.transformer, positions, self.sincos_embedding(geo)))
+            ts = t.expand(x.shape[0]).to(x.device)
+            return self.transformer(hidden_states=x.to(self.dtype), encoder_hidden_states=text,
+                                    timestep=ts, image_rotary_emb=rope, return_dict=False)[0]
+
+    def predict(self, x, t, text, scale, geo, positions=None):
+        """CFG in one batch of two (negative, positive), as CogVideoXPipeline."""
+        import torch
+
+        if scale is None:
+            return self.forward(x, t, text[-1:], geo, positions).float()
+        uncond, cond = self.forward(torch.cat([x, x]), t, text, geo, positions).float().chunk(2)
+        return uncond + scale * (cond - uncond)
+
+    @contextmanager
+    def install(self, taps) -> Iterator[None]:
+        from ..processors import Tap
+
+        old = dict(self.transformer.attn_processors)
+        bad = [b for b in taps if not 0 <= b < self.num_blocks]
+        if bad:
+            raise ValueError(f"the transformer has no block {bad[0]} ({self.num_blocks} blocks)")
+        new = {name: CogVideoXAttention(Tap()) for name in old}
+        for b, tap in taps.items():
+            new[f"transformer_blocks.{b}.attn1.processor"] = CogVideoXAttention(tap)
+        self.transformer.set_attn_processor(new)  # consumes the dict it is given: `old` stays intact
+        try:
+            yield
+        finally:
+            self.transformer.set_attn_processor(dict(old))
+
+    # -- what emb mode optimises ----------------------------------------------------------------------
+    def emb_variable(self, geo, angles):
+        """q and k RoPE tables [2, 2, N, D] (q/k, cos/sin), their rotation angles [2, N, D] with `angles`
+        (they stay rotations), or the sincos embedding [N, dim]."""
+        import torch
+
+        rope = self.default_rope(geo)
+        if rope is None:
+            return self.sincos_embedding(geo).float().clone()
+        cos, sin = rope
+        if angles:
+            angle = torch.atan2(sin.float(), cos.float())
+            return torch.stack([angle, angle])
+        pair = torch.stack([cos, sin]).float()
+        return torch.stack([pair, pair])  # separate q and k tables, as the paper
+
+    def emb_value(self, var, angles):
+        import torch
+
+        if angles and self.uses_rope:
+            return torch.stack([var.cos(), var.sin()], dim=1)  # [q/k, cos/sin, N, D]
+        return var
+
+
+@contextmanager
+def _sincos_replaced(transformer, embedding, base) -> Iterator[None]:
+    """Make the patch embedding add `embedding` instead of `base` to the video tokens (a forward hook)."""
+    import torch
+
+    delta = embedding - base
+
+    def hook(_module, _inputs, out):
+        n = delta.shape[0]
+        return torch.cat([out[:, :-n], out[:, -n:] + delta.to(out.dtype)], dim=1)
+
+    handle = transformer.patch_embed.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
