@@ -76,6 +76,34 @@ def build_tiny_pipeline(
     return path
 
 
+def build_tiny_wan_pipeline(path: str | os.PathLike, *, layers: int = 2, heads: int = 2, head_dim: int = 12,
+                            seed: int = 0) -> Path:
+    """Save a tiny random Wan 2.1 text-to-video pipeline (WanPipeline) to `path` and return it: a 2-layer
+    UMT5 with the word-level tokenizer, a 4-level Wan VAE (8x space, 4x time), UniPC with flow sigmas as the
+    released checkpoints ship."""
+    import torch
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0))
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=16,
+        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=layers, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+                                    num_train_timesteps=1000)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=sched)
+    path = Path(path)
+    pipe.save_pretrained(path)
+    return path
+
+
 def _moving_square(frames: int = 9, height: int = 32, width: int = 48):
     """A white square crossing a dark textured background left to right: uint8 [T, H, W, 3]."""
     import numpy as np

@@ -15,8 +15,9 @@ from ..errors import InputError
 from .base import Backbone, Geometry, geometry_of
 from .cogvideox import CogVideoXBackbone
 from .source import MODEL_DEFAULTS, model_identity, pipeline_class, resolve_folder, transformer_config
+from .wan import WanBackbone
 
-ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone,)
+ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone)
 PRESETS: dict[str, ModelPreset] = {k: v for a in ADAPTERS for k, v in a.presets.items()}
 ALIASES: dict[str, str] = {k: v for a in ADAPTERS for k, v in a.aliases.items()}
 

@@ -1,0 +1,268 @@
+"""Wan 2.1 text-to-video (1.3B, 14B and local folders) through diffusers' `WanPipeline`.
+
+Text enters only through each block's cross-attention (`attn2`), so every token of the self-attention
+(`attn1`) is a video token. RoPE is real-valued: `transformer.rope(latent)` returns (cos, sin), each
+[1, S, 1, D] over interleaved pairs, once per forward, shared by every block's attn1 (and by q and k).
+Latents are [B, C, F, h, w], normalised by the VAE's per-channel latents_mean/std; patch (1, 2, 2).
+
+Schedulers: the checkpoints ship UniPC (flow prediction, flow sigmas, shift 3). Unguided and emb-mode runs
+use the folder's own, so they reproduce WanPipeline. UniPC's corrector rebuilds x_t from the previous
+sample and model outputs, discarding a latent the guide optimised; latent-mode runs therefore step with
+flow-match Euler at the same shift (x_next = x + (sigma_next - sigma) v: it keeps the latent it is given).
+"""
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..config import DTYPES, PAPER_NEGATIVE_PROMPT, ModelPreset, RuntimeOptions, with_folder_defaults
+from ..errors import InputError, ModelUnavailable
+from .base import Backbone, Geometry, geometry_of, quiet_libraries
+from .source import check_toy_prompt, resolve_folder, toy_vocabulary
+from .wan_attn import WanSelfAttention, angles_to_rope
+
+# Guidance blocks and learning rates are the CogVideoX paper's proportions, not yet measured on Wan.
+_WAN = dict(scheduler=None, height=480, width=832, frames=25, steps=50, cfg=5.0, dynamic_cfg=False,
+            negative_prompt=PAPER_NEGATIVE_PROMPT, emb_param="angle")
+PRESETS: dict[str, ModelPreset] = {
+    "wan-1.3b": ModelPreset("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "bfloat16", guidance_blocks=(15,), **_WAN),
+    "wan-14b": ModelPreset("Wan-AI/Wan2.1-T2V-14B-Diffusers", "bfloat16", guidance_blocks=(20,), **_WAN),
+}
+ALIASES = {"Wan-AI/Wan2.1-T2V-1.3B-Diffusers": "wan-1.3b", "Wan-AI/Wan2.1-T2V-14B-Diffusers": "wan-14b"}
+LAYOUTS = {(30, 12): "wan-1.3b", (40, 40): "wan-14b"}  # (layers, heads) of the released checkpoints
+PIPELINE_CFG = 5.0  # WanPipeline's default guidance_scale
+TEXT_LEN = 512  # WanPipeline's default max_sequence_length
+
+
+def _read(folder: Path, part: str) -> dict[str, Any]:
+    try:
+        return json.loads((folder / part / "config.json").read_text())
+    except OSError:
+        return {}
+
+
+def _check_frames(frames: int, temporal: int) -> None:
+    if (frames - 1) % temporal:
+        lo = (frames - 1) // temporal * temporal + 1
+        raise InputError(f"Wan takes {temporal}k+1 frames (its VAE keeps frame 0 and compresses {temporal} to 1), "
+                         f"not {frames}; pick --frames {lo} or {lo + temporal}")
+
+
+def _geometry(patch, spatial: int, temporal: int, frames: int, height: int, width: int) -> Geometry:
+    if int(patch[0]) != 1:
+        raise InputError(f"Wan models with temporal patches ({list(patch)}) are not supported")
+    _check_frames(frames, temporal)
+    return geometry_of(int(patch[1]), spatial, temporal, frames, height, width)
+
+
+def flow_noised(x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Rectified flow's x_sigma = (1 - sigma) x0 + sigma noise (what both schedulers' add_noise compute)."""
+    return (1 - sigma) * x0 + sigma * noise
+
+
+class WanBackbone(Backbone):
+    pipeline_class = "WanPipeline"
+    presets, aliases = PRESETS, ALIASES
+
+    @classmethod
+    def config_geometry(cls, folder, frames, height, width) -> Geometry:
+        vae = _read(folder, "vae")
+        return _geometry(_read(folder, "transformer").get("patch_size", (1, 2, 2)), int(vae.get("scale_factor_spatial", 8)),
+                         int(vae.get("scale_factor_temporal", 4)), frames, height, width)
+
+    @classmethod
+    def folder_preset(cls, model, folder, defaults) -> ModelPreset:
+        cfg = _read(folder, "transformer")
+        layers = int(cfg.get("num_layers", 30))
+        known = LAYOUTS.get((layers, cfg.get("num_attention_heads")))
+        if known:
+            preset = replace(PRESETS[known], source=model)  # a local copy of a released checkpoint
+        else:  # what WanPipeline.from_pretrained(folder) does by default, so an unguided run equals it
+            preset = replace(PRESETS["wan-1.3b"], source=model, dtype="float32", guidance_blocks=(layers // 2,),
+                             cfg=PIPELINE_CFG, negative_prompt="", frames=81)
+        return with_folder_defaults(preset, defaults, model) if defaults else preset
+
+    def __init__(self, model: str, dtype: str, runtime: RuntimeOptions = RuntimeOptions(), scheduler: str | None = None,
+                 keeps_latent: bool = False):
+        from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+        if scheduler is not None:
+            raise InputError(f"--scheduler {scheduler} is a CogVideoX scheduler; Wan runs use the folder's own "
+                             f"(flow-match Euler when the latent is optimised)")
+        folder = resolve_folder(model)
+        quiet_libraries()
+        self.model = model
+        self.dtype = getattr(torch, DTYPES.get(dtype, dtype))
+        device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            pipe = WanPipeline.from_pretrained(folder, dtype=self.dtype)
+        except Exception as e:
+            raise ModelUnavailable(f"cannot load Wan pipeline from {folder}: {str(e).splitlines()[0]}")
+        if getattr(pipe, "transformer_2", None) is not None:
+            raise InputError(f"{folder} is a two-expert Wan 2.2 model; only Wan 2.1 (one transformer) is supported")
+        if keeps_latent:
+            shift = float(pipe.scheduler.config.get("flow_shift", None) or 3.0)
+            pipe.scheduler = FlowMatchEulerDiscreteScheduler(
+                num_train_timesteps=pipe.scheduler.config.num_train_timesteps, shift=shift)
+        self._place(pipe, runtime, device)
+        self.words = toy_vocabulary(model)
+        self._rope: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- shapes ---------------------------------------------------------------------------------------
+    @property
+    def blocks(self):
+        return self.transformer.blocks
+
+    @property
+    def after_blocks(self):
+        return self.transformer.norm_out
+
+    def block_video(self, out):
+        return out[-1]  # a block returns the hidden states [B, S, C]: all video tokens
+
+    def geometry(self, frames: int, height: int, width: int) -> Geometry:
+        return _geometry(self.transformer.config.patch_size, self.pipe.vae_scale_factor_spatial,
+                         self.pipe.vae_scale_factor_temporal, frames, height, width)
+
+    # -- text, pixels, latents ------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str):
+        """[1, 512, dim] UMT5 embedding, zero after the prompt's tokens (as WanPipeline)."""
+        if self.words is not None:
+            prompt = check_toy_prompt(prompt, self.words, self.model)
+        with torch.no_grad():
+            emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=TEXT_LEN,
+                                             device=self.device, dtype=self.dtype)
+        return emb
+
+    def _latent_stats(self):
+        cfg = self.pipe.vae.config
+        mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1)
+        return mean, std
+
+    def encode_video(self, frames: np.ndarray):
+        """uint8 [F, H, W, 3] -> normalised latent [1, C, F_latent, h, w] (the VAE's mode)."""
+        video = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # [3, F, H, W] in [-1, 1]
+        video = video.unsqueeze(0).to(self.device, self.pipe.vae.dtype)
+        mean, std = self._latent_stats()
+        with torch.no_grad():
+            z = self.pipe.vae.encode(video).latent_dist.mode()
+        return ((z - mean.to(z)) / std.to(z)).to(self.dtype)
+
+    def latent_frames(self, latent) -> int:
+        return int(latent.shape[2])
+
+    def decode(self, latents) -> np.ndarray:
+        """Normalised latent [1, C, F, h, w] -> uint8 frames [F, H, W, 3] (as WanPipeline's decoding)."""
+        vae = self.pipe.vae
+        mean, std = self._latent_stats()
+        with torch.no_grad():
+            z = latents.to(self.device, vae.dtype)
+            z = z / (1.0 / std.to(z)) + mean.to(z)  # the pipeline's own arithmetic, for identical pixels
+            video = vae.decode(z, return_dict=False)[0]
+            frames = self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
+        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+    # -- sampling -------------------------------------------------------------------------------------
+    def timesteps(self, steps: int):
+        self.scheduler.set_timesteps(steps, device=self.device)
+        self.scheduler.set_begin_index(0)
+        return self.scheduler.timesteps
+
+    def initial_noise(self, geo: Geometry, generator):
+        """float32, as WanPipeline (the transformer gets it cast to its dtype)."""
+        return self.pipe.prepare_latents(1, self.transformer.config.in_channels, geo.height, geo.width, geo.frames,
+                                         torch.float32, self.device, generator)
+
+    def _sigma(self, t) -> float:
+        """The scheduler's sigma at timestep t (flow time t / 1000 off its schedule)."""
+        hits = (self.scheduler.timesteps.to(t.device) == t).nonzero()
+        if len(hits) == 0:
+            return float(t) / self.scheduler.config.num_train_timesteps
+        return float(self.scheduler.sigmas[int(hits[0, 0])])
+
+    def add_noise(self, x0, noise, t):
+        return flow_noised(x0.float(), noise.float(), self._sigma(t)).to(noise.dtype)
+
+    def step(self, v, t, x, state):
+        """Both schedulers keep their own history; x0 is not reported."""
+        return self.scheduler.step(v, t, x, return_dict=False)[0], None, state
+
+    def cfg_scale(self, cfg: float, dynamic: bool, steps: int, t) -> float:
+        if dynamic:
+            raise InputError("--dynamic-cfg is CogVideoX's schedule; Wan runs take a fixed --cfg")
+        return cfg
+
+    # -- the transformer ------------------------------------------------------------------------------
+    def default_rope(self, geo: Geometry):
+        """The model's own (cos, sin), each [1, S, 1, D], for this grid (computed once)."""
+        if geo.grid not in self._rope:
+            shape = (1, self.transformer.config.in_channels, geo.latent_frames, geo.latent_height, geo.latent_width)
+            with torch.no_grad():
+                self._rope[geo.grid] = self.transformer.rope(torch.zeros(shape, device=self.device))
+        return self._rope[geo.grid]
+
+    def forward(self, x, t, text, geo, positions=None):
+        """Flow prediction [B, C, F, h, w]; positions: rotation angles [1, S, 1, D/2] or (cos, sin) tables
+        [2, 1, S, 1, D], given to every block through a forward hook on `transformer.rope`."""
+        with ExitStack() as stack:
+            if positions is not None:
+                stack.enter_context(_rope_replaced(self.transformer, positions))
+            ts = t.expand(x.shape[0]).to(x.device)
+            return self.transformer(hidden_states=x.to(self.dtype), timestep=ts, encoder_hidden_states=text.to(self.dtype),
+                                    return_dict=False)[0]
+
+    def predict(self, x, t, text, scale, geo, positions=None):
+        """CFG in two passes, positive then negative, as WanPipeline."""
+        cond = self.forward(x, t, text[-1:], geo, positions).float()
+        if scale is None:
+            return cond
+        uncond = self.forward(x, t, text[:1], geo, positions).float()
+        return uncond + scale * (cond - uncond)
+
+    @contextmanager
+    def install(self, taps) -> Iterator[None]:
+        """Our processor at every block's attn1 (attn2, the text cross-attention, keeps its own)."""
+        from ..processors import Tap
+
+        bad = [b for b in taps if not 0 <= b < self.num_blocks]
+        if bad:
+            raise ValueError(f"the transformer has no block {bad[0]} ({self.num_blocks} blocks)")
+        old = dict(self.transformer.attn_processors)
+        new = dict(old)
+        for b in range(self.num_blocks):
+            new[f"blocks.{b}.attn1.processor"] = WanSelfAttention(taps.get(b, Tap()))
+        self.transformer.set_attn_processor(new)
+        try:
+            yield
+        finally:
+            self.transformer.set_attn_processor(dict(old))
+
+    # -- what emb mode optimises ----------------------------------------------------------------------
+    def emb_variable(self, geo, angles):
+        """Rotation angles [1, S, 1, D/2] (`angles`: they stay rotations) or (cos, sin) [2, 1, S, 1, D]."""
+        cos, sin = self.default_rope(geo)
+        if angles:
+            return torch.atan2(sin[..., 0::2].float(), cos[..., 0::2].float())
+        return torch.stack([cos, sin]).float()
+
+
+@contextmanager
+def _rope_replaced(transformer, positions: torch.Tensor) -> Iterator[None]:
+    """Make `transformer.rope` return these positions (a forward hook: every block's attn1 gets them)."""
+    rope = angles_to_rope(positions) if positions.dim() == 4 else (positions[0], positions[1])
+
+    def hook(_module, _inputs, _out):
+        return rope
+
+    handle = transformer.rope.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
