@@ -1,4 +1,4 @@
-"""ditflow: motion transfer with video diffusion transformers (DiTFlow) on Hugging Face diffusers (CogVideoX; a backbone adapter per family).
+"""ditflow: motion transfer with video diffusion transformers (DiTFlow) on Hugging Face diffusers (CogVideoX, Wan 2.1).
 
     import ditflow
     amf = ditflow.extract("ref.mp4", ditflow.ExtractConfig(model="5b"))

@@ -102,8 +102,8 @@ class RuntimeOptions:
 class ExtractConfig:
     """Settings of one AMF extraction. None: the model's default."""
 
-    model: str = field(default="5b", metadata=rule("5b, 2b, toy, a Hugging Face id or a local diffusers folder."))
-    frames: int | None = field(default=None, metadata=rule("Frames to take from the start. [default: the model's, 24 for 2b/5b, 17 for the toy model]", ge=1))
+    model: str = field(default="5b", metadata=rule("5b, 2b, toy, wan-1.3b, wan-14b, a Hugging Face id or a local diffusers folder (CogVideoX or Wan 2.1)."))
+    frames: int | None = field(default=None, metadata=rule("Frames to take from the start. [default: the model's, 24 for 2b/5b, 25 for Wan (4k+1), 17 for the toy model]", ge=1))
     height: int | None = field(default=None, metadata=rule("Resize height. [default: the model's, 480 for 2b/5b, 64 for the toy model]", ge=1))
     width: int | None = field(default=None, metadata=rule("Resize width. [default: the model's, 720 for 2b/5b, 64 for the toy model]", ge=1))
     blocks: tuple[int, ...] | None = field(default=None, metadata=rule("Guidance blocks, comma-separated. [default: 20 for 5b, 15 for 2b, 6,7 for the toy model]", ge=0))

@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised CogVideoX pipelines built from the *real* diffusers/transformers classes.
+"""Tiny, randomly initialised CogVideoX and Wan pipelines built from the *real* diffusers/transformers classes.
 
 Used by the tests and the offline demo: no weights are downloaded. The tokenizer is a T5Tokenizer built
 from a word list (a unigram vocabulary), so prompts go through the same code path as the real T5.
@@ -117,14 +117,16 @@ def _moving_square(frames: int = 9, height: int = 32, width: int = 48):
     return video
 
 
-if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos]: a tiny random model for demos and tests
+if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --wan]: a tiny random model for demos and tests
     import sys
 
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if not args:
-        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos]")
+        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos | --wan]")
     out = Path(args[0])
     if (out / "model_index.json").is_file():
         print(out)
+    elif "--wan" in sys.argv:
+        print(build_tiny_wan_pipeline(out))
     else:
         print(build_tiny_pipeline(out, rope="--sincos" not in sys.argv))

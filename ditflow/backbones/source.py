@@ -80,7 +80,7 @@ def resolve_folder(model: str) -> Path:
     folder = _local_folder(source)
     if folder is None and looks_like_path(source):  # a typo'd folder: a download hint would mislead
         raise ModelUnavailable(f"no model folder at {Path(source).expanduser()}; pass --model with a diffusers "
-                               f"folder (one holding model_index.json), a Hugging Face id, or 5b, 2b, toy")
+                               f"folder (one holding model_index.json), a Hugging Face id, or 5b, 2b, toy, wan-1.3b, wan-14b")
     folder = folder or _hf_snapshot(source)
     if folder is None:
         raise ModelUnavailable(
