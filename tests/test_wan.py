@@ -160,3 +160,16 @@ def test_unsupported_pipeline_class_is_one_line(tmp_path):
         preset(str(tmp_path))
     message = str(err.value)
     assert "\n" not in message and "FluxPipeline" in message and "CogVideoXPipeline, WanPipeline" in message
+
+
+def test_cli_model_wan_without_weights_is_one_line(tmp_path, monkeypatch, capsys, ref_video):
+    from conftest import run_cli
+
+    home = tmp_path / "home"
+    for var, value in {"HOME": home, "HF_HOME": home / "hf", "HF_HUB_OFFLINE": "1", "DITFLOW_CACHE": tmp_path / "c"}.items():
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    code, out, err = run_cli(["extract", ref_video, "--model", "wan-1.3b", "-q"], capsys, monkeypatch)
+    lines = err.strip().splitlines()
+    assert code == 6 and out == "" and len(lines) == 1
+    assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in lines[0] and "hf download" in lines[0]
