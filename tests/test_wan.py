@@ -1,5 +1,6 @@
 """Wan 2.1 text-to-video through its backbone adapter, on a tiny random WanPipeline (real diffusers classes)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,8 +120,9 @@ def test_latent_guidance_steps_with_flow_match_euler(tiny_wan):
     assert type(euler).__name__ == "FlowMatchEulerDiscreteScheduler" and euler.config.shift == 3.0
 
 
-def test_kv_injection_and_moft_run(wan_amf, wan_store):
-    gen = guide(wan_amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", loss="moft", lr=(0.2, 0.2),
+@pytest.mark.parametrize("loss", ["moft", "smm"])
+def test_kv_injection_with_moft_and_smm(wan_amf, wan_store, loss):
+    gen = guide(wan_amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", loss=loss, lr=(0.2, 0.2),
                                           **{**FAST, "injection": True}), runtime=RUNTIME, store=wan_store)
     assert _decreases(gen.losses, FAST["opt_steps"])
 
@@ -173,3 +175,26 @@ def test_cli_model_wan_without_weights_is_one_line(tmp_path, monkeypatch, capsys
     lines = err.strip().splitlines()
     assert code == 6 and out == "" and len(lines) == 1
     assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in lines[0] and "hf download" in lines[0]
+
+
+def test_the_whole_chain_runs_on_a_wan_folder_through_the_cli(tiny_wan, ref_video, tmp_path, monkeypatch, capsys):
+    """extract -> guide (emb) -> inject -> eval -> viz -> cache ls, as a user types it."""
+    from conftest import run_cli
+
+    def call(*argv):
+        code, out, err = run_cli([*argv, "--cache", str(tmp_path / "c")], capsys, monkeypatch)
+        assert code == 0, err
+        return out.strip()
+
+    amf = call("extract", ref_video, "--model", tiny_wan, "--frames", "9", "--height", str(HEIGHT), "--width",
+               str(WIDTH), "--blocks", "1", "-q")
+    gen = call("guide", "--amf", amf, "-p", "a red circle", "--opt-mode", "emb", "--cfg", "5", "--seed", "3",
+               "--steps", "4", "--guidance-range", "4,2", "--lr", "0.05,0.05", "-q", "--out", str(tmp_path / "g.mp4"))
+    new = call("inject", "--emb", gen, "-p", "a blue square", "-q")
+    # eval finds the inject's reference through the cache; a tiny random model's noise has nothing to track
+    code, _, err = run_cli(["eval", new, "--metrics", "mf", "--tracker", "lk", "-q", "--cache", str(tmp_path / "c")], capsys, monkeypatch)
+    assert code == 2 and "no point could be tracked" in err
+    still = call("viz", "compare", amf, gen, new, "--out", str(tmp_path / "cmp.png"))
+    listing = call("cache", "ls")
+    assert len({amf, gen, new}) == 3 and (tmp_path / "g.mp4").is_file() and Path(still).is_file()
+    assert gen[:12] in listing and "inject" in listing
