@@ -89,6 +89,26 @@ class Backbone:
         raise NotImplementedError
 
     # -- the pipeline on the device ------------------------------------------------------------------
+    def _open(self, pipeline_cls, family: str, model: str, dtype: str, runtime: "RuntimeOptions"):
+        """The model's pipeline of `pipeline_cls`, loaded in `dtype` (kept with the model name on self): returns
+        (folder, pipe, device), for the adapter to adjust before `_place`."""
+        import torch
+
+        from ..config import DTYPES
+        from ..errors import ModelUnavailable
+        from .source import resolve_folder
+
+        folder = resolve_folder(model)
+        quiet_libraries()
+        self.model = model
+        self.dtype = getattr(torch, DTYPES.get(dtype, dtype))
+        device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            pipe = pipeline_cls.from_pretrained(folder, dtype=self.dtype)
+        except Exception as e:
+            raise ModelUnavailable(f"cannot load {family} pipeline from {folder}: {str(e).splitlines()[0]}")
+        return folder, pipe, device
+
     def _place(self, pipe, runtime: "RuntimeOptions", device: str) -> None:
         """Device placement, memory options, frozen weights: the same for every family."""
         import torch

@@ -15,11 +15,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..config import DTYPES, ModelPreset, RuntimeOptions, with_folder_defaults
-from ..errors import ModelUnavailable
-from .base import Backbone, Geometry, geometry_of, quiet_libraries
+from ..config import ModelPreset, RuntimeOptions, with_folder_defaults
+from .base import Backbone, Geometry, geometry_of
 from .cogvideox_attn import CogVideoXAttention, rope_tables
-from .source import check_toy_prompt, resolve_folder, toy_vocabulary
+from .source import check_toy_prompt, toy_vocabulary
 
 PRESETS: dict[str, ModelPreset] = {
     "5b": ModelPreset("THUDM/CogVideoX-5b", "bfloat16", "dpm", (20,), dynamic_cfg=True),
@@ -85,18 +84,9 @@ class CogVideoXBackbone(Backbone):
     def __init__(self, model: str, dtype: str, runtime: RuntimeOptions = RuntimeOptions(), scheduler: str | None = None,
                  keeps_latent: bool = False):
         # keeps_latent: DDIM and DPM step from the latent they are given, so a guided latent is kept as is
-        import torch
         from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler, CogVideoXPipeline
 
-        folder = resolve_folder(model)
-        quiet_libraries()
-        self.model = model
-        self.dtype = getattr(torch, DTYPES.get(dtype, dtype))
-        device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            pipe = CogVideoXPipeline.from_pretrained(folder, dtype=self.dtype)
-        except Exception as e:
-            raise ModelUnavailable(f"cannot load CogVideoX pipeline from {folder}: {str(e).splitlines()[0]}")
+        _, pipe, device = self._open(CogVideoXPipeline, "CogVideoX", model, dtype, runtime)
         if scheduler == "dpm" and not isinstance(pipe.scheduler, CogVideoXDPMScheduler):
             pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
         elif scheduler == "ddim" and not isinstance(pipe.scheduler, CogVideoXDDIMScheduler):

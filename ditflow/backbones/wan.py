@@ -21,10 +21,10 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..config import DTYPES, PAPER_NEGATIVE_PROMPT, ModelPreset, RuntimeOptions, with_folder_defaults
-from ..errors import InputError, ModelUnavailable
-from .base import Backbone, Geometry, geometry_of, quiet_libraries
-from .source import check_toy_prompt, resolve_folder, toy_vocabulary
+from ..config import PAPER_NEGATIVE_PROMPT, ModelPreset, RuntimeOptions, with_folder_defaults
+from ..errors import InputError
+from .base import Backbone, Geometry, geometry_of
+from .source import check_toy_prompt, toy_vocabulary
 from .wan_attn import WanSelfAttention, angles_to_rope
 
 # Guidance blocks and learning rates are the CogVideoX paper's proportions, not yet measured on Wan.
@@ -95,15 +95,7 @@ class WanBackbone(Backbone):
         if scheduler is not None:
             raise InputError(f"--scheduler {scheduler} is a CogVideoX scheduler; Wan runs use the folder's own "
                              f"(flow-match Euler when the latent is optimised)")
-        folder = resolve_folder(model)
-        quiet_libraries()
-        self.model = model
-        self.dtype = getattr(torch, DTYPES.get(dtype, dtype))
-        device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            pipe = WanPipeline.from_pretrained(folder, dtype=self.dtype)
-        except Exception as e:
-            raise ModelUnavailable(f"cannot load Wan pipeline from {folder}: {str(e).splitlines()[0]}")
+        folder, pipe, device = self._open(WanPipeline, "Wan", model, dtype, runtime)
         if getattr(pipe, "transformer_2", None) is not None:
             raise InputError(f"{folder} is a two-expert Wan 2.2 model; only Wan 2.1 (one transformer) is supported")
         if keeps_latent:
