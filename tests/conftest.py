@@ -60,6 +60,15 @@ def extract_cfg(model: str, **kw) -> ExtractConfig:
     return ExtractConfig(model=model, frames=FRAMES, height=HEIGHT, width=WIDTH, blocks=(1,), **kw)
 
 
+def decreases_within_each_step(losses, opt_steps: int) -> bool:
+    """Within every guidance step the loss after optimising is below the first evaluation."""
+    by_step = {}
+    for r in losses:
+        by_step.setdefault(r["step"], []).append(r["loss"])
+    assert by_step and all(len(v) == opt_steps for v in by_step.values())
+    return all(v[-1] < v[0] for v in by_step.values())
+
+
 def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
     """Run the real entry point (error mapping included) in-process: (exit code, stdout, stderr)."""
     from ditflow.cli.app import main

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FRAMES, HEIGHT, WIDTH, extract_cfg
+from conftest import FRAMES, HEIGHT, WIDTH, decreases_within_each_step, extract_cfg
 from ditflow import stages
 from ditflow.config import GuideConfig
 from ditflow.errors import IncompatibleArtifact, InputError
@@ -58,23 +58,14 @@ def test_unguided_run_with_defaults_is_the_folders_own_pipeline(tiny_rope, ref_v
     assert np.abs(gen.frames.astype(int) - ref.astype(int)).max() <= 2
 
 
-def _decreases(losses, opt_steps):
-    """Within every guidance step the loss after optimising is below the first evaluation."""
-    by_step = {}
-    for r in losses:
-        by_step.setdefault(r["step"], []).append(r["loss"])
-    assert by_step and all(len(v) == opt_steps for v in by_step.values())
-    return all(v[-1] < v[0] for v in by_step.values())
-
-
 @pytest.mark.parametrize("mode", ["latent", "emb"])
 @pytest.mark.parametrize("loss", ["flow", "moft", "smm"])
-def test_loss_decreases(tiny_rope, ref_video, store, runtime, mode, loss):
+def test_lossdecreases_within_each_step(tiny_rope, ref_video, store, runtime, mode, loss):
     amf = extract(ref_video, extract_cfg(tiny_rope, moft_fraction=0.25), runtime=runtime, store=store)
     lr = (0.2, 0.2) if mode == "latent" else (0.05, 0.05)
     gen = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode=mode, loss=loss, lr=lr, **FAST),
                 runtime=runtime, store=store)
-    assert _decreases(gen.losses, FAST["opt_steps"])
+    assert decreases_within_each_step(gen.losses, FAST["opt_steps"])
 
 
 def test_confidence_weighted_flow_loss(tiny_rope, ref_video, store, runtime):
@@ -84,12 +75,12 @@ def test_confidence_weighted_flow_loss(tiny_rope, ref_video, store, runtime):
     assert conf.shape == (f, f, h * w) and bool(((conf >= 1 / (h * w) - 1e-3) & (conf <= 1)).all())
     gen = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), loss_weighting="confidence",
                                       **FAST), runtime=runtime, store=store)
-    assert _decreases(gen.losses, FAST["opt_steps"])
+    assert decreases_within_each_step(gen.losses, FAST["opt_steps"])
     plain = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), **FAST), runtime=runtime, store=store)
     assert [r["loss"] for r in plain.losses] != [r["loss"] for r in gen.losses]
     mutual = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), loss_weighting="mutual",
                                          **FAST), runtime=runtime, store=store)
-    assert _decreases(mutual.losses, FAST["opt_steps"])
+    assert decreases_within_each_step(mutual.losses, FAST["opt_steps"])
     assert [r["loss"] for r in mutual.losses] != [r["loss"] for r in gen.losses]
 
 
@@ -101,7 +92,7 @@ def test_soft_reference_flow_is_stored_and_guides(tiny_rope, ref_video, store, r
     assert soft[..., 0].abs().max() <= w - 1 and soft[..., 1].abs().max() <= h - 1
     cfg = dict(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), **FAST)
     gen = guide(amf.hash, GuideConfig(reference_flow="soft", **cfg), runtime=runtime, store=store)
-    assert _decreases(gen.losses, FAST["opt_steps"])
+    assert decreases_within_each_step(gen.losses, FAST["opt_steps"])
     paper = guide(amf.hash, GuideConfig(reference_flow="argmax", **cfg), runtime=runtime, store=store)
     assert paper.hash != gen.hash and [r["loss"] for r in paper.losses] != [r["loss"] for r in gen.losses]
     with pytest.raises(InputError, match="reference-flow"):
@@ -113,7 +104,7 @@ def test_sincos_model_emb_mode(tiny_sincos, ref_video, store, runtime):
     amf = extract(ref_video, extract_cfg(tiny_sincos), runtime=runtime, store=store)
     cfg = GuideConfig(prompt="a red circle", opt_mode="emb", lr=(0.05, 0.05), **FAST)
     gen = guide(amf.hash, cfg, runtime=runtime, store=store)
-    assert _decreases(gen.losses, FAST["opt_steps"])
+    assert decreases_within_each_step(gen.losses, FAST["opt_steps"])
     embs = gen.embeddings()
     assert len(embs) == 2 and all(e.ndim == 2 for e in embs.values())
     again = inject(gen.hash, InjectConfig(prompt="a red circle"), runtime=runtime, store=store)
@@ -140,7 +131,7 @@ def test_emb_angles_stay_rotations_and_restore_after_the_range(tiny_rope, ref_vi
     amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
     cfg = GuideConfig(prompt="a red circle", opt_mode="emb", lr=(0.05, 0.05), emb_param="angle", **FAST)
     gen = guide(amf.hash, cfg, runtime=runtime, store=store)
-    assert _decreases(gen.losses, FAST["opt_steps"])
+    assert decreases_within_each_step(gen.losses, FAST["opt_steps"])
     embs = gen.embeddings()
     assert len(embs) == 2  # the 2 guided steps only
     for e in embs.values():

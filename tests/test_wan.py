@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FRAMES, HEIGHT, WIDTH, extract_cfg
+from conftest import FRAMES, HEIGHT, WIDTH, decreases_within_each_step, extract_cfg
 from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
 from ditflow.errors import InputError, ModelUnavailable
 from ditflow.stages import InjectConfig, extract, guide, inject
@@ -31,14 +31,6 @@ def wan_store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def wan_amf(tiny_wan, ref_video, wan_store):
     return extract(ref_video, extract_cfg(tiny_wan, moft_fraction=0.25), runtime=RUNTIME, store=wan_store)
-
-
-def _decreases(losses, opt_steps):
-    by_step = {}
-    for r in losses:
-        by_step.setdefault(r["step"], []).append(r["loss"])
-    assert by_step and all(len(v) == opt_steps for v in by_step.values())
-    return all(v[-1] < v[0] for v in by_step.values())
 
 
 def test_unguided_run_is_wan_pipeline_with_the_folders_scheduler(tiny_wan, wan_amf, wan_store):
@@ -96,7 +88,7 @@ def test_extract_gives_the_amf_of_attn1_qk(tiny_wan, wan_amf):
 def test_loss_falls_within_a_guidance_step(wan_amf, wan_store, mode, lr):
     gen = guide(wan_amf.hash, GuideConfig(prompt="a red circle", opt_mode=mode, lr=lr, **FAST), runtime=RUNTIME,
                 store=wan_store)
-    assert _decreases(gen.losses, FAST["opt_steps"])
+    assert decreases_within_each_step(gen.losses, FAST["opt_steps"])
     assert np.isfinite(gen.frames.astype(float)).all() and gen.frames.std() > 0
 
 
@@ -124,7 +116,7 @@ def test_latent_guidance_steps_with_flow_match_euler(tiny_wan):
 def test_kv_injection_with_moft_and_smm(wan_amf, wan_store, loss):
     gen = guide(wan_amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", loss=loss, lr=(0.2, 0.2),
                                           **{**FAST, "injection": True}), runtime=RUNTIME, store=wan_store)
-    assert _decreases(gen.losses, FAST["opt_steps"])
+    assert decreases_within_each_step(gen.losses, FAST["opt_steps"])
 
 
 def test_wan_frames_must_be_4k_plus_1(tiny_wan, ref_video, wan_store, no_model):
