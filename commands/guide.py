@@ -6,14 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from ditflow.config import GuideConfig
+from ditflow.config import GuideConfig, InjectConfig
 
 from .options import (CacheOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt, FormatOpt, JsonOpt, NoInjectionOpt, OutOpt,
                       OverwriteOpt, QuietOpt, setting)
 
 PromptOpt = Annotated[str, setting(GuideConfig, "prompt", "--prompt", "-p")]
 NegOpt = Annotated[Optional[str], setting(GuideConfig, "negative_prompt")]
-SeedOpt = Annotated[Optional[int], setting(GuideConfig, "seed", extra="[default: 1; inject: the guide run's]")]
+SeedOpt = Annotated[Optional[int], setting(GuideConfig, "seed", extra="[default: 1]")]
 CfgOpt = Annotated[Optional[float], setting(GuideConfig, "cfg", "--cfg")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Must be the AMF's model (checked); default: the AMF's.", show_default=False)]
 
@@ -75,9 +75,9 @@ def guide(
 def inject(
     emb: Annotated[str, typer.Option("--emb", help="Hash of a `guide --opt-mode emb` artifact.", show_default=False)],
     prompt: PromptOpt,
-    negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt. [default: the guide run's]", show_default=False)] = None,
-    seed: SeedOpt = None,
-    cfg: Annotated[Optional[float], typer.Option("--cfg", help="Classifier-free guidance scale; 1 is off. [default: the guide run's]", show_default=False)] = None,
+    negative_prompt: Annotated[Optional[str], setting(InjectConfig, "negative_prompt")] = None,
+    seed: Annotated[Optional[int], setting(InjectConfig, "seed")] = None,
+    cfg: Annotated[Optional[float], setting(InjectConfig, "cfg", "--cfg")] = None,
     no_injection: NoInjectionOpt = False,
     model: ModelOpt = None,
     out: OutOpt = None,
@@ -90,7 +90,6 @@ def inject(
     json_out: JsonOpt = False,
 ) -> None:
     """Zero-shot motion transfer: reuse a guide run's optimised embeddings on a new prompt (no optimisation)."""
-    from ditflow.stages import InjectConfig
     from ditflow.stages import inject as run
     from ditflow.store import Store
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "extract": "ditflow.stages", "guide": "ditflow.stages", "inject": "ditflow.stages", "InjectConfig": "ditflow.stages",
+    "extract": "ditflow.stages", "guide": "ditflow.stages", "inject": "ditflow.stages", "InjectConfig": "ditflow.config",
     "ExtractConfig": "ditflow.config", "GuideConfig": "ditflow.config", "RuntimeOptions": "ditflow.config",
     "Store": "ditflow.store", "AmfArtifact": "ditflow.artifacts", "GenArtifact": "ditflow.artifacts",
     "attention_motion_flow": "ditflow.amf", "evaluate": "ditflow.eval", "Evaluator": "ditflow.eval",

@@ -195,6 +195,18 @@ class GuideConfig:
                 raise InputError(f"--guidance-range HI,LO needs HI > LO >= 0, got {hi},{lo}")
 
 
+@dataclass(frozen=True)
+class InjectConfig:
+    """Zero-shot injection: what may differ from the guide run whose embeddings are replayed. None: the guide run's."""
+
+    prompt: str = field(default="", metadata=rule("What to generate."))
+    negative_prompt: str | None = field(default=None, metadata=rule("Negative prompt. [default: the guide run's]"))
+    seed: int | None = field(default=None, metadata=rule("Noise seed. [default: the guide run's]", ge=0, le=MAX_SEED))
+    cfg: float | None = field(default=None, metadata=rule(
+        "Classifier-free guidance scale; 1 is off. [default: the guide run's]", ge=1))
+    injection: bool | None = None  # KV injection from the reference; None: as the guide run
+
+
 def settings(cfg: Any) -> dict[str, Any]:
     """A config as plain JSON-able data (tuples become lists): what artifact hashes take."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))

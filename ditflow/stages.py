@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from . import artifacts
 from .artifacts import AmfArtifact, GenArtifact
 from .backbones import config_geometry, load_backbone, model_identity, num_blocks, preset
 from .backbones.source import check_toy_prompt, toy_vocabulary
-from .checks import MAX_SEED, check_rules, rule
-from .config import ExtractConfig, GuideConfig, RuntimeOptions, from_settings, settings
+from .checks import check_rules
+from .config import ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions, from_settings, settings
 from .errors import IncompatibleArtifact, InputError
 from .fileio import printable
 from .progress import Progress
@@ -116,17 +116,6 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
 
 
 # ---------------------------------------------------------------------------------------------- guide
-@dataclass(frozen=True)
-class InjectConfig:
-    """Zero-shot injection: what may differ from the guide run whose embeddings are replayed."""
-
-    prompt: str = ""
-    negative_prompt: str | None = None  # None: the guide run's
-    seed: int | None = field(default=None, metadata=rule(ge=0, le=MAX_SEED))  # None: the guide run's
-    cfg: float | None = field(default=None, metadata=rule(ge=1))
-    injection: bool | None = None  # KV injection from the reference; None: as the guide run
-
-
 def _check_amf_matches(amf: AmfArtifact, model: str | None, frames: int | None, height: int | None, width: int | None) -> None:
     inp = amf.inputs
     if model is not None and model_identity(model) != inp["model"]:
