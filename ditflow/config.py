@@ -20,6 +20,7 @@ DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16":
 PAPER_NEGATIVE_PROMPT = "bad quality, distortions, unrealistic, distorted image, watermark, signature"
 TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-cogvideox"
 MODES = ("latent", "emb")
+CROPS = ("none", "center")  # how extract fits a video to the model's aspect
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class ExtractConfig:
     dtype: str | None = field(default=None, metadata=rule("Weights' dtype. [default: the model's]", choices=tuple(DTYPES)))
     crop: str = field(default="none", metadata=rule(
         "none: squash the video to the model's height and width; center: first crop its largest centred region of "
-        "that aspect. Either way a note on stderr says what changed.", choices=("none", "center")))
+        "that aspect. Either way a note on stderr says what changed.", choices=CROPS))
 
     def resolve(self, preset: ModelPreset) -> "ExtractConfig":
         def pick(name, preset_name=None):

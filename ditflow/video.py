@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import CROPS
 from .errors import InputError
 from .fileio import check_target, make_parents, printable, remove_folders, temp_name, writing
 
@@ -14,7 +15,6 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif"}
 OUTPUT_FORMATS = ("mp4", "gif", "png")
 FRAME_NAME = re.compile(r"^\d{4,}\.png$")  # the frames `write_video(fmt="png")` names: 0000.png, 0001.png...
-CROPS = ("none", "center")
 
 
 # ---------------------------------------------------------------------------------------------- reading
