@@ -108,6 +108,8 @@ def summarise(rows: list[dict]) -> dict:
             "object_found": float(np.mean([np.isfinite(r["rel_path_error"]) for r in rows])),
             "prompt_match": float(np.mean([r["prompt_match"] for r in rows])), "colour_match": float(np.mean([r["colour_match"] for r in rows])),
             "seconds_per_video": mean_of([r["seconds"] for r in rows if not r.get("from_store")]),
+            "sample_seconds_per_video": mean_of([r["sample_seconds"] for r in rows
+                                                 if not r.get("from_store") and r.get("sample_seconds") is not None]),
             "from_store": int(sum(bool(r.get("from_store")) for r in rows)),
             "rel_path_error_by_motion": {m: v for m in sorted({r["motion"] for r in rows})
                                          if (v := mean_of(found("rel_path_error", lambda r: r["motion"] == m))) is not None}}
@@ -196,6 +198,7 @@ def main() -> None:
                 seconds = time.time() - t0
                 row = {"setup": name, "ref_seed": seed, "noise_seed": noise_seed, "motion": clip.motion,
                        "prompt": use_prompt, "seconds": seconds, "gen": gen.hash[:12],
+                       "sample_seconds": gen.meta.get("seconds", {}).get("sample"),
                        "from_store": gen.hash in stored,
                        "amf": source.hash[:12] if source is not None else None,
                        **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator, world)}

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ditflow.config import GuideConfig, InjectConfig
+from ditflow.config import GuideConfig, InjectConfig, RuntimeOptions
 
 from .options import (CacheOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt, FormatOpt, JsonOpt, NoInjectionOpt, OutOpt,
                       OverwriteOpt, QuietOpt, setting)
@@ -30,6 +30,10 @@ def guide(
     loss_weighting: Annotated[Optional[str], setting(GuideConfig, "loss_weighting")] = None,
     reference_flow: Annotated[Optional[str], setting(GuideConfig, "reference_flow")] = None,
     emb_param: Annotated[Optional[str], setting(GuideConfig, "emb_param")] = None,
+    fast: Annotated[bool, setting(GuideConfig, "fast", "--fast")] = False,
+    amf_window: Annotated[Optional[int], setting(GuideConfig, "amf_window")] = None,
+    amf_frame_distance: Annotated[Optional[int], setting(GuideConfig, "amf_frame_distance")] = None,
+    grad_reuse: Annotated[Optional[int], setting(GuideConfig, "grad_reuse")] = None,
     no_guidance: Annotated[bool, typer.Option("--no-guidance", help="No optimisation (the paper's injection-only / backbone runs).")] = False,
     no_injection: NoInjectionOpt = False,
     injection_blocks: Annotated[Optional[str], setting(GuideConfig, "injection_blocks", extra="[default: 0]")] = None,
@@ -46,6 +50,8 @@ def guide(
     cache: CacheOpt = None,
     device: DeviceOpt = None,
     cpu_offload: CpuOffloadOpt = False,
+    gradient_checkpointing: Annotated[Optional[bool], setting(
+        RuntimeOptions, "gradient_checkpointing", "--gradient-checkpointing/--no-gradient-checkpointing")] = None,
     quiet: QuietOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -64,9 +70,11 @@ def guide(
              "guidance": False if no_guidance else None, "injection": False if no_injection else None,
              "injection_blocks": parse_ints(injection_blocks, "--injection-blocks"), "steps": steps, "cfg": cfg,
              "dynamic_cfg": dynamic_cfg, "seed": seed, "scheduler": scheduler, "emb_param": emb_param,
-             "loss_weighting": loss_weighting, "reference_flow": reference_flow}
+             "loss_weighting": loss_weighting, "reference_flow": reference_flow, "fast": fast or None,
+             "amf_window": amf_window, "amf_frame_distance": amf_frame_distance, "grad_reuse": grad_reuse}
     gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flags)
-    rt = runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None)
+    rt = runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None,
+                 gradient_checkpointing=gradient_checkpointing)
     art = run(amf, gcfg, model=model, runtime=rt, store=Store(cache))
     written = write_output(art, target, overwrite, rt.quiet)
     emit(art, json_out, video=written)

@@ -20,6 +20,11 @@ DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16":
 PAPER_NEGATIVE_PROMPT = "bad quality, distortions, unrealistic, distorted image, watermark, signature"
 TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-cogvideox"
 MODES = ("latent", "emb")
+FAST_SETTINGS = ("amf_window", "amf_frame_distance", "grad_reuse")
+# --fast on a model without measured values: FastVMT's (a 21x21 key window, frame pairs at most 4 latent frames
+# apart, a full backward every 3rd Adam step), not measured on these models; the toy model's are measured
+# (docs/performance.md, "Fast mode").
+FAST_DEFAULTS = {"amf_window": 10, "amf_frame_distance": 4, "grad_reuse": 3}
 CROPS = ("none", "center")  # how extract fits a video to the model's aspect
 
 
@@ -48,6 +53,7 @@ class ModelPreset:
     loss_weighting: str = "none"
     reference_flow: str = "argmax"
     emb_param: str = "table"
+    fast: dict[str, int] = field(default_factory=lambda: dict(FAST_DEFAULTS))  # what --fast sets
 
 
 def with_folder_defaults(preset: ModelPreset, defaults: dict[str, Any], model: str) -> ModelPreset:
@@ -57,6 +63,11 @@ def with_folder_defaults(preset: ModelPreset, defaults: dict[str, Any], model: s
         raise InputError(f"ditflow.json of {model} has unknown settings: {', '.join(sorted(unknown))} "
                          f"(known: {', '.join(sorted(known))})")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in defaults.items()}
+    if "fast" in values:
+        fast = values["fast"]
+        if not isinstance(fast, dict) or set(fast) - set(FAST_SETTINGS):
+            raise InputError(f"ditflow.json of {model}: fast takes a table of {', '.join(FAST_SETTINGS)}")
+        values["fast"] = {**preset.fast, **fast}
     if "lr" in values:  # {"latent": [a, b], "emb": [c, d]}, or one pair for both modes
         lr = values["lr"]
         if isinstance(lr, dict):
@@ -89,7 +100,10 @@ class RuntimeOptions:
     cpu_offload: bool = field(default=False, metadata=rule("Keep idle submodels on the CPU (saves GPU memory)."))
     vae_slicing: bool = True
     vae_tiling: bool = False
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool | None = field(default=None, metadata=rule(
+        "Recompute block activations in backward instead of keeping them. [default: only when the guided "
+        "forward's activations would pass 1 GiB: on for 2b/5b/Wan at their sizes, off for the toy model, "
+        "where it only costs time]"))
     quiet: bool = field(default=False, metadata=rule("No progress bars or logs on stderr."))
 
     def validate(self) -> None:
@@ -172,15 +186,33 @@ class GuideConfig:
     emb_param: str | None = field(default=None, metadata=rule(
         "emb mode, RoPE models: optimise the tables (table, the paper) or their rotation angles (angle: they stay "
         "rotations). [default: table; the toy model: angle]", choices=("table", "angle")))
+    fast: bool = field(default=False, metadata=rule(
+        "Fast mode: the model's measured local AMF window, frame distance and gradient reuse, for the three "
+        "settings below that are not given (the toy model's: measured; other models': FastVMT's 10, 4, 3)."))
+    amf_window: int | None = field(default=None, metadata=rule(
+        "AMF loss: each query patch looks only at key patches within this many patches of its own position "
+        "(a (2R+1)x(2R+1) window). [default: the whole frame; --fast: the model's]", ge=1))
+    amf_frame_distance: int | None = field(default=None, metadata=rule(
+        "AMF loss: only frame pairs at most this many latent frames apart. [default: all pairs; --fast: the model's]",
+        ge=1))
+    grad_reuse: int | None = field(default=None, metadata=rule(
+        "A full forward and backward every k-th Adam step; the steps between reuse the last gradient. "
+        "[default: 1 (every step); --fast: the model's]", ge=1))
 
     def resolve(self, preset: ModelPreset) -> "GuideConfig":
         def pick(name):
             value = getattr(self, name)
             return getattr(preset, name) if value is None else value
 
+        def fast(name, off):
+            value = getattr(self, name)
+            return value if value is not None else (preset.fast.get(name, off) if self.fast else off)
+
         opt_mode = pick("opt_mode")
         return replace(
             self,
+            amf_window=fast("amf_window", None), amf_frame_distance=fast("amf_frame_distance", None),
+            grad_reuse=fast("grad_reuse", 1),
             lr=tuple(self.lr) if self.lr else tuple(preset.lr[opt_mode]),
             guidance_range=tuple(pick("guidance_range")),
             injection_blocks=tuple(self.injection_blocks),

@@ -21,8 +21,9 @@ class Guide:
 
     def __init__(self, model: Model, loss, *, steps_active: range, lr: tuple[float, float],
                  guidance_range: tuple[int, int], opt_steps: int, text_pos, injection=None,
-                 on_loss: Callable | None = None):
+                 on_loss: Callable | None = None, grad_reuse: int = 1):
         self.model, self.loss_fn, self.steps_active, self.opt_steps = model, loss, steps_active, opt_steps
+        self.grad_reuse = grad_reuse
         self.text, self.injection, self.on_loss = text_pos, injection, on_loss
         self.blocks = loss.blocks
         hi, lo = guidance_range
@@ -76,12 +77,15 @@ class Guide:
             var = self.variable(x).detach().clone().requires_grad_(True)
             opt = torch.optim.Adam([var], lr=lr)
             for s in range(self.opt_steps):
-                opt.zero_grad(set_to_none=True)
-                inputs, positions = self.forward_inputs(x, var)
-                value = self.loss(inputs, t, positions, recorders)
-                value.backward()
+                fresh = s % self.grad_reuse == 0  # between fresh gradients Adam steps with the last one
+                if fresh:
+                    opt.zero_grad(set_to_none=True)
+                    inputs, positions = self.forward_inputs(x, var)
+                    value = self.loss(inputs, t, positions, recorders)
+                    value.backward()
                 opt.step()
-                record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach())}
+                record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach()),
+                          "fresh": fresh}
                 self.losses.append(record)
                 if self.on_loss is not None:
                     self.on_loss(record)

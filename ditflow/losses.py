@@ -13,17 +13,23 @@ import torch
 import torch.nn.functional as F
 
 from . import amf as amf_lib
+from . import amf_local
 
 
 def amf_loss(generated: torch.Tensor, reference: torch.Tensor, threshold: bool = True,
-             weight: torch.Tensor | None = None, moving: torch.Tensor | None = None) -> torch.Tensor:
+             weight: torch.Tensor | None = None, moving: torch.Tensor | None = None,
+             valid: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between the generated (soft) AMF and the reference AMF (argmax, as the paper, or soft), both
     [F, F, P, 2]. With `threshold`, only where the reference moves: `moving` [F, F, P] bool, by default where
     the reference displacement is non-zero (the paper's thresholded loss; a soft reference passes its argmax's).
     With `weight` [F, F, P] (e.g. the reference's attention confidence), a weighted mean over those entries,
-    so arbitrary argmaxes of flat attention count little."""
+    so arbitrary argmaxes of flat attention count little. `valid` [F, F, P] bool: the only entries that may
+    count (a local AMF's reach, see amf_local.local_mask)."""
     reference = reference.to(generated.dtype)
     mask = (reference.norm(dim=-1) > 0) if moving is None else moving.bool()
+    if valid is not None:
+        generated, reference, mask = generated[valid], reference[valid], mask[valid]
+        weight = None if weight is None else weight[valid]
     if weight is not None:
         w = weight.to(generated.dtype)
         if threshold and mask.any():
@@ -76,7 +82,8 @@ class FlowLoss:
     amf: block -> [F, F, P, 2] reference argmax AMF (its non-zero entries are the moving ones); target:
     block -> [F, F, P, 2] soft AMF to aim at instead (`reference_flow="soft"`); weight: block -> [F, F, P]
     reference attention confidence (`loss_weighting` confidence or mutual); mutual: also weight by the
-    generated video's own confidence, so guidance does not ask a plain background to move."""
+    generated video's own confidence, so guidance does not ask a plain background to move; window: fast
+    mode's local AMF (`amf_local.Window`), scored on the entries it reaches (None: the full AMF)."""
 
     amf: dict[int, torch.Tensor]
     grid: tuple[int, int, int]
@@ -85,7 +92,14 @@ class FlowLoss:
     target: dict[int, torch.Tensor] = field(default_factory=dict)
     weight: dict[int, torch.Tensor] = field(default_factory=dict)
     mutual: bool = False
+    window: amf_local.Window | None = None
     needs_qk = True
+
+    def __post_init__(self):
+        if self.window is not None and self.window.covers(self.grid):
+            self.window = None  # the full AMF: the same loss, by the faster kernel
+        self.valid = {} if self.window is None else {
+            b: amf_local.local_mask(self.grid, self.window, a).to(a.device) for b, a in self.amf.items()}
 
     @property
     def blocks(self) -> tuple[int, ...]:
@@ -95,7 +109,8 @@ class FlowLoss:
     def from_artifact(cls, art, cfg, device) -> "FlowLoss":
         blocks = art.blocks
         weighted = cfg.loss_weighting in ("confidence", "mutual")
-        return cls(amf={b: art.amf(b).to(device) for b in blocks}, grid=art.grid, temperature=art.temperature,
+        local = cfg.amf_window is not None or cfg.amf_frame_distance is not None
+        return cls(window=amf_local.Window(cfg.amf_window, cfg.amf_frame_distance) if local else None,amf={b: art.amf(b).to(device) for b in blocks}, grid=art.grid, temperature=art.temperature,
                    threshold=cfg.threshold_loss, mutual=cfg.loss_weighting == "mutual",
                    target={b: art.soft_amf(b).to(device) for b in blocks} if cfg.reference_flow == "soft" else {},
                    weight={b: art.confidence(b).to(device) for b in blocks} if weighted else {})
@@ -103,13 +118,19 @@ class FlowLoss:
     def block_loss(self, b: int, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """q, k: [H, N, D] post-RoPE video tokens of block b."""
         q, k = q.float(), k.float()
-        flow = amf_lib.attention_motion_flow(q, k, self.grid, self.temperature, mode="soft")
+        if self.window is None:
+            flow = amf_lib.attention_motion_flow(q, k, self.grid, self.temperature, mode="soft")
+        else:
+            flow = amf_local.local_attention_motion_flow(q, k, self.grid, self.window, self.temperature)
         weight = self.weight.get(b)
         if self.mutual and weight is not None:
-            weight = weight * amf_lib.attention_confidence(q.detach(), k.detach(), self.grid, self.temperature)
+            qd, kd = q.detach(), k.detach()
+            own = (amf_lib.attention_confidence(qd, kd, self.grid, self.temperature) if self.window is None else
+                   amf_local.local_attention_confidence(qd, kd, self.grid, self.window, self.temperature))
+            weight = weight * own
         # the soft target, where given, is scored on the entries the argmax AMF marks moving
         target, moving = self.target.get(b, self.amf[b]), self.amf[b].norm(dim=-1) > 0
-        return amf_loss(flow, target, self.threshold, weight, moving)
+        return amf_loss(flow, target, self.threshold, weight, moving, self.valid.get(b))
 
 
 @dataclass

@@ -129,7 +129,10 @@ def _check_amf_matches(amf: AmfArtifact, model: str | None, frames: int | None, 
 
 def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, progress: Progress,
               replay: dict | None = None):
-    """The denoising run shared by guide and inject. Returns (latent, frames, guide or None)."""
+    """The denoising run shared by guide and inject. Returns (latent, frames, guide or None, seconds): seconds
+    of loading, sampling (the denoising loop with its guidance) and decoding, recorded with the artifact."""
+    import time
+
     import torch
 
     from .guides import ReplayGuide, make_guide
@@ -141,6 +144,7 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
     inp = amf.inputs
     model_name = inp["model_arg"]
     progress.log(f"loading {model_name} ...")
+    start = time.perf_counter()
     backbone = load_backbone(model_name, inp["dtype"], runtime, scheduler=gcfg.scheduler,
                              keeps_latent=replay is None and gcfg.guidance and gcfg.opt_mode == "latent")
     geo = backbone.geometry(inp["frames"], inp["height"], inp["width"])
@@ -169,15 +173,19 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
         guide = ReplayGuide(model, replay)
     elif gcfg.guidance:
         loss = LOSSES[gcfg.loss].from_artifact(amf, gcfg, device)
+        backbone.set_checkpointing(runtime.gradient_checkpointing, geo, max(loss.blocks) + 1)
         guide = make_guide(model, loss, gcfg.opt_mode, angles=gcfg.emb_param == "angle", steps_active=active,
                            lr=gcfg.lr, guidance_range=gcfg.guidance_range, opt_steps=gcfg.opt_steps, text_pos=pos,
-                           injection=injection,
+                           injection=injection, grad_reuse=gcfg.grad_reuse,
                            on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
 
+    loaded = time.perf_counter()
     with progress.task("denoise", total=len(timesteps)) as bar:
         latent = sample(denoise, x, timesteps, backbone, state, guide=guide, callback=lambda **_: bar.advance())
+    sampled = time.perf_counter()
     frames = backbone.decode(latent)
-    return latent, frames, guide
+    seconds = {"load": loaded - start, "sample": sampled - loaded, "decode": time.perf_counter() - sampled}
+    return latent, frames, guide, seconds
 
 
 def _resolve_guide(amf: AmfArtifact, cfg: GuideConfig) -> GuideConfig:
@@ -215,10 +223,10 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
-    latent, frames_out, g = _generate(amf, cfg, runtime, progress)
+    latent, frames_out, g, seconds = _generate(amf, cfg, runtime, progress)
     embeddings = getattr(g, "embeddings", {})
     extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
-             "embedding_timesteps": sorted(embeddings)}
+             "embedding_timesteps": sorted(embeddings), "seconds": seconds}
     with store.writer(h, "gen", inputs, parents=[amf.hash], extra=extra) as folder:
         artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings=embeddings)
     return artifacts.load(store, h, "gen")
@@ -255,8 +263,8 @@ def inject(emb_ref: str, cfg: InjectConfig, *, model: str | None = None, runtime
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
-    latent, frames_out, _ = _generate(amf, gcfg, runtime, progress, replay=src.embeddings())
-    extra = {"settings": settings(gcfg), "losses": [], "stage": "inject"}
+    latent, frames_out, _, seconds = _generate(amf, gcfg, runtime, progress, replay=src.embeddings())
+    extra = {"settings": settings(gcfg), "losses": [], "stage": "inject", "seconds": seconds}
     with store.writer(h, "gen", inputs, parents=[amf.hash, src.hash], extra=extra) as folder:
         artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings={})
     return artifacts.load(store, h, "gen")

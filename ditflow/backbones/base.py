@@ -121,12 +121,32 @@ class Backbone:
             pipe.vae.enable_slicing()
         if runtime.vae_tiling:
             pipe.vae.enable_tiling()
-        if runtime.gradient_checkpointing:
-            pipe.transformer.enable_gradient_checkpointing()
         pipe.set_progress_bar_config(disable=True)
         for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
             part.requires_grad_(False)
         self.pipe, self.device = pipe, torch.device(device)
+
+    # Bytes a forward with grad keeps per (block, token, channel), in units of the dtype's size: 18 measured on
+    # the toy CogVideoX in float32 (autograd's saved tensors); gradient checkpointing pays above the budget.
+    SAVED_PER_ELEMENT = 18
+    CHECKPOINT_ABOVE = 1 << 30
+    text_tokens = 0  # text tokens in the self-attention (CogVideoX's joint attention)
+
+    def activation_bytes(self, geo: Geometry, blocks: int) -> int:
+        """Estimated activations a forward through `blocks` blocks keeps for backward."""
+        cfg = self.transformer.config
+        f, h, w = geo.grid
+        tokens = f * h * w + self.text_tokens
+        return blocks * tokens * cfg.num_attention_heads * cfg.attention_head_dim * self.SAVED_PER_ELEMENT * self.dtype.itemsize
+
+    def set_checkpointing(self, setting: bool | None, geo: Geometry, blocks: int) -> bool:
+        """Gradient checkpointing on or off for a run through `blocks` blocks (None: on where it pays)."""
+        on = self.activation_bytes(geo, blocks) > self.CHECKPOINT_ABOVE if setting is None else setting
+        if on:
+            self.transformer.enable_gradient_checkpointing()
+        else:
+            self.transformer.disable_gradient_checkpointing()
+        return on
 
     @property
     def transformer(self):

@@ -93,6 +93,7 @@ class CogVideoXBackbone(Backbone):
             pipe.scheduler = CogVideoXDDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
         self._place(pipe, runtime, device)
         self.words = toy_vocabulary(model)
+        self.text_tokens = int(self.transformer.config.max_text_seq_length)
         self._rope: dict[tuple[int, int, int], Any] = {}
 
     # -- shapes ---------------------------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""Local AMF (fast mode): each query patch of frame i looks only at key patches of frame j within a square
+window around its own position, and only at key frames at most `frame_distance` latent frames away.
+
+The same memory-lean streaming form as `amf.attention_motion_flow`'s soft mode (one [chunk, keys] softmax at a
+time, recomputed in backward), and equal to it where the window covers the frame and every frame pair is in
+reach. Frame pairs out of reach are not computed (a third to a half of the logits for 13 latent frames and a
+distance of 4 or 2); their entries are zero displacement and `local_mask` marks them so a loss leaves them out.
+The spatial window masks logits (it saves no multiply-adds: a dense [chunk, keys] product is faster than a
+gather on every device); what it changes is which matches count.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .amf import Grid, _check_inputs, _joint_heads, patch_coordinates
+
+
+@dataclass(frozen=True)
+class Window:
+    """radius: key patches within `radius` patches of the query's position along x and y (None: the whole
+    frame); frame_distance: key frames within this many latent frames of the query's (None: all)."""
+
+    radius: int | None = None
+    frame_distance: int | None = None
+
+    def covers(self, grid: Grid) -> bool:
+        """True when this window is the full AMF for a (frames, h, w) grid."""
+        f, h, w = grid
+        return ((self.radius is None or self.radius >= max(h, w) - 1)
+                and (self.frame_distance is None or self.frame_distance >= f - 1))
+
+    def frames(self, i: int, f: int) -> tuple[int, int]:
+        """[lo, hi) key frames query frame i reaches."""
+        d = f if self.frame_distance is None else self.frame_distance
+        return max(0, i - d), min(f, i + d + 1)
+
+
+def local_mask(grid: Grid, window: Window, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """[F, F, P] bool: the entries a local AMF computes (frame pairs in reach) and, given a reference AMF
+    [F, F, P, 2], whose reference displacement lies inside the window (a match the local AMF can reach)."""
+    f, h, w = grid
+    i = torch.arange(f)
+    d = f if window.frame_distance is None else window.frame_distance
+    mask = ((i[:, None] - i[None, :]).abs() <= d)[:, :, None].expand(f, f, h * w).clone()
+    if reference is not None and window.radius is not None:
+        mask &= (reference.abs() <= window.radius + 1e-6).all(dim=-1).to(mask.device)
+    return mask
+
+
+def _window_keys(rows: torch.Tensor, coords: torch.Tensor, radius: int | None) -> torch.Tensor | None:
+    """[c, P] bool: key patches inside the window of each query position `rows` [c] (None: no window)."""
+    if radius is None:
+        return None
+    delta = (coords[None, :, :] - coords[rows][:, None, :]).abs()  # [c, P, 2]
+    return (delta <= radius).all(dim=-1)
+
+
+def _softmax(qc, kf, nf, p, alpha, dtype, keep) -> torch.Tensor:
+    """softmax over each key frame's (windowed) patches of alpha·(qc·kfᵀ): [c, nf, P] in `dtype`."""
+    logits = torch.mm(qc, kf.T).view(qc.shape[0], nf, p).to(dtype)
+    logits.mul_(alpha)
+    if keep is not None:
+        logits.masked_fill_(~keep[:, None, :], float("-inf"))  # the query's own patch is always inside
+    logits -= logits.amax(dim=-1, keepdim=True)
+    logits.exp_()
+    logits /= logits.sum(dim=-1, keepdim=True)
+    return logits
+
+
+def _blocks(f: int, p: int, chunk: int, window: Window):
+    """(query rows slice, positions in frame [c], key frames lo, hi) for every chunk of every query frame."""
+    for i in range(f):
+        lo, hi = window.frames(i, f)
+        for s in range(0, p, chunk):
+            e = min(s + chunk, p)
+            yield slice(i * p + s, i * p + e), torch.arange(s, e), lo, hi
+
+
+class _LocalSoftFlow(torch.autograd.Function):
+    """Expected key position per (query, key frame) in reach, streamed like `amf._SoftFlow`; entries out of
+    reach hold the query's own position (zero displacement)."""
+
+    @staticmethod
+    def forward(ctx, qj, kj, coords, f, p, alpha, chunk, window):
+        n = qj.shape[0]
+        out = coords.repeat(f, 1)[:, None, :].expand(n, f, 2).clone()  # [N, F, 2]: own position by default
+        for rows, pos, lo, hi in _blocks(f, p, chunk, window):
+            prob = _softmax(qj[rows], kj[lo * p: hi * p], hi - lo, p, alpha, coords.dtype,
+                            _window_keys(pos.to(coords.device), coords, window.radius))
+            out[rows, lo:hi] = torch.matmul(prob, coords)
+        ctx.save_for_backward(qj, kj, coords, out)
+        ctx.f, ctx.p, ctx.alpha, ctx.chunk, ctx.window = f, p, alpha, chunk, window
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        qj, kj, coords, out = ctx.saved_tensors
+        f, p, alpha, window = ctx.f, ctx.p, ctx.alpha, ctx.window
+        grad_out = grad_out.to(coords.dtype)
+        dq = torch.zeros_like(qj) if ctx.needs_input_grad[0] else None
+        dk = torch.zeros_like(kj) if ctx.needs_input_grad[1] else None
+        for rows, pos, lo, hi in _blocks(f, p, ctx.chunk, window):
+            kf = kj[lo * p: hi * p]
+            g = grad_out[rows, lo:hi]  # [c, nf, 2]
+            prob = _softmax(qj[rows], kf, hi - lo, p, alpha, coords.dtype,
+                            _window_keys(pos.to(coords.device), coords, window.radius))
+            dlogit = torch.matmul(g, coords.T)  # [c, nf, P]
+            dlogit -= (g * out[rows, lo:hi]).sum(dim=-1, keepdim=True)
+            dlogit *= prob  # zero outside the window
+            del prob
+            dlogit = dlogit.reshape(g.shape[0], -1).to(qj.dtype)
+            if dq is not None:
+                dq[rows] = torch.mm(dlogit, kf)
+            if dk is not None:
+                dk[lo * p: hi * p].addmm_(dlogit.T, qj[rows])
+        if dq is not None:
+            dq.mul_(alpha)
+        if dk is not None:
+            dk.mul_(alpha)
+        return dq, dk, None, None, None, None, None, None
+
+
+def local_attention_motion_flow(q: torch.Tensor, k: torch.Tensor, grid: Grid, window: Window,
+                                temperature: float = 2.0, chunk: int = 2048) -> torch.Tensor:
+    """Soft AMF restricted to `window`: [frames, frames, h*w, 2] displacements in patches, as
+    `attention_motion_flow(..., mode="soft")` where the window covers the frame; zero for frame pairs out of
+    reach (see `local_mask`). q, k: [heads, N, head_dim] post-RoPE video tokens in (frame, row, column) order."""
+    _check_inputs(q, k, grid, chunk)
+    f, h, w = grid
+    p = h * w
+    qj, kj, scale = _joint_heads(q, k)
+    coords = patch_coordinates(h, w, device=q.device, dtype=torch.promote_types(q.dtype, torch.float32))
+    expected = _LocalSoftFlow.apply(qj, kj, coords, f, p, scale * temperature, chunk, window)
+    return (expected.view(f, p, f, 2).transpose(1, 2) - coords.view(1, 1, p, 2)).to(q.dtype)
+
+
+@torch.no_grad()
+def local_attention_confidence(q: torch.Tensor, k: torch.Tensor, grid: Grid, window: Window,
+                               temperature: float = 2.0, chunk: int = 2048) -> torch.Tensor:
+    """`amf.attention_confidence` of the local softmax: [F, F, P]; entries out of reach are 0."""
+    _check_inputs(q, k, grid, chunk)
+    f, h, w = grid
+    p = h * w
+    qj, kj, scale = _joint_heads(q, k)
+    coords = patch_coordinates(h, w, device=q.device)
+    out = torch.zeros(qj.shape[0], f, dtype=torch.float32, device=q.device)
+    for rows, pos, lo, hi in _blocks(f, p, chunk, window):
+        prob = _softmax(qj[rows], kj[lo * p: hi * p], hi - lo, p, scale * temperature, torch.float32,
+                        _window_keys(pos.to(q.device), coords, window.radius))
+        out[rows, lo:hi] = prob.amax(dim=-1)
+    return out.view(f, p, f).transpose(1, 2).contiguous()
