@@ -19,7 +19,7 @@ TINY_SIZE  ?= --frames 9 --height 32 --width 48 --blocks 1
 TINY_GUIDE ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 OUT     ?= out
 
-.PHONY: install test test-shipped docs demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality probe-amf probe-text probe-sampler probe-renoise toy-reference
+.PHONY: install test test-shipped docs demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale probe-amf probe-text probe-sampler probe-renoise toy-reference
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -32,6 +32,7 @@ help:
 	@echo "make transfer VIDEO=... PROMPT=... [MODEL=5b]   the chained stages on your own video (default: the toy model) -> out/transfer.mp4"
 	@echo "make bench-amf AMF memory/speed benchmark (BENCH_AMF_ARGS=--quick for a 3-minute subset)"
 	@echo "make bench-quality  motion-transfer quality table on the toy model (held-out references)"
+	@echo "make bench-scale    memory/time of guided runs at the real models' sizes, random weights (a GPU; ARGS=--quick: CPU, < 10 min)"
 	@echo "make probe-amf / probe-text / probe-sampler / probe-renoise  what the toy model's AMF sees per block and noise level / which prompt words it reads / whether the sampler sets its shapes / from which noise level it loses them"
 
 # The environment is a prerequisite of everything that runs ditflow: on a fresh clone `make demo` or
@@ -124,6 +125,11 @@ clean-demo:
 # Motion-transfer quality on the toy model: 20 held-out references, every setup of the paper's table.
 bench-quality:
 	$(PY) benchmarks/bench_quality.py --out bench-results/quality.json $(BENCH_QUALITY_ARGS)
+
+# CogVideoX-2B/5B and Wan 2.1-1.3B/14B built from their configs with random weights (nothing is downloaded):
+# ditflow's default, --fast, --cpu-offload and the paper-style baseline, each in its own process
+bench-scale: $(VENV_STAMP)
+	$(PY) benchmarks/bench_scale.py --out bench-results/scale.json $(ARGS)
 
 # The demo's reference: held-out world seed 39 (an orange circle on an arc), drawn in the shipped model's world.
 toy-reference:

@@ -31,6 +31,13 @@ class Window:
         return ((self.radius is None or self.radius >= max(h, w) - 1)
                 and (self.frame_distance is None or self.frame_distance >= f - 1))
 
+    def for_grid(self, grid: Grid) -> "Window | None":
+        """This window with the limits that cover a (frames, h, w) grid dropped; None when nothing is left."""
+        f, h, w = grid
+        radius = self.radius if self.radius is not None and self.radius < max(h, w) - 1 else None
+        distance = self.frame_distance if self.frame_distance is not None and self.frame_distance < f - 1 else None
+        return None if radius is None and distance is None else Window(radius, distance)
+
     def frames(self, i: int, f: int) -> tuple[int, int]:
         """[lo, hi) key frames query frame i reaches."""
         d = f if self.frame_distance is None else self.frame_distance

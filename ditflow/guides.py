@@ -7,6 +7,7 @@ denoising prediction; it never changes the scheduler state.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -19,6 +20,8 @@ from .processors import QKRecorder
 class Guide:
     """The optimisation shared by both modes; a subclass says what the variable is and how it enters the model."""
 
+    stop_early = True  # end each forward after the last guidance block (benchmarks/bench_scale.py's paper-style run: off)
+
     def __init__(self, model: Model, loss, *, steps_active: range, lr: tuple[float, float],
                  guidance_range: tuple[int, int], opt_steps: int, text_pos, injection=None,
                  on_loss: Callable | None = None, grad_reuse: int = 1):
@@ -29,6 +32,7 @@ class Guide:
         hi, lo = guidance_range
         self.lrs = np.linspace(lr[0], lr[1], hi - lo + 1)
         self.losses: list[dict] = []
+        self.seconds: list[float] = []  # wall time of each guidance step
 
     def active(self, i: int) -> bool:
         return i in self.steps_active
@@ -60,7 +64,7 @@ class Guide:
 
     def loss(self, x, t, positions, recorders) -> torch.Tensor:
         grid = self.model.geo.grid
-        with BlockTaps(self.model.backbone, self.blocks, grid, features=not recorders, stop=True) as taps:
+        with BlockTaps(self.model.backbone, self.blocks, grid, features=not recorders, stop=self.stop_early) as taps:
             self.model.forward(x, t, self.text, positions)
         total = 0.0
         for b in self.blocks:
@@ -71,6 +75,14 @@ class Guide:
         return total / len(self.blocks)
 
     def __call__(self, x, i, t):
+        start = time.perf_counter()
+        out = self._optimise(x, i, t)
+        if x.is_cuda:  # the step's kernels, not just their launches
+            torch.cuda.synchronize(x.device)
+        self.seconds.append(time.perf_counter() - start)
+        return out
+
+    def _optimise(self, x, i, t):
         lr = float(self.lrs[min(i - self.steps_active.start, len(self.lrs) - 1)])
         recorders = self._recorders(i)
         with torch.enable_grad(), self._processors(i, t, recorders):

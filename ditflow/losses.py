@@ -96,8 +96,8 @@ class FlowLoss:
     needs_qk = True
 
     def __post_init__(self):
-        if self.window is not None and self.window.covers(self.grid):
-            self.window = None  # the full AMF: the same loss, by the faster kernel
+        if self.window is not None:  # limits that cover the grid change nothing: the full AMF's faster kernel
+            self.window = self.window.for_grid(self.grid)
         self.valid = {} if self.window is None else {
             b: amf_local.local_mask(self.grid, self.window, a).to(a.device) for b, a in self.amf.items()}
 

@@ -94,6 +94,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
             raise InputError(f"{cfg.frames} frames encode to {encoded} latent frames, not {geo.latent_frames}; pick another --frames")
         bar.advance("encoded video")
         text = backbone.encode_prompt(cfg.source_prompt)
+        backbone.release_text_encoder()
         recorders = {b: QKRecorder() for b in cfg.blocks}
         with torch.no_grad(), backbone.install(recorders), \
                 BlockTaps(backbone, cfg.blocks, geo.grid, features=True, stop=True) as taps:
@@ -154,6 +155,7 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
 
     neg, pos = backbone.encode_prompt(gcfg.negative_prompt), backbone.encode_prompt(gcfg.prompt)
     text = torch.cat([neg, pos])
+    backbone.release_text_encoder()
     timesteps = backbone.timesteps(gcfg.steps)
     generator = torch.Generator().manual_seed(gcfg.seed)
     x = backbone.initial_noise(geo, generator)
@@ -182,9 +184,12 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
     loaded = time.perf_counter()
     with progress.task("denoise", total=len(timesteps)) as bar:
         latent = sample(denoise, x, timesteps, backbone, state, guide=guide, callback=lambda **_: bar.advance())
+    if device.type == "cuda":  # time the kernels, not their launches
+        torch.cuda.synchronize(device)
     sampled = time.perf_counter()
     frames = backbone.decode(latent)
-    seconds = {"load": loaded - start, "sample": sampled - loaded, "decode": time.perf_counter() - sampled}
+    seconds = {"load": loaded - start, "sample": sampled - loaded, "decode": time.perf_counter() - sampled,
+               "guidance_steps": list(getattr(guide, "seconds", []))}
     return latent, frames, guide, seconds
 
 

@@ -81,3 +81,9 @@ def test_local_confidence_equals_full_when_covering_and_is_zero_out_of_reach():
     local = local_attention_confidence(q, k, GRID, Window(radius=1, frame_distance=1))
     reach = local_mask(GRID, Window(radius=1, frame_distance=1))
     assert (local[~reach] == 0).all() and (local[reach] > 0).all()
+
+
+def test_limits_that_cover_the_grid_are_dropped():
+    assert Window(radius=4, frame_distance=3).for_grid(GRID) is None
+    assert Window(radius=9, frame_distance=1).for_grid(GRID) == Window(None, 1)
+    assert Window(radius=2).for_grid(GRID) == Window(2, None)

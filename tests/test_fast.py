@@ -78,7 +78,7 @@ def test_cli_fast_records_the_settings_it_used(amf_cache, capsys, monkeypatch):
     meta = json.loads((Path(json.loads(out)["path"]) / "meta.json").read_text())
     inputs = meta["inputs"]
     assert (inputs["fast"], inputs["amf_window"], inputs["amf_frame_distance"], inputs["grad_reuse"]) == (True, 10, 4, 2)
-    assert set(meta["seconds"]) == {"load", "sample", "decode"}
+    assert set(meta["seconds"]) == {"load", "sample", "decode", "guidance_steps"} and len(meta["seconds"]["guidance_steps"]) == 2
 
 
 def test_checkpointing_by_default_only_where_activations_pass_the_budget(tiny_rope, runtime, monkeypatch):
@@ -90,3 +90,21 @@ def test_checkpointing_by_default_only_where_activations_pass_the_budget(tiny_ro
     monkeypatch.setattr(type(backbone), "CHECKPOINT_ABOVE", backbone.activation_bytes(geo, 2) - 1)
     assert backbone.set_checkpointing(None, geo, 2) is True and backbone.transformer.gradient_checkpointing
     assert backbone.set_checkpointing(False, geo, 2) is False
+
+
+def test_the_text_encoder_leaves_the_accelerator_after_encoding_and_comes_back(tiny_rope, runtime, monkeypatch):
+    import torch
+
+    from ditflow.backbones import load_backbone
+
+    backbone = load_backbone(tiny_rope, "float32", runtime)
+    assert backbone.release_text_encoder() is False  # on the CPU there is nothing to free
+    moves = []
+    monkeypatch.setattr(backbone.pipe.text_encoder, "to", lambda device: moves.append(str(device)))
+    backbone.device = torch.device("cuda")  # what a GPU run holds (nothing is moved for real: `to` is recorded)
+    assert backbone.release_text_encoder() is True
+    backbone._text_encoder_ready()
+    backbone._text_encoder_ready()  # already back: no second move
+    assert moves == ["cpu", "cuda"]
+    backbone.offloaded = True  # diffusers' offload moves it itself
+    assert backbone.release_text_encoder() is False

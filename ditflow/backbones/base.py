@@ -113,7 +113,8 @@ class Backbone:
         """Device placement, memory options, frozen weights: the same for every family."""
         import torch
 
-        if runtime.cpu_offload and device.startswith("cuda"):
+        self.offloaded = runtime.cpu_offload and device.startswith("cuda")
+        if self.offloaded:
             pipe.enable_model_cpu_offload()
         else:
             pipe.to(device)
@@ -178,6 +179,27 @@ class Backbone:
         raise NotImplementedError
 
     # -- text, pixels, latents -----------------------------------------------------------------------
+    offloaded = False  # diffusers' model offload moves each submodel itself
+    _text_released = False
+
+    def release_text_encoder(self) -> bool:
+        """Move the text encoder off the accelerator once a run's prompts are encoded (T5-XXL weighs 9.5 GB in
+        bf16, UMT5-XXL 11 GB: nothing else needs it while sampling); the next `encode_prompt` brings it back."""
+        if self.offloaded or self.device.type == "cpu":
+            return False
+        import torch
+
+        self.pipe.text_encoder.to("cpu")
+        self._text_released = True
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return True
+
+    def _text_encoder_ready(self) -> None:
+        if self._text_released:
+            self.pipe.text_encoder.to(self.device)
+            self._text_released = False
+
     def encode_prompt(self, prompt: str) -> "torch.Tensor":
         """[1, L, D] text embedding, as the pipeline feeds it to the transformer."""
         raise NotImplementedError

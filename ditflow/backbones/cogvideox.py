@@ -123,6 +123,7 @@ class CogVideoXBackbone(Backbone):
 
         if self.words is not None:
             prompt = check_toy_prompt(prompt, self.words, self.model)
+        self._text_encoder_ready()
         with torch.no_grad():
             emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=self.device,
                                              max_sequence_length=self.transformer.config.max_text_seq_length,

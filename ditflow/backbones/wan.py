@@ -127,6 +127,7 @@ class WanBackbone(Backbone):
         """[1, 512, dim] UMT5 embedding, zero after the prompt's tokens (as WanPipeline)."""
         if self.words is not None:
             prompt = check_toy_prompt(prompt, self.words, self.model)
+        self._text_encoder_ready()
         with torch.no_grad():
             emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=TEXT_LEN,
                                              device=self.device, dtype=self.dtype)

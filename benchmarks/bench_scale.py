@@ -1,0 +1,290 @@
+"""Benchmark: memory and time of a whole guided run at the real models' sizes, random weights.
+
+    python benchmarks/bench_scale.py            # the real shapes (a GPU): 2b, 5b, wan-1.3b, wan-14b at 24/49 (Wan 25/49/81) frames
+(Wan takes 4k+1 frames: 25 stands for 24; --quick runs the first two frame counts.)
+    python benchmarks/bench_scale.py --quick    # 2 CPU cores, < 10 min: 2 blocks at the real width, 32x48 pixels, 2 steps
+
+Each model's transformer is built from its published config (the values below, from the checkpoints'
+transformer/config.json) with random weights: time and memory do not depend on weight values, and nothing is
+downloaded. The VAE is the family's default (the released one's architecture); the text encoder is a 1-layer
+T5/UMT5 of the real width (the real T5-XXL/UMT5-XXL weigh 9.5/11 GB in bf16: add them when reading the
+GPU rows for a run without --cpu-offload). The folders are written once under --work.
+
+Every (model, frames, variant) runs `ditflow.guide` (latent mode, the paper's settings, as a user would) in a
+process of its own after one `ditflow.extract` process per (model, frames):
+- default: ditflow as shipped;
+- fast: `--fast`;
+- offload: `--cpu-offload` (a GPU only);
+- paper: the paper-style baseline: the full per-head attention map of the paper's code (`amf_reference`), no
+  gradient checkpointing, every block run in each guided forward.
+Each variant takes its own noise seed, so none is a cache hit of another (the work does not depend on the seed).
+Peak memory is the device's (torch.cuda.max_memory_allocated) on a GPU; on a CPU the process's peak resident
+memory, reported whole and above the loaded model. Results go to --out with the ratios to the paper baseline
+measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+COGVIDEOX = dict(attention_head_dim=64, in_channels=16, out_channels=16, text_embed_dim=4096, time_embed_dim=512,
+                 sample_height=60, sample_width=90, sample_frames=49, patch_size=2, max_text_seq_length=226,
+                 temporal_compression_ratio=4, activation_fn="gelu-approximate", norm_eps=1e-5, attention_bias=True,
+                 flip_sin_to_cos=True, freq_shift=0, spatial_interpolation_scale=1.875, temporal_interpolation_scale=1.0)
+WAN = dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
+           cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+# model -> (family, transformer config, preset name of its paper settings, pixel size, frames of the full run)
+MODELS = {
+    "2b": ("cogvideox", dict(COGVIDEOX, num_attention_heads=30, num_layers=30, use_rotary_positional_embeddings=False), (480, 720), (24, 49)),
+    "5b": ("cogvideox", dict(COGVIDEOX, num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True), (480, 720), (24, 49)),
+    "wan-1.3b": ("wan", dict(WAN, num_attention_heads=12, ffn_dim=8960, num_layers=30), (480, 832), (25, 49, 81)),
+    "wan-14b": ("wan", dict(WAN, num_attention_heads=40, ffn_dim=13824, num_layers=40), (480, 832), (25, 49, 81)),
+}
+VARIANTS = ("default", "fast", "offload", "paper")
+# one guided step of 3 Adam steps (the paper: 10 of 5), at 6 (24/25 frames) or 13 (49) latent frames of 2x3 patches
+QUICK = dict(blocks=2, size=(32, 48), steps=2, guidance_range=(2, 1), opt_steps=3)
+
+
+# ------------------------------------------------------------------------------------------- the models
+def build_folder(name: str, folder: Path, quick: bool) -> Path:
+    """The model's pipeline with random weights (its real transformer config; 2 blocks with --quick)."""
+    if (folder / "model_index.json").is_file():
+        return folder
+    import torch
+
+    from ditflow.backbones import PRESETS
+    from ditflow.tiny import build_tokenizer
+
+    family, config, size, _ = MODELS[name]
+    pre = PRESETS[name]
+    layers = QUICK["blocks"] if quick else config["num_layers"]
+    blocks = [0] if quick else list(pre.guidance_blocks)
+    dtype = torch.float32 if quick else getattr(torch, pre.dtype)
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer()
+    if family == "cogvideox":
+        from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXDPMScheduler, CogVideoXPipeline,
+                               CogVideoXTransformer3DModel)
+        from transformers import T5Config, T5EncoderModel
+
+        text = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=4096, d_kv=64, d_ff=256, num_layers=1, num_heads=2,
+                                       decoder_start_token_id=0, pad_token_id=0))
+        sched_cls = CogVideoXDPMScheduler if pre.scheduler == "dpm" else CogVideoXDDIMScheduler
+        sched = sched_cls(timestep_spacing="trailing", prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                          snr_shift_scale=1.0 if name == "5b" else 3.0, beta_schedule="scaled_linear", beta_start=0.00085,
+                          beta_end=0.012, clip_sample=False, set_alpha_to_one=True)
+        pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text, vae=AutoencoderKLCogVideoX(),
+                                 transformer=CogVideoXTransformer3DModel(**{**config, "num_layers": layers}), scheduler=sched)
+    else:
+        from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+        from transformers import UMT5Config, UMT5EncoderModel
+
+        text = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=4096, d_kv=64, d_ff=256, num_layers=1,
+                                           num_heads=2, decoder_start_token_id=0, pad_token_id=0))
+        sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+                                        num_train_timesteps=1000)
+        pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text, vae=AutoencoderKLWan(),
+                           transformer=WanTransformer3DModel(**{**config, "num_layers": layers}), scheduler=sched)
+    pipe.to(dtype)
+    pipe.save_pretrained(folder)
+    height, width = QUICK["size"] if quick else size
+    settings = {"guidance_blocks": blocks, "height": height, "width": width, "dtype": str(dtype).split(".")[-1],
+                "scheduler": pre.scheduler, "cfg": pre.cfg, "dynamic_cfg": pre.dynamic_cfg,
+                "negative_prompt": pre.negative_prompt, "steps": pre.steps, "guidance_range": list(pre.guidance_range),
+                "lr": {k: list(v) for k, v in pre.lr.items()}, "opt_mode": "latent"}
+    (folder / "ditflow.json").write_text(json.dumps(settings, indent=1))
+    return folder
+
+
+def reference_clip(frames: int, height: int, width: int, path: Path) -> Path:
+    """A bright square crossing a textured background (what the AMF follows)."""
+    import numpy as np
+
+    from ditflow.video import write_video
+
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    video = np.repeat((rng.random((height, width, 3)) * 80).astype(np.uint8)[None], frames, axis=0)
+    side = height // 4
+    for t in range(frames):
+        x = int((width - side) * t / max(frames - 1, 1))
+        video[t, height // 3: height // 3 + side, x: x + side] = 255
+    return write_video(video, path, fmt="png")
+
+
+# --------------------------------------------------------------------------------------- one measurement
+def memory_now() -> int:
+    """Resident bytes of this process now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def paper_style() -> None:
+    """The paper-style baseline in this process: the per-head attention map, every block, no checkpointing."""
+    from ditflow import guides, losses
+    from ditflow.amf_reference import plain_attention_motion_flow
+
+    class PaperFlowLoss(losses.FlowLoss):
+        def block_loss(self, b, q, k):
+            flow = plain_attention_motion_flow(q.float(), k.float(), self.grid, self.temperature, mode="soft")
+            return losses.amf_loss(flow, self.target.get(b, self.amf[b]), self.threshold, None, self.amf[b].norm(dim=-1) > 0)
+
+    losses.LOSSES["flow"] = PaperFlowLoss
+    guides.Guide.stop_early = False
+
+
+def run_one(job: dict) -> dict:
+    """One extract or guide in this process: its seconds and peak memory."""
+    import torch
+
+    import ditflow
+    from ditflow import stages
+    from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
+    from ditflow.store import Store
+
+    store = Store(job["cache"])
+    cuda = torch.cuda.is_available()
+    loaded = {}
+    load = stages.load_backbone
+
+    def load_and_note(*a, **kw):  # the resident memory of the loaded model, to report a run's own
+        backbone = load(*a, **kw)
+        loaded["bytes"] = torch.cuda.memory_allocated() if cuda else memory_now()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        return backbone
+
+    stages.load_backbone = load_and_note
+    rt = RuntimeOptions(quiet=True, cpu_offload=job["variant"] == "offload",
+                        gradient_checkpointing=False if job["variant"] == "paper" else None)
+    if job["variant"] == "paper":
+        paper_style()
+    start = time.perf_counter()
+    try:
+        if job["stage"] == "extract":  # every frame count of one model in one process
+            result = {"amf": {str(f): ditflow.extract(v, ExtractConfig(model=job["model"], frames=f), runtime=rt,
+                                                      store=store).hash for f, v in job["videos"]}}
+        else:
+            quick = {k: QUICK[k] for k in ("steps", "guidance_range", "opt_steps")} if job["quick"] else {}
+            cfg = GuideConfig(prompt="a red box moving on a road", fast=job["variant"] == "fast",
+                              seed=VARIANTS.index(job["variant"]), **quick)
+            gen = ditflow.guide(job["amf"], cfg, runtime=rt, store=store)
+            seconds = gen.meta["seconds"]
+            steps = seconds["guidance_steps"]
+            result = {"gen": gen.hash, "seconds_per_guided_step": sum(steps) / len(steps), "guided_steps": len(steps),
+                      "seconds_sampling": seconds["sample"], "seconds_load": seconds["load"], "seconds_decode": seconds["decode"]}
+    except torch.cuda.OutOfMemoryError as e:
+        result = {"error": f"out of memory: {str(e).splitlines()[0]}"}
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {**result, "seconds_total": time.perf_counter() - start, "peak_bytes": peak,
+            "peak_above_model_bytes": peak - loaded.get("bytes", 0) if cuda else peak - loaded.get("bytes", peak),
+            "memory": "cuda max_memory_allocated" if cuda else "process peak RSS"}
+
+
+def spawn(job: dict) -> dict:
+    """`run_one` in a fresh process (each variant's peak memory is its own)."""
+    out = subprocess.run([sys.executable, __file__, "--job", json.dumps(job)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -------------------------------------------------------------------------------------------- the table
+def ratios(rows: list[dict]) -> None:
+    """Each row's peak memory and seconds against the paper-style baseline of its (model, frames)."""
+    base = {(r["model"], r["frames"]): r for r in rows if r["variant"] == "paper" and "error" not in r}
+    for r in rows:
+        b = base.get((r["model"], r["frames"]))
+        if b is None or "error" in r:
+            continue
+        r["vs_paper"] = {"peak_bytes": r["peak_bytes"] / b["peak_bytes"],
+                         "peak_above_model_bytes": r["peak_above_model_bytes"] / max(b["peak_above_model_bytes"], 1),
+                         "seconds_per_guided_step": r["seconds_per_guided_step"] / b["seconds_per_guided_step"],
+                         "seconds_sampling": r["seconds_sampling"] / b["seconds_sampling"]}
+
+
+def table(result: dict) -> str:
+    gib = 2 ** 30
+    lines = ["| model | frames | variant | peak (GiB) | above model (GiB) | s / guided step | s sampling | "
+             "× paper: peak | × paper: step | × paper: sampling |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['frames']} | {r['variant']} | {r['error']} | | | | | | |")
+            continue
+        v = r.get("vs_paper", {})
+
+        def x(k):
+            return f"{v[k]:.2f}" if k in v else ""
+
+        lines.append(f"| {r['model']} | {r['frames']} | {r['variant']} | {r['peak_bytes'] / gib:.2f} | "
+                     f"{r['peak_above_model_bytes'] / gib:.2f} | {r['seconds_per_guided_step']:.2f} | {r['seconds_sampling']:.1f} | "
+                     f"{x('peak_bytes')} | {x('seconds_per_guided_step')} | {x('seconds_sampling')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="the CPU check: 2 blocks at the real width, 64x96, 2 steps")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--frames", default=None, help="comma-separated (default: each model's, see MODELS)")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--work", type=Path, default=ROOT / "out" / "bench-scale")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "scale.json")
+    ap.add_argument("--job", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.job:
+        print(json.dumps(run_one(json.loads(args.job))))
+        return
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    variants = [v for v in args.variants.split(",") if v != "offload" or cuda]  # offloading needs a GPU to offload from
+    mode = "quick" if args.quick else "full"
+    rows, t0 = [], time.time()
+    for name in args.models.split(","):
+        if name not in MODELS:
+            raise SystemExit(f"bench_scale: unknown model {name!r} (known: {', '.join(MODELS)})")
+        folder = build_folder(name, args.work / mode / "models" / name, args.quick)
+        height, width = QUICK["size"] if args.quick else MODELS[name][2]
+        frame_counts = [int(f) for f in args.frames.split(",")] if args.frames else MODELS[name][3][:2 if args.quick else 3]
+        job = {"model": str(folder), "cache": str(args.work / mode / "cache"), "quick": args.quick}
+        videos = [(f, str(reference_clip(f, height, width, args.work / mode / "refs" / f"{f}x{height}x{width}")))
+                  for f in frame_counts]
+        ext = spawn({**job, "stage": "extract", "videos": videos, "variant": "default"})
+        if "error" in ext:
+            rows.append({"model": name, "frames": None, "variant": "extract", **ext})
+            continue
+        for frames in frame_counts:
+            for variant in variants:
+                r = {"model": name, "frames": frames, "variant": variant,
+                     **spawn({**job, "stage": "guide", "amf": ext["amf"][str(frames)], "variant": variant})}
+                rows.append(r)
+                print(f"{name:9s} {frames:3d} {variant:8s} " + (r["error"] if "error" in r else
+                      f"peak {r['peak_bytes'] / 2**30:6.2f} GiB  step {r['seconds_per_guided_step']:7.2f} s  "
+                      f"sampling {r['seconds_sampling']:7.1f} s"), flush=True)
+    ratios(rows)
+    result = {"benchmark": "scale", "mode": mode, "date": _dt.datetime.now().isoformat(timespec="seconds"),
+              "device": torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or platform.machine()}, "
+                                                                   f"{os.cpu_count()} cores)",
+              "shape": QUICK if args.quick else "the models' own", "seconds_total": time.time() - t0, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(table(result))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
