@@ -108,8 +108,8 @@ def summarise(rows: list[dict]) -> dict:
             "object_found": float(np.mean([np.isfinite(r["rel_path_error"]) for r in rows])),
             "prompt_match": float(np.mean([r["prompt_match"] for r in rows])), "colour_match": float(np.mean([r["colour_match"] for r in rows])),
             "seconds_per_video": mean_of([r["seconds"] for r in rows if not r.get("from_store")]),
-            "sample_seconds_per_video": mean_of([r["sample_seconds"] for r in rows
-                                                 if not r.get("from_store") and r.get("sample_seconds") is not None]),
+            # a store hit's sampling seconds are those its run recorded
+            "sample_seconds_per_video": mean_of([r["sample_seconds"] for r in rows if r.get("sample_seconds") is not None]),
             "from_store": int(sum(bool(r.get("from_store")) for r in rows)),
             "rel_path_error_by_motion": {m: v for m in sorted({r["motion"] for r in rows})
                                          if (v := mean_of(found("rel_path_error", lambda r: r["motion"] == m))) is not None}}
@@ -229,23 +229,42 @@ def main() -> None:
                     "rel_error_vs_static": s["rel_path_error"] / static_err,
                     "mf_minus_backbone": (s["mf"] - base["mf"]) if s["mf"] is not None and base["mf"] is not None else None,
                 }
+    first = next(iter(summary.values()), None)
+    for s in summary.values():  # speed-quality trade-offs (fast mode's sweep): each setup against the table's first
+        s["vs_first"] = per_second(s, first)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(table(result))
     print(f"wrote {args.out}")
 
 
+def per_second(s: dict, base: dict | None) -> dict | None:
+    """MF and path error of a setup per second of guided sampling, as ratios to `base`'s (> 1: more quality
+    per second), with its MF and sampling time as ratios too. Path quality is 1 / relative path error."""
+    keys = ("mf", "rel_path_error", "sample_seconds_per_video")
+    if base is None or any(not s.get(k) or not base.get(k) for k in keys):
+        return None
+    speed = base["sample_seconds_per_video"] / s["sample_seconds_per_video"]
+    return {"mf_per_second": s["mf"] / base["mf"] * speed,
+            "path_per_second": base["rel_path_error"] / s["rel_path_error"] * speed,
+            "mf": s["mf"] / base["mf"], "sample_seconds": 1 / speed}
+
+
 def table(result: dict) -> str:
     def num(v, fmt="{:.2f}"):
         return "n/a" if v is None else fmt.format(v)
 
+    def ratio(v):
+        return "" if not v else f"{v['mf_per_second']:.2f}, {v['path_per_second']:.2f}"
+
     lines = ["| setup | MF | rel. path error (px) | abs. path error (px) | object found | prompt match (colour) | "
-             "background residue | s / video |", "|---|---|---|---|---|---|---|---|"]
+             "background residue | s / video | s sampling | × first: MF/s, path/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in result["summary"].items():
         lines.append(f"| {name} | {num(s['mf'], '{:.3f}')} | {num(s['rel_path_error'])} | {num(s['abs_path_error'])} | "
                      f"{100 * s['object_found']:.0f}% | {100 * s['prompt_match']:.0f}% ({100 * s['colour_match']:.0f}%) | "
-                     f"{num(s['background_residue'], '{:.1f}')} | {num(s['seconds_per_video'], '{:.1f}')} |")
-    lines.append(f"| (object that never moves) | | {result['static_rel_path_error']:.2f} | | | | | |")
+                     f"{num(s['background_residue'], '{:.1f}')} | {num(s['seconds_per_video'], '{:.1f}')} | "
+                     f"{num(s.get('sample_seconds_per_video'), '{:.1f}')} | {ratio(s.get('vs_first'))} |")
+    lines.append(f"| (object that never moves) | | {result['static_rel_path_error']:.2f} | | | | | | | |")
     return "\n".join(lines)
 
 

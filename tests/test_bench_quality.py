@@ -102,3 +102,10 @@ def test_probe_sampler_negative_prompt_leaves_out_only_the_shape():
     from ditflow.toyworld.world import COARSE_SHAPES
 
     assert probe.without_shape("a red triangle on a grey gradient background", COARSE_SHAPES) == "a red on a grey gradient background"
+
+
+def test_quality_per_second_is_against_the_first_setup():
+    base = {"mf": 0.8, "rel_path_error": 4.0, "sample_seconds_per_video": 10.0}
+    half_time = bench.per_second({"mf": 0.76, "rel_path_error": 5.0, "sample_seconds_per_video": 4.0}, base)
+    assert half_time == {"mf_per_second": 0.95 * 2.5, "path_per_second": 0.8 * 2.5, "mf": 0.95, "sample_seconds": 0.4}
+    assert bench.per_second({"mf": None, "rel_path_error": 5.0, "sample_seconds_per_video": 4.0}, base) is None
