@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import replace
 
 from . import artifacts
@@ -218,10 +219,11 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
+    t0 = time.perf_counter()
     latent, frames_out, g = _generate(amf, cfg, runtime, progress)
     embeddings = getattr(g, "embeddings", {})
     extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
-             "embedding_timesteps": sorted(embeddings)}
+             "embedding_timesteps": sorted(embeddings), "seconds": time.perf_counter() - t0}
     with store.writer(h, "gen", inputs, parents=[amf.hash], extra=extra) as folder:
         artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings=embeddings)
     return artifacts.load(store, h, "gen")
@@ -258,8 +260,9 @@ def inject(emb_ref: str, cfg: InjectConfig, *, model: str | None = None, runtime
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
+    t0 = time.perf_counter()
     latent, frames_out, _ = _generate(amf, gcfg, runtime, progress, replay=src.embeddings())
-    extra = {"settings": settings(gcfg), "losses": [], "stage": "inject"}
+    extra = {"settings": settings(gcfg), "losses": [], "stage": "inject", "seconds": time.perf_counter() - t0}
     with store.writer(h, "gen", inputs, parents=[amf.hash, src.hash], extra=extra) as folder:
         artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings={})
     return artifacts.load(store, h, "gen")
