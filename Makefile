@@ -19,7 +19,7 @@ TINY_SIZE  ?= --frames 9 --height 32 --width 48 --blocks 1
 TINY_GUIDE ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 OUT     ?= out
 
-.PHONY: install test test-shipped docs demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale probe-amf probe-text probe-sampler probe-renoise toy-reference
+.PHONY: install test test-shipped docs demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-text probe-sampler probe-renoise toy-reference
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -33,6 +33,7 @@ help:
 	@echo "make bench-amf AMF memory/speed benchmark (BENCH_AMF_ARGS=--quick for a 3-minute subset)"
 	@echo "make bench-quality  motion-transfer quality table on the toy model (held-out references)"
 	@echo "make bench-scale    memory/time of guided runs at the real models' sizes, random weights (a GPU; ARGS=--quick: CPU, < 10 min)"
+	@echo "make bench-davis DAVIS=path/to/DAVIS [MODEL=5b] [OUT=dir] [ARGS=...]  the paper's DAVIS benchmark (benchmarks/davis/README.md)"
 	@echo "make probe-amf / probe-text / probe-sampler / probe-renoise  what the toy model's AMF sees per block and noise level / which prompt words it reads / whether the sampler sets its shapes / from which noise level it loses them"
 
 # The environment is a prerequisite of everything that runs ditflow: on a fresh clone `make demo` or
@@ -150,3 +151,20 @@ probe-sampler:
 # From which noise level the toy model loses each shape: held-out clips re-noised to t0, sampled down, judged.
 probe-renoise:
 	$(PY) benchmarks/probe_renoise.py --out bench-results/probe_renoise.json
+
+# The DiTFlow paper's benchmark (50 DAVIS 2017 clips x 3 prompts) on your DAVIS frames: clips missing from
+# DAVIS are listed and skipped; the batch resumes from the cache ($(CACHE), else $$DITFLOW_CACHE) when rerun.
+# Writes $(OUT)/davis-manifest.jsonl, davis-results.json, davis-report.md and davis-report.html.
+DAVIS ?=
+DAVIS_SETUPS ?= backbone,injection,smm,moft,ditflow-latent,ditflow-emb,inject
+ARGS ?=
+CACHE ?=
+bench-davis:
+	@test -n "$(DAVIS)" || { echo "error: give DAVIS=path/to/DAVIS (the DAVIS 2017 root: benchmarks/davis/README.md)" >&2; exit 2; }
+	@mkdir -p $(OUT)
+	$(PY) -m ditflow.batch.davis "$(DAVIS)" --prompts benchmarks/davis/prompts.json --out $(OUT)/davis-manifest.jsonl --overwrite
+	@$(PY) -m ditflow.cli.app batch $(OUT)/davis-manifest.jsonl --model $(MODEL) --setups $(DAVIS_SETUPS) \
+	  --json $(OUT)/davis-results.json --overwrite $(if $(CACHE),--cache $(CACHE)) $(ARGS); rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
+	$(PY) -m ditflow.cli.app report $(OUT)/davis-results.json --md $(OUT)/davis-report.md \
+	  --html $(OUT)/davis-report.html --overwrite $(if $(CACHE),--cache $(CACHE)) && \
+	cat $(OUT)/davis-report.md && exit $$rc

@@ -43,6 +43,21 @@ def parse_ints(text: str | None, name: str) -> tuple[int, ...] | None:
         raise InputError(f"{name} expects comma-separated block indices, got '{text}'")
 
 
+def parse_range(text: str | None, name: str = "--frame-range") -> tuple[int, int, int] | None:
+    """'0,48,2' -> (0, 48, 2); a one-line error otherwise (the ranges are ExtractConfig.validate's)."""
+    if text is None:
+        return None
+    from ditflow.errors import InputError
+
+    try:
+        values = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise InputError(f"{name} expects START,END,STEP (three integers, END exclusive), got '{text}'")
+    return values
+
+
 def file_settings(config: Path | None) -> dict[str, Any]:
     if config is None:
         return {}

@@ -47,7 +47,7 @@ def _root(ctx: typer.Context,
 def _register() -> None:
     import importlib
 
-    for name in ("extract", "guide", "inject", "cache", "eval", "viz"):
+    for name in ("extract", "guide", "inject", "cache", "eval", "viz", "batch", "report"):
         try:
             module = importlib.import_module(f"{__package__}.{name}")
         except ModuleNotFoundError as e:

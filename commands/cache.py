@@ -27,6 +27,8 @@ def _mode(kind: str, inputs: dict[str, Any]) -> str:
     """What kind of run made it: the guide's opt mode, no-guidance or inject; for an AMF, its blocks."""
     if kind == "amf":
         return "blocks " + ",".join(str(b) for b in inputs.get("blocks") or [])
+    if kind == "score":
+        return "eval"
     if "emb" in inputs:
         return "inject"
     return str(inputs.get("opt_mode")) if inputs.get("guidance") else "no-guidance"
@@ -61,15 +63,15 @@ def _when(row: dict[str, Any]) -> float:
 
 
 @cache_app.command("ls")
-def ls(cache: CacheOpt = None, kind: Annotated[Optional[str], typer.Option(help="Only this kind: amf or gen.", show_default=False)] = None,
+def ls(cache: CacheOpt = None, kind: Annotated[Optional[str], typer.Option(help="Only this kind: amf, gen or score (a batch row's evaluation).", show_default=False)] = None,
        json_out: JsonOpt = False) -> None:
     """List artifacts, oldest first: created, kind, hash, mode (opt mode / no-guidance / inject; an AMF's
     blocks), seed, size, prompt or source. A corrupt or incomplete one is listed with the reason."""
     from ditflow.errors import InputError
     from ditflow.store import Store
 
-    if kind is not None and kind not in ("amf", "gen"):
-        raise InputError(f"--kind must be amf or gen, not {kind!r}")
+    if kind is not None and kind not in ("amf", "gen", "score"):
+        raise InputError(f"--kind must be amf, gen or score, not {kind!r}")
     store = Store(cache)
     rows = sorted((_row(e) for e in store.scan()), key=_when)
     rows = [r for r in rows if not kind or r["kind"] == kind]

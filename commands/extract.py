@@ -18,6 +18,7 @@ def extract(
     width: Annotated[Optional[int], setting(ExtractConfig, "width")] = None,
     blocks: Annotated[Optional[str], setting(ExtractConfig, "blocks")] = None,
     temperature: Annotated[Optional[float], setting(ExtractConfig, "temperature", extra="[default: 2]")] = None,
+    frame_range: Annotated[Optional[str], setting(ExtractConfig, "frame_range", "--frame-range")] = None,
     crop: Annotated[Optional[str], setting(ExtractConfig, "crop", extra="[default: none]")] = None,
     config: ConfigOpt = None,
     cache: CacheOpt = None,
@@ -34,11 +35,12 @@ def extract(
     from ditflow.stages import extract as run
     from ditflow.store import Store
 
-    from ._common import emit, file_settings, parse_ints, runtime
+    from ._common import emit, file_settings, parse_ints, parse_range, runtime
 
     data = file_settings(config)
     flags = {"model": model, "frames": frames, "height": height, "width": width,
-             "blocks": parse_ints(blocks, "--blocks"), "temperature": temperature, "crop": crop}
+             "blocks": parse_ints(blocks, "--blocks"), "temperature": temperature, "crop": crop,
+             "frame_range": parse_range(frame_range)}
     cfg = apply_overrides(ExtractConfig(), section(ExtractConfig(), data, "extract"), flags)
     art = run(video, cfg, runtime=runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=quiet or None),
               store=Store(cache))

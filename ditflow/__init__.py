@@ -17,7 +17,7 @@ _LAZY = {
     "ExtractConfig": "ditflow.config", "GuideConfig": "ditflow.config", "RuntimeOptions": "ditflow.config",
     "Store": "ditflow.store", "AmfArtifact": "ditflow.artifacts", "GenArtifact": "ditflow.artifacts",
     "attention_motion_flow": "ditflow.amf", "evaluate": "ditflow.eval", "Evaluator": "ditflow.eval",
-    "EvalSettings": "ditflow.eval", "motion_fidelity": "ditflow.eval.motion", "read_video": "ditflow.video", "write_video": "ditflow.video",
+    "EvalSettings": "ditflow.eval", "keep_loaded": "ditflow.backbones.loaded", "motion_fidelity": "ditflow.eval.motion", "read_video": "ditflow.video", "write_video": "ditflow.video",
 }
 
 __all__ = sorted(_LAZY)

@@ -126,6 +126,10 @@ class ExtractConfig:
     source_prompt: str = field(default="", metadata=rule("Text the reference is encoded with (the paper: none)."))
     moft_fraction: float = field(default=0.04, metadata=rule("Share of channels MOFT keeps as motion channels.", gt=0, le=1))
     dtype: str | None = field(default=None, metadata=rule("Weights' dtype. [default: the model's]", choices=tuple(DTYPES)))
+    frame_range: tuple[int, int, int] | None = field(default=None, metadata=rule(
+        "START,END,STEP: the frames range(START, END, STEP) of the video, END exclusive as in Python (the DiTFlow "
+        "benchmark's blackswan: 0,48,2 is 24 frames), then the first --frames of them. [default: from the first frame]",
+        ge=0))
     crop: str = field(default="none", metadata=rule(
         "none: squash the video to the model's height and width; center: first crop its largest centred region of "
         "that aspect. Either way a note on stderr says what changed.", choices=CROPS))
@@ -144,6 +148,10 @@ class ExtractConfig:
         if self.blocks is not None and not self.blocks:
             raise InputError("--blocks needs at least one block index")
         check_rules(self)
+        if self.frame_range is not None:
+            start, end, step = self.frame_range
+            if not (step >= 1 and end > start):
+                raise InputError(f"--frame-range START,END,STEP needs END > START >= 0 and STEP >= 1, got {start},{end},{step}")
 
 
 @dataclass(frozen=True)

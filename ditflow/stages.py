@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import replace
 
 from . import artifacts
@@ -20,7 +21,7 @@ from .errors import IncompatibleArtifact, InputError
 from .fileio import printable
 from .progress import Progress
 from .store import Store, content_key, hash_file_into
-from .video import check_input, count_frames, fit_frames, fit_note, read_video
+from .video import check_input, fit_frames, fit_note, read_range
 
 AMF_FORMAT = 4  # part of the hash: a format change never reuses an older cache's artifacts
 
@@ -59,6 +60,8 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     _check_blocks(cfg.blocks, num_blocks(cfg.model), "--blocks")
     inputs = {**settings(cfg), "model_arg": cfg.model, "model": model_identity(cfg.model), "video_sha256": digest,
               "format": AMF_FORMAT}
+    if cfg.frame_range is None:  # hashed only when given: the AMFs of whole videos keep their hashes
+        del inputs["frame_range"]
     h = content_key("amf", inputs)
     if store.exists(h):
         progress.log(f"cache hit: amf {h[:12]}")
@@ -68,10 +71,11 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
         return art
     store.check_writable()  # after the hit check (a read-only cache still serves hits), before any model loads
 
-    frames = read_video(video, max_frames=cfg.frames)
+    frames, offered = read_range(video, cfg.frames, cfg.frame_range)
     if len(frames) < cfg.frames:
-        raise InputError(f"{printable(video)} has {len(frames)} frames, fewer than the {cfg.frames} asked (--frames)")
-    note = fit_note(frames.shape[:3], count_frames(video), cfg.height, cfg.width, cfg.crop)
+        where = "" if cfg.frame_range is None else f" in --frame-range {','.join(map(str, cfg.frame_range))}"
+        raise InputError(f"{printable(video)} has {len(frames)} frames{where}, fewer than the {cfg.frames} asked (--frames)")
+    note = fit_note(frames.shape[:3], offered, cfg.height, cfg.width, cfg.crop)
     if note:
         progress.log(f"note: {note}")
     frames = fit_frames(frames, cfg.height, cfg.width, cfg.crop)
@@ -132,8 +136,6 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
               replay: dict | None = None):
     """The denoising run shared by guide and inject. Returns (latent, frames, guide or None, seconds): seconds
     of loading, sampling (the denoising loop with its guidance) and decoding, recorded with the artifact."""
-    import time
-
     import torch
 
     from .guides import ReplayGuide, make_guide
@@ -188,7 +190,8 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
         torch.cuda.synchronize(device)
     sampled = time.perf_counter()
     frames = backbone.decode(latent)
-    seconds = {"load": loaded - start, "sample": sampled - loaded, "decode": time.perf_counter() - sampled,
+    end = time.perf_counter()
+    seconds = {"total": end - start, "load": loaded - start, "sample": sampled - loaded, "decode": end - sampled,
                "guidance_steps": list(getattr(guide, "seconds", []))}
     return latent, frames, guide, seconds
 

@@ -21,7 +21,7 @@ from typing import Any
 from .errors import CorruptArtifact
 
 META = "meta.json"
-KNOWN_KINDS = ("amf", "gen")
+KNOWN_KINDS = ("amf", "gen", "score")  # score: a batch row's evaluation (ditflow.batch.runner)
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 

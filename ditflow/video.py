@@ -61,6 +61,21 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.nda
     return frames
 
 
+def read_range(path: str | os.PathLike, frames: int, frame_range: tuple[int, int, int] | None) -> tuple[np.ndarray, int | None]:
+    """The frames an extraction takes: the first `frames` of the video, or of its frames
+    range(START, END, STEP) (END exclusive). Returns them with how many were on offer (for `fit_note`;
+    None when unknown). A range that runs past the video's end is refused."""
+    if frame_range is None:
+        return read_video(path, max_frames=frames), count_frames(path)
+    start, end, step = frame_range
+    video = read_video(path, max_frames=end)
+    if len(video) < end:
+        raise InputError(f"{printable(path)} has {len(video)} frames, but --frame-range {start},{end},{step} reads up to "
+                         f"frame {end - 1} (END is exclusive)")
+    picked = video[start:end:step]
+    return picked[:frames], len(picked)
+
+
 def count_frames(path: str | os.PathLike) -> int | None:
     """How many frames a video has, where its header or folder says so cheaply; None when unknown."""
     path = Path(path)

@@ -78,7 +78,7 @@ def test_cli_fast_records_the_settings_it_used(amf_cache, capsys, monkeypatch):
     meta = json.loads((Path(json.loads(out)["path"]) / "meta.json").read_text())
     inputs = meta["inputs"]
     assert (inputs["fast"], inputs["amf_window"], inputs["amf_frame_distance"], inputs["grad_reuse"]) == (True, 10, 4, 2)
-    assert set(meta["seconds"]) == {"load", "sample", "decode", "guidance_steps"} and len(meta["seconds"]["guidance_steps"]) == 2
+    assert set(meta["seconds"]) == {"total", "load", "sample", "decode", "guidance_steps"} and len(meta["seconds"]["guidance_steps"]) == 2
 
 
 def test_checkpointing_by_default_only_where_activations_pass_the_budget(tiny_rope, runtime, monkeypatch):

@@ -35,8 +35,14 @@ def adapter_for(folder: Path) -> type[Backbone]:
 def load_backbone(model: str, dtype: str, runtime: RuntimeOptions = RuntimeOptions(), scheduler: str | None = None,
                   keeps_latent: bool = False) -> Backbone:
     """The model's pipeline on its device. keeps_latent: the run optimises the latent (latent-mode guidance),
-    so the scheduler must step from the latent it is given (see the adapters)."""
-    return adapter_for(resolve_folder(model))(model, dtype, runtime, scheduler=scheduler, keeps_latent=keeps_latent)
+    so the scheduler must step from the latent it is given (see the adapters). Inside `keep_loaded()` the
+    process's loaded model is reused (see `backbones.loaded`)."""
+    from . import loaded
+
+    folder = resolve_folder(model)
+    key = loaded.key_of(str(folder.resolve()), dtype, runtime)
+    return loaded.backbone(key, scheduler, keeps_latent,
+                           lambda: adapter_for(folder)(model, dtype, runtime, scheduler=scheduler, keeps_latent=keeps_latent))
 
 
 def preset(model: str) -> ModelPreset:

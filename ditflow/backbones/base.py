@@ -126,6 +126,17 @@ class Backbone:
         for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
             part.requires_grad_(False)
         self.pipe, self.device = pipe, torch.device(device)
+        self._own_scheduler = pipe.scheduler  # the folder's, as loaded: each run's is made from it
+
+    def use_scheduler(self, scheduler: str | None, keeps_latent: bool = False) -> None:
+        """A fresh scheduler for the next run, made from the folder's own: the scheduler depends on the run
+        (its --scheduler, whether it optimises the latent), the weights do not, so a loaded pipeline is
+        reused across runs (`backbones.loaded`) with no state carried from one run to the next."""
+        self.pipe.scheduler = self.scheduler_for(self._own_scheduler, scheduler, keeps_latent)
+
+    def scheduler_for(self, own, scheduler: str | None, keeps_latent: bool):
+        """The scheduler a run uses, built from the folder's own `own` (never `own` itself: it is kept)."""
+        raise NotImplementedError
 
     # Bytes a forward with grad keeps per (block, token, channel), in units of the dtype's size: 18 measured on
     # the toy CogVideoX in float32 (autograd's saved tensors); gradient checkpointing pays above the budget.

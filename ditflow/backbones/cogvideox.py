@@ -83,18 +83,24 @@ class CogVideoXBackbone(Backbone):
 
     def __init__(self, model: str, dtype: str, runtime: RuntimeOptions = RuntimeOptions(), scheduler: str | None = None,
                  keeps_latent: bool = False):
-        # keeps_latent: DDIM and DPM step from the latent they are given, so a guided latent is kept as is
-        from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler, CogVideoXPipeline
+        from diffusers import CogVideoXPipeline
 
         _, pipe, device = self._open(CogVideoXPipeline, "CogVideoX", model, dtype, runtime)
-        if scheduler == "dpm" and not isinstance(pipe.scheduler, CogVideoXDPMScheduler):
-            pipe.scheduler = CogVideoXDPMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
-        elif scheduler == "ddim" and not isinstance(pipe.scheduler, CogVideoXDDIMScheduler):
-            pipe.scheduler = CogVideoXDDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
         self._place(pipe, runtime, device)
+        self.use_scheduler(scheduler, keeps_latent)
         self.words = toy_vocabulary(model)
         self.text_tokens = int(self.transformer.config.max_text_seq_length)
         self._rope: dict[tuple[int, int, int], Any] = {}
+
+    def scheduler_for(self, own, scheduler: str | None, keeps_latent: bool):
+        """DPM or DDIM (trailing spacing, as the paper's runs) unless the folder's own is already that kind.
+        keeps_latent needs nothing here: both step from the latent they are given."""
+        from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+        wanted = {"dpm": CogVideoXDPMScheduler, "ddim": CogVideoXDDIMScheduler}.get(scheduler)
+        if wanted is not None and not isinstance(own, wanted):
+            return wanted.from_config(own.config, timestep_spacing="trailing")
+        return type(own).from_config(own.config)
 
     # -- shapes ---------------------------------------------------------------------------------------
     @property

@@ -90,21 +90,32 @@ class WanBackbone(Backbone):
 
     def __init__(self, model: str, dtype: str, runtime: RuntimeOptions = RuntimeOptions(), scheduler: str | None = None,
                  keeps_latent: bool = False):
-        from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+        from diffusers import WanPipeline
 
-        if scheduler is not None:
-            raise InputError(f"--scheduler {scheduler} is a CogVideoX scheduler; Wan runs use the folder's own "
-                             f"(flow-match Euler when the latent is optimised)")
+        self.check_scheduler(scheduler)
         folder, pipe, device = self._open(WanPipeline, "Wan", model, dtype, runtime)
         if getattr(pipe, "transformer_2", None) is not None:
             raise InputError(f"{folder} is a two-expert Wan 2.2 model; only Wan 2.1 (one transformer) is supported")
-        if keeps_latent:
-            shift = float(pipe.scheduler.config.get("flow_shift", None) or 3.0)
-            pipe.scheduler = FlowMatchEulerDiscreteScheduler(
-                num_train_timesteps=pipe.scheduler.config.num_train_timesteps, shift=shift)
         self._place(pipe, runtime, device)
+        self.use_scheduler(scheduler, keeps_latent)
         self.words = toy_vocabulary(model)
         self._rope: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def check_scheduler(scheduler: str | None) -> None:
+        if scheduler is not None:
+            raise InputError(f"--scheduler {scheduler} is a CogVideoX scheduler; Wan runs use the folder's own "
+                             f"(flow-match Euler when the latent is optimised)")
+
+    def scheduler_for(self, own, scheduler: str | None, keeps_latent: bool):
+        """The folder's own (UniPC), or flow-match Euler when the latent is optimised (see the module doc)."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        self.check_scheduler(scheduler)
+        if keeps_latent:
+            shift = float(own.config.get("flow_shift", None) or 3.0)
+            return FlowMatchEulerDiscreteScheduler(num_train_timesteps=own.config.num_train_timesteps, shift=shift)
+        return type(own).from_config(own.config)
 
     # -- shapes ---------------------------------------------------------------------------------------
     @property

@@ -31,33 +31,40 @@ def read_manifest(path: str | os.PathLike) -> list[Row]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        records = _csv_records(path)
-    elif suffix in (".jsonl", ".ndjson"):
-        records = _jsonl_records(path)
-    else:
+    if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
         raise InputError(f"manifest {path} must be .csv (header video,reference,prompt) or .jsonl")
-    rows = []
-    for i, rec in enumerate(records, start=1):
-        rec = {k.strip().lower(): (v.strip() if isinstance(v, str) else v) for k, v in rec.items() if k}
-        rows.append(Row(i, rec.get("video") or "", rec.get("reference") or None, rec.get("prompt") or None))
+    rows = [Row(i, rec.get("video") or "", rec.get("reference") or None, rec.get("prompt") or None)
+            for i, rec in enumerate(read_records(path, COLUMNS), start=1)]
     if not rows:
         raise InputError(f"manifest {path} has no rows")
     return rows
 
 
-def _csv_records(path: Path) -> list[dict[str, Any]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "video" not in [n.strip().lower() for n in reader.fieldnames]:
-            raise InputError(f"manifest {path} needs a header line with at least a 'video' column ({','.join(COLUMNS)})")
-        return list(reader)
+def read_records(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The records of a .csv (with a header naming at least a 'video' column of `columns`) or .jsonl
+    manifest, keys lower-cased and string values stripped: the reading `eval --manifest` and `batch` share."""
+    records = _csv_records(path, columns) if path.suffix.lower() == ".csv" else _jsonl_records(path)
+    return [{k.strip().lower(): (v.strip() if isinstance(v, str) else v) for k, v in rec.items() if k} for rec in records]
+
+
+def _csv_records(path: Path, columns: tuple[str, ...] = COLUMNS) -> list[dict[str, Any]]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or "video" not in [n.strip().lower() for n in reader.fieldnames]:
+                raise InputError(f"manifest {path} needs a header line with at least a 'video' column ({','.join(columns)})")
+            return list(reader)
+    except UnicodeDecodeError as e:
+        raise InputError(f"manifest {path} is not UTF-8 text (byte {e.start}); save it as UTF-8")
 
 
 def _jsonl_records(path: Path) -> list[dict[str, Any]]:
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"manifest {path} is not UTF-8 text (byte {e.start}); save it as UTF-8")
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -1,0 +1,142 @@
+"""Where a batch's rows run: in this process, in local worker processes (one per GPU), or on a Ray cluster.
+
+Every worker keeps its model loaded across its rows (`backbones.loaded.keep_loaded`) and writes to the one
+shared cache; artifacts are content-addressed and published by an atomic rename, so two workers making the
+same artifact both end with the same verified object (the later publish is a cache hit) and a manifest
+gives the same hashes whichever executor runs it. Rows run in two waves: the inject rows last, so the
+ditflow-emb runs they replay are already in the cache (were they computed twice, the store would still
+keep one copy).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterable, Iterator
+
+from .manifest import Run
+from .runner import BatchSettings, run_row
+from .setups import INJECT
+
+OnResult = Callable[[dict[str, Any]], None]
+
+
+def waves(runs: list[Run]) -> list[list[Run]]:
+    """The guide rows, then the inject rows (which read the guide rows' embeddings)."""
+    first = [r for r in runs if r.setup != INJECT]
+    second = [r for r in runs if r.setup == INJECT]
+    return [w for w in (first, second) if w]
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def worker_devices(workers: int | None, device: str | None) -> list[str | None]:
+    """One entry per local worker: a GPU index ("0", "1"...) it is pinned to, or None (the given --device, or
+    the CPU). Default: one worker per visible GPU, else one on the CPU."""
+    gpus = 0 if device is not None else visible_gpus()
+    n = workers or max(gpus, 1)
+    return [str(i % gpus) if gpus else None for i in range(n)]
+
+
+def run_inline(runs: list[Run], settings: BatchSettings, on_result: OnResult) -> None:
+    """Every row in this process, one model load for all."""
+    from ..backbones.loaded import keep_loaded
+
+    with keep_loaded():
+        for wave in waves(runs):
+            for run in wave:
+                on_result(run_row(run, settings))
+
+
+# ------------------------------------------------------------------------------------ local processes
+_worker: dict[str, Any] = {}  # this worker process's settings and held model
+
+
+def _init_worker(settings: BatchSettings, devices, threads: int) -> None:
+    """A worker process's start: pin it to its GPU (CUDA_VISIBLE_DEVICES, before torch sees a GPU) or share
+    the CPU cores, and keep its model loaded for its whole life."""
+    gpu = devices.get()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        settings = settings.on_device("cuda")
+    import torch
+
+    from ..backbones.loaded import keep_loaded
+
+    torch.set_num_threads(threads)
+    held = keep_loaded()
+    held.__enter__()  # released when the process ends
+    _worker.update(settings=settings, held=held)
+
+
+def _work(run: Run) -> dict[str, Any]:
+    return run_row(run, _worker["settings"])
+
+
+def run_processes(runs: list[Run], settings: BatchSettings, devices: list[str | None], on_result: OnResult) -> None:
+    """The rows on len(devices) worker processes (spawned: no CUDA state is forked)."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    for d in devices:
+        queue.put(d)
+    threads = max(1, (os.cpu_count() or 1) // len(devices))
+    pool = ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=_init_worker,
+                               initargs=(settings, queue, threads))
+    try:
+        for wave in waves(runs):
+            pending = {pool.submit(_work, r) for r in wave}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    on_result(future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ----------------------------------------------------------------------------------------------- Ray
+class RayWorker:
+    """A Ray actor: one model held for all the rows it is given."""
+
+    def __init__(self, settings: BatchSettings):
+        from ..backbones.loaded import keep_loaded
+
+        self.settings = settings
+        self.held = keep_loaded()
+        self.held.__enter__()
+
+    def run(self, run: Run) -> dict[str, Any]:
+        return run_row(run, self.settings)
+
+
+def run_ray(runs: list[Run], settings: BatchSettings, on_result: OnResult, *, address: str | None = None,
+            workers: int | None = None) -> None:
+    """The rows on Ray actors, one GPU each where the cluster has GPUs (else one CPU each): `address` is
+    an existing cluster's (`ray start --head` prints it; "auto" finds a local one); without it, and with
+    no RAY_ADDRESS and no Ray already started in this process, Ray starts a local one."""
+    import ray
+    from ray.util import ActorPool
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    n = workers or max(gpus, 1)
+    actor = ray.remote(num_gpus=1, num_cpus=1)(RayWorker) if gpus else ray.remote(num_cpus=1)(RayWorker)
+    actors = [actor.remote(settings) for _ in range(n)]
+    try:
+        pool = ActorPool(actors)
+        for wave in waves(runs):
+            for result in pool.map_unordered(lambda a, r: a.run.remote(r), wave):
+                on_result(result)
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+def ordered(results: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Results in manifest order (workers finish in any order)."""
+    return iter(sorted(results, key=lambda r: r["row"]))

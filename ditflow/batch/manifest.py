@@ -1,0 +1,192 @@
+"""`ditflow batch` manifests: what to run, one `Run` per (video, prompt, setup, seed).
+
+    runs.csv     video,prompt[,setup][,seed][,frame_range]        one run per line
+    runs.jsonl   {"video": ..., "prompt": [...], "setup": [...], "seed": [1, 2]}   a list expands (a grid)
+    runs.toml    video = [...]  prompt = [...]  setup = [...]  seed = [...]        the same, or [[run]] tables
+                 [setups.NAME] loss = "flow" ...                                     a setup of your own
+
+A record expands to the product videos × prompts × setups × seeds of its list-valued fields (in that order);
+a missing setup or seed is the batch's `--setups` / `--seeds`. frame_range is START,END,STEP (a string
+"0,48,2" in CSV, a list in JSONL/TOML). Relative video paths are taken from the manifest's folder.
+
+What is wrong with the file itself (unreadable, no video/prompt column, an unknown column, no rows, a bad
+setup table) is an InputError before anything runs (exit 2); what is wrong with one row (a missing video, an
+unknown setup, a bad seed or range, an empty prompt) makes that row a failed run with its reason, and the
+others still run. Both are decided here, before any model loads.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..checks import MAX_SEED
+from ..errors import InputError
+from . import setups as S
+
+COLUMNS = ("video", "prompt", "setup", "seed", "frame_range")
+EXPANDED = ("video", "prompt", "setup", "seed")  # a list in these fields is a grid axis
+
+
+@dataclass(frozen=True)
+class Run:
+    row: int  # 1-based, in manifest order after expansion
+    video: str  # as the manifest wrote it
+    path: str  # resolved against the manifest's folder
+    prompt: str
+    setup: str
+    seed: int | None
+    frame_range: tuple[int, int, int] | None = None
+    inject_from: str | None = None  # an inject row: the prompt of the ditflow-emb run it replays
+    error: str | None = None  # why this row cannot run (it is reported failed, the rest go on)
+
+    @property
+    def video_key(self) -> tuple[str, tuple | None]:
+        """Which reference a run uses: the file and its frame range."""
+        return (self.path, self.frame_range)
+
+
+@dataclass
+class Manifest:
+    runs: list[Run]
+    setups: dict[str, dict[str, Any]]  # the custom setups it defines (built-ins are in setups.SETUPS)
+
+
+def read_manifest(path: str | os.PathLike, *, setups: list[str], seeds: list[int],
+                  custom: dict[str, dict[str, Any]] | None = None) -> Manifest:
+    """The runs of a .csv, .jsonl or .toml manifest. `setups` / `seeds` fill records without them; `custom`
+    adds setups (from --setups-file) to those the manifest's own [setups] tables define."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path}")
+    suffix = path.suffix.lower()
+    own: dict[str, Any] = {}
+    if suffix == ".toml":
+        records, own = _toml_records(path)
+    elif suffix in (".csv", ".jsonl", ".ndjson"):
+        from ..eval.batch import read_records
+
+        records = read_records(path, COLUMNS)
+    else:
+        raise InputError(f"manifest {path} must be .csv (header video,prompt[,setup][,seed]), .jsonl or .toml")
+    defined = {**(custom or {}), **S.check_custom(own, str(path))}
+    known = set(S.builtin_names()) | set(defined)
+    base = path.resolve().parent
+    runs: list[Run] = []
+    for n, rec in enumerate(records, start=1):
+        _check_columns(rec, path, n)
+        for video, prompt, setup, seed in _expand(rec, setups, seeds):
+            runs.append(_run(len(runs) + 1, video, prompt, setup, seed, rec.get("frame_range"), base, known))
+    if not runs:
+        raise InputError(f"manifest {path} has no rows")
+    return Manifest(inject_sources(runs), defined)
+
+
+def _toml_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise InputError(f"manifest {path} is not UTF-8 text (byte {e.start}); save it as UTF-8")
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"cannot parse manifest {path}: {str(e).splitlines()[0]}")
+    custom = data.pop("setups", {})
+    if not isinstance(custom, dict):
+        raise InputError(f"manifest {path}: 'setups' must be tables [setups.NAME] of guide settings")
+    runs = data.pop("run", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise InputError(f"manifest {path}: 'run' must be [[run]] tables")
+    records = [dict(r) for r in runs]
+    if data:  # top-level fields: one more record (the grid)
+        records.insert(0, data)
+    return records, custom
+
+
+def _check_columns(rec: dict[str, Any], path: Path, n: int) -> None:
+    unknown = sorted(set(rec) - set(COLUMNS))
+    if unknown:
+        raise InputError(f"manifest {path} record {n}: unknown field '{unknown[0]}' (known: {', '.join(COLUMNS)})")
+    if "prompt" not in rec:
+        raise InputError(f"manifest {path} record {n} has no 'prompt' ({', '.join(COLUMNS)})")
+
+
+def _listed(value: Any, default: list) -> list:
+    if value is None or value == "":
+        return list(default)
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _expand(rec: dict[str, Any], setups: list[str], seeds: list[int]):
+    axes = [_listed(rec.get("video"), [""]), _listed(rec.get("prompt"), [""]), _listed(rec.get("setup"), setups),
+            _listed(rec.get("seed"), seeds)]
+    return itertools.product(*axes)
+
+
+def _run(row: int, video: Any, prompt: Any, setup: Any, seed: Any, frame_range: Any, base: Path, known: set[str]) -> Run:
+    video, prompt, setup = str(video).strip(), str(prompt).strip(), str(setup).strip()
+    seed_value, seed_error = parse_seed(seed)
+    span, span_error = parse_frame_range(frame_range)
+    resolved = Path(video).expanduser()
+    resolved = resolved if resolved.is_absolute() else base / resolved
+    error = ("row has no video" if not video else
+             f"video not found: {video}" if not resolved.exists() else
+             "row has no prompt" if not prompt else
+             f"unknown setup '{setup}' (known: {', '.join(sorted(known))})" if setup not in known else
+             seed_error or span_error)
+    return Run(row, video, str(resolved), prompt, setup, seed_value, span, error=error)
+
+
+def parse_seed(value: Any) -> tuple[int | None, str | None]:
+    """(seed, None) or (None, why not)."""
+    if isinstance(value, bool):
+        return None, f"seed must be an integer, got {value}"
+    try:
+        seed = int(value) if isinstance(value, (int, str)) and str(value).strip().lstrip("-").isdigit() else None
+    except ValueError:
+        seed = None
+    if seed is None:
+        return None, f"seed must be an integer, got {value!r}"
+    if not 0 <= seed <= MAX_SEED:
+        return None, f"seed must be between 0 and {MAX_SEED}, got {seed}"
+    return seed, None
+
+
+def parse_frame_range(value: Any) -> tuple[tuple[int, int, int] | None, str | None]:
+    """(START, END, STEP) from "0,48,2" or [0, 48, 2]; (None, why) when malformed; (None, None) when absent."""
+    if value is None or value == "":
+        return None, None
+    parts = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else None
+    try:
+        span = tuple(int(p) for p in parts) if parts is not None and not any(isinstance(p, (bool, float)) for p in parts) else ()
+    except (TypeError, ValueError):
+        span = ()
+    if len(span) != 3:
+        return None, f"frame_range must be START,END,STEP (three integers), got {value!r}"
+    start, end, step = span
+    if not (start >= 0 and end > start and step >= 1):
+        return None, f"frame_range needs END > START >= 0 and STEP >= 1, got {start},{end},{step}"
+    return span, None
+
+
+def inject_sources(runs: list[Run]) -> list[Run]:
+    """Each inject row gets the prompt whose ditflow-emb run it replays: the first prompt the manifest lists
+    for the same video (and frame range) other than the row's own; the run is the one with the row's seed.
+    A video with only one prompt leaves an inject row nothing to replay: that row fails."""
+    prompts: dict[tuple, list[str]] = {}
+    for r in runs:
+        if r.error is None:
+            prompts.setdefault(r.video_key, [])
+            if r.prompt not in prompts[r.video_key]:
+                prompts[r.video_key].append(r.prompt)
+    out = []
+    for r in runs:
+        if r.setup == S.INJECT and r.error is None:
+            others = [p for p in prompts.get(r.video_key, []) if p != r.prompt]
+            r = replace(r, inject_from=others[0]) if others else replace(
+                r, error=f"inject replays the {S.INJECT_SOURCE} run of another prompt of the same video; "
+                         f"the manifest gives {r.video} no other prompt")
+        out.append(r)
+    return out

@@ -1,0 +1,99 @@
+"""The paper's table from a batch's results: per model, per setup, MF, CLIP score and seconds per video,
+each the mean over the ok rows with its 95% interval (Student's t). Missing values are left out of a mean
+and counted; a column with no value at all says why (the rows' notes, e.g. CLIP weights missing)."""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from .setups import builtin_names
+
+METRICS = (("motion_fidelity", "MF", 3), ("clip_score", "CLIP score", 3), ("seconds", "s / video", 1))
+# two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; beyond, the normal's 1.96
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float | None
+    half: float | None  # half-width of the 95% interval; None for fewer than two values
+    n: int  # values the mean is over
+
+
+def interval(values: list[float]) -> Stat:
+    """Mean and 95% interval half-width of `values` (finite ones only)."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return Stat(None, None, 0)
+    if len(vals) == 1:
+        return Stat(vals[0], None, 1)
+    t = _T95[len(vals) - 2] if len(vals) - 1 <= len(_T95) else 1.96
+    return Stat(statistics.fmean(vals), t * statistics.stdev(vals) / math.sqrt(len(vals)), len(vals))
+
+
+@dataclass
+class SetupRow:
+    setup: str
+    ok: int
+    failed: int
+    stats: dict[str, Stat]
+
+
+def setup_order(names: set[str]) -> list[str]:
+    """The paper's setups in its order, then any others by name."""
+    known = [n for n in ("backbone", "injection", "smm", "moft", "ditflow-latent", "ditflow-emb", "inject") if n in names]
+    return known + sorted(names - set(builtin_names()))
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, list[SetupRow]]:
+    """{model: [one SetupRow per setup]}."""
+    out: dict[str, list[SetupRow]] = {}
+    for model in dict.fromkeys(str(r.get("model") or "?") for r in results):
+        rows = [r for r in results if str(r.get("model") or "?") == model]
+        table = []
+        for setup in setup_order({str(r.get("setup")) for r in rows}):
+            mine = [r for r in rows if str(r.get("setup")) == setup]
+            ok = [r for r in mine if r.get("status") == "ok"]
+            table.append(SetupRow(setup, len(ok), len(mine) - len(ok),
+                                  {k: interval([r.get(k) for r in ok]) for k, _, _ in METRICS}))
+        out[model] = table
+    return out
+
+
+def fmt(stat: Stat, digits: int) -> str:
+    if stat.mean is None:
+        return "—"
+    text = f"{stat.mean:.{digits}f}"
+    return text + (f" ± {stat.half:.{digits}f}" if stat.half is not None else "")
+
+
+def missing_reasons(results: list[dict[str, Any]]) -> list[str]:
+    """Each distinct note of the ok rows once (why a score is missing or doubtful)."""
+    notes = [n.strip() for r in results if r.get("status") == "ok" for n in str(r.get("notes") or "").split("; ") if n.strip()]
+    return list(dict.fromkeys(notes))
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """One Markdown table per model, with the failures and missing-value reasons under it."""
+    lines = []
+    for model, table in summarise(results).items():
+        lines += [f"## {model}", "", "| setup | runs | " + " | ".join(h for _, h, _ in METRICS) + " |",
+                  "|---|---|" + "---|" * len(METRICS)]
+        for row in table:
+            runs = f"{row.ok}" + (f" (+{row.failed} failed)" if row.failed else "")
+            lines.append(f"| {row.setup} | {runs} | " + " | ".join(fmt(row.stats[k], d) for k, _, d in METRICS) + " |")
+        lines.append("")
+    lines.append("Mean over the ok runs ± the half-width of its 95% interval (Student's t); — : no value. "
+                 "s / video: the generation (guide or inject) when it was computed.")
+    failed = [r for r in results if r.get("status") != "ok"]
+    if failed:
+        lines += ["", f"{len(failed)} failed run(s):"]
+        lines += [f"- row {r.get('row')}: {r.get('video')} | {r.get('setup')} | seed {r.get('seed')}: {r.get('error')}"
+                  for r in failed]
+    reasons = missing_reasons(results)
+    if reasons:
+        lines += ["", "Notes:"] + [f"- {n}" for n in reasons]
+    return "\n".join(lines) + "\n"
