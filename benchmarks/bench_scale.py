@@ -19,7 +19,7 @@ process of its own after one `ditflow.extract` process per (model, frames):
   gradient checkpointing, every block run in each guided forward.
 Each variant takes its own noise seed, so none is a cache hit of another (the work does not depend on the seed).
 Peak memory is the device's (torch.cuda.max_memory_allocated) on a GPU; on a CPU the process's peak resident
-memory, reported whole and above the loaded model. Results go to --out with the ratios to the paper baseline
+memory (VmHWM), reported whole and above the loaded model (the resident memory right after loading). Results go to --out with the ratios to the paper baseline
 measured in the same run.
 """
 from __future__ import annotations
@@ -29,9 +29,9 @@ import datetime as _dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,10 +124,14 @@ def reference_clip(frames: int, height: int, width: int, path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------- one measurement
-def memory_now() -> int:
-    """Resident bytes of this process now."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def resident(field: str = "VmRSS") -> int:
+    """Resident bytes of this process: now (VmRSS) or at its peak (VmHWM, the high-water mark of this process
+    image: unlike getrusage's ru_maxrss it does not keep the parent's peak across exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def paper_style() -> None:
@@ -160,7 +164,7 @@ def run_one(job: dict) -> dict:
 
     def load_and_note(*a, **kw):  # the resident memory of the loaded model, to report a run's own
         backbone = load(*a, **kw)
-        loaded["bytes"] = torch.cuda.memory_allocated() if cuda else memory_now()
+        loaded["bytes"] = torch.cuda.memory_allocated() if cuda else resident()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         return backbone
@@ -186,7 +190,7 @@ def run_one(job: dict) -> dict:
                       "seconds_sampling": seconds["sample"], "seconds_load": seconds["load"], "seconds_decode": seconds["decode"]}
     except torch.cuda.OutOfMemoryError as e:
         result = {"error": f"out of memory: {str(e).splitlines()[0]}"}
-    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated() if cuda else resident("VmHWM")
     return {**result, "seconds_total": time.perf_counter() - start, "peak_bytes": peak,
             "peak_above_model_bytes": peak - loaded.get("bytes", 0) if cuda else peak - loaded.get("bytes", peak),
             "memory": "cuda max_memory_allocated" if cuda else "process peak RSS"}
@@ -254,13 +258,16 @@ def main() -> None:
     variants = [v for v in args.variants.split(",") if v != "offload" or cuda]  # offloading needs a GPU to offload from
     mode = "quick" if args.quick else "full"
     rows, t0 = [], time.time()
+    # the runs' cache is this invocation's own, so no run is a cache hit of an earlier one (removed at the end)
+    args.work.mkdir(parents=True, exist_ok=True)
+    runs = tempfile.TemporaryDirectory(prefix="cache-", dir=args.work)
     for name in args.models.split(","):
         if name not in MODELS:
             raise SystemExit(f"bench_scale: unknown model {name!r} (known: {', '.join(MODELS)})")
         folder = build_folder(name, args.work / mode / "models" / name, args.quick)
         height, width = QUICK["size"] if args.quick else MODELS[name][2]
         frame_counts = [int(f) for f in args.frames.split(",")] if args.frames else MODELS[name][3][:2 if args.quick else 3]
-        job = {"model": str(folder), "cache": str(args.work / mode / "cache"), "quick": args.quick}
+        job = {"model": str(folder), "cache": runs.name, "quick": args.quick}
         videos = [(f, str(reference_clip(f, height, width, args.work / mode / "refs" / f"{f}x{height}x{width}")))
                   for f in frame_counts]
         ext = spawn({**job, "stage": "extract", "videos": videos, "variant": "default"})
@@ -275,6 +282,7 @@ def main() -> None:
                 print(f"{name:9s} {frames:3d} {variant:8s} " + (r["error"] if "error" in r else
                       f"peak {r['peak_bytes'] / 2**30:6.2f} GiB  step {r['seconds_per_guided_step']:7.2f} s  "
                       f"sampling {r['seconds_sampling']:7.1f} s"), flush=True)
+    runs.cleanup()
     ratios(rows)
     result = {"benchmark": "scale", "mode": mode, "date": _dt.datetime.now().isoformat(timespec="seconds"),
               "device": torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or platform.machine()}, "

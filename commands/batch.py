@@ -43,6 +43,7 @@ def batch(
     cfg: Annotated[Optional[float], setting(GuideConfig, "cfg", "--cfg")] = None,
     negative_prompt: Annotated[Optional[str], setting(GuideConfig, "negative_prompt")] = None,
     scheduler: Annotated[Optional[str], setting(GuideConfig, "scheduler")] = None,
+    fast: Annotated[bool, setting(GuideConfig, "fast", "--fast")] = False,
     metrics: MetricsOpt = "clip,mf",
     tracker: TrackerOpt = "auto",
     mf_variant: VariantOpt = "symmetric",
@@ -91,7 +92,7 @@ def batch(
     gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"),
                            {"steps": steps, "opt_steps": opt_steps, "lr": parse_pair(lr, "--lr"),
                             "guidance_range": parse_pair(guidance_range, "--guidance-range", int), "cfg": cfg,
-                            "negative_prompt": negative_prompt, "scheduler": scheduler})
+                            "negative_prompt": negative_prompt, "scheduler": scheduler, "fast": fast or None})
     rt = runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=True)
     custom = _setups_file(setups_file) if setups_file else {}
     m = read_manifest(manifest, setups=_names(setups), seeds=_seeds(seeds), custom=custom)

@@ -112,7 +112,9 @@ V8_DEFAULTS = {**Recipe().defaults, "guidance_blocks": [6, 7], "reference_flow":
 # v9's guidance defaults: v8's, but emb mode at half the rate and with the model's RoPE tables restored after the
 # range (benchmarks/results/sweep-toy-v9-emb*.json, 10 references x noise seeds 2 and 3): prompt match 95% against 30%,
 # path error 9.68 px against 9.45
-V9_DEFAULTS = {**V8_DEFAULTS, "lr": {"latent": [0.015, 0.005], "emb": [0.04, 0.015]}}
+V9_DEFAULTS = {**V8_DEFAULTS, "lr": {"latent": [0.015, 0.005], "emb": [0.04, 0.015]},
+               # --fast: chosen by benchmarks/sweeps/toy-fast.toml, checked on seed 1 (docs/performance.md)
+               "fast": {"grad_reuse": 5, "amf_window": 3, "amf_frame_distance": 4}}
 
 # Named recipes (`--recipe`). v4 = Recipe(), the CPU recipe (shipped until v8, about 70 min on 2 cores).
 RECIPES: dict[str, Recipe] = {"v4": Recipe()}
