@@ -321,3 +321,11 @@ def test_make_bench_davis_runs_the_clips_present(tmp_path, tiny_rope):
     assert proc.returncode == 0, proc.stderr
     assert "49 of 50 benchmark clips are not in" in proc.stderr
     assert [r["status"] for r in results] == ["ok"] * 3 and (tmp_path / "out" / "davis-report.html").is_file()
+
+
+def test_the_plots_axes_are_labelled_at_round_values_inside_the_range():
+    from ditflow.batch.report_html import _label, _ticks
+
+    ticks = _ticks(0.13, 0.92)
+    assert ticks == pytest.approx([0.2, 0.4, 0.6, 0.8]) and [_label(v, 0.13, 0.92) for v in ticks] == ["0.2", "0.4", "0.6", "0.8"]
+    assert [_label(v, 0.231, 0.275) for v in _ticks(0.231, 0.275)] == ["0.24", "0.25", "0.26", "0.27"]

@@ -55,7 +55,8 @@ def plot(rows: list[dict[str, Any]], colour: dict[str, str], w: int = 520, h: in
         return "<p class='note'>No motion fidelity to plot.</p>"
     with_clip = [r for r in ok if r.get("clip_score") is not None]
     setups = [s for s in colour if any(str(r.get("setup")) == s for r in ok)]
-    left, right, top, bottom = 50, 130, 12, 40
+    # setup names stand slanted under their column (they would overlap side by side)
+    left, right, top, bottom = 50, 130, 12, 40 if with_clip else 36 + int(3.6 * max(len(s) for s in setups))
     mf = [float(r["motion_fidelity"]) for r in ok]
     y0, y1 = _span(mf)
 
@@ -66,20 +67,28 @@ def plot(rows: list[dict[str, Any]], colour: dict[str, str], w: int = 520, h: in
         clip = [float(r["clip_score"]) for r in with_clip]
         x0, x1 = _span(clip)
         xs = {id(r): left + (w - left - right) * (float(r["clip_score"]) - x0) / (x1 - x0) for r in with_clip}
-        points, xlabel, ticks = with_clip, "CLIP score", [(left, f"{x0:.3f}"), (w - right, f"{x1:.3f}")]
+        points, xlabel = with_clip, "CLIP score"
+        ticks = [(left + (w - left - right) * (v - x0) / (x1 - x0), _label(v, x0, x1)) for v in _ticks(x0, x1)]
         note = ""
     else:
         step = (w - left - right) / max(len(setups), 1)
         xs = {id(r): left + step * (setups.index(str(r.get("setup"))) + 0.5) for r in ok}
         points, xlabel, ticks = ok, "setup", [(left + step * (i + 0.5), s) for i, s in enumerate(setups)]
         note = "<p class='note'>No row has a CLIP score (see the notes), so MF is drawn per setup.</p>"
-    svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' role='img' aria-label='MF against {xlabel}'>",
+    # the font is set on the svg itself, so the plot reads the same outside this page's CSS
+    svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' font-size='11' font-family='sans-serif' "
+           f"role='img' aria-label='MF against {xlabel}'>",
            f"<rect x='{left}' y='{top}' width='{w - left - right}' height='{h - top - bottom}' fill='none' stroke='#999'/>",
            f"<text x='{(w - right + left) / 2}' y='{h - 6}' text-anchor='middle'>{E(xlabel)}</text>",
-           f"<text x='12' y='{(h - bottom + top) / 2}' transform='rotate(-90 12 {(h - bottom + top) / 2})' text-anchor='middle'>MF</text>",
-           f"<text x='{left - 4}' y='{ys(y1) + 4}' text-anchor='end'>{y1:.3f}</text>",
-           f"<text x='{left - 4}' y='{ys(y0) + 4}' text-anchor='end'>{y0:.3f}</text>"]
-    svg += [f"<text x='{x}' y='{h - bottom + 14}' text-anchor='middle'>{E(t)}</text>" for x, t in ticks]
+           f"<text x='12' y='{(h - bottom + top) / 2}' transform='rotate(-90 12 {(h - bottom + top) / 2})' text-anchor='middle'>MF</text>"]
+    for v in _ticks(y0, y1):  # gridlines and labels at round values
+        svg.append(f"<line x1='{left}' x2='{w - right}' y1='{ys(v):.1f}' y2='{ys(v):.1f}' stroke='#eee'/>"
+                   f"<text x='{left - 4}' y='{ys(v) + 4:.1f}' text-anchor='end'>{_label(v, y0, y1)}</text>")
+    if with_clip:
+        svg += [f"<text x='{x:.1f}' y='{h - bottom + 14}' text-anchor='middle'>{E(t)}</text>" for x, t in ticks]
+    else:
+        svg += [f"<text x='{x:.1f}' y='{h - bottom + 12}' text-anchor='end' transform='rotate(-35 {x:.1f} {h - bottom + 12})'>"
+                f"{E(t)}</text>" for x, t in ticks]
     for r in points:
         c = colour.get(str(r.get("setup")), "#000")
         svg.append(f"<circle cx='{xs[id(r)]:.1f}' cy='{ys(float(r['motion_fidelity'])):.1f}' r='4' fill='{c}' "
@@ -90,6 +99,22 @@ def plot(rows: list[dict[str, Any]], colour: dict[str, str], w: int = 520, h: in
                    f"<text x='{w - right + 22}' y='{y}'>{E(s)}</text>")
     svg.append("</svg>")
     return "".join(svg) + note
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About n round values (steps of 1, 2 or 5 times a power of ten) inside [lo, hi]."""
+    raw = (hi - lo) / n
+    power = 10 ** np.floor(np.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = np.ceil(lo / step) * step
+    return [float(v) for v in np.arange(first, hi + step * 1e-9, step)]
+
+
+def _label(v: float, lo: float, hi: float) -> str:
+    """A tick value with the decimals its step needs (0.2 steps: 0.4; 0.005 steps: 0.245)."""
+    ticks = _ticks(lo, hi)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else hi - lo
+    return f"{v:.{max(0, int(-np.floor(np.log10(step) + 1e-9)))}f}"
 
 
 def _span(values: list[float]) -> tuple[float, float]:
