@@ -111,14 +111,9 @@ class _SoftFlow(torch.autograd.Function):
         dq = torch.empty_like(qj) if ctx.needs_input_grad[0] else None
         dk = torch.zeros_like(kj) if ctx.needs_input_grad[1] else None
         for s in range(0, n, chunk):
-            g = grad_out[s : s + chunk]  # [c, F, 2]
             prob = _frame_softmax(qj[s : s + chunk], kj, f, p, alpha, coords.dtype)  # [c, F, P]
-            # d expected / d logit_b = prob_b * (coord_b - expected), contracted with the incoming gradient
-            dlogit = torch.matmul(g, coords.T)  # [c, F, P]
-            dlogit -= (g * out[s : s + chunk]).sum(dim=-1, keepdim=True)
-            dlogit *= prob
-            del prob
-            dlogit = dlogit.view(-1, n).to(qj.dtype)
+            dlogit = _logit_grad(grad_out[s : s + chunk], out[s : s + chunk], prob, coords).view(-1, n).to(qj.dtype)
+            del prob  # one [chunk, N] buffer at a time
             if dq is not None:
                 torch.mm(dlogit, kj, out=dq[s : s + chunk])
             if dk is not None:
@@ -130,10 +125,23 @@ class _SoftFlow(torch.autograd.Function):
         return dq, dk, None, None, None, None, None
 
 
-def _frame_softmax(qc: torch.Tensor, kj: torch.Tensor, f: int, p: int, alpha: float, dtype) -> torch.Tensor:
-    """softmax over each key frame's patches of alpha·(qc·kjᵀ): [c, F, P] in `dtype`, computed in place."""
+def _logit_grad(g: torch.Tensor, expected: torch.Tensor, prob: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """The gradient of the logits [c, F, P] from that of the expected positions g [c, F, 2]: d expected / d logit_b
+    = prob_b * (coord_b - expected), contracted with g (in place in the result; prob is left as is)."""
+    dlogit = torch.matmul(g, coords.T)  # [c, F, P]
+    dlogit -= (g * expected).sum(dim=-1, keepdim=True)
+    dlogit *= prob
+    return dlogit
+
+
+def _frame_softmax(qc: torch.Tensor, kj: torch.Tensor, f: int, p: int, alpha: float, dtype,
+                   keep: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax over each key frame's patches of alpha·(qc·kjᵀ): [c, F, P] in `dtype`, computed in place; with
+    `keep` [c, P] bool, only over the patches it marks in each key frame (a local window)."""
     logits = torch.mm(qc, kj.T).view(qc.shape[0], f, p).to(dtype)  # no copy when already `dtype`
     logits.mul_(alpha)
+    if keep is not None:
+        logits.masked_fill_(~keep[:, None, :], float("-inf"))
     logits -= logits.amax(dim=-1, keepdim=True)
     logits.exp_()
     logits /= logits.sum(dim=-1, keepdim=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .amf import Grid, _check_inputs, _joint_heads, patch_coordinates
+from .amf import Grid, _check_inputs, _frame_softmax, _joint_heads, _logit_grad, patch_coordinates
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,7 @@ class Window:
 
     def covers(self, grid: Grid) -> bool:
         """True when this window is the full AMF for a (frames, h, w) grid."""
-        f, h, w = grid
-        return ((self.radius is None or self.radius >= max(h, w) - 1)
-                and (self.frame_distance is None or self.frame_distance >= f - 1))
+        return self.for_grid(grid) is None
 
     def for_grid(self, grid: Grid) -> "Window | None":
         """This window with the limits that cover a (frames, h, w) grid dropped; None when nothing is left."""
@@ -64,18 +62,6 @@ def _window_keys(rows: torch.Tensor, coords: torch.Tensor, radius: int | None) -
     return (delta <= radius).all(dim=-1)
 
 
-def _softmax(qc, kf, nf, p, alpha, dtype, keep) -> torch.Tensor:
-    """softmax over each key frame's (windowed) patches of alpha·(qc·kfᵀ): [c, nf, P] in `dtype`."""
-    logits = torch.mm(qc, kf.T).view(qc.shape[0], nf, p).to(dtype)
-    logits.mul_(alpha)
-    if keep is not None:
-        logits.masked_fill_(~keep[:, None, :], float("-inf"))  # the query's own patch is always inside
-    logits -= logits.amax(dim=-1, keepdim=True)
-    logits.exp_()
-    logits /= logits.sum(dim=-1, keepdim=True)
-    return logits
-
-
 def _blocks(f: int, p: int, chunk: int, window: Window):
     """(query rows slice, positions in frame [c], key frames lo, hi) for every chunk of every query frame."""
     for i in range(f):
@@ -94,8 +80,8 @@ class _LocalSoftFlow(torch.autograd.Function):
         n = qj.shape[0]
         out = coords.repeat(f, 1)[:, None, :].expand(n, f, 2).clone()  # [N, F, 2]: own position by default
         for rows, pos, lo, hi in _blocks(f, p, chunk, window):
-            prob = _softmax(qj[rows], kj[lo * p: hi * p], hi - lo, p, alpha, coords.dtype,
-                            _window_keys(pos.to(coords.device), coords, window.radius))
+            prob = _frame_softmax(qj[rows], kj[lo * p: hi * p], hi - lo, p, alpha, coords.dtype,
+                                  _window_keys(pos.to(coords.device), coords, window.radius))
             out[rows, lo:hi] = torch.matmul(prob, coords)
         ctx.save_for_backward(qj, kj, coords, out)
         ctx.f, ctx.p, ctx.alpha, ctx.chunk, ctx.window = f, p, alpha, chunk, window
@@ -111,14 +97,11 @@ class _LocalSoftFlow(torch.autograd.Function):
         dk = torch.zeros_like(kj) if ctx.needs_input_grad[1] else None
         for rows, pos, lo, hi in _blocks(f, p, ctx.chunk, window):
             kf = kj[lo * p: hi * p]
-            g = grad_out[rows, lo:hi]  # [c, nf, 2]
-            prob = _softmax(qj[rows], kf, hi - lo, p, alpha, coords.dtype,
-                            _window_keys(pos.to(coords.device), coords, window.radius))
-            dlogit = torch.matmul(g, coords.T)  # [c, nf, P]
-            dlogit -= (g * out[rows, lo:hi]).sum(dim=-1, keepdim=True)
-            dlogit *= prob  # zero outside the window
+            prob = _frame_softmax(qj[rows], kf, hi - lo, p, alpha, coords.dtype,
+                                  _window_keys(pos.to(coords.device), coords, window.radius))
+            # zero outside the window, where prob is
+            dlogit = _logit_grad(grad_out[rows, lo:hi], out[rows, lo:hi], prob, coords).reshape(len(pos), -1).to(qj.dtype)
             del prob
-            dlogit = dlogit.reshape(g.shape[0], -1).to(qj.dtype)
             if dq is not None:
                 dq[rows] = torch.mm(dlogit, kf)
             if dk is not None:
@@ -155,7 +138,7 @@ def local_attention_confidence(q: torch.Tensor, k: torch.Tensor, grid: Grid, win
     coords = patch_coordinates(h, w, device=q.device)
     out = torch.zeros(qj.shape[0], f, dtype=torch.float32, device=q.device)
     for rows, pos, lo, hi in _blocks(f, p, chunk, window):
-        prob = _softmax(qj[rows], kj[lo * p: hi * p], hi - lo, p, scale * temperature, torch.float32,
-                        _window_keys(pos.to(q.device), coords, window.radius))
+        prob = _frame_softmax(qj[rows], kj[lo * p: hi * p], hi - lo, p, scale * temperature, torch.float32,
+                              _window_keys(pos.to(q.device), coords, window.radius))
         out[rows, lo:hi] = prob.amax(dim=-1)
     return out.view(f, p, f).transpose(1, 2).contiguous()

@@ -211,9 +211,25 @@ class Backbone:
             self.pipe.text_encoder.to(self.device)
             self._text_released = False
 
-    def encode_prompt(self, prompt: str) -> "torch.Tensor":
-        """[1, L, D] text embedding, as the pipeline feeds it to the transformer."""
+    @property
+    def text_length(self) -> int:
+        """Tokens the pipeline pads or cuts a prompt to."""
         raise NotImplementedError
+
+    def encode_prompt(self, prompt: str) -> "torch.Tensor":
+        """[1, text_length, D] text embedding, as the pipeline feeds it to the transformer (a toy model's prompt
+        checked against its vocabulary first)."""
+        import torch
+
+        from .source import check_toy_prompt
+
+        if self.words is not None:
+            prompt = check_toy_prompt(prompt, self.words, self.model)
+        self._text_encoder_ready()
+        with torch.no_grad():
+            emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=self.text_length,
+                                             device=self.device, dtype=self.dtype)
+        return emb
 
     def encode_video(self, frames: np.ndarray) -> "torch.Tensor":
         """uint8 [F, H, W, 3] -> latent [1, ...] in the layout the transformer takes (the VAE's mean)."""

@@ -18,7 +18,7 @@ import numpy as np
 from ..config import ModelPreset, RuntimeOptions, with_folder_defaults
 from .base import Backbone, Geometry, geometry_of
 from .cogvideox_attn import CogVideoXAttention, rope_tables
-from .source import check_toy_prompt, toy_vocabulary
+from .source import toy_vocabulary
 
 PRESETS: dict[str, ModelPreset] = {
     "5b": ModelPreset("THUDM/CogVideoX-5b", "bfloat16", "dpm", (20,), dynamic_cfg=True),
@@ -89,7 +89,6 @@ class CogVideoXBackbone(Backbone):
         self._place(pipe, runtime, device)
         self.use_scheduler(scheduler, keeps_latent)
         self.words = toy_vocabulary(model)
-        self.text_tokens = int(self.transformer.config.max_text_seq_length)
         self._rope: dict[tuple[int, int, int], Any] = {}
 
     def scheduler_for(self, own, scheduler: str | None, keeps_latent: bool):
@@ -123,18 +122,14 @@ class CogVideoXBackbone(Backbone):
                            self.pipe.vae_scale_factor_temporal, frames, height, width)
 
     # -- text, pixels, latents ------------------------------------------------------------------------
-    def encode_prompt(self, prompt: str):
-        """[1, text_len, dim] T5 embedding, padded to the transformer's text length."""
-        import torch
+    @property
+    def text_length(self) -> int:
+        """T5 tokens, padded to the transformer's text length."""
+        return int(self.transformer.config.max_text_seq_length)
 
-        if self.words is not None:
-            prompt = check_toy_prompt(prompt, self.words, self.model)
-        self._text_encoder_ready()
-        with torch.no_grad():
-            emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=self.device,
-                                             max_sequence_length=self.transformer.config.max_text_seq_length,
-                                             dtype=self.dtype)
-        return emb
+    @property
+    def text_tokens(self) -> int:
+        return self.text_length  # the joint attention holds the text before the video
 
     def encode_video(self, frames: np.ndarray):
         """uint8 [F, H, W, 3] -> scaled latent [1, F_latent, C, h, w] (the VAE's mean, deterministic)."""

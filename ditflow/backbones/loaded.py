@@ -56,14 +56,14 @@ def release() -> None:
 
 
 def key_of(folder: str, dtype: str, runtime: "RuntimeOptions") -> tuple:
-    """What decides the loaded weights and their placement; not the scheduler (a run's choice)."""
+    """What decides the loaded weights and their placement; not the scheduler nor gradient checkpointing (each a
+    run's choice, set per run)."""
     import torch
 
     from ..config import DTYPES
 
     device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return (folder, DTYPES.get(dtype, dtype), device, runtime.cpu_offload, runtime.vae_slicing, runtime.vae_tiling,
-            runtime.gradient_checkpointing)
+    return (folder, DTYPES.get(dtype, dtype), device, runtime.cpu_offload, runtime.vae_slicing, runtime.vae_tiling)
 
 
 def backbone(key: tuple, scheduler: str | None, keeps_latent: bool, load: Callable[[], "Backbone"]) -> "Backbone":

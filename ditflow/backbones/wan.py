@@ -24,7 +24,7 @@ import torch
 from ..config import PAPER_NEGATIVE_PROMPT, ModelPreset, RuntimeOptions, with_folder_defaults
 from ..errors import InputError
 from .base import Backbone, Geometry, geometry_of
-from .source import check_toy_prompt, toy_vocabulary
+from .source import toy_vocabulary
 from .wan_attn import WanSelfAttention, angles_to_rope
 
 # Guidance blocks and learning rates are the CogVideoX paper's proportions, not yet measured on Wan.
@@ -134,15 +134,10 @@ class WanBackbone(Backbone):
                          self.pipe.vae_scale_factor_temporal, frames, height, width)
 
     # -- text, pixels, latents ------------------------------------------------------------------------
-    def encode_prompt(self, prompt: str):
-        """[1, 512, dim] UMT5 embedding, zero after the prompt's tokens (as WanPipeline)."""
-        if self.words is not None:
-            prompt = check_toy_prompt(prompt, self.words, self.model)
-        self._text_encoder_ready()
-        with torch.no_grad():
-            emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=TEXT_LEN,
-                                             device=self.device, dtype=self.dtype)
-        return emb
+    @property
+    def text_length(self) -> int:
+        """UMT5 tokens, zero after the prompt's (as WanPipeline)."""
+        return TEXT_LEN
 
     def _latent_stats(self):
         cfg = self.pipe.vae.config
