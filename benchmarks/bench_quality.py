@@ -130,7 +130,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import ditflow
-    from ditflow.backbones import preset, resolve_folder
+    from ditflow.backbones import resolve_model
     from ditflow.eval import EvalSettings, Evaluator
     from ditflow.store import Store
     from ditflow.video import write_video
@@ -148,12 +148,13 @@ def main() -> None:
     if args.setups:
         setups = {k: setups[k] for k in args.setups.split(",")}
     seeds = [int(s) for s in args.seeds.split(",")]
-    pre = preset(args.model)
+    resolved = resolve_model(args.model)
+    pre = resolved.preset
     store = Store(args.work / "store")
     runtime = RuntimeOptions(quiet=True)
     evaluator = Evaluator(EvalSettings(metrics=("mf",), tracker="lk"))
     motions = tuple(args.motions.split(",")) if args.motions else None
-    world = model_world(resolve_folder(args.model))
+    world = model_world(resolved.folder)
     try:
         refs = references(args.refs, pre.frames, pre.height, world, motions)
     except ValueError as e:

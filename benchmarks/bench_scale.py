@@ -79,7 +79,7 @@ def build_folder(name: str, folder: Path, quick: bool) -> Path:
 
         text = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=4096, d_kv=64, d_ff=256, num_layers=1, num_heads=2,
                                        decoder_start_token_id=0, pad_token_id=0))
-        sched_cls = CogVideoXDPMScheduler if pre.scheduler == "dpm" else CogVideoXDDIMScheduler
+        sched_cls = CogVideoXDPMScheduler if pre.family.get("scheduler") == "dpm" else CogVideoXDDIMScheduler
         sched = sched_cls(timestep_spacing="trailing", prediction_type="v_prediction", rescale_betas_zero_snr=True,
                           snr_shift_scale=1.0 if name == "5b" else 3.0, beta_schedule="scaled_linear", beta_start=0.00085,
                           beta_end=0.012, clip_sample=False, set_alpha_to_one=True)
@@ -99,7 +99,7 @@ def build_folder(name: str, folder: Path, quick: bool) -> Path:
     pipe.save_pretrained(folder)
     height, width = QUICK["size"] if quick else size
     settings = {"guidance_blocks": blocks, "height": height, "width": width, "dtype": str(dtype).split(".")[-1],
-                "scheduler": pre.scheduler, "cfg": pre.cfg, "dynamic_cfg": pre.dynamic_cfg,
+                **pre.family, "cfg": pre.cfg,
                 "negative_prompt": pre.negative_prompt, "steps": pre.steps, "guidance_range": list(pre.guidance_range),
                 "lr": {k: list(v) for k, v in pre.lr.items()}, "opt_mode": "latent"}
     (folder / "ditflow.json").write_text(json.dumps(settings, indent=1))

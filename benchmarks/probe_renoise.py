@@ -41,13 +41,13 @@ def main() -> None:
     import torch
 
     from benchmarks import _probe
-    from ditflow.backbones import resolve_folder
+    from ditflow.backbones import resolve_model
     from ditflow.sampling import Denoiser, sample
     from ditflow.toyworld import judge
     from ditflow.toyworld.references import model_world
 
     pre, backbone, _, model = _probe.load(args.model)
-    world = model_world(resolve_folder(args.model))
+    world = model_world(resolve_model(args.model).folder)
     max_area = judge.max_area_for(world.radius)
     scheduler = backbone.scheduler
     scheduler.set_timesteps(pre.steps)
@@ -57,7 +57,7 @@ def main() -> None:
     def prepared(clip):
         """(clip, its latent, the denoiser of its prompt): encoded once for every t0 and seed."""
         text = torch.cat([negative, backbone.encode_prompt(clip.prompt)])
-        return clip, backbone.encode_video(clip.frames), Denoiser(model, text, pre.cfg, pre.dynamic_cfg, pre.steps)
+        return clip, backbone.encode_video(clip.frames), Denoiser(model, text, pre.cfg, pre.steps)
 
     pool = [c for _, c in _probe.references(args.model, pre, args.per_shape * len(world.shapes) * 4)]
     groups = {s: [prepared(c) for c in [c for c in pool if c.shapes[0] == s][: args.per_shape]] for s in world.shapes}

@@ -61,9 +61,10 @@ def main() -> None:
     import torch
     from diffusers import CogVideoXDPMScheduler, CogVideoXPipeline
 
-    from ditflow.backbones import preset, resolve_folder
+    from ditflow.backbones import resolve_model
 
-    pre, folder = preset(args.model), resolve_folder(args.model)
+    spec = resolve_model(args.model)
+    pre, folder = spec.preset, spec.folder
     pipe = CogVideoXPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     ddim = pipe.scheduler

@@ -40,7 +40,7 @@ def main() -> None:
 
     from benchmarks import _probe
     from ditflow.toyworld.judge import swap_word
-    from ditflow.backbones import resolve_folder
+    from ditflow.backbones import resolve_model
     from ditflow.toyworld.data import latent_mask, to_latent_grid
     from ditflow.toyworld.diffusion import noised
     from ditflow.toyworld.references import model_world, object_errors
@@ -50,7 +50,7 @@ def main() -> None:
     clips = [c for _, c in _probe.references(args.model, pre, args.refs)]
     latents = torch.cat([backbone.encode_video(c.frames) for c in clips])  # [B, F, C, h, w]
     spatial = pre.height // latents.shape[-1]
-    shapes = model_world(resolve_folder(args.model)).shapes
+    shapes = model_world(resolve_model(args.model).folder).shapes
     masks = [latent_mask(c, spatial) if args.region == "object" else to_latent_grid(shape_region(c, shapes), spatial)
              for c in clips]
     mask = torch.from_numpy(np.stack(masks))[:, :, None].float()

@@ -8,7 +8,7 @@ import typer
 
 from ditflow.config import ExtractConfig, GuideConfig
 
-from .options import CacheOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt, QuietOpt, setting
+from .options import CacheOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt, QuietOpt, family_setting, setting
 
 ManifestArg = Annotated[Path, typer.Argument(help="runs.csv (video,prompt[,setup][,seed][,frame_range]), .jsonl or .toml (grids: lists expand as videos x prompts x setups x seeds; [setups.NAME] tables).", show_default=False)]
 SetupsOpt = Annotated[str, typer.Option("--setups", help="Setups of rows that name none, comma-separated: ditflow-latent, ditflow-emb, smm, moft, injection, backbone, inject, or a table's name.")]
@@ -42,7 +42,7 @@ def batch(
     guidance_range: Annotated[Optional[str], setting(GuideConfig, "guidance_range")] = None,
     cfg: Annotated[Optional[float], setting(GuideConfig, "cfg", "--cfg")] = None,
     negative_prompt: Annotated[Optional[str], setting(GuideConfig, "negative_prompt")] = None,
-    scheduler: Annotated[Optional[str], setting(GuideConfig, "scheduler")] = None,
+    scheduler: Annotated[Optional[str], family_setting("scheduler", "--scheduler")] = None,
     fast: Annotated[bool, setting(GuideConfig, "fast", "--fast")] = False,
     metrics: MetricsOpt = "clip,mf",
     tracker: TrackerOpt = "auto",
@@ -67,10 +67,10 @@ def batch(
     """
     import json
 
-    from ditflow.batch import BACKENDS, BatchSettings, read_manifest, run_batch
+    from ditflow.batch import BatchSettings, check_backend, read_manifest, run_batch
     from ditflow.batch.results import write_csv, write_json
     from ditflow.config_file import apply_overrides, section
-    from ditflow.errors import DitflowError, InputError
+    from ditflow.errors import DitflowError
     from ditflow.fileio import check_target
     from ditflow.store import Store
 
@@ -79,12 +79,7 @@ def batch(
     for out, flag in ((csv_path, "--csv"), (json_path, "--json")):
         if out is not None:  # before anything runs
             check_target(out, overwrite, flag=flag)
-    if backend not in BACKENDS:
-        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
-    if address is not None and backend != "ray":
-        raise InputError("--address is for --backend ray")
+    check_backend(backend, workers, address)
     data = file_settings(config)
     ecfg = apply_overrides(ExtractConfig(), section(ExtractConfig(), data, "extract"),
                            {"model": model, "frames": frames, "height": height, "width": width,
@@ -98,9 +93,6 @@ def batch(
     m = read_manifest(manifest, setups=_names(setups), seeds=_seeds(seeds), custom=custom)
     settings = BatchSettings(cache=str(Store(cache).root.absolute()), extract=ecfg, guide=gcfg,
                              eval=_eval_settings(metrics, tracker, mf_variant), runtime=rt, setups=m.setups)
-    _preflight(settings, m)
-    if backend == "ray":
-        _check_ray()
     results = run_batch(m.runs, settings, backend=backend, workers=workers, address=address, quiet=quiet)
     if csv_path is not None:
         typer.echo(str(write_csv(results, csv_path)))
@@ -162,39 +154,6 @@ def _eval_settings(metrics: str, tracker: str, mf_variant: str):
     settings = EvalSettings(metrics=parse_metrics(metrics), tracker=tracker, mf_variant=mf_variant)
     Evaluator(settings)  # checks the tracker and variant names now
     return settings
-
-
-def _preflight(settings, m) -> None:
-    """What applies to every row, checked before any model loads: the model, its sizes and blocks, the shared
-    guide settings under each setup the manifest uses."""
-    from ditflow.backbones import config_geometry, preset
-    from ditflow.batch.setups import INJECT, INJECT_SOURCE, all_setups, guide_config
-    from ditflow.errors import InputError
-
-    settings.runtime.validate()
-    ecfg = settings.extract
-    ecfg.validate()
-    resolved = ecfg.resolve(preset(ecfg.model))
-    resolved.validate()
-    config_geometry(ecfg.model, resolved.frames, resolved.height, resolved.width)
-    table = all_setups(settings.setups)
-    for name in sorted({r.setup for r in m.runs if r.error is None}):
-        spec = table[INJECT_SOURCE if name == INJECT else name]
-        cfg = guide_config(settings.guide, spec, "x", 1).resolve(preset(ecfg.model))
-        cfg.validate()
-        hi, lo = cfg.guidance_range
-        if (cfg.guidance or cfg.injection) and not range(max(cfg.steps - hi, 0), max(cfg.steps - lo, 0)):
-            raise InputError(f"setup {name}: --guidance-range {hi},{lo} selects none of the {cfg.steps} steps (it counts "
-                             f"steps from the end: HI,LO with HI > LO, LO < --steps)")
-
-
-def _check_ray() -> None:
-    import importlib.util
-
-    from ditflow.errors import InputError
-
-    if importlib.util.find_spec("ray") is None:
-        raise InputError("--backend ray needs Ray: pip install 'ditflow[ray]' (or pip install ray)")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import typer
 from ditflow.config import GuideConfig, InjectConfig, RuntimeOptions
 
 from .options import (CacheOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt, FormatOpt, JsonOpt, NoInjectionOpt, OutOpt,
-                      OverwriteOpt, QuietOpt, setting)
+                      OverwriteOpt, QuietOpt, family_setting, setting)
 
 PromptOpt = Annotated[str, setting(GuideConfig, "prompt", "--prompt", "-p")]
 NegOpt = Annotated[Optional[str], setting(GuideConfig, "negative_prompt")]
@@ -39,9 +39,9 @@ def guide(
     injection_blocks: Annotated[Optional[str], setting(GuideConfig, "injection_blocks", extra="[default: 0]")] = None,
     steps: Annotated[Optional[int], setting(GuideConfig, "steps")] = None,
     cfg: CfgOpt = None,
-    dynamic_cfg: Annotated[Optional[bool], setting(GuideConfig, "dynamic_cfg", "--dynamic-cfg/--no-dynamic-cfg")] = None,
+    dynamic_cfg: Annotated[Optional[bool], family_setting("dynamic_cfg", "--dynamic-cfg/--no-dynamic-cfg")] = None,
     seed: SeedOpt = None,
-    scheduler: Annotated[Optional[str], setting(GuideConfig, "scheduler")] = None,
+    scheduler: Annotated[Optional[str], family_setting("scheduler", "--scheduler")] = None,
     model: ModelOpt = None,
     out: OutOpt = None,
     fmt: FormatOpt = None,

@@ -17,6 +17,17 @@ def setting(cls: type, name: str, *flags: str, extra: str = "") -> typer.models.
     return typer.Option(*flags, help=escape(text), show_default=False)
 
 
+def family_setting(name: str, *flags: str) -> typer.models.OptionInfo:
+    """An option for a setting only one model family understands: its help from the family adapter's settings,
+    under a help panel named after the family (the registry says which family owns it)."""
+    from ditflow.backbones import family_settings
+    from ditflow.checks import help_of
+
+    adapter = family_settings()[name]
+    text = f"{help_of(adapter.settings, name)} {adapter.family} models only."
+    return typer.Option(*flags, help=escape(text), show_default=False, rich_help_panel=f"{adapter.family} models")
+
+
 def escape(text: str) -> str:
     """Help text as Typer's rich help shows it: `[default: ...]` is text, not a markup tag to swallow."""
     return text.replace("[", "\\[")

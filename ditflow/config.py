@@ -1,7 +1,8 @@
-"""One frozen config per stage, the paper's defaults per model, and the checks of both.
+"""One frozen config per stage, with the checks of its settings; nothing here knows a model family.
 
-A field left at None means "the model's default" (see `ModelPreset`); `resolve()` fills it in once the
-model is known, so the resolved config is what gets hashed and recorded. Each setting's help, range and
+A field left at None means "the model's default" (a `backbones.ModelPreset`); `resolve()` fills it in once the
+model is known, so the resolved config is what gets hashed and recorded. A family's own settings (declared by its
+adapter in ditflow/backbones/) travel in `GuideConfig.family`. Each setting's help, range and
 choices are written once, in its field's metadata (`rule`): the CLI, its validation and docs/cli.md read them.
 """
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
 from .checks import MAX_SEED, check_rules, rule
@@ -17,8 +17,6 @@ from .errors import InputError
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
           "bfloat16": "bfloat16", "bf16": "bfloat16"}
-PAPER_NEGATIVE_PROMPT = "bad quality, distortions, unrealistic, distorted image, watermark, signature"
-TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-cogvideox"
 MODES = ("latent", "emb")
 FAST_SETTINGS = ("amf_window", "amf_frame_distance", "grad_reuse")
 # --fast on a model without measured values: FastVMT's (a 21x21 key window, frame pairs at most 4 latent frames
@@ -28,68 +26,10 @@ FAST_DEFAULTS = {"amf_window": 10, "amf_frame_distance": 4, "grad_reuse": 3}
 CROPS = ("none", "center")  # how extract fits a video to the model's aspect
 
 
-@dataclass(frozen=True)
-class ModelPreset:
-    """Per-model defaults: the paper's for 2B and 5B, the measured ones a folder's ditflow.json gives, and
-    for any other folder its own pipeline's (its scheduler, CFG, negative prompt). The named presets are in
-    their backbone adapters (ditflow/backbones/)."""
-
-    source: str  # Hugging Face id or local diffusers folder
-    dtype: str = "bfloat16"
-    scheduler: str | None = "dpm"  # "dpm", "ddim", or None: the folder's own
-    guidance_blocks: tuple[int, ...] = (20,)
-    height: int = 480
-    width: int = 720
-    frames: int = 24  # the paper's reference length: 24 frames -> 6 latent frames
-    steps: int = 50
-    cfg: float = 7.0
-    lr: dict[str, tuple[float, float]] = field(default_factory=lambda: {m: (0.002, 0.001) for m in MODES})  # per mode
-    guidance_range: tuple[int, int] = (50, 40)
-    dynamic_cfg: bool = True
-    negative_prompt: str = PAPER_NEGATIVE_PROMPT
-    opt_mode: str = "latent"
-    opt_steps: int = 5
-    injection: bool = True
-    loss_weighting: str = "none"
-    reference_flow: str = "argmax"
-    emb_param: str = "table"
-    fast: dict[str, int] = field(default_factory=lambda: dict(FAST_DEFAULTS))  # what --fast sets
-
-
-def with_folder_defaults(preset: ModelPreset, defaults: dict[str, Any], model: str) -> ModelPreset:
-    known = {f.name for f in fields(ModelPreset)} - {"source"}
-    unknown = set(defaults) - known
-    if unknown:
-        raise InputError(f"ditflow.json of {model} has unknown settings: {', '.join(sorted(unknown))} "
-                         f"(known: {', '.join(sorted(known))})")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in defaults.items()}
-    if "fast" in values:
-        fast = values["fast"]
-        if not isinstance(fast, dict) or set(fast) - set(FAST_SETTINGS):
-            raise InputError(f"ditflow.json of {model}: fast takes a table of {', '.join(FAST_SETTINGS)}")
-        values["fast"] = {**preset.fast, **fast}
-    if "lr" in values:  # {"latent": [a, b], "emb": [c, d]}, or one pair for both modes
-        lr = values["lr"]
-        if isinstance(lr, dict):
-            if set(lr) - set(MODES):
-                raise InputError(f"ditflow.json of {model}: lr takes the modes {', '.join(MODES)}, not {', '.join(sorted(set(lr) - set(MODES)))}")
-            values["lr"] = {**preset.lr, **{m: tuple(v) for m, v in lr.items()}}
-        else:
-            values["lr"] = {m: lr for m in MODES}
-    return replace(preset, **values)
-
-
-def __getattr__(name: str):
-    """The presets live with their backbone adapters (ditflow.backbones); these names stay importable here."""
-    if name in ("PRESETS", "ALIASES"):
-        from . import backbones
-
-        return getattr(backbones, name)
-    if name in ("preset_for", "PIPELINE_CFG"):
-        from .backbones import cogvideox
-
-        return getattr(cogvideox, name)
-    raise AttributeError(f"module 'ditflow.config' has no attribute {name!r}")
+def guidance_steps(steps: int, guidance_range: tuple[int, int]) -> range:
+    """Step indices with guidance: the paper's range (50, 40) of 50 steps is steps 0..9."""
+    hi, lo = guidance_range
+    return range(max(steps - hi, 0), max(steps - lo, 0))
 
 
 @dataclass(frozen=True)
@@ -102,8 +42,8 @@ class RuntimeOptions:
     vae_tiling: bool = False
     gradient_checkpointing: bool | None = field(default=None, metadata=rule(
         "Recompute block activations in backward instead of keeping them. [default: only when the guided "
-        "forward's activations would pass 1 GiB: on for 2b/5b/Wan at their sizes, off for the toy model, "
-        "where it only costs time]"))
+        "forward's activations would pass 1 GiB: on for the released models at their sizes, off for the toy "
+        "model, where it only costs time]"))
     quiet: bool = field(default=False, metadata=rule("No progress bars or logs on stderr."))
 
     def validate(self) -> None:
@@ -117,8 +57,8 @@ class RuntimeOptions:
 class ExtractConfig:
     """Settings of one AMF extraction. None: the model's default."""
 
-    model: str = field(default="5b", metadata=rule("5b, 2b, toy, wan-1.3b, wan-14b, a Hugging Face id or a local diffusers folder (CogVideoX or Wan 2.1)."))
-    frames: int | None = field(default=None, metadata=rule("Frames to take from the start. [default: the model's, 24 for 2b/5b, 25 for Wan (4k+1), 17 for the toy model]", ge=1))
+    model: str = field(default="5b", metadata=rule("A preset name, a Hugging Face id or a local diffusers folder."))
+    frames: int | None = field(default=None, metadata=rule("Frames to take from the start. [default: the model's, 24 for 2b/5b, 17 for the toy model]", ge=1))
     height: int | None = field(default=None, metadata=rule("Resize height. [default: the model's, 480 for 2b/5b, 64 for the toy model]", ge=1))
     width: int | None = field(default=None, metadata=rule("Resize width. [default: the model's, 720 for 2b/5b, 64 for the toy model]", ge=1))
     blocks: tuple[int, ...] | None = field(default=None, metadata=rule("Guidance blocks, comma-separated. [default: 20 for 5b, 15 for 2b, 6,7 for the toy model]", ge=0))
@@ -134,7 +74,7 @@ class ExtractConfig:
         "none: squash the video to the model's height and width; center: first crop its largest centred region of "
         "that aspect. Either way a note on stderr says what changed.", choices=CROPS))
 
-    def resolve(self, preset: ModelPreset) -> "ExtractConfig":
+    def resolve(self, preset: Any) -> "ExtractConfig":
         def pick(name, preset_name=None):
             value = getattr(self, name)
             return getattr(preset, preset_name or name) if value is None else value
@@ -177,9 +117,6 @@ class GuideConfig:
     steps: int | None = field(default=None, metadata=rule("Denoising steps. [default: 50]", ge=1))
     cfg: float | None = field(default=None, metadata=rule(
         "Classifier-free guidance scale; 1 is off. [default: 7 for 2b/5b, 6 (the pipeline's) for other folders]", ge=1))
-    dynamic_cfg: bool | None = field(default=None, metadata=rule("Dynamic CFG schedule (the 5b paper runs'; 2b/5b only). [default: on for 5b, off otherwise]"))
-    scheduler: str | None = field(default=None, metadata=rule(
-        "dpm or ddim. [default: dpm for 5b, ddim for 2b, the folder's own otherwise]", choices=("dpm", "ddim")))
     seed: int = field(default=1, metadata=rule("Noise seed.", ge=0, le=MAX_SEED))
     threshold_loss: bool = field(default=True, metadata=rule("AMF loss only where the reference moves (the paper's)."))
     loss_weighting: str | None = field(default=None, metadata=rule(
@@ -206,8 +143,10 @@ class GuideConfig:
     grad_reuse: int | None = field(default=None, metadata=rule(
         "A full forward and backward every k-th Adam step; the steps between reuse the last gradient. "
         "[default: 1 (every step); --fast: the model's]", ge=1))
+    family: dict[str, Any] = field(default_factory=dict, metadata=rule(
+        "The model family's own settings by name (e.g. a scheduler); the family's adapter declares and checks them."))
 
-    def resolve(self, preset: ModelPreset) -> "GuideConfig":
+    def resolve(self, preset: Any) -> "GuideConfig":
         def pick(name):
             value = getattr(self, name)
             return getattr(preset, name) if value is None else value
@@ -224,16 +163,26 @@ class GuideConfig:
             lr=tuple(self.lr) if self.lr else tuple(preset.lr[opt_mode]),
             guidance_range=tuple(pick("guidance_range")),
             injection_blocks=tuple(self.injection_blocks),
+            family={**preset.family, **{k: v for k, v in self.family.items() if v is not None}},
             **{name: pick(name) for name in ("negative_prompt", "opt_mode", "opt_steps", "injection", "steps", "cfg",
-                                             "dynamic_cfg", "scheduler", "loss_weighting", "reference_flow", "emb_param")},
+                                             "loss_weighting", "reference_flow", "emb_param")},
         )
 
     def validate(self) -> None:
         check_rules(self)
+        if not isinstance(self.family, dict) or not all(isinstance(k, str) for k in self.family):
+            raise InputError(f"GuideConfig.family must be a dict of setting names, got {self.family!r}")
         if self.guidance_range is not None:
             hi, lo = self.guidance_range
             if not hi > lo:
                 raise InputError(f"--guidance-range HI,LO needs HI > LO >= 0, got {hi},{lo}")
+
+    def check_steps(self) -> None:
+        """A resolved config's guidance range must select steps when it guides or injects."""
+        if (self.guidance or self.injection) and not guidance_steps(self.steps, self.guidance_range):
+            hi, lo = self.guidance_range
+            raise InputError(f"--guidance-range {hi},{lo} selects none of the {self.steps} steps (it counts steps "
+                             f"from the end: HI,LO with HI > LO, LO < --steps)")
 
 
 @dataclass(frozen=True)
@@ -259,7 +208,4 @@ def from_settings(cls: type, data: dict[str, Any]) -> Any:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
-__all__ = [
-    "ModelPreset", "RuntimeOptions", "ExtractConfig", "GuideConfig", "with_folder_defaults",
-    "settings", "from_settings", "PAPER_NEGATIVE_PROMPT",
-]
+__all__ = ["RuntimeOptions", "ExtractConfig", "GuideConfig", "InjectConfig", "settings", "from_settings"]

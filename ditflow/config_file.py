@@ -69,18 +69,34 @@ def _check_file_value(cls: type, key: str, value: Any, label: str) -> None:
     if name not in _names(cls):
         raise InputError(f"{label}: unknown setting (known: {', '.join(sorted(_names(cls)))})")
     if value is not None:
-        check_value(cls, name, value, label)
+        _check(cls, name, value, label)
+
+
+def _family() -> dict[str, type]:
+    """A family's own guide setting -> the settings class of its adapter (they are GuideConfig's too)."""
+    from .backbones import family_settings
+
+    return {name: adapter.settings for name, adapter in family_settings().items()}
 
 
 def _names(cls: type) -> set[str]:
-    return {f.name for f in fields(cls)}
+    names = {f.name for f in fields(cls)}
+    return names - {"family"} | set(_family()) if cls is GuideConfig else names
+
+
+def _check(cls: type, name: str, value: Any, label: str | None = None) -> Any:
+    family = _family() if cls is GuideConfig else {}
+    return check_value(family[name] if name in family else cls, name, value, label)
 
 
 def apply_overrides(cfg: C, *layers: dict[str, Any] | None) -> C:
     """Later layers win; keys are field names (dashes allowed); None values are ignored. Values are
-    checked against the field's type (lists become tuples); ranges are checked by the config's validate()."""
+    checked against the field's type (lists become tuples); ranges are checked by the config's validate(). A
+    model family's own setting (GuideConfig) goes into `family`, checked against its model before anything loads."""
     names = _names(type(cfg))
+    family_names = set(_family()) if type(cfg) is GuideConfig else set()
     updates: dict[str, Any] = {}
+    family: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
             name = key.replace("-", "_")
@@ -88,7 +104,9 @@ def apply_overrides(cfg: C, *layers: dict[str, Any] | None) -> C:
                 raise InputError(f"unknown setting '{key}' for {type(cfg).__name__} (known: {', '.join(sorted(names))})")
             if value is None:
                 continue
-            updates[name] = check_value(type(cfg), name, value)
+            (family if name in family_names else updates)[name] = _check(type(cfg), name, value)
+    if family:
+        updates["family"] = {**cfg.family, **family}
     return replace(cfg, **updates)
 
 

@@ -13,12 +13,6 @@ import torch
 from .model import Model
 
 
-def guidance_steps(steps: int, guidance_range: tuple[int, int]) -> range:
-    """Step indices with guidance: the paper's range (50, 40) of 50 steps is steps 0..9."""
-    hi, lo = guidance_range
-    return range(max(steps - hi, 0), max(steps - lo, 0))
-
-
 @torch.no_grad()
 def sample(denoise, x, timesteps, backbone, state=None, *, guide=None, callback=None):
     """Walk `timesteps` from latent x; `state` is the backbone's `sampler_state` (None: a fresh one)."""
@@ -39,12 +33,12 @@ class Denoiser:
     """Classifier-free guided prediction, with KV injection at the steps where `injection` is active.
     text_cfg: [2, L, D] (negative, positive); the backbone runs CFG its model's way."""
 
-    def __init__(self, model: Model, text_cfg, cfg: float, dynamic_cfg: bool, steps: int, injection=None):
-        self.model, self.text, self.cfg, self.dynamic, self.steps = model, text_cfg, cfg, dynamic_cfg, steps
+    def __init__(self, model: Model, text_cfg, cfg: float, steps: int, injection=None):
+        self.model, self.text, self.cfg, self.steps = model, text_cfg, cfg, steps
         self.injection = injection
 
     def scale(self, t) -> float:
-        return self.model.backbone.cfg_scale(self.cfg, self.dynamic, self.steps, t)
+        return self.model.backbone.cfg_scale(self.cfg, self.steps, t)
 
     def __call__(self, x, i, t, positions=None):
         with ExitStack() as stack:

@@ -13,10 +13,10 @@ from dataclasses import replace
 
 from . import artifacts
 from .artifacts import AmfArtifact, GenArtifact
-from .backbones import config_geometry, load_backbone, model_identity, num_blocks, preset
-from .backbones.source import check_toy_prompt, toy_vocabulary
+from .backbones import ResolvedModel, load_backbone, resolve_model
+from .backbones.source import check_toy_prompt
 from .checks import check_rules
-from .config import ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions, from_settings, settings
+from .config import ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions, from_settings, guidance_steps, settings
 from .errors import IncompatibleArtifact, InputError
 from .fileio import printable
 from .progress import Progress
@@ -39,26 +39,33 @@ def video_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _check_blocks(blocks, layers: int, what: str) -> None:
-    bad = [b for b in blocks if not 0 <= b < layers]
-    if bad:
-        raise InputError(f"{what} {bad} out of range: the model has {layers} transformer blocks (0..{layers - 1})")
+def _model(arg: str, resolved: ResolvedModel | None) -> ResolvedModel:
+    """The model `arg` names: `resolved` when the caller resolved it already (a batch does, once)."""
+    return resolved if resolved is not None and resolved.arg == arg else resolve_model(arg)
 
 
 # -------------------------------------------------------------------------------------------- extract
+def check_extract(cfg: ExtractConfig, resolved: ResolvedModel | None = None) -> tuple[ExtractConfig, ResolvedModel]:
+    """`cfg` resolved against its model and checked (sizes, blocks) from config files alone."""
+    cfg.validate()
+    spec = _model(cfg.model, resolved)
+    cfg = spec.extract_config(cfg)
+    spec.geometry(cfg.frames, cfg.height, cfg.width)  # size errors before any weights load
+    spec.check_blocks(cfg.blocks, "--blocks")
+    return cfg, spec
+
+
 def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, runtime: RuntimeOptions = RuntimeOptions(),
-            store: Store | None = None) -> AmfArtifact:
-    """Reference AMF of `video` at the guidance blocks. A cache hit loads no model."""
+            store: Store | None = None, resolved: ResolvedModel | None = None) -> AmfArtifact:
+    """Reference AMF of `video` at the guidance blocks. A cache hit loads no model. `resolved`: `cfg.model`
+    resolved already (a batch resolves it once for all its rows)."""
     store = store or Store()
     progress = Progress(runtime.quiet)
     cfg.validate()
     runtime.validate()
     digest = video_digest(video)
-    cfg = cfg.resolve(preset(cfg.model))
-    cfg.validate()  # the model's defaults (a folder's ditflow.json) obey the same rules
-    config_geometry(cfg.model, cfg.frames, cfg.height, cfg.width)  # size errors before any weights load
-    _check_blocks(cfg.blocks, num_blocks(cfg.model), "--blocks")
-    inputs = {**settings(cfg), "model_arg": cfg.model, "model": model_identity(cfg.model), "video_sha256": digest,
+    cfg, spec = check_extract(cfg, resolved)
+    inputs = {**settings(cfg), "model_arg": cfg.model, "model": spec.identity, "video_sha256": digest,
               "format": AMF_FORMAT}
     if cfg.frame_range is None:  # hashed only when given: the AMFs of whole videos keep their hashes
         del inputs["frame_range"]
@@ -88,7 +95,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     from .processors import QKRecorder
 
     progress.log(f"loading {cfg.model} ...")
-    backbone = load_backbone(cfg.model, cfg.dtype, runtime)
+    backbone = load_backbone(spec, cfg.dtype, runtime)
     geo = backbone.geometry(cfg.frames, cfg.height, cfg.width)
     model = Model(backbone, geo)
     with progress.task("extract", total=3) as bar:
@@ -123,7 +130,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
 # ---------------------------------------------------------------------------------------------- guide
 def _check_amf_matches(amf: AmfArtifact, model: str | None, frames: int | None, height: int | None, width: int | None) -> None:
     inp = amf.inputs
-    if model is not None and model_identity(model) != inp["model"]:
+    if model is not None and resolve_model(model).identity != inp["model"]:
         raise IncompatibleArtifact(f"AMF {amf.hash[:12]} was extracted with model '{inp['model_arg']}', not '{model}'; "
                                    f"extract again with --model {model}")
     for name, value in (("frames", frames), ("height", height), ("width", width)):
@@ -132,26 +139,25 @@ def _check_amf_matches(amf: AmfArtifact, model: str | None, frames: int | None, 
                                        f"extract again with --{name} {value}")
 
 
-def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, progress: Progress,
+def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, progress: Progress,
               replay: dict | None = None):
-    """The denoising run shared by guide and inject. Returns (latent, frames, guide or None, seconds): seconds
-    of loading, sampling (the denoising loop with its guidance) and decoding, recorded with the artifact."""
+    """The denoising run shared by guide and inject (`gcfg` resolved and checked). Returns (latent, frames, guide
+    or None, seconds): seconds of loading, sampling (the denoising loop with its guidance) and decoding, recorded
+    with the artifact."""
     import torch
 
     from .guides import ReplayGuide, make_guide
     from .injection import KVInjection
     from .losses import LOSSES
     from .model import Model
-    from .sampling import Denoiser, guidance_steps, sample
+    from .sampling import Denoiser, sample
 
     inp = amf.inputs
-    model_name = inp["model_arg"]
-    progress.log(f"loading {model_name} ...")
+    progress.log(f"loading {spec.arg} ...")
     start = time.perf_counter()
-    backbone = load_backbone(model_name, inp["dtype"], runtime, scheduler=gcfg.scheduler,
+    backbone = load_backbone(spec, inp["dtype"], runtime, family=gcfg.family,
                              keeps_latent=replay is None and gcfg.guidance and gcfg.opt_mode == "latent")
     geo = backbone.geometry(inp["frames"], inp["height"], inp["width"])
-    _check_blocks(gcfg.injection_blocks, backbone.num_blocks, "--injection-blocks")
     model = Model(backbone, geo)
     device, dtype = backbone.device, backbone.dtype
 
@@ -164,13 +170,10 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
     noise = x.clone()
     state = backbone.sampler_state(generator)
     active = guidance_steps(gcfg.steps, gcfg.guidance_range)
-    if len(active) == 0 and (gcfg.guidance or gcfg.injection):
-        raise InputError(f"--guidance-range {gcfg.guidance_range[0]},{gcfg.guidance_range[1]} selects none of the "
-                         f"{gcfg.steps} steps (it counts steps from the end: HI,LO with HI > LO, LO < --steps)")
     injection = None
     if gcfg.injection and gcfg.injection_blocks:
         injection = KVInjection(model, gcfg.injection_blocks, amf.latent().to(device, dtype), noise, pos, set(active))
-    denoise = Denoiser(model, text, gcfg.cfg, gcfg.dynamic_cfg, gcfg.steps, injection)
+    denoise = Denoiser(model, text, gcfg.cfg, gcfg.steps, injection)
 
     guide = None
     if replay is not None:
@@ -196,26 +199,28 @@ def _generate(amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, prog
     return latent, frames, guide, seconds
 
 
-def _resolve_guide(amf: AmfArtifact, cfg: GuideConfig) -> GuideConfig:
-    cfg.validate()
-    resolved = cfg.resolve(preset(amf.inputs["model_arg"]))
-    resolved.validate()  # the model's defaults (a folder's ditflow.json) obey the same rules
+def check_guide(cfg: GuideConfig, spec: ResolvedModel) -> GuideConfig:
+    """`cfg` resolved against the model and checked, all from config files: what would fail after loading
+    (the family's settings, the guidance range, blocks, a toy model's words) fails here instead."""
+    resolved = spec.guide_config(cfg)
+    spec.check_blocks(resolved.injection_blocks, "--injection-blocks")
+    _check_prompts(spec, resolved)
     return resolved
 
 
-def _check_prompts(model: str, cfg: GuideConfig) -> None:
-    """A toy model's vocabulary, checked before it loads (the encoder checks again as it encodes)."""
-    words = toy_vocabulary(model)
-    if words is not None:
+def _check_prompts(spec: ResolvedModel, cfg: GuideConfig) -> None:
+    """A toy model's vocabulary (the encoder checks again as it encodes)."""
+    if spec.vocabulary is not None:
         for text in (cfg.prompt, cfg.negative_prompt or ""):
-            check_toy_prompt(text, words, model)
+            check_toy_prompt(text, spec.vocabulary, spec.arg)
 
 
 def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: int | None = None,
           height: int | None = None, width: int | None = None, runtime: RuntimeOptions = RuntimeOptions(),
-          store: Store | None = None) -> GenArtifact:
+          store: Store | None = None, resolved: ResolvedModel | None = None) -> GenArtifact:
     """Guided generation against the reference AMF `amf_ref` (hash or prefix). model/frames/height/width,
-    when given, must match the AMF's (it is the reference they were extracted at)."""
+    when given, must match the AMF's (it is the reference they were extracted at). `resolved`: the AMF's model
+    resolved already."""
     store = store or Store()
     progress = Progress(runtime.quiet)
     if not cfg.prompt.strip():
@@ -223,15 +228,15 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
     runtime.validate()
     amf = artifacts.load(store, amf_ref, "amf")
     _check_amf_matches(amf, model, frames, height, width)
-    cfg = _resolve_guide(amf, cfg)
-    _check_prompts(amf.inputs["model_arg"], cfg)
+    spec = _model(amf.inputs["model_arg"], resolved)
+    cfg = check_guide(cfg, spec)
     inputs = {"amf": amf.hash, "model": amf.inputs["model"], **settings(cfg)}
     h = content_key("gen", inputs)
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
-    latent, frames_out, g, seconds = _generate(amf, cfg, runtime, progress)
+    latent, frames_out, g, seconds = _generate(spec, amf, cfg, runtime, progress)
     embeddings = getattr(g, "embeddings", {})
     extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
              "embedding_timesteps": sorted(embeddings), "seconds": seconds}
@@ -241,7 +246,7 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
 
 
 def inject(emb_ref: str, cfg: InjectConfig, *, model: str | None = None, runtime: RuntimeOptions = RuntimeOptions(),
-           store: Store | None = None) -> GenArtifact:
+           store: Store | None = None, resolved: ResolvedModel | None = None) -> GenArtifact:
     """Zero-shot motion transfer: generate `cfg.prompt` with the embeddings of an emb-mode guide run.
     `model`, when given, must be the model of that run (checked)."""
     store = store or Store()
@@ -258,24 +263,26 @@ def inject(emb_ref: str, cfg: InjectConfig, *, model: str | None = None, runtime
                                    f"`ditflow guide --opt-mode emb` result")
     amf = artifacts.load(store, src.inputs["amf"], "amf")
     _check_amf_matches(amf, model, None, None, None)
+    spec = _model(amf.inputs["model_arg"], resolved)
     base = from_settings(GuideConfig, src.inputs)  # the verified, hashed inputs: not an editable copy
     gcfg = replace(base, prompt=cfg.prompt, guidance=False,
                    negative_prompt=base.negative_prompt if cfg.negative_prompt is None else cfg.negative_prompt,
                    seed=base.seed if cfg.seed is None else cfg.seed, cfg=base.cfg if cfg.cfg is None else cfg.cfg,
                    injection=base.injection if cfg.injection is None else cfg.injection)
     gcfg.validate()
-    _check_prompts(amf.inputs["model_arg"], gcfg)
+    gcfg.check_steps()
+    _check_prompts(spec, gcfg)
     inputs = {"emb": src.hash, "amf": amf.hash, "model": amf.inputs["model"], **settings(gcfg)}
     h = content_key("gen", inputs)
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
-    latent, frames_out, _, seconds = _generate(amf, gcfg, runtime, progress, replay=src.embeddings())
+    latent, frames_out, _, seconds = _generate(spec, amf, gcfg, runtime, progress, replay=src.embeddings())
     extra = {"settings": settings(gcfg), "losses": [], "stage": "inject", "seconds": seconds}
     with store.writer(h, "gen", inputs, parents=[amf.hash, src.hash], extra=extra) as folder:
         artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings={})
     return artifacts.load(store, h, "gen")
 
 
-__all__ = ["extract", "guide", "inject", "InjectConfig", "video_digest"]
+__all__ = ["check_extract", "check_guide", "extract", "guide", "inject", "InjectConfig", "video_digest"]

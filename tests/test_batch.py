@@ -248,7 +248,7 @@ def test_reused_backbone_gives_the_frames_of_a_fresh_load(tiny_rope, ref_video, 
 
     def run(store, scheduler, seed):
         amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
-        return guide(amf.hash, GuideConfig(prompt=P1, steps=3, guidance=False, injection=False, scheduler=scheduler, seed=seed),
+        return guide(amf.hash, GuideConfig(prompt=P1, steps=3, guidance=False, injection=False, family={"scheduler": scheduler}, seed=seed),
                      runtime=runtime, store=store).frames
 
     with keep_loaded():

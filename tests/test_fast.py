@@ -9,7 +9,8 @@ import pytest
 
 from conftest import decreases_within_each_step, extract_cfg, run_cli
 from ditflow import guides
-from ditflow.config import FAST_DEFAULTS, GuideConfig, ModelPreset, with_folder_defaults
+from ditflow.backbones.preset import ModelPreset, with_folder_defaults
+from ditflow.config import FAST_DEFAULTS, GuideConfig
 from ditflow.errors import InputError
 from ditflow.stages import extract, guide
 from ditflow.store import Store

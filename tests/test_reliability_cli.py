@@ -139,10 +139,10 @@ def test_zero_size_is_refused_not_replaced_by_the_default(flag, tiny_rope, ref_v
 
 def toy_amf(cache):
     """An AMF artifact of the toy model without running it: the guide checks the prompt before loading."""
-    from ditflow.backbone import model_identity
+    from ditflow.backbones import resolve_model
 
     store = Store(cache)
-    inputs = {"model_arg": "toy", "model": model_identity("toy"), "frames": 17, "height": 64, "width": 64,
+    inputs = {"model_arg": "toy", "model": resolve_model("toy").identity, "frames": 17, "height": 64, "width": 64,
               "blocks": [6, 7], "dtype": "float32"}
     from ditflow.store import content_key
 

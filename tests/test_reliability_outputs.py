@@ -243,17 +243,18 @@ def test_many_tracks_give_no_warning():
 
 # -- 7. model-missing hints ---------------------------------------------------------------------------
 def test_missing_model_path_says_no_folder_and_an_id_says_hf_download(offline, tmp_path, monkeypatch):
-    from ditflow.backbone import looks_like_path, resolve_folder
+    from ditflow.backbones import resolve_model
+    from ditflow.backbones.source import looks_like_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     for path in ("./nope", "/nonexistent/model", "~/no-model", "models/nope"):
         assert looks_like_path(path)
         with pytest.raises(ModelUnavailable, match="^no model folder at "):
-            resolve_folder(path)
+            resolve_model(path)
     assert not looks_like_path("THUDM/CogVideoX-5b") and not looks_like_path("5b")
     with pytest.raises(ModelUnavailable, match=r"`hf download THUDM/CogVideoX-5b`"):
-        resolve_folder("5b")
+        resolve_model("5b")
 
 
 def test_cli_missing_model_path_is_one_line(cli, offline, ref_video, tmp_path):

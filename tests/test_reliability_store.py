@@ -13,7 +13,8 @@ import pytest
 
 from conftest import extract_cfg, run_cli
 from ditflow import artifacts, stages
-from ditflow.config import PRESETS, GuideConfig, settings
+from ditflow.backbones import PRESETS
+from ditflow.config import GuideConfig, settings
 from ditflow.errors import CorruptArtifact, InputError
 from ditflow.store import Store, content_key
 from fakes import put, snapshot

@@ -31,7 +31,7 @@ def test_unguided_matches_diffusers_pipeline(tiny_rope, ref_video, store, runtim
 
     amf = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
     gen = guide(amf.hash, GuideConfig(prompt="a red circle", negative_prompt="bad quality", guidance=False,
-                                      injection=False, steps=5, cfg=6.0, seed=3, scheduler=scheduler, dynamic_cfg=dynamic),
+                                      injection=False, steps=5, cfg=6.0, seed=3, family={"scheduler": scheduler, "dynamic_cfg": dynamic}),
                 runtime=runtime, store=store)
     pipe = CogVideoXPipeline.from_pretrained(tiny_rope)
     if scheduler == "dpm":
@@ -224,11 +224,11 @@ def test_shipped_toy_model_extracts_the_bundled_reference(runtime, store):
     """`--model toy` is the trained model in assets/ with its measured defaults."""
     from pathlib import Path
 
-    from ditflow.backbones import preset
+    from ditflow.backbones import resolve_model
     from ditflow.config import ExtractConfig
     from ditflow.stages import extract
 
-    pre = preset("toy")
+    pre = resolve_model("toy").preset
     assert (pre.frames, pre.height, pre.guidance_blocks, pre.negative_prompt) == (17, 64, (6, 7), "")
     assert pre.reference_flow == "soft" and pre.injection
     ref = Path(__file__).resolve().parents[1] / "assets" / "toy-reference.gif"

@@ -125,21 +125,24 @@ def test_wan_frames_must_be_4k_plus_1(tiny_wan, ref_video, wan_store, no_model):
                 runtime=RUNTIME, store=wan_store)
 
 
-def test_cogvideox_schedulers_are_refused(wan_amf, wan_store):
-    with pytest.raises(InputError, match="--scheduler dpm is a CogVideoX scheduler"):
-        guide(wan_amf.hash, GuideConfig(prompt="a red circle", scheduler="dpm", guidance=False, steps=2),
+@pytest.mark.parametrize("family", [{"scheduler": "dpm"}, {"dynamic_cfg": True}, {"dynamic_cfg": False}])
+def test_cogvideox_settings_are_refused_before_loading(wan_amf, wan_store, family, no_model):
+    """Another family's setting is an error (never ignored, whatever its value), before any weights load."""
+    name = next(iter(family)).replace("_", "-")
+    with pytest.raises(InputError, match=f"^--{name} is a CogVideoX setting; .* is a Wan model$"):
+        guide(wan_amf.hash, GuideConfig(prompt="a red circle", family=family, guidance=False, steps=2, cfg=1.0),
               runtime=RUNTIME, store=wan_store)
 
 
 def test_presets_and_missing_weights(tmp_path, monkeypatch, ref_video):
-    from ditflow.backbones import preset
+    from ditflow.backbones import ALIASES, PRESETS
 
     home = tmp_path / "home"
     for var, value in {"HOME": home, "HF_HOME": home / "hf", "HF_HUB_OFFLINE": "1"}.items():
         monkeypatch.setenv(var, str(value))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    assert preset("wan-1.3b").source == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
-    assert preset("Wan-AI/Wan2.1-T2V-14B-Diffusers").guidance_blocks == (20,)
+    assert PRESETS["wan-1.3b"].source == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+    assert PRESETS[ALIASES["Wan-AI/Wan2.1-T2V-14B-Diffusers"]].guidance_blocks == (20,)
     with pytest.raises(ModelUnavailable) as err:
         extract(ref_video, ExtractConfig(model="wan-1.3b"), runtime=RUNTIME, store=Store(tmp_path / "cache"))
     message = str(err.value)
@@ -147,11 +150,11 @@ def test_presets_and_missing_weights(tmp_path, monkeypatch, ref_video):
 
 
 def test_unsupported_pipeline_class_is_one_line(tmp_path):
-    from ditflow.backbones import preset
+    from ditflow.backbones import resolve_model
 
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
     with pytest.raises(InputError) as err:
-        preset(str(tmp_path))
+        resolve_model(str(tmp_path))
     message = str(err.value)
     assert "\n" not in message and "FluxPipeline" in message and "CogVideoXPipeline, WanPipeline" in message
 

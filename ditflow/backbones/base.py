@@ -7,17 +7,19 @@ the shapes written below. Taps (processors.py) see q/k/v as [B, H, S, D] with th
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
+from ..checks import check_rules
 from ..errors import InputError
 
 if TYPE_CHECKING:
     import torch
 
-    from ..config import ModelPreset, RuntimeOptions
+    from ..config import GuideConfig, RuntimeOptions
+    from .preset import ModelPreset
     from ..processors import Tap
 
 
@@ -62,20 +64,24 @@ def quiet_libraries() -> None:
 class Backbone:
     """One model family's pipeline on a device, in a dtype, with the memory options applied.
 
-    Subclasses set `pipeline_class` (the `_class_name` of model_index.json they load), `presets` and
-    `aliases`, and implement the methods below. Attributes every adapter has: model (the --model string),
-    pipe, dtype, device, words (a toy model's vocabulary or None).
+    Subclasses set `pipeline_class` (the `_class_name` of model_index.json they load), `family` (its name in
+    messages and help), `presets`, `aliases` and `settings` (a dataclass of the guide settings only this family
+    understands, with their rules, or None), and implement the methods below. Attributes every adapter has:
+    model (the resolved --model), pipe, dtype, device, words (a toy model's vocabulary or None).
     """
 
     pipeline_class: ClassVar[str]
+    family: ClassVar[str]
     presets: ClassVar[dict[str, "ModelPreset"]] = {}
     aliases: ClassVar[dict[str, str]] = {}
+    settings: ClassVar[type | None] = None
 
-    model: str
+    model: Any  # the registry's ResolvedModel (not imported: the registry imports this module)
     pipe: Any
     dtype: "torch.dtype"
     device: "torch.device"
     words: frozenset[str] | None = None
+    run: Mapping[str, Any] = {}  # this run's family settings (resolved), set by `start_run`
 
     # -- before loading: config files only -----------------------------------------------------------
     @classmethod
@@ -88,26 +94,44 @@ class Backbone:
         """Defaults for a folder without a named preset (its own pipeline's), then its ditflow.json."""
         raise NotImplementedError
 
+    @classmethod
+    def setting_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls.settings)) if cls.settings is not None else ()
+
+    @classmethod
+    def check_guide(cls, cfg: "GuideConfig") -> None:
+        """The family's rules on a whole `GuideConfig` (its `family` holds only this family's names, checked
+        by the registry), before any weights load. Subclasses add rules that span settings."""
+        if cls.settings is not None:
+            check_rules(cls.settings(**cfg.family))
+
     # -- the pipeline on the device ------------------------------------------------------------------
-    def _open(self, pipeline_cls, family: str, model: str, dtype: str, runtime: "RuntimeOptions"):
-        """The model's pipeline of `pipeline_cls`, loaded in `dtype` (kept with the model name on self): returns
-        (folder, pipe, device), for the adapter to adjust before `_place`."""
+    @classmethod
+    def pipeline_type(cls) -> type:
+        """The diffusers pipeline class (imported only when a model loads)."""
+        raise NotImplementedError
+
+    def check_pipeline(self, pipe) -> None:
+        """Refuse a loaded pipeline the adapter cannot drive (its config said nothing against it)."""
+
+    def __init__(self, model: Any, dtype: str, runtime: "RuntimeOptions"):
+        """The model's pipeline, loaded in `dtype` and placed on its device; `start_run` readies each run."""
         import torch
 
         from ..config import DTYPES
         from ..errors import ModelUnavailable
-        from .source import resolve_folder
 
-        folder = resolve_folder(model)
         quiet_libraries()
-        self.model = model
+        self.model, self.words = model, model.vocabulary
         self.dtype = getattr(torch, DTYPES.get(dtype, dtype))
         device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            pipe = pipeline_cls.from_pretrained(folder, dtype=self.dtype)
+            pipe = self.pipeline_type().from_pretrained(model.folder, dtype=self.dtype)
         except Exception as e:
-            raise ModelUnavailable(f"cannot load {family} pipeline from {folder}: {str(e).splitlines()[0]}")
-        return folder, pipe, device
+            raise ModelUnavailable(f"cannot load {self.family} pipeline from {model.folder}: {str(e).splitlines()[0]}")
+        self.check_pipeline(pipe)
+        self._place(pipe, runtime, device)
+        self._rope: dict[tuple[int, int, int], Any] = {}
 
     def _place(self, pipe, runtime: "RuntimeOptions", device: str) -> None:
         """Device placement, memory options, frozen weights: the same for every family."""
@@ -128,14 +152,16 @@ class Backbone:
         self.pipe, self.device = pipe, torch.device(device)
         self._own_scheduler = pipe.scheduler  # the folder's, as loaded: each run's is made from it
 
-    def use_scheduler(self, scheduler: str | None, keeps_latent: bool = False) -> None:
-        """A fresh scheduler for the next run, made from the folder's own: the scheduler depends on the run
-        (its --scheduler, whether it optimises the latent), the weights do not, so a loaded pipeline is
-        reused across runs (`backbones.loaded`) with no state carried from one run to the next."""
-        self.pipe.scheduler = self.scheduler_for(self._own_scheduler, scheduler, keeps_latent)
+    def start_run(self, family: Mapping[str, Any], keeps_latent: bool = False) -> None:
+        """Ready the next run: its family settings and a fresh scheduler made from the folder's own. The
+        scheduler depends on the run (its settings, whether it optimises the latent), the weights do not, so a
+        loaded pipeline is reused across runs (`backbones.loaded`) with no state carried from one to the next."""
+        self.run = dict(family)
+        self.pipe.scheduler = self.scheduler_for(self._own_scheduler, keeps_latent)
 
-    def scheduler_for(self, own, scheduler: str | None, keeps_latent: bool):
-        """The scheduler a run uses, built from the folder's own `own` (never `own` itself: it is kept)."""
+    def scheduler_for(self, own, keeps_latent: bool):
+        """The scheduler a run uses (`self.run` holds its settings), built from the folder's own `own` (never
+        `own` itself: it is kept)."""
         raise NotImplementedError
 
     # Bytes a forward with grad keeps per (block, token, channel), in units of the dtype's size: 18 measured on
@@ -224,7 +250,7 @@ class Backbone:
         from .source import check_toy_prompt
 
         if self.words is not None:
-            prompt = check_toy_prompt(prompt, self.words, self.model)
+            prompt = check_toy_prompt(prompt, self.words, self.model.arg)
         self._text_encoder_ready()
         with torch.no_grad():
             emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=self.text_length,
@@ -264,7 +290,8 @@ class Backbone:
         """One scheduler step: (x_next, predicted x0 or None, state)."""
         raise NotImplementedError
 
-    def cfg_scale(self, cfg: float, dynamic: bool, steps: int, t) -> float:
+    def cfg_scale(self, cfg: float, steps: int, t) -> float:
+        """The CFG scale at timestep t of a `steps`-step run (a family may schedule it)."""
         return cfg
 
     # -- the transformer -----------------------------------------------------------------------------

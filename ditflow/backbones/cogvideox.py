@@ -6,23 +6,37 @@ embedding instead. Latents are [B, F, C, h, w]. DDIM or DPM (which also needs th
 """
 from __future__ import annotations
 
-import json
 import math
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from ..config import ModelPreset, RuntimeOptions, with_folder_defaults
+from ..checks import rule
+from ..errors import InputError
 from .base import Backbone, Geometry, geometry_of
 from .cogvideox_attn import CogVideoXAttention, rope_tables
-from .source import toy_vocabulary
+from .preset import ModelPreset, with_folder_defaults
+from .source import read_config
+
+SCHEDULERS = ("dpm", "ddim")
+
+
+@dataclass(frozen=True)
+class CogVideoXSettings:
+    """The guide settings only CogVideoX understands. None: the model's default."""
+
+    scheduler: str | None = field(default=None, metadata=rule(
+        "dpm or ddim. [default: dpm for 5b, ddim for 2b, the folder's own otherwise]", choices=SCHEDULERS))
+    dynamic_cfg: bool | None = field(default=None, metadata=rule(
+        "Dynamic CFG schedule (the 5b paper runs'; needs --cfg above 1). [default: on for 5b, off otherwise]"))
+
 
 PRESETS: dict[str, ModelPreset] = {
-    "5b": ModelPreset("THUDM/CogVideoX-5b", "bfloat16", "dpm", (20,), dynamic_cfg=True),
-    "2b": ModelPreset("THUDM/CogVideoX-2b", "float16", "ddim", (15,), dynamic_cfg=False),
+    "5b": ModelPreset("THUDM/CogVideoX-5b", "bfloat16", (20,), family={"scheduler": "dpm", "dynamic_cfg": True}),
+    "2b": ModelPreset("THUDM/CogVideoX-2b", "float16", (15,), family={"scheduler": "ddim", "dynamic_cfg": False}),
 }
 ALIASES = {"THUDM/CogVideoX-5b": "5b", "THUDM/CogVideoX-2b": "2b", "cogvideox-5b": "5b", "cogvideox-2b": "2b"}
 PIPELINE_CFG = 6.0  # CogVideoXPipeline's default guidance_scale
@@ -45,58 +59,53 @@ def preset_for(model: str, transformer_config: dict[str, Any] | None = None, spa
     else:
         # what CogVideoXPipeline.from_pretrained(folder) does by default, so an unguided run equals it;
         # sample_height/width are latent sizes: pixels are the VAE's spatial factor larger
-        preset = replace(base, source=model, dtype="float32", guidance_blocks=(layers // 2,), scheduler=None,
-                         dynamic_cfg=False, cfg=PIPELINE_CFG, negative_prompt="",
+        preset = replace(base, source=model, dtype="float32", guidance_blocks=(layers // 2,),
+                         family={"scheduler": None, "dynamic_cfg": False}, cfg=PIPELINE_CFG, negative_prompt="",
                          height=int(cfg.get("sample_height", base.height // 8)) * spatial_factor,
                          width=int(cfg.get("sample_width", base.width // 8)) * spatial_factor)
     if folder_defaults:
-        preset = with_folder_defaults(preset, folder_defaults, model)
+        preset = with_folder_defaults(preset, folder_defaults, model, CogVideoXBackbone.setting_names())
     return preset
-
-
-def _read(folder: Path, part: str) -> dict[str, Any]:
-    try:
-        return json.loads((folder / part / "config.json").read_text())
-    except OSError:
-        return {}
 
 
 def vae_factors(folder: Path) -> tuple[int, int]:
     """(spatial, temporal) compression of the folder's VAE, read from its config (as the pipeline derives them)."""
-    vae = _read(folder, "vae")
+    vae = read_config(folder, "vae")
     if not vae:
         return 8, 4
     return 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1), int(vae.get("temporal_compression_ratio", 4))
 
 
 class CogVideoXBackbone(Backbone):
-    pipeline_class = "CogVideoXPipeline"
-    presets, aliases = PRESETS, ALIASES
+    pipeline_class, family = "CogVideoXPipeline", "CogVideoX"
+    presets, aliases, settings = PRESETS, ALIASES, CogVideoXSettings
 
     @classmethod
     def config_geometry(cls, folder, frames, height, width) -> Geometry:
-        return geometry_of(int(_read(folder, "transformer").get("patch_size", 2)), *vae_factors(folder), frames, height, width)
+        return geometry_of(int(read_config(folder, "transformer").get("patch_size", 2)), *vae_factors(folder), frames, height, width)
 
     @classmethod
     def folder_preset(cls, model, folder, defaults) -> ModelPreset:
-        return preset_for(model, _read(folder, "transformer"), vae_factors(folder)[0], defaults)
+        return preset_for(model, read_config(folder, "transformer"), vae_factors(folder)[0], defaults)
 
-    def __init__(self, model: str, dtype: str, runtime: RuntimeOptions = RuntimeOptions(), scheduler: str | None = None,
-                 keeps_latent: bool = False):
+    @classmethod
+    def check_guide(cls, cfg) -> None:
+        super().check_guide(cfg)
+        if cfg.family.get("dynamic_cfg") and cfg.cfg is not None and cfg.cfg == 1:
+            raise InputError("--dynamic-cfg schedules the CFG scale, and --cfg 1 turns CFG off; drop one of them")
+
+    @classmethod
+    def pipeline_type(cls):
         from diffusers import CogVideoXPipeline
 
-        _, pipe, device = self._open(CogVideoXPipeline, "CogVideoX", model, dtype, runtime)
-        self._place(pipe, runtime, device)
-        self.use_scheduler(scheduler, keeps_latent)
-        self.words = toy_vocabulary(model)
-        self._rope: dict[tuple[int, int, int], Any] = {}
+        return CogVideoXPipeline
 
-    def scheduler_for(self, own, scheduler: str | None, keeps_latent: bool):
+    def scheduler_for(self, own, keeps_latent: bool):
         """DPM or DDIM (trailing spacing, as the paper's runs) unless the folder's own is already that kind.
         keeps_latent needs nothing here: both step from the latent they are given."""
         from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
 
-        wanted = {"dpm": CogVideoXDPMScheduler, "ddim": CogVideoXDDIMScheduler}.get(scheduler)
+        wanted = {"dpm": CogVideoXDPMScheduler, "ddim": CogVideoXDDIMScheduler}.get(self.run.get("scheduler"))
         if wanted is not None and not isinstance(own, wanted):
             return wanted.from_config(own.config, timestep_spacing="trailing")
         return type(own).from_config(own.config)
@@ -183,8 +192,8 @@ class CogVideoXBackbone(Backbone):
             x_next, x0 = out.prev_sample, out.pred_original_sample
         return x_next, x0, {**state, "x0": x0, "t_prev": t}
 
-    def cfg_scale(self, cfg: float, dynamic: bool, steps: int, t) -> float:
-        if not dynamic:
+    def cfg_scale(self, cfg: float, steps: int, t) -> float:
+        if not self.run.get("dynamic_cfg"):
             return cfg
         # CogVideoX's dynamic CFG (the diffusers pipeline's use_dynamic_cfg), as the paper's 5B runs use
         return 1 + cfg * ((1 - math.cos(math.pi * ((steps - t.item()) / steps) ** 5.0)) / 2)

@@ -3,15 +3,15 @@
     with keep_loaded():          # a batch worker's life
         extract(...); guide(...) # the second load_backbone of the same model is the same object
 
-Outside `keep_loaded` every `load_backbone` loads afresh, as before. Inside, the process holds at most one
+Outside `keep_loaded` every `load_backbone` loads afresh. Inside, the process holds at most one
 backbone: asking for another model (or dtype, device, memory options) drops the held one first, so two
 copies of the same weights are never in memory at once. The scheduler is not part of the key: it depends
-on the run, not the weights, and `Backbone.use_scheduler` gives every run a fresh one.
+on the run, not the weights, and `Backbone.start_run` gives every run a fresh one.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 if TYPE_CHECKING:
     from ..config import RuntimeOptions
@@ -66,23 +66,18 @@ def key_of(folder: str, dtype: str, runtime: "RuntimeOptions") -> tuple:
     return (folder, DTYPES.get(dtype, dtype), device, runtime.cpu_offload, runtime.vae_slicing, runtime.vae_tiling)
 
 
-def backbone(key: tuple, scheduler: str | None, keeps_latent: bool, load: Callable[[], "Backbone"]) -> "Backbone":
-    """The backbone for `key`: `load()` outside keep_loaded or when another is held, else the held one with
-    a fresh scheduler for this run."""
+def backbone(key: tuple, family: Mapping[str, Any], keeps_latent: bool, load: Callable[[], "Backbone"]) -> "Backbone":
+    """The backbone for `key`, readied for a run (`Backbone.start_run`): `load()` outside keep_loaded or when
+    another is held, else the held one."""
     global _held, _loads
     if _depth and _held is not None and _held[0] == key:
-        held = _held[1]
-        held.use_scheduler(scheduler, keeps_latent)
-        return held
-    if _depth:
-        release()  # never two models' weights at once
-    made = load()
-    _loads += 1
-    if _depth:
-        _held = (key, made)
+        made = _held[1]
+    else:
+        if _depth:
+            release()  # never two models' weights at once
+        made = load()
+        _loads += 1
+        if _depth:
+            _held = (key, made)
+    made.start_run(family, keeps_latent)
     return made
-
-
-def held() -> Any:
-    """The held backbone or None (for tests and diagnostics)."""
-    return _held[1] if _held is not None else None

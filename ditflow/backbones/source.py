@@ -1,5 +1,5 @@
-"""Where a model comes from: a preset name, a Hugging Face id (from the user's HF cache) or a local
-diffusers folder, and what identifies its weights. Family-free: the adapters read their own configs."""
+"""Where a model's files are: a local diffusers folder or a Hugging Face id (from the user's HF cache), and
+what can be read from them before anything loads. Family-free: the adapters read their own configs."""
 from __future__ import annotations
 
 import hashlib
@@ -8,10 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import TOY_MODEL_DIR
 from ..errors import InputError, ModelUnavailable
-
-MODEL_DEFAULTS = "ditflow.json"  # optional, beside model_index.json: ModelPreset fields measured for this model
 
 
 def pipeline_class(folder: Path) -> str:
@@ -20,21 +17,6 @@ def pipeline_class(folder: Path) -> str:
         return str(json.loads((folder / "model_index.json").read_text())["_class_name"])
     except (OSError, ValueError, KeyError, TypeError):
         raise InputError(f"{folder}/model_index.json names no pipeline class (_class_name)")
-
-
-def model_source(model: str) -> str:
-    """Where to load `model` from: a local folder, or a Hugging Face id."""
-    from . import ALIASES, PRESETS
-
-    name = ALIASES.get(model, model)
-    if name == "toy":
-        if not (TOY_MODEL_DIR / "model_index.json").is_file():
-            raise ModelUnavailable(
-                f"the toy model is not in {TOY_MODEL_DIR}; run `make toy-model` or pass --model with a model id or folder")
-        return str(TOY_MODEL_DIR)
-    if name in PRESETS:
-        return PRESETS[name].source
-    return model
 
 
 def _local_folder(source: str) -> Path | None:
@@ -75,12 +57,13 @@ def download_command(source: str) -> str:
     return f"{cli} download {source}"
 
 
-def resolve_folder(model: str) -> Path:
-    source = model_source(model)
+def find_folder(model: str, source: str, names: str) -> Path:
+    """The folder of `source` (a folder or a hub id; `model` is what the user typed, `names` the presets to
+    suggest), or a one-line error saying how to get it."""
     folder = _local_folder(source)
     if folder is None and looks_like_path(source):  # a typo'd folder: a download hint would mislead
         raise ModelUnavailable(f"no model folder at {Path(source).expanduser()}; pass --model with a diffusers "
-                               f"folder (one holding model_index.json), a Hugging Face id, or 5b, 2b, toy, wan-1.3b, wan-14b")
+                               f"folder (one holding model_index.json), a Hugging Face id, or {names}")
     folder = folder or _hf_snapshot(source)
     if folder is None:
         raise ModelUnavailable(
@@ -89,10 +72,9 @@ def resolve_folder(model: str) -> Path:
     return folder
 
 
-def model_identity(model: str) -> dict[str, Any]:
-    """What identifies the weights, cheaply: the model's configs and its weight files' names and sizes
-    (a hub snapshot's folder name is its commit). Goes into every artifact hash."""
-    folder = resolve_folder(model)
+def weights_digest(folder: Path) -> str:
+    """What identifies the weights, cheaply: the configs' bytes and the weight files' names and sizes (a hub
+    snapshot's folder name is its commit)."""
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
         if not p.is_file():
@@ -102,27 +84,21 @@ def model_identity(model: str) -> dict[str, Any]:
             h.update(rel.encode() + b"\0" + p.read_bytes())
         else:
             h.update(f"{rel}\0{p.stat().st_size}".encode())
-    from . import ALIASES
-
-    return {"name": ALIASES.get(model, model), "weights": h.hexdigest()[:16]}
+    return h.hexdigest()[:16]
 
 
-def transformer_config(model: str) -> dict[str, Any]:
-    folder = resolve_folder(model)
+def read_config(folder: Path, part: str) -> dict[str, Any]:
+    """A submodel's config.json ({} when the folder has none)."""
     try:
-        return json.loads((folder / "transformer" / "config.json").read_text())
+        return json.loads((folder / part / "config.json").read_text())
     except OSError:
-        raise InputError(f"{folder} has no transformer/config.json: is it a diffusers video pipeline?")
+        return {}
 
 
-def toy_vocabulary(model: str) -> frozenset[str] | None:
+def toy_vocabulary(folder: Path) -> frozenset[str] | None:
     """The words of a toy model (trained by ditflow.toyworld: it ships recipe.json), read from its tokenizer
     file without loading anything; None for other models. A toy model knows only its world's words: any other
     word is spelt letter by letter into tokens it never saw, and the video silently ignores it."""
-    try:
-        folder = resolve_folder(model)
-    except ModelUnavailable:
-        return None  # nothing to read before loading; loading will say what is missing
     if not (folder / "recipe.json").is_file():
         return None
     try:

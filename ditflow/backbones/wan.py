@@ -12,24 +12,21 @@ flow-match Euler at the same shift (x_next = x + (sigma_next - sigma) v: it keep
 """
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
-from ..config import PAPER_NEGATIVE_PROMPT, ModelPreset, RuntimeOptions, with_folder_defaults
 from ..errors import InputError
 from .base import Backbone, Geometry, geometry_of
-from .source import toy_vocabulary
+from .preset import PAPER_NEGATIVE_PROMPT, ModelPreset, with_folder_defaults
+from .source import read_config
 from .wan_attn import WanSelfAttention, angles_to_rope
 
 # Guidance blocks and learning rates are the CogVideoX paper's proportions, not yet measured on Wan.
-_WAN = dict(scheduler=None, height=480, width=832, frames=25, steps=50, cfg=5.0, dynamic_cfg=False,
-            negative_prompt=PAPER_NEGATIVE_PROMPT, emb_param="angle")
+_WAN = dict(height=480, width=832, frames=25, steps=50, cfg=5.0, negative_prompt=PAPER_NEGATIVE_PROMPT, emb_param="angle")
 PRESETS: dict[str, ModelPreset] = {
     "wan-1.3b": ModelPreset("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "bfloat16", guidance_blocks=(15,), **_WAN),
     "wan-14b": ModelPreset("Wan-AI/Wan2.1-T2V-14B-Diffusers", "bfloat16", guidance_blocks=(20,), **_WAN),
@@ -38,13 +35,6 @@ ALIASES = {"Wan-AI/Wan2.1-T2V-1.3B-Diffusers": "wan-1.3b", "Wan-AI/Wan2.1-T2V-14
 LAYOUTS = {(30, 12): "wan-1.3b", (40, 40): "wan-14b"}  # (layers, heads) of the released checkpoints
 PIPELINE_CFG = 5.0  # WanPipeline's default guidance_scale
 TEXT_LEN = 512  # WanPipeline's default max_sequence_length
-
-
-def _read(folder: Path, part: str) -> dict[str, Any]:
-    try:
-        return json.loads((folder / part / "config.json").read_text())
-    except OSError:
-        return {}
 
 
 def _check_frames(frames: int, temporal: int) -> None:
@@ -67,18 +57,18 @@ def flow_noised(x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Te
 
 
 class WanBackbone(Backbone):
-    pipeline_class = "WanPipeline"
+    pipeline_class, family = "WanPipeline", "Wan"
     presets, aliases = PRESETS, ALIASES
 
     @classmethod
     def config_geometry(cls, folder, frames, height, width) -> Geometry:
-        vae = _read(folder, "vae")
-        return _geometry(_read(folder, "transformer").get("patch_size", (1, 2, 2)), int(vae.get("scale_factor_spatial", 8)),
+        vae = read_config(folder, "vae")
+        return _geometry(read_config(folder, "transformer").get("patch_size", (1, 2, 2)), int(vae.get("scale_factor_spatial", 8)),
                          int(vae.get("scale_factor_temporal", 4)), frames, height, width)
 
     @classmethod
     def folder_preset(cls, model, folder, defaults) -> ModelPreset:
-        cfg = _read(folder, "transformer")
+        cfg = read_config(folder, "transformer")
         layers = int(cfg.get("num_layers", 30))
         known = LAYOUTS.get((layers, cfg.get("num_attention_heads")))
         if known:
@@ -88,30 +78,20 @@ class WanBackbone(Backbone):
                              cfg=PIPELINE_CFG, negative_prompt="", frames=81)
         return with_folder_defaults(preset, defaults, model) if defaults else preset
 
-    def __init__(self, model: str, dtype: str, runtime: RuntimeOptions = RuntimeOptions(), scheduler: str | None = None,
-                 keeps_latent: bool = False):
+    @classmethod
+    def pipeline_type(cls):
         from diffusers import WanPipeline
 
-        self.check_scheduler(scheduler)
-        folder, pipe, device = self._open(WanPipeline, "Wan", model, dtype, runtime)
+        return WanPipeline
+
+    def check_pipeline(self, pipe) -> None:
         if getattr(pipe, "transformer_2", None) is not None:
-            raise InputError(f"{folder} is a two-expert Wan 2.2 model; only Wan 2.1 (one transformer) is supported")
-        self._place(pipe, runtime, device)
-        self.use_scheduler(scheduler, keeps_latent)
-        self.words = toy_vocabulary(model)
-        self._rope: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+            raise InputError(f"{self.model.folder} is a two-expert Wan 2.2 model; only Wan 2.1 (one transformer) is supported")
 
-    @staticmethod
-    def check_scheduler(scheduler: str | None) -> None:
-        if scheduler is not None:
-            raise InputError(f"--scheduler {scheduler} is a CogVideoX scheduler; Wan runs use the folder's own "
-                             f"(flow-match Euler when the latent is optimised)")
-
-    def scheduler_for(self, own, scheduler: str | None, keeps_latent: bool):
+    def scheduler_for(self, own, keeps_latent: bool):
         """The folder's own (UniPC), or flow-match Euler when the latent is optimised (see the module doc)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
-        self.check_scheduler(scheduler)
         if keeps_latent:
             shift = float(own.config.get("flow_shift", None) or 3.0)
             return FlowMatchEulerDiscreteScheduler(num_train_timesteps=own.config.num_train_timesteps, shift=shift)
@@ -192,11 +172,6 @@ class WanBackbone(Backbone):
     def step(self, v, t, x, state):
         """Both schedulers keep their own history; x0 is not reported."""
         return self.scheduler.step(v, t, x, return_dict=False)[0], None, state
-
-    def cfg_scale(self, cfg: float, dynamic: bool, steps: int, t) -> float:
-        if dynamic:
-            raise InputError("--dynamic-cfg is CogVideoX's schedule; Wan runs take a fixed --cfg")
-        return cfg
 
     # -- the transformer ------------------------------------------------------------------------------
     def default_rope(self, geo: Geometry):

@@ -13,15 +13,17 @@ from typing import Any
 from ..progress import Progress
 from .executors import ordered, run_inline, run_processes, run_ray, worker_devices
 from .manifest import Manifest, Run, read_manifest
+from .preflight import BACKENDS, check_backend, preflight
 from .runner import BatchSettings, run_row
-
-BACKENDS = ("local", "ray")
 
 
 def run_batch(runs: list[Run], settings: BatchSettings, *, backend: str = "local", workers: int | None = None,
               address: str | None = None, quiet: bool = False) -> list[dict[str, Any]]:
     """Every run's result (results.COLUMNS), in manifest order; a failed row is a result, never an exception.
-    Local: `workers` processes (default one per visible GPU, one on a CPU; one runs in this process)."""
+    Local: `workers` processes (default one per visible GPU, one on a CPU; one runs in this process). What every
+    row shares is checked first (`preflight`), before any row runs."""
+    check_backend(backend, workers, address)
+    settings = preflight(settings, runs)
     progress = Progress(quiet)
     results: list[dict[str, Any]] = []
 
@@ -44,4 +46,5 @@ def run_batch(runs: list[Run], settings: BatchSettings, *, backend: str = "local
     return list(ordered(results))
 
 
-__all__ = ["BACKENDS", "BatchSettings", "Manifest", "Run", "read_manifest", "run_batch", "run_row"]
+__all__ = ["BACKENDS", "BatchSettings", "Manifest", "Run", "check_backend", "preflight", "read_manifest", "run_batch",
+           "run_row"]

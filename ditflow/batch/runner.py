@@ -10,13 +10,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions
 from ..errors import DitflowError
 from ..eval import EvalSettings
 from .manifest import Run
 from .setups import INJECT, INJECT_SOURCE, all_setups, guide_config
+
+if TYPE_CHECKING:
+    from ..backbones import ResolvedModel
 
 SCORES = "scores.json"
 
@@ -31,6 +34,7 @@ class BatchSettings:
     eval: EvalSettings = field(default_factory=EvalSettings)
     runtime: RuntimeOptions = RuntimeOptions(quiet=True)
     setups: dict[str, dict[str, Any]] = field(default_factory=dict)  # custom setups by name
+    model: "ResolvedModel | None" = None  # extract.model, resolved once by `preflight`
 
     def on_device(self, device: str | None) -> "BatchSettings":
         """The settings of a worker pinned to `device` (None: the default, cuda when visible)."""
@@ -83,14 +87,14 @@ def _compute(run: Run, s: BatchSettings) -> dict[str, Any]:
     from ..store import Store
 
     store = Store(s.cache)
-    amf = extract(run.path, replace(s.extract, frame_range=run.frame_range), runtime=s.runtime, store=store)
+    at = dict(runtime=s.runtime, store=store, resolved=s.model)
+    amf = extract(run.path, replace(s.extract, frame_range=run.frame_range), **at)
     if run.setup == INJECT:
-        source = guide(amf.hash, guide_config(s.guide, all_setups(s.setups)[INJECT_SOURCE], run.inject_from, run.seed),
-                       runtime=s.runtime, store=store)
-        gen = inject(source.hash, InjectConfig(prompt=run.prompt), runtime=s.runtime, store=store)
+        source = guide(amf.hash, guide_config(s.guide, all_setups(s.setups)[INJECT_SOURCE], run.inject_from, run.seed), **at)
+        gen = inject(source.hash, InjectConfig(prompt=run.prompt), **at)
     else:
         cfg = guide_config(s.guide, all_setups(s.setups)[run.setup], run.prompt, run.seed)
-        gen = guide(amf.hash, cfg, runtime=s.runtime, store=store)
+        gen = guide(amf.hash, cfg, **at)
     seconds = (gen.meta.get("seconds") or {}).get("total")  # the generation's, recorded when it was made (a hit costs none)
     return {"amf": amf.hash, "gen": gen.hash, "seconds": seconds, **score(store, amf, gen, run.prompt, s.eval)}
 

@@ -1,0 +1,154 @@
+"""The model families ditflow knows, their named presets, and a --model resolved once into `ResolvedModel`.
+
+    model = resolve_model("5b")   # its folder, adapter class, defaults, identity, config: read once
+    model.geometry(24, 480, 720)  # size errors from its config files, before any weights load
+    load_backbone(model, "bfloat16", runtime)
+
+Adding a family is one adapter module (a `Backbone` subclass) listed in `ADAPTERS`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ..checks import check_rules, flag
+from ..config import ExtractConfig, GuideConfig
+from ..errors import InputError, ModelUnavailable
+from .base import Backbone, Geometry
+from .cogvideox import CogVideoXBackbone
+from .preset import MODEL_DEFAULTS, ModelPreset
+from .source import find_folder, pipeline_class, read_config, toy_vocabulary, weights_digest
+from .wan import WanBackbone
+
+ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone)
+PRESETS: dict[str, ModelPreset] = {k: v for a in ADAPTERS for k, v in a.presets.items()}
+ALIASES: dict[str, str] = {k: v for a in ADAPTERS for k, v in a.aliases.items()}
+# Folders that come with ditflow: (where, how to make it when it is missing)
+SHIPPED: dict[str, tuple[Path, str]] = {
+    "toy": (Path(__file__).resolve().parents[2] / "assets" / "toy-cogvideox", "run `make toy-model`"),
+}
+
+
+def model_names() -> tuple[str, ...]:
+    """The names --model takes besides ids and folders."""
+    return (*PRESETS, *SHIPPED)
+
+
+def model_help() -> str:
+    """--model's help, from the registry."""
+    families = " or ".join(a.family for a in ADAPTERS)
+    return f"{', '.join(model_names())}, a Hugging Face id or a local diffusers folder ({families})."
+
+
+def adapter_for(folder: Path) -> type[Backbone]:
+    """The adapter of a diffusers folder, by the pipeline class its model_index.json names."""
+    name = pipeline_class(folder)
+    for adapter in ADAPTERS:
+        if adapter.pipeline_class == name:
+            return adapter
+    raise InputError(f"{folder} holds a {name}, which ditflow does not support; supported pipelines: "
+                     f"{', '.join(a.pipeline_class for a in ADAPTERS)}")
+
+
+def family_settings() -> dict[str, type[Backbone]]:
+    """Each family's own guide settings by name -> the adapter that declares it."""
+    return {f.name: a for a in ADAPTERS if a.settings is not None for f in fields(a.settings)}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A --model (preset, hub id or folder) resolved once; stages, batch workers and the loader pass it along.
+    Picklable: it travels to worker processes."""
+
+    arg: str  # as given: what artifacts record as model_arg
+    name: str  # the preset's name for an alias, else `arg`
+    folder: Path
+    adapter: type[Backbone]
+
+    @cached_property
+    def preset(self) -> ModelPreset:
+        """A named preset, or the folder's own defaults (its adapter's), then its ditflow.json."""
+        if self.name in PRESETS:
+            return PRESETS[self.name]
+        defaults_file = self.folder / MODEL_DEFAULTS
+        try:
+            defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else None
+        except json.JSONDecodeError as e:
+            raise InputError(f"{defaults_file} is not valid JSON: {e}")
+        return self.adapter.folder_preset(self.name, self.folder, defaults)
+
+    @cached_property
+    def identity(self) -> dict[str, Any]:
+        """What identifies the weights; goes into every artifact hash."""
+        return {"name": self.name, "weights": weights_digest(self.folder)}
+
+    @cached_property
+    def transformer_config(self) -> dict[str, Any]:
+        cfg = read_config(self.folder, "transformer")
+        if not cfg:
+            raise InputError(f"{self.folder} has no transformer/config.json: is it a diffusers video pipeline?")
+        return cfg
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.transformer_config.get("num_layers", 30))
+
+    @cached_property
+    def vocabulary(self) -> frozenset[str] | None:
+        """A toy model's words (None: any prompt)."""
+        return toy_vocabulary(self.folder)
+
+    def geometry(self, frames: int, height: int, width: int) -> Geometry:
+        """The geometry of a run from the config files alone: size errors before any weights load."""
+        return self.adapter.config_geometry(self.folder, frames, height, width)
+
+    def check_blocks(self, blocks, what: str) -> None:
+        bad = [b for b in blocks if not 0 <= b < self.num_blocks]
+        if bad:
+            raise InputError(f"{what} {bad} out of range: the model has {self.num_blocks} transformer blocks "
+                             f"(0..{self.num_blocks - 1})")
+
+    def extract_config(self, cfg: ExtractConfig) -> ExtractConfig:
+        """`cfg` checked, with the model's defaults filled in and checked by the same rules."""
+        cfg.validate()
+        resolved = cfg.resolve(self.preset)
+        resolved.validate()  # the model's defaults (a folder's ditflow.json) obey the same rules
+        return resolved
+
+    def guide_config(self, cfg: GuideConfig) -> GuideConfig:
+        """`cfg` checked (its family settings: this family's, by the adapter's rules), with the model's
+        defaults filled in and checked again; all before any weights load."""
+        cfg.validate()
+        owners = family_settings()
+        for name in cfg.family:  # another family's setting is an error, never ignored
+            if owners.get(name) is not self.adapter:
+                whose = f"a {owners[name].family} setting" if name in owners else "not a setting of any model family"
+                raise InputError(f"{flag(name)} is {whose}; {self.arg} is a {self.adapter.family} model")
+        self.adapter.check_guide(cfg)
+        resolved = cfg.resolve(self.preset)
+        resolved.validate()
+        resolved.check_steps()
+        if self.adapter.settings is not None:
+            check_rules(self.adapter.settings(**resolved.family))
+        return resolved
+
+
+def resolve_model(model: "str | ResolvedModel") -> ResolvedModel:
+    """`model` resolved: a named preset or shipped folder, an alias, a local folder or a cached hub id."""
+    if isinstance(model, ResolvedModel):
+        return model
+    if not model:
+        raise InputError("--model must not be empty")
+    name = ALIASES.get(model, model)
+    if name in SHIPPED:
+        folder, how = SHIPPED[name]
+        if not (folder / "model_index.json").is_file():
+            raise ModelUnavailable(f"the {name} model is not in {folder}; {how} or pass --model with a model id or folder")
+        source = str(folder)
+    else:
+        source = PRESETS[name].source if name in PRESETS else model
+    folder = find_folder(model, source, ", ".join(model_names()))
+    return ResolvedModel(model, name, folder, adapter_for(folder))
