@@ -7,12 +7,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from ditflow.store import KNOWN_KINDS, Store, parse_created, tree_size
+
 from ._common import help_when_bare
 from .options import CacheOpt, FormatOpt, JsonOpt, OverwriteOpt
 
 cache_app = typer.Typer(help="List, inspect, export, remove and garbage-collect cached artifacts.",
                        invoke_without_command=True, callback=help_when_bare)
 HashArg = Annotated[str, typer.Argument(help="Artifact hash or unique prefix (6+ characters).", show_default=False)]
+KINDS = ", ".join(KNOWN_KINDS[:-1]) + " or " + KNOWN_KINDS[-1]  # the library's list: the CLI accepts exactly what the store does
 
 
 def _human(n: int) -> str:
@@ -39,8 +42,6 @@ def _row(entry) -> dict[str, Any]:
     row: dict[str, Any] = {"state": entry.state, "kind": "?", "hash": entry.hash, "size": 0, "created": "",
                            "mode": "", "seed": None, "prompt": None, "source": "", "reason": entry.reason}
     try:
-        from ditflow.store import tree_size
-
         row["size"] = tree_size(entry.path)
     except OSError:
         pass
@@ -56,22 +57,19 @@ def _row(entry) -> dict[str, Any]:
 
 
 def _when(row: dict[str, Any]) -> float:
-    from ditflow.store_meta import parse_created
-
     created = parse_created(row["created"])
     return created.timestamp() if created is not None else float("-inf")
 
 
 @cache_app.command("ls")
-def ls(cache: CacheOpt = None, kind: Annotated[Optional[str], typer.Option(help="Only this kind: amf, gen or score (a batch row's evaluation).", show_default=False)] = None,
+def ls(cache: CacheOpt = None, kind: Annotated[Optional[str], typer.Option(help=f"Only this kind: {KINDS} (score: a batch row's evaluation).", show_default=False)] = None,
        json_out: JsonOpt = False) -> None:
     """List artifacts, oldest first: created, kind, hash, mode (opt mode / no-guidance / inject; an AMF's
     blocks), seed, size, prompt or source. A corrupt or incomplete one is listed with the reason."""
     from ditflow.errors import InputError
-    from ditflow.store import Store
 
-    if kind is not None and kind not in ("amf", "gen", "score"):
-        raise InputError(f"--kind must be amf, gen or score, not {kind!r}")
+    if kind is not None and kind not in KNOWN_KINDS:
+        raise InputError(f"--kind must be {KINDS}, not {kind!r}")
     store = Store(cache)
     rows = sorted((_row(e) for e in store.scan()), key=_when)
     rows = [r for r in rows if not kind or r["kind"] == kind]
@@ -94,8 +92,6 @@ def ls(cache: CacheOpt = None, kind: Annotated[Optional[str], typer.Option(help=
 @cache_app.command("show")
 def show(ref: HashArg, cache: CacheOpt = None) -> None:
     """Print an artifact's metadata (JSON), after verifying it."""
-    from ditflow.store import Store
-
     info = Store(cache).info(ref)
     meta = dict(info.meta)
     if len(meta.get("losses", [])) > 20:
@@ -107,8 +103,6 @@ def show(ref: HashArg, cache: CacheOpt = None) -> None:
 def path(ref: HashArg, cache: CacheOpt = None,
          video: Annotated[bool, typer.Option("--video", help="The payload holding the frames (gen: video.safetensors; amf: amf.zarr/frames), after verifying it.")] = False) -> None:
     """Print the folder of an artifact (also of an incomplete or corrupt one, to inspect it)."""
-    from ditflow.store import Store
-
     store = Store(cache)
     if not video:
         print(store.object_path(store.resolve(ref)))
@@ -132,7 +126,6 @@ def export(ref: HashArg, out: Annotated[Path, typer.Argument(help="Video file to
            cache: CacheOpt = None, fmt: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Write an artifact's video (gen: its frames; amf: its reference frames) to a file; print its path."""
     from ditflow.artifacts import load
-    from ditflow.store import Store
     from ditflow.video import write_video
 
     art = _video_artifact(load(Store(cache), ref))
@@ -144,7 +137,6 @@ def rm(refs: Annotated[list[str], typer.Argument(help="Hashes or prefixes.", sho
        force: Annotated[bool, typer.Option("--force", help="Remove even if another artifact references it.")] = False) -> None:
     """Remove artifacts (incomplete and corrupt ones too)."""
     from ditflow.errors import InputError
-    from ditflow.store import Store
 
     store = Store(cache)
     store.require_cache()
@@ -167,7 +159,6 @@ def gc(cache: CacheOpt = None,
     import math
 
     from ditflow.errors import InputError
-    from ditflow.store import Store
 
     if older_than is not None and not (math.isfinite(older_than) and older_than >= 0):
         raise InputError(f"--older-than must be a number of days >= 0, got {older_than}")

@@ -12,8 +12,8 @@ import pytest
 from conftest import run_cli
 from ditflow.errors import CorruptArtifact, InputError
 from ditflow.store import Store, content_key
-from ditflow.store_root import TAG
-from ditflow.store_tmp import MARKER
+from ditflow.store.root import TAG
+from ditflow.store.tmp import MARKER
 from fakes import put, snapshot
 
 
@@ -68,13 +68,22 @@ def test_the_store_never_claims_a_folder_holding_other_files(user_home):
     assert snapshot(user_home) == before  # no CACHEDIR.TAG: backup tools would skip the user's folder
 
 
-def test_a_cache_from_before_the_tag_is_adopted(store):
+@pytest.mark.parametrize("argv", [["cache", "gc"], ["cache", "rm"]])
+def test_a_folder_laid_out_like_a_cache_but_untagged_is_not_one(store, argv, capsys, monkeypatch):
+    """Only the tag makes a cache: objects/ and tmp/ without it are refused by removals and writers alike,
+    and the folder is left exactly as it was (no tag written, nothing removed)."""
     h = put(store, "a")
     (store.root / TAG).unlink()
     (store.root / ".ditflow.lock").unlink()
-    assert store.is_cache()  # objects/ and tmp/ only: the layout of an older ditflow's cache
-    store.gc(store.gc_plan())
-    assert store.exists(h) and (store.root / TAG).is_file()
+    before = snapshot(store.root)
+    assert not store.is_cache()
+    code, out, err = run_cli([*argv, *([h[:12]] if argv[-1] == "rm" else []), "--cache", str(store.root)], capsys, monkeypatch)
+    assert code == 2 and out == "" and str(store.root) in one_error_line(err, "is not a ditflow cache")
+    with pytest.raises(InputError, match="is not a ditflow cache"):
+        store.gc_plan()
+    with pytest.raises(InputError, match="is not a ditflow cache"):
+        put(store, "b")
+    assert snapshot(store.root) == before and not store.is_cache()
 
 
 def test_gc_sweeps_only_the_stores_own_temporaries(store, tmp_path, capsys, monkeypatch):
@@ -146,7 +155,7 @@ def test_a_writer_whose_folder_was_damaged_publishes_nothing(store, damage):
             (folder / "a.bin").write_bytes(b"a")
             (folder / "b.bin").write_bytes(b"b")
             if damage == "whole entry removed":
-                shutil.rmtree(folder.parent)  # what an old gc did to a live writer
+                shutil.rmtree(folder.parent)  # what a gc blind to locks would do to a live writer
             elif damage == "marker removed":  # a slow delete caught half-way
                 (folder.parent / MARKER).unlink()
                 (folder / "a.bin").unlink()

@@ -1,8 +1,12 @@
+import ast
+import graphlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
+import ditflow.store
 from ditflow.errors import AmbiguousHash, ArtifactNotFound, CorruptArtifact, InputError
 from ditflow.store import content_key
 from fakes import put, twin_names
@@ -73,8 +77,8 @@ def test_gc_keeps_referenced_and_leaves_foreign_temporaries(store):
     assert plan.temporaries == [] and plan.foreign == [store.tmp / "leftover"]
     store.gc(plan)
     assert store.exists(parent) and not store.exists(child)
-    # Before, gc emptied tmp/ of anything in it; now what the store did not make is left alone
-    # (stale entries of killed writers are swept: tests/test_reliability_data_loss.py).
+    # what the store did not make is left alone (stale entries of killed writers are swept:
+    # tests/test_reliability_data_loss.py)
     assert (store.tmp / "leftover").exists()
 
 
@@ -82,3 +86,44 @@ def test_meta_is_json_with_inputs(store):
     h = put(store, "m")
     meta = json.loads((store.object_path(h) / "meta.json").read_text())
     assert meta["inputs"] == {"name": "m"} and meta["kind"] == "amf" and h == content_key("amf", meta["inputs"])
+
+
+# -- the package's import graph -------------------------------------------------------------------------
+STORE = Path(ditflow.store.__file__).parent
+MODULES = {p.stem for p in STORE.glob("*.py")}
+
+
+def _is_store_module(name: str) -> bool:
+    return name == "ditflow.store" or name.removeprefix("ditflow.store.") in MODULES
+
+
+def _store_imports(path: Path) -> list[tuple[str, bool]]:
+    """(module of ditflow/store/ that `path` imports, '__init__' for the package itself; whether the import
+    is at module level) for every import of the store in `path`."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    top = {id(n) for n in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = (node.module or "") if node.level == 0 else ".".join(["ditflow", "store"][: 3 - node.level])
+            mod = f"{base}.{node.module}" if node.level and node.module else base
+            names = [mod + "." + a.name if _is_store_module(mod + "." + a.name) else mod for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name == "ditflow.store" or name.startswith("ditflow.store."):
+                found.append((name.removeprefix("ditflow.store").lstrip(".").split(".")[0] or "__init__", id(node) in top))
+    return found
+
+
+def test_the_store_package_imports_form_a_dag_with_keys_as_a_leaf():
+    graph = {m: {t for t, _ in _store_imports(STORE / f"{m}.py")} - {m} for m in MODULES}
+    assert {"keys", "meta", "tmp", "root", "gc"} <= graph["__init__"]  # the parser sees the package's imports
+    assert graph["keys"] == set()
+    for m in MODULES - {"__init__"}:
+        assert "__init__" not in graph[m], f"{m}.py imports the package: a circle through ditflow.store"
+        late = [t for t, at_top in _store_imports(STORE / f"{m}.py") if not at_top]
+        assert late == [], f"{m}.py imports {late} inside a function or block"
+    list(graphlib.TopologicalSorter(graph).static_order())  # CycleError on a circle

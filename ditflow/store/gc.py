@@ -2,24 +2,37 @@
 
 Objects: a real folder at a hash-shaped path under objects/ is the store's (only it names folders so);
 it is `ok`, `corrupt` (metadata or payload fails a check) or `incomplete` (no metadata). Temporaries:
-entries with the store's name pattern, marker and a free lock (`store_tmp`). Everything else (other
+entries with the store's name pattern, marker and a free lock (`tmp`). Everything else (other
 names, symlinks, files) is reported as foreign and left alone.
 """
 from __future__ import annotations
 
-import os
-import stat
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Iterator, Protocol
 
-from .store_meta import BrokenObject, parse_created
-from .store_tmp import scan_tmp
-from .store_tmp import sweep as sweep_entry
+from .keys import walk_objects
+from .meta import BrokenObject, ObjectInfo, parse_created
+from .tmp import TempEntry, scan_tmp
+from .tmp import sweep as sweep_entry
 
-if TYPE_CHECKING:
-    from .store import ObjectInfo, Store
+
+class StoreLike(Protocol):
+    """The public part of `Store` that listing and gc use (the store's package imports this module)."""
+
+    @property
+    def objects(self) -> Path: ...
+    @property
+    def tmp(self) -> Path: ...
+    def require_cache(self) -> None: ...
+    def locked(self) -> AbstractContextManager[None]: ...
+    def object_dirs(self) -> Iterator[tuple[str, Path]]: ...
+    def is_object_dir(self, h: str) -> bool: ...
+    def info_at(self, h: str, *, verify: bool = True) -> ObjectInfo: ...
+    def referenced(self) -> set[str]: ...
+    def move_aside(self, h: str) -> TempEntry: ...
 
 
 @dataclass
@@ -28,7 +41,7 @@ class ObjectEntry:
     path: Path
     state: str  # "ok", "corrupt" or "incomplete"
     reason: str = ""
-    info: "ObjectInfo | None" = None
+    info: ObjectInfo | None = None
 
 
 @dataclass
@@ -46,7 +59,7 @@ class GcPlan:
         return not (self.temporaries or self.corrupt or self.incomplete or self.unreferenced)
 
 
-def scan(store: "Store", *, verify: bool = False) -> list[ObjectEntry]:
+def scan(store: StoreLike, *, verify: bool = False) -> list[ObjectEntry]:
     """Every object folder with its state; one bad object never stops the listing of the others."""
     out = []
     for h, path in store.object_dirs():
@@ -59,27 +72,12 @@ def scan(store: "Store", *, verify: bool = False) -> list[ObjectEntry]:
     return out
 
 
-def foreign_objects(store: "Store") -> list[Path]:
+def foreign_objects(store: StoreLike) -> list[Path]:
     """What lies under objects/ that the store did not make (other names, symlinks, files)."""
-    from .store import _REST, _SHARD
-
-    def real_dir(p: Path) -> bool:
-        return stat.S_ISDIR(os.lstat(p).st_mode)
-
-    if store.objects.is_symlink():
-        return [store.objects]
-    if not store.objects.is_dir():
-        return []
-    found = []
-    for shard in sorted(store.objects.iterdir()):
-        if not (_SHARD.match(shard.name) and real_dir(shard)):
-            found.append(shard)
-            continue
-        found += [o for o in sorted(shard.iterdir()) if not (_REST.match(o.name) and real_dir(o))]
-    return found
+    return [p for p, h in walk_objects(store.objects) if h is None]
 
 
-def plan(store: "Store", older_than_days: float | None = None) -> GcPlan:
+def plan(store: StoreLike, older_than_days: float | None = None) -> GcPlan:
     """Plan the sweep: stale temporaries, corrupt and incomplete objects, and, when `older_than_days`
     is given, verified objects older than that which no other object references."""
     store.require_cache()
@@ -99,7 +97,7 @@ def plan(store: "Store", older_than_days: float | None = None) -> GcPlan:
     return result
 
 
-def sweep(store: "Store", plan: GcPlan) -> None:
+def sweep(store: StoreLike, plan: GcPlan) -> None:
     """Carry out `plan`, checking each item again: a temporary that a live process holds now, an object
     replaced by a sound one, or one that became referenced since the plan, is kept."""
     store.require_cache()
@@ -109,16 +107,16 @@ def sweep(store: "Store", plan: GcPlan) -> None:
     with store.locked():  # decide and rename under the lock; delete after it
         refs = store.referenced() if plan.unreferenced else set()
         for h in plan.corrupt + plan.incomplete:
-            if not store._is_object_dir(h):
+            if not store.is_object_dir(h):
                 continue
             try:
                 store.info_at(h, verify=True)
                 continue
             except BrokenObject:
-                doomed.append(store._move_aside(h))
+                doomed.append(store.move_aside(h))
         for h in plan.unreferenced:
-            if h not in refs and store._is_object_dir(h):
-                doomed.append(store._move_aside(h))
+            if h not in refs and store.is_object_dir(h):
+                doomed.append(store.move_aside(h))
     for entry in doomed:
         entry.discard()
 

@@ -12,40 +12,36 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
+from .keys import real_dir
 
 TAG = "CACHEDIR.TAG"
 TAG_SIGNATURE = "Signature: 8a477f597d28d172789f06886806bc55"
 TAG_LINE = "# This file is a cache directory tag created by ditflow (a ditflow artifact cache)."
 LOCK = ".ditflow.lock"
-LAYOUT = {"objects", "tmp", TAG, LOCK}  # all a ditflow cache root ever holds
 HINT = "choose another --cache or DITFLOW_CACHE"
 
 
-def real_dir(p: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(p).st_mode)
-    except OSError:
-        return False
+def default_root() -> Path:
+    """$DITFLOW_CACHE, else the platform's per-user cache folder."""
+    env = os.environ.get("DITFLOW_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs  # only when no cache is named: most runs never need it
+
+    return Path(platformdirs.user_cache_dir("ditflow"))
 
 
 def is_cache(root: Path) -> bool:
-    """`root` carries ditflow's tag, or is a cache of a ditflow from before the tag (objects/ and
-    nothing but what a cache root holds)."""
+    """`root` carries a CACHEDIR.TAG with ditflow's line (a regular file, not a symlink to one)."""
     tag = root / TAG
     try:
         if not stat.S_ISREG(os.lstat(tag).st_mode):
             return False
         text = tag.read_text(errors="replace")
-        return text.startswith(TAG_SIGNATURE) and TAG_LINE in text
-    except FileNotFoundError:
-        try:
-            names = {p.name for p in root.iterdir()}
-        except OSError:
-            return False
-        return "objects" in names and names <= LAYOUT and real_dir(root / "objects")
     except OSError:
         return False
+    return text.startswith(TAG_SIGNATURE) and TAG_LINE in text
 
 
 def write_tag(root: Path) -> None:
@@ -62,11 +58,6 @@ def require_cache(root: Path) -> None:
     if not is_cache(root):
         raise InputError(f"{root} is not a ditflow cache (it has no {TAG} written by ditflow); nothing removed; "
                          f"check --cache / DITFLOW_CACHE")
-    if not (root / TAG).exists():
-        try:  # adopt the cache of an older ditflow
-            write_tag(root)
-        except OSError:
-            pass
 
 
 def check_writable(root: Path) -> None:
@@ -112,4 +103,4 @@ def _probe(folder: Path, root: Path) -> None:
         raise InputError(f"cache {root} cannot be written ({folder}: {e.strerror}); fix its permissions or {HINT}")
 
 
-__all__ = ["TAG", "LOCK", "is_cache", "require_cache", "check_writable", "prepare", "write_tag", "real_dir"]
+__all__ = ["TAG", "LOCK", "default_root", "is_cache", "require_cache", "check_writable", "prepare", "write_tag"]

@@ -4,25 +4,25 @@ An object's folder name is `content_key(kind, inputs)`, so what it says about it
 its name; every path it names must stay inside the object, and no payload file may be a symlink (a
 symlink could lead a reader, or a delete, out of the cache). A failed check is a `BrokenObject`, a
 `CorruptArtifact` that also carries the reason (for `cache ls`) and whether the object is merely
-incomplete (no metadata at all: an interrupted copy, a manual delete).
+incomplete (no metadata at all: an interrupted copy, a manual delete). An object that passed is an
+`ObjectInfo`.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import errno
-import hashlib
 import json
 import os
-import re
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import CorruptArtifact
+from ..errors import CorruptArtifact
+from .keys import HASH, content_key, file_sha256
 
 META = "meta.json"
 KNOWN_KINDS = ("amf", "gen", "score")  # score: a batch row's evaluation (ditflow.batch.runner)
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class BrokenObject(CorruptArtifact):
@@ -38,23 +38,40 @@ class BrokenObject(CorruptArtifact):
         return "incomplete" if self.incomplete else "corrupt"
 
 
-def _open_nofollow(path: Path) -> int:
-    return os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+def tree_size(folder: Path) -> int:
+    """Bytes of the regular files under `folder`, without following symlinks."""
+    total = 0
+    for top, _, files in os.walk(folder, followlinks=False):
+        total += sum(os.lstat(os.path.join(top, f)).st_size for f in files)
+    return total
 
 
-def sha256_nofollow(path: Path, bufsize: int = 1 << 20) -> str:
-    """sha256 of a regular file, refusing to read through a symlink."""
-    h = hashlib.sha256()
-    with os.fdopen(_open_nofollow(path), "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
-    return h.hexdigest()
+@dataclass
+class ObjectInfo:
+    """An object whose metadata passed `read_meta` (and, if asked, its payload `check_payload`)."""
+
+    hash: str
+    kind: str
+    path: Path
+    meta: dict[str, Any] = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return tree_size(self.path)
+
+    @property
+    def created(self) -> str:
+        return self.meta.get("created", "")
+
+    @property
+    def parents(self) -> list[str]:
+        return list(self.meta.get("parents", []))
 
 
 def read_meta(h: str, folder: Path) -> dict[str, Any]:
     """The checked metadata of the object `h` stored in `folder` (BrokenObject if it is not sound)."""
     try:
-        fd = _open_nofollow(folder / META)
+        fd = os.open(folder / META, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise BrokenObject(h, f"no {META}", incomplete=True)
     except OSError as e:
@@ -82,8 +99,6 @@ def safe_relpath(rel: Any) -> bool:
 def check_meta(h: str, meta: Any) -> None:
     """Field types, and that the inputs hash to the object's name (so edited inputs, or an object copied
     under another hash, are corrupt)."""
-    from .store import content_key  # store imports this module
-
     if not isinstance(meta, dict):
         raise BrokenObject(h, f"{META} is a JSON {type(meta).__name__}, not an object")
     kind, inputs, fmt = meta.get("kind"), meta.get("inputs"), meta.get("format")
@@ -96,10 +111,10 @@ def check_meta(h: str, meta: Any) -> None:
     if meta.get("hash", h) != h:
         raise BrokenObject(h, "its metadata names another hash")
     parents = meta.get("parents", [])
-    if not isinstance(parents, list) or not all(isinstance(p, str) and HEX64.match(p) for p in parents):
+    if not isinstance(parents, list) or not all(isinstance(p, str) and HASH.match(p) for p in parents):
         raise BrokenObject(h, "parents is not a list of artifact hashes")
     checksums = meta.get("checksums")
-    if not isinstance(checksums, dict) or not all(isinstance(v, str) and HEX64.match(v) for v in checksums.values()):
+    if not isinstance(checksums, dict) or not all(isinstance(v, str) and HASH.match(v) for v in checksums.values()):
         raise BrokenObject(h, "checksums is not a map of sha256 digests")
     bad = [k for k in checksums if not safe_relpath(k)]
     if bad:
@@ -154,12 +169,12 @@ def check_payload(h: str, folder: Path, meta: dict[str, Any], *, checksums: bool
         if root not in path.resolve().parents:  # belt and braces: a folder swapped for a symlink meanwhile
             raise BrokenObject(h, f"{rel} leads outside the object")
         try:
-            ok = sha256_nofollow(path) == digest
+            ok = file_sha256(path) == digest
         except OSError as e:
             raise BrokenObject(h, f"{rel} unreadable: {e.strerror}")
         if not ok:
             raise BrokenObject(h, f"{rel} changed")
 
 
-__all__ = ["META", "KNOWN_KINDS", "BrokenObject", "read_meta", "check_meta", "check_payload", "payload_files",
-           "parse_created", "safe_relpath", "sha256_nofollow"]
+__all__ = ["META", "KNOWN_KINDS", "BrokenObject", "ObjectInfo", "tree_size", "read_meta", "check_meta", "check_payload",
+           "payload_files", "parse_created", "safe_relpath"]
