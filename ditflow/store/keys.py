@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-FORMAT_VERSION = 2  # part of every hash: bump it when the same inputs would store a different result
+FORMAT_VERSION = 3  # part of every hash: bump it when the inputs' layout changes or the same inputs would store a different result
 HASH = re.compile(r"^[0-9a-f]{64}$")
 SHARD = re.compile(r"^[0-9a-f]{2}$")
 REST = re.compile(r"^[0-9a-f]{62}$")
