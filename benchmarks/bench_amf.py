@@ -94,7 +94,7 @@ def worker(args: argparse.Namespace) -> None:
         import torch
 
         from ditflow.amf import attention_motion_flow
-        from ditflow.amf_reference import plain_attention_motion_flow
+        from ditflow.amf.reference import plain_attention_motion_flow
         from ditflow.losses import amf_loss
 
         result["threads"] = torch.get_num_threads()
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     info["loadavg_start"], info["loadavg_end"] = loadavg_start, os.getloadavg()
     report = {
-        "benchmark": "attention_motion_flow: plain (ditflow.amf_reference) vs ditflow (ditflow.amf)",
+        "benchmark": "attention_motion_flow: plain (ditflow.amf.reference) vs ditflow (ditflow.amf)",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started_utc": started.isoformat(timespec="seconds"),
         "total_wall_s": time.perf_counter() - t_start,

@@ -15,7 +15,7 @@ process of its own after one `ditflow.extract` process per (model, frames):
 - default: ditflow as shipped;
 - fast: `--fast`;
 - offload: `--cpu-offload` (a GPU only);
-- paper: the paper-style baseline: the full per-head attention map of the paper's code (`amf_reference`), no
+- paper: the paper-style baseline: the full per-head attention map of the paper's code (`ditflow.amf.reference`), no
   gradient checkpointing, every block run in each guided forward.
 Each variant takes its own noise seed, so none is a cache hit of another (the work does not depend on the seed).
 Peak memory is the device's (torch.cuda.max_memory_allocated) on a GPU; on a CPU the process's peak resident
@@ -137,7 +137,7 @@ def resident(field: str = "VmRSS") -> int:
 def paper_style() -> None:
     """The paper-style baseline in this process: the per-head attention map, every block, no checkpointing."""
     from ditflow import guides, losses
-    from ditflow.amf_reference import plain_attention_motion_flow
+    from ditflow.amf.reference import plain_attention_motion_flow
 
     class PaperFlowLoss(losses.FlowLoss):
         def block_loss(self, b, q, k):

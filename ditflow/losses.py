@@ -2,7 +2,7 @@
 guide (`FlowLoss`, `MoftLoss`, `SmmLoss`) built from the AMF artifact, which says what it needs from a
 forward pass: q/k of the guidance blocks (`needs_qk`) or their video-token features.
 
-Shapes: AMF [F, F, P, 2] (see amf.py); block features [F, C, h, w] (a block's output for the video tokens).
+Shapes: AMF [F, F, P, 2] (see ditflow.amf); block features [F, C, h, w] (a block's output for the video tokens).
 Adding a loss is one class with `blocks`, `needs_qk` and `block_loss`, and one entry in `LOSSES`.
 """
 from __future__ import annotations
@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from . import amf as amf_lib
-from . import amf_local
+from .amf import Window, attention_confidence, attention_motion_flow, window_mask
 
 
 def amf_loss(generated: torch.Tensor, reference: torch.Tensor, threshold: bool = True,
@@ -24,7 +23,7 @@ def amf_loss(generated: torch.Tensor, reference: torch.Tensor, threshold: bool =
     the reference displacement is non-zero (the paper's thresholded loss; a soft reference passes its argmax's).
     With `weight` [F, F, P] (e.g. the reference's attention confidence), a weighted mean over those entries,
     so arbitrary argmaxes of flat attention count little. `valid` [F, F, P] bool: the only entries that may
-    count (a local AMF's reach, see amf_local.local_mask)."""
+    count (a windowed AMF's reach, see amf.window_mask)."""
     reference = reference.to(generated.dtype)
     mask = (reference.norm(dim=-1) > 0) if moving is None else moving.bool()
     if valid is not None:
@@ -83,7 +82,7 @@ class FlowLoss:
     block -> [F, F, P, 2] soft AMF to aim at instead (`reference_flow="soft"`); weight: block -> [F, F, P]
     reference attention confidence (`loss_weighting` confidence or mutual); mutual: also weight by the
     generated video's own confidence, so guidance does not ask a plain background to move; window: fast
-    mode's local AMF (`amf_local.Window`), scored on the entries it reaches (None: the full AMF)."""
+    mode's local AMF (`amf.Window`), scored on the entries it reaches (None, or one covering the grid: the full AMF)."""
 
     amf: dict[int, torch.Tensor]
     grid: tuple[int, int, int]
@@ -92,14 +91,14 @@ class FlowLoss:
     target: dict[int, torch.Tensor] = field(default_factory=dict)
     weight: dict[int, torch.Tensor] = field(default_factory=dict)
     mutual: bool = False
-    window: amf_local.Window | None = None
+    window: Window | None = None
     needs_qk = True
 
     def __post_init__(self):
-        if self.window is not None:  # limits that cover the grid change nothing: the full AMF's faster kernel
+        if self.window is not None:  # limits that cover the grid change nothing: dropped once, here
             self.window = self.window.for_grid(self.grid)
         self.valid = {} if self.window is None else {
-            b: amf_local.local_mask(self.grid, self.window, a).to(a.device) for b, a in self.amf.items()}
+            b: window_mask(self.grid, self.window, a).to(a.device) for b, a in self.amf.items()}
 
     @property
     def blocks(self) -> tuple[int, ...]:
@@ -109,25 +108,19 @@ class FlowLoss:
     def from_artifact(cls, art, cfg, device) -> "FlowLoss":
         blocks = art.blocks
         weighted = cfg.loss_weighting in ("confidence", "mutual")
-        local = cfg.amf_window is not None or cfg.amf_frame_distance is not None
-        return cls(window=amf_local.Window(cfg.amf_window, cfg.amf_frame_distance) if local else None,amf={b: art.amf(b).to(device) for b in blocks}, grid=art.grid, temperature=art.temperature,
-                   threshold=cfg.threshold_loss, mutual=cfg.loss_weighting == "mutual",
+        return cls(amf={b: art.amf(b).to(device) for b in blocks}, grid=art.grid, temperature=art.temperature,
+                   window=Window(cfg.amf_window, cfg.amf_frame_distance), threshold=cfg.threshold_loss,
+                   mutual=cfg.loss_weighting == "mutual",
                    target={b: art.soft_amf(b).to(device) for b in blocks} if cfg.reference_flow == "soft" else {},
                    weight={b: art.confidence(b).to(device) for b in blocks} if weighted else {})
 
     def block_loss(self, b: int, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """q, k: [H, N, D] post-RoPE video tokens of block b."""
         q, k = q.float(), k.float()
-        if self.window is None:
-            flow = amf_lib.attention_motion_flow(q, k, self.grid, self.temperature, mode="soft")
-        else:
-            flow = amf_local.local_attention_motion_flow(q, k, self.grid, self.window, self.temperature)
+        flow = attention_motion_flow(q, k, self.grid, self.temperature, mode="soft", window=self.window)
         weight = self.weight.get(b)
         if self.mutual and weight is not None:
-            qd, kd = q.detach(), k.detach()
-            own = (amf_lib.attention_confidence(qd, kd, self.grid, self.temperature) if self.window is None else
-                   amf_local.local_attention_confidence(qd, kd, self.grid, self.window, self.temperature))
-            weight = weight * own
+            weight = weight * attention_confidence(q.detach(), k.detach(), self.grid, self.temperature, window=self.window)
         # the soft target, where given, is scored on the entries the argmax AMF marks moving
         target, moving = self.target.get(b, self.amf[b]), self.amf[b].norm(dim=-1) > 0
         return amf_loss(flow, target, self.threshold, weight, moving, self.valid.get(b))

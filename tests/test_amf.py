@@ -1,4 +1,4 @@
-"""ditflow.amf against the slow, paper-style reference in ditflow.amf_reference."""
+"""ditflow.amf against the slow, paper-style reference in ditflow.amf.reference."""
 from __future__ import annotations
 
 import sys
@@ -13,7 +13,7 @@ except ImportError:  # running from a checkout without an installed package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ditflow.amf import attention_motion_flow
-from ditflow.amf_reference import plain_attention_motion_flow
+from ditflow.amf.reference import plain_attention_motion_flow
 
 
 def assert_rel_close(actual: torch.Tensor, expected: torch.Tensor, tol: float = 1e-4) -> None:
@@ -58,6 +58,20 @@ def test_soft_matches_reference_values_and_grads(heads, d, grid, temperature, ch
         g_ref = torch.autograd.grad(loss_fn(ref), (q, k), retain_graph=True)
         for a, b in zip(g_ours, g_ref):
             assert_rel_close(a, b)
+
+
+@pytest.mark.parametrize("heads,d,grid,temperature,chunk", CASES)
+def test_soft_float64_agrees_with_reference_to_1e_14(heads, d, grid, temperature, chunk):
+    """In float64 the streaming form and the paper's code differ only by rounding, values and gradients."""
+    f, h, w = grid
+    q, k = (t.requires_grad_(True) for t in random_qk(heads, f * h * w, d, seed=heads + d, dtype=torch.float64))
+    ours = attention_motion_flow(q, k, grid, temperature=temperature, mode="soft", chunk=chunk)
+    ref = plain_attention_motion_flow(q, k, grid, temperature=temperature, mode="soft")
+    assert ours.dtype == torch.float64
+    assert_rel_close(ours, ref, tol=1e-14)
+    weight = torch.randn(ours.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((ours * weight).sum(), (q, k)), torch.autograd.grad((ref * weight).sum(), (q, k))):
+        assert_rel_close(a, b, tol=1e-14)
 
 
 @pytest.mark.parametrize("heads,d,grid,temperature,chunk", CASES)
