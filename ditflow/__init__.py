@@ -1,4 +1,5 @@
-"""ditflow: motion transfer with video diffusion transformers (DiTFlow) on Hugging Face diffusers (CogVideoX, Wan 2.1).
+"""ditflow: motion transfer with video diffusion transformers (DiTFlow) on Hugging Face diffusers
+(the model families are in ditflow.backbones).
 
     import ditflow
     amf = ditflow.extract("ref.mp4", ditflow.ExtractConfig(model="5b"))

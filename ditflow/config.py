@@ -67,8 +67,8 @@ class ExtractConfig:
     moft_fraction: float = field(default=0.04, metadata=rule("Share of channels MOFT keeps as motion channels.", gt=0, le=1))
     dtype: str | None = field(default=None, metadata=rule("Weights' dtype. [default: the model's]", choices=tuple(DTYPES)))
     frame_range: tuple[int, int, int] | None = field(default=None, metadata=rule(
-        "START,END,STEP: the frames range(START, END, STEP) of the video, END exclusive as in Python (the DiTFlow "
-        "benchmark's blackswan: 0,48,2 is 24 frames), then the first --frames of them. [default: from the first frame]",
+        "START,END,STEP: the frames range(START, END, STEP) of the video, END exclusive as in Python (0,48,2: 24 "
+        "frames, as the DiTFlow benchmark takes them), then the first --frames of them. [default: from the first frame]",
         ge=0))
     crop: str = field(default="none", metadata=rule(
         "none: squash the video to the model's height and width; center: first crop its largest centred region of "

@@ -16,16 +16,16 @@ class BlockTaps:
 
     def __init__(self, backbone, blocks, grid, *, features: bool, stop: bool):
         self.backbone, self.blocks, self.grid = backbone, sorted(blocks), grid
-        self.want_features, self.want_stop = features, stop
+        self.keeps_features, self.stops = features, stop
         self.features: dict[int, torch.Tensor] = {}
 
     def __enter__(self):
         self.handles = []
         blocks = self.backbone.blocks
-        if self.want_features:
+        if self.keeps_features:
             for b in self.blocks:
                 self.handles.append(blocks[b].register_forward_hook(self._keep(b)))
-        if self.want_stop:
+        if self.stops:
             last = self.blocks[-1]
             # A pre-hook on the *next* module: the stop never fires inside a checkpointed block's recompute.
             nxt = blocks[last + 1] if last + 1 < len(blocks) else self.backbone.after_blocks
@@ -56,10 +56,6 @@ class Model:
 
     def __init__(self, backbone, geo):
         self.backbone, self.geo = backbone, geo
-
-    @property
-    def transformer(self):
-        return self.backbone.transformer
 
     def positions(self, emb: torch.Tensor):
         """An optimised embedding as this model's forward takes it."""

@@ -153,6 +153,7 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     from .sampling import Denoiser, sample
 
     inp = amf.inputs
+    spec.check_blocks(gcfg.injection_blocks, "--injection-blocks")  # from its config, before the weights
     progress.log(f"loading {spec.arg} ...")
     start = time.perf_counter()
     backbone = load_backbone(spec, inp["dtype"], runtime, family=gcfg.family,
@@ -200,10 +201,10 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
 
 
 def check_guide(cfg: GuideConfig, spec: ResolvedModel) -> GuideConfig:
-    """`cfg` resolved against the model and checked, all from config files: what would fail after loading
-    (the family's settings, the guidance range, blocks, a toy model's words) fails here instead."""
+    """`cfg` resolved against the model and checked before any file of it is read (the family's settings, the
+    guidance range, a toy model's words): a cache hit needs no model. `_generate` checks the blocks against its
+    config before loading."""
     resolved = spec.guide_config(cfg)
-    spec.check_blocks(resolved.injection_blocks, "--injection-blocks")
     _check_prompts(spec, resolved)
     return resolved
 

@@ -254,7 +254,7 @@ def test_missing_model_path_says_no_folder_and_an_id_says_hf_download(offline, t
             resolve_model(path)
     assert not looks_like_path("THUDM/CogVideoX-5b") and not looks_like_path("5b")
     with pytest.raises(ModelUnavailable, match=r"`hf download THUDM/CogVideoX-5b`"):
-        resolve_model("5b")
+        _ = resolve_model("5b").folder
 
 
 def test_cli_missing_model_path_is_one_line(cli, offline, ref_video, tmp_path):

@@ -112,7 +112,7 @@ def test_a_payload_symlink_is_corrupt_and_never_followed(store, tmp_path, how):
 
 
 def _fake_amf(store: Store) -> str:
-    inputs = {"model": {"name": "test"}, "model_arg": "test", "blocks": [1], "frames": 9, "height": 32, "width": 48}
+    inputs = {"model": {"name": "test"}, "model_arg": "5b", "blocks": [1], "frames": 9, "height": 32, "width": 48}
     h = content_key("amf", inputs)
     with store.writer(h, "amf", inputs, extra={"grid": [3, 2, 3]}) as folder:
         (folder / "payload.bin").write_bytes(b"amf")
@@ -137,7 +137,7 @@ def test_inject_replays_the_hashed_inputs_not_the_editable_settings(store, monke
                                      "settings": {**m["settings"], "seed": 99, "lr": [9, 9], "cfg": 2.0}})
     seen = {}
 
-    def generate(amf_art, gcfg, runtime, progress, replay=None):
+    def generate(spec, amf_art, gcfg, runtime, progress, replay=None):
         seen.update(amf=amf_art.hash, cfg=gcfg)
         raise KeyboardInterrupt  # stop before anything would need a model
 

@@ -65,8 +65,13 @@ class ResolvedModel:
 
     arg: str  # as given: what artifacts record as model_arg
     name: str  # the preset's name for an alias, else `arg`
-    folder: Path
+    source: str  # the folder or hub id its files come from
     adapter: type[Backbone]
+
+    @cached_property
+    def folder(self) -> Path:
+        """Where its files are (a named preset's are looked up only when needed: a cache hit needs none)."""
+        return find_folder(self.arg, self.source, ", ".join(model_names()))
 
     @cached_property
     def preset(self) -> ModelPreset:
@@ -98,8 +103,11 @@ class ResolvedModel:
 
     @cached_property
     def vocabulary(self) -> frozenset[str] | None:
-        """A toy model's words (None: any prompt)."""
-        return toy_vocabulary(self.folder)
+        """A toy model's words (None: any prompt, or no files to read yet: loading will say what is missing)."""
+        try:
+            return toy_vocabulary(self.folder)
+        except ModelUnavailable:
+            return None
 
     def geometry(self, frames: int, height: int, width: int) -> Geometry:
         """The geometry of a run from the config files alone: size errors before any weights load."""
@@ -143,12 +151,14 @@ def resolve_model(model: "str | ResolvedModel") -> ResolvedModel:
     if not model:
         raise InputError("--model must not be empty")
     name = ALIASES.get(model, model)
+    if name in PRESETS:
+        return ResolvedModel(model, name, PRESETS[name].source, next(a for a in ADAPTERS if name in a.presets))
     if name in SHIPPED:
-        folder, how = SHIPPED[name]
-        if not (folder / "model_index.json").is_file():
-            raise ModelUnavailable(f"the {name} model is not in {folder}; {how} or pass --model with a model id or folder")
-        source = str(folder)
-    else:
-        source = PRESETS[name].source if name in PRESETS else model
+        shipped, how = SHIPPED[name]
+        if not (shipped / "model_index.json").is_file():
+            raise ModelUnavailable(f"the {name} model is not in {shipped}; {how} or pass --model with a model id or folder")
+    source = str(SHIPPED[name][0]) if name in SHIPPED else model
     folder = find_folder(model, source, ", ".join(model_names()))
-    return ResolvedModel(model, name, folder, adapter_for(folder))
+    resolved = ResolvedModel(model, name, source, adapter_for(folder))
+    resolved.__dict__["folder"] = folder  # found already (cached_property's slot)
+    return resolved
