@@ -60,13 +60,18 @@ def work(tmp_path_factory, ref_video):
 
 @pytest.fixture(scope="module")
 def csv_run(work, tiny_rope):
-    """runs.csv in-process (one worker): its exit code, result rows and how many model loads it took."""
-    from ditflow.backbones import loaded
+    """runs.csv in-process (one worker): its exit code, result rows, how many model loads it took and how many
+    times a model string was looked up on disk."""
+    from ditflow.backbones import loaded, registry
 
-    before = loaded.loads()
-    code, _, err = cli(["batch", str(work / "runs.csv"), "--model", tiny_rope, *SIZE, "--cache", str(work / "cache"),
-                        "--csv", str(work / "out.csv")])
-    return {"code": code, "err": err, "rows": rows_of(work / "out.csv"), "loads": loaded.loads() - before}
+    before, lookups = loaded.loads(), []
+    find = registry.find_folder
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(registry, "find_folder", lambda *a: lookups.append(a) or find(*a))
+        code, _, err = cli(["batch", str(work / "runs.csv"), "--model", tiny_rope, *SIZE, "--cache", str(work / "cache"),
+                            "--csv", str(work / "out.csv")])
+    return {"code": code, "err": err, "rows": rows_of(work / "out.csv"), "loads": loaded.loads() - before,
+            "lookups": len(lookups)}
 
 
 def test_csv_batch_writes_one_ok_row_per_run_with_hashes_and_mf(csv_run):
@@ -75,6 +80,11 @@ def test_csv_batch_writes_one_ok_row_per_run_with_hashes_and_mf(csv_run):
     assert [r["setup"] for r in rows] == ["backbone", "ditflow-latent", "ditflow-emb", "inject"]
     assert all(r["status"] == "ok" and len(r["amf"]) == 64 and len(r["gen"]) == 64 and float(r["motion_fidelity"]) >= 0
                for r in rows)
+
+
+def test_batch_resolves_the_model_once_for_all_rows(csv_run):
+    """Four rows, each extract -> guide (-> inject): the model string is looked up once, by the preflight."""
+    assert csv_run["lookups"] == 1
 
 
 def test_batch_loads_the_model_once_for_all_rows(csv_run):

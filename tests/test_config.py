@@ -66,3 +66,20 @@ def test_emb_mode_takes_its_own_lr_default():
     assert GuideConfig(prompt="x", opt_mode="emb", lr=(0.1, 0.1)).resolve(p).lr == (0.1, 0.1)  # a flag still wins
     # the paper's presets: both modes share one lr
     assert GuideConfig(prompt="x", opt_mode="emb").resolve(PRESETS["5b"]).lr == (0.002, 0.001)
+
+
+def test_a_family_setting_in_a_config_layer_goes_into_family():
+    cfg = apply_overrides(GuideConfig(), {"scheduler": "ddim"}, {"dynamic-cfg": True, "cfg": 5.0})
+    assert cfg.family == {"scheduler": "ddim", "dynamic_cfg": True} and cfg.cfg == 5.0
+    with pytest.raises(InputError, match="--scheduler must be a string"):
+        apply_overrides(GuideConfig(), {"scheduler": 3})
+
+
+def test_the_family_adapter_checks_its_settings_rules():
+    from ditflow.backbones.cogvideox import CogVideoXBackbone
+
+    with pytest.raises(InputError, match="--scheduler must be one of 'dpm', 'ddim'"):
+        CogVideoXBackbone.check_guide(GuideConfig(prompt="x", family={"scheduler": "euler"}))
+    with pytest.raises(InputError, match="--dynamic-cfg schedules the CFG scale"):
+        CogVideoXBackbone.check_guide(GuideConfig(prompt="x", cfg=1.0, family={"dynamic_cfg": True}))
+    CogVideoXBackbone.check_guide(GuideConfig(prompt="x", cfg=1.0, family={"dynamic_cfg": False}))

@@ -28,6 +28,9 @@ def test_extract_refuses_bad_temperature(flag, value, tiny_rope, ref_video, tmp_
     (["--lr", "nan,0.001"], "--lr"), (["--lr", "0.01,-1"], "--lr"), (["--temperature", "nan"], "--temperature"),
     (["--steps", "0"], "--steps"), (["--opt-steps", "0"], "--opt-steps"), (["--seed", "-1"], "--seed"),
     (["--guidance-range", "3,5"], "--guidance-range"), (["--injection-blocks", "-1"], "--injection-blocks"),
+    (["--injection-blocks", "99"], "--injection-blocks"),
+    (["--steps", "4", "--guidance-range", "50,40"], "selects none of the 4 steps"),  # an empty range, before loading
+    (["--scheduler", "euler"], "--scheduler"), (["--dynamic-cfg", "--cfg", "1"], "--dynamic-cfg"),
 ])
 def test_guide_refuses_bad_numbers(argv, flag, amf_cache, no_model, capsys, monkeypatch):
     cache, amf = amf_cache

@@ -193,3 +193,14 @@ def test_the_whole_chain_runs_on_a_wan_folder_through_the_cli(tiny_wan, ref_vide
     listing = call("cache", "ls")
     assert len({amf, gen, new}) == 3 and (tmp_path / "g.mp4").is_file() and Path(still).is_file()
     assert gen[:12] in listing and "inject" in listing
+
+
+@pytest.mark.parametrize("argv", [["--dynamic-cfg"], ["--no-dynamic-cfg", "--cfg", "1"], ["--scheduler", "dpm"]])
+def test_cli_refuses_cogvideox_settings_on_wan_before_loading(argv, wan_amf, wan_store, no_model, capsys, monkeypatch):
+    from conftest import run_cli
+
+    code, out, err = run_cli(["guide", "--amf", wan_amf.hash, "-p", "a red circle", *argv, "--cache", str(wan_store.root)],
+                             capsys, monkeypatch)
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1
+    assert lines[0].startswith(f"error: {argv[0].replace('--no-', '--')} is a CogVideoX setting")
