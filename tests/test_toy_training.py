@@ -285,10 +285,13 @@ def test_step_plan_keeps_the_count_without_a_deadline_and_stops_at_the_deadline(
     assert not any(plan.tick(s, 0) for s in range(100)) and plan.total == 100
     late = StepPlan(100, time.time() - 10, probe=3)  # already past: the second step is the last
     assert [late.tick(s, 0) for s in range(2)] == [False, True] and late.total == 2
-    slow = StepPlan(100, time.time() + 0.05, probe=3)  # on plan after timing, then the machine slows down
-    [slow.tick(s, 0) for s in range(3)]
-    assert slow.total > 3
-    time.sleep(0.06)
+    now = [0.0]  # a clock the test moves: 0.125 s a step, then the machine slows down past the deadline
+    slow = StepPlan(100, 10.0, probe=3, clock=lambda: now[0])
+    for s in range(3):
+        now[0] += 0.125
+        slow.tick(s, 0)
+    assert slow.total == 3 + 77  # planned at the probe: (10 - 0.375) / 0.125 more steps fit
+    now[0] = 11.0
     assert slow.tick(3, 0) and slow.total == 4  # past the deadline: this step is the last
 
 

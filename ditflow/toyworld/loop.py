@@ -15,15 +15,15 @@ class StepPlan:
     planned again after 10x as many (other work on the machine may have started or stopped meanwhile; a
     schedule that follows `total` still ends near zero), and stopped at the deadline whatever the plan said."""
 
-    def __init__(self, steps: int, deadline: float | None = None, probe: int = 30):
-        self.total, self.deadline, self.probe = steps, deadline, probe
+    def __init__(self, steps: int, deadline: float | None = None, probe: int = 30, clock=time.time):
+        self.total, self.deadline, self.probe, self.clock = steps, deadline, probe, clock
         self._start = None
 
     def tick(self, step: int, first: int) -> bool:
         """Called after each step; True when the count changed at this one."""
         if self.deadline is None:
             return False
-        now, done = time.time(), step - first + 1
+        now, done = self.clock(), step - first + 1
         if done == 1:
             self._start = now  # the first step (allocations, warm-up) is not timed
         elif done in (self.probe, 10 * self.probe):
