@@ -85,13 +85,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="named recipe: v9 (the shipped model: v8 trained further from out/toy-v8, bf16; minutes on "
                          "a GPU), v8 (larger coarse shapes, shape-weighted loss, v4's VAE from out/toy-v4-vae, batches "
                          "of 256; minutes on a GPU, about 20 hours on 2 CPU cores; v9 starts from it), v4 (the CPU "
-                         "recipe, shipped before v8: about 70 min on 2 cores)")
+                         "recipe: about 70 min on 2 cores)")
     ap.add_argument("--vae-steps", type=int)
     ap.add_argument("--steps", type=int)
     ap.add_argument("--batch", type=int, help="stage 2 batch size")
     ap.add_argument("--bank", type=int, help="training clips encoded once for stage 2")
     ap.add_argument("--decoder-steps", type=int)
-    ap.add_argument("--text-steps", type=int, help="stage 1b steps (T5 role pretraining; 0 = off, as in v3)")
+    ap.add_argument("--text-steps", type=int, help="stage 1b steps (T5 role pretraining; 0 = off)")
     ap.add_argument("--decoder-only", action="store_true",
                     help="run only stage 3 (after stage 1), e.g. beside a running stage 2: it needs only the encoder")
     ap.add_argument("--export-only", action="store_true",
