@@ -116,7 +116,7 @@ def latent_bank(recipe: Recipe, vae, scaling: float, work: Path, device: str, pr
         meta = json.loads((work / "latents.json").read_text())
         if meta.get("size") == recipe.bank and meta.get("scaling") == scaling:
             saved = load_file(str(path))
-            if "masks" in saved and ("ambiguity" in saved or not recipe.shape_weight):  # older banks: encoded again
+            if "masks" in saved and ("ambiguity" in saved or not recipe.shape_weight):  # else encoded again
                 return saved["latents"], meta["prompts"], saved["masks"], saved.get("ambiguity")
     chunks, prompts, masks, ambiguity, batch = [], [], [], [], 32
     with progress.task("encode training clips", total=recipe.bank) as bar:

@@ -1,5 +1,5 @@
-"""Stage 2's pieces that are not the loop: the forward process and v target, the batch's randomness (in the
-order the shipped models drew it), the learning-rate schedule, the EMA and the RoPE tables."""
+"""Stage 2's pieces that are not the loop: the forward process and v target, the batch's randomness (in a fixed
+order, so a recipe retrains the same weights), the learning-rate schedule, the EMA and the RoPE tables."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,9 +17,9 @@ def noised(alphas: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch
 
 def draw_batch(recipe: Recipe, gen: torch.Generator, bank_size: int, latent_shape: tuple[int, ...],
                noise_gen: torch.Generator | None = None):
-    """One stage-2 batch's randomness from the seeded CPU generator, in the order training has always drawn
-    it: ([B] bank rows, [B] bool empty prompt, [B] timesteps 999 * u**high_noise_power, [B, *latent_shape]
-    noise). With `noise_gen` (Recipe.device_noise) the noise comes from it, on its device."""
+    """One stage-2 batch's randomness from the seeded CPU generator, in a fixed order (another would change
+    every recipe's weights): ([B] bank rows, [B] bool empty prompt, [B] timesteps 999 * u**high_noise_power,
+    [B, *latent_shape] noise). With `noise_gen` (Recipe.device_noise) the noise comes from it, on its device."""
     idx = torch.randint(bank_size, (recipe.batch,), generator=gen)
     empty = torch.tensor([torch.rand(1, generator=gen).item() < recipe.empty_prompt for _ in idx])
     t = (999 * torch.rand(recipe.batch, generator=gen) ** recipe.high_noise_power).round().long()

@@ -17,10 +17,10 @@ from .world import ALL_SHAPES, COLOURS, SHAPES, _shape_mask
 # closest pair (orange/yellow) is 76 apart, so "nearest" already decides between palette colours; the
 # threshold only drops pixels far from every colour (blends at blurred edges).
 COLOUR_THRESHOLD = 90.0
-MIN_AREA_FRAC = 0.008  # under the smallest object (a triangle of r = 0.14 * side covers 3%; v3's r = 0.10, 1.6%);
+MIN_AREA_FRAC = 0.008  # under the smallest object (a triangle of r = 0.14 * side covers 3%; of r = 0.10, 1.6%);
 # texture blobs cover ~0.5-1%
 MAX_AREA_FRAC = 0.25  # the largest object (a circle of r = 0.22 * side) covers 15%: bigger is background. Worlds of
-# larger objects (v6) raise it: see max_area_for
+# larger objects (v8's) raise it: see max_area_for
 FG_THRESHOLD = 40.0  # distance from the fitted background; noise of sigma 15 per channel is ~26
 GROW_STEPS = 2  # a 5x5 blur spreads an edge over ~2 px
 PRESENT_FRAC = 0.8  # share of frames the object must be visible in

@@ -8,19 +8,19 @@ from .world import COARSE_SHAPES, OBJECT_RADIUS, SHAPES
 
 @dataclass(frozen=True)
 class Recipe:
-    size: int = 64  # pixels; the VAE divides by 4 -> 16x16 latent -> 8x8 patches of 2x2. v5's recipe (not shipped)
-    # drew 96 px with vae_channels (8, 16, 32), patch 3 and 5,000 steps: a 24x24 latent whose VAE kept shapes
-    # (88% against 65%), but the transformer still drew circles, and guidance moved them less well (README)
-    object_radius: tuple[float, float] = OBJECT_RADIUS  # the world's object sizes (v3: 0.10-0.18, too small to
-    # keep their shape through the VAE)
+    size: int = 64  # pixels; the VAE divides by 4 -> 16x16 latent -> 8x8 patches of 2x2. At 96 px (patch 3) the
+    # VAE keeps more shape (88% against 65%), but the transformer still draws circles and guidance moves them
+    # less well (measured: docs/toy-model.md)
+    object_radius: tuple[float, float] = OBJECT_RADIUS  # the world's object sizes (fractions of the frame side;
+    # smaller ones lose their shape through the VAE: world.OBJECT_RADIUS)
     shapes: tuple[str, ...] = SHAPES  # the world's shape set (v8: COARSE_SHAPES, which differ at the token grid)
     vae_from: str | None = None  # a toy pipeline folder whose VAE (decoder fine-tune included) replaces stages 1
     # and 3: the VAE only reconstructs pixels, so a world of other shapes can reuse it (v8 takes v4's)
     frames: int = 17  # -> 5 latent frames
     vae_channels: tuple[int, ...] = (16, 32, 32)  # 3 levels: spatial 4, temporal 4
-    latent_channels: int = 4  # v2's 8 (3 anchored + 5 free) gave the transformer free channels of fine texture
-    # it could not model: samples were patch-grid noise. 3 anchored + 1 free stays close to the pixel latent
-    # that a quick experiment showed a model this small can learn.
+    latent_channels: int = 4  # 3 anchored to the pixels + 1 free: free channels hold fine texture that a
+    # transformer this small cannot model (with 5 free its samples are patch-grid noise), while a pixel-like
+    # latent it learns
     patch: int = 2  # transformer patch side in latent pixels: 8x8 tokens per latent frame
     heads: int = 4
     head_dim: int = 32
@@ -31,7 +31,7 @@ class Recipe:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
     latent_rgb_weight: float = 1.0  # pull 3 latent channels toward the downsampled frames: a smooth, pixel-like
-    # latent space is far easier for a small transformer to model (v1 without it drew smeared colour fields)
+    # latent space is far easier for a small transformer to model (without it, samples are smeared colour fields)
     decoder_steps: int = 600  # stage 3: the decoder alone on the frozen encoder's latents (sharper frames)
     decoder_lr: float = 5e-4
     steps: int = 4500
@@ -44,14 +44,14 @@ class Recipe:
     high_noise_power: float = 0.8  # t = 999 * u**power: < 1 puts more weight on high-noise timesteps
     object_weight: float = 2.0  # extra loss weight on object tokens: small objects vanish under a plain MSE
     shape_weight: float = 0.0  # extra loss weight where the world's shapes disagree (world.shape_ambiguity; v8: 2):
-    # v4 ignored the shape word, whose pixels are a few percent of an object's loss
-    object_weight_from: int = 0  # the step it starts (v1 switched it on at 2,500, when it found the need)
+    # the shape word decides only those pixels, a few percent of an object's loss, so v4 (without it) ignores it
+    object_weight_from: int = 0  # the step it starts (0: from step 0)
     text_from: int = 0  # the T5 trains with the transformer from here: frozen random, it gives a bag of words
     # (the transformer has no text positions), so "a blue square on a grey background" cannot tell object
     # colour from background colour
-    text_steps: int = 3000  # stage 1b (off in v3): every T5 output token learns the whole parse (which colour is
-    # the object's, which the background's). Trained only through the transformer, the T5 stayed a bag of words:
-    # samples painted the background in the object's colour (v2, v3)
+    text_steps: int = 3000  # stage 1b (0: off): every T5 output token learns the whole parse (which colour is
+    # the object's, which the background's). Trained only through the transformer, the T5 stays a bag of words:
+    # samples paint the background in the object's colour
     text_batch: int = 64
     text_lr: float = 1e-3
     bank: int = 8_000  # clips encoded once and reused across epochs: the VAE pass would cost ~half of each step
@@ -66,14 +66,14 @@ class Recipe:
     defaults: dict = field(default_factory=lambda: {
         "guidance_blocks": [7], "frames": 17, "height": 64, "width": 64, "steps": 50, "cfg": 2.5,
         "scheduler": "ddim", "dynamic_cfg": False, "dtype": "float32", "negative_prompt": "",
-        # v4's sweeps (benchmarks/sweeps/toy.toml at commit 7f865d7; 8 references x 3 seeds for the range): latent mode over
-        # steps 35 -> 15 (t ~ 700 -> 300, where make probe-amf finds motion in the last blocks' AMF),
-        # confidence-weighted AMF loss; emb mode keeps angles and carries them. lr 0.015 -> 0.005
-        # (toy-v4-optimizer.toml, 20 references x 3 seeds): 9.75 px against 12.93 with 0.03 -> 0.01. emb mode
-        # takes 0.08 -> 0.03 (toy-v4-clean.toml, toy-v4-emb.toml): 11.90 px against 12.80 at 0.05 -> 0.02 and
-        # 14.58 at 0.03 -> 0.01, and stronger embeddings replay better (emb-lr-toy-v4.json). Mutual weighting:
-        # 9.49 px against confidence's 9.75, better in 28 videos of 60 and worse in 14 (toy-v4-clean.toml).
-        # (v4 also carried emb mode's last tables past the range; round 2 cut that option, see docs/toy-model.md)
+        # Measured on v4 (benchmarks/sweeps/toy*.toml at commit 7f865d7; docs/toy-model.md): latent mode over
+        # steps 35 -> 15 (t ~ 700 -> 300, where make probe-amf finds motion in the last blocks' AMF; 8 references
+        # x 3 seeds). lr 0.015 -> 0.005 (toy-v4-optimizer.toml, 20 references x 3 seeds): 9.75 px against 12.93
+        # with 0.03 -> 0.01. Mutual weighting: 9.49 px against confidence's 9.75, better in 28 videos of 60 and
+        # worse in 14 (toy-v4-clean.toml). emb mode optimises RoPE angles at 0.08 -> 0.03 (toy-v4-clean.toml,
+        # toy-v4-emb.toml): 11.90 px against 12.80 at 0.05 -> 0.02 and 14.58 at 0.03 -> 0.01, and stronger
+        # embeddings replay better (emb-lr-toy-v4.json); measured carrying the optimised tables past the range,
+        # where emb mode restores them
         "guidance_range": [35, 15], "lr": {"latent": [0.015, 0.005], "emb": [0.08, 0.03]}, "opt_mode": "latent",
         "emb_param": "angle", "loss_weighting": "mutual", "injection": False,
     })
@@ -99,10 +99,10 @@ class Recipe:
             raise ValueError(f"frames {self.frames} must be 4k + 1 (temporal compression 4)")
 
 
-# Where v8 takes its VAE: v4's (stages 1 and 3 of Recipe()), which every shipped model since v4 carries unchanged.
-# Not assets/toy-cogvideox, where `make toy-model` writes: a recipe must not read its own output. `make toy-model`
-# copies the shipped VAE here once, before it trains anything (adopt_vae loads only the weights, and those are
-# the same bytes in v4, v8 and v9, so v8 computes what it did when it read assets/toy-cogvideox).
+# Where v8 takes its VAE: v4's (stages 1 and 3 of Recipe()), which v8 and v9 carry unchanged. Not
+# assets/toy-cogvideox, where `make toy-model` writes: a recipe must not read its own output. `make toy-model`
+# copies the shipped VAE here once, before it trains anything (adopt_vae loads only the weights, the same bytes
+# in v4, v8 and v9, so v8 trains the same from either folder).
 V4_VAE = "out/toy-v4-vae"
 
 # v8's guidance defaults (benchmarks/sweeps/toy-v8-soft.toml, 10 references x noise seeds 2 and 3): v4's, but the AMF
@@ -116,33 +116,34 @@ V9_DEFAULTS = {**V8_DEFAULTS, "lr": {"latent": [0.015, 0.005], "emb": [0.04, 0.0
                # --fast: chosen by benchmarks/sweeps/toy-fast.toml, checked on seed 1 (docs/performance.md)
                "fast": {"grad_reuse": 5, "amf_window": 3, "amf_frame_distance": 4}}
 
-# Named recipes (`--recipe`). v4 = Recipe(), the CPU recipe (shipped until v8, about 70 min on 2 cores).
+# Named recipes (`--recipe`). v4 = Recipe(), the CPU recipe (about 70 min on 2 cores).
 RECIPES: dict[str, Recipe] = {"v4": Recipe()}
 # v8 (a GPU recipe): larger objects of shapes that differ at the token grid, a loss weighted where shapes disagree,
-# v4's VAE, batches of 256 from a 64,000-clip bank, warm-up. Trained on one H200 for 7 min (--budget cut it to the
-# step count below, which reproduces it without it); about 31 s per step on 2 CPU cores: some 20 hours there.
+# v4's VAE, batches of 256 from a 64,000-clip bank, warm-up. 7 min on one H200 (the step count below is what
+# --budget 439 planned there, so no --budget is needed); about 31 s per step on 2 CPU cores: some 20 hours.
 RECIPES["v8"] = replace(Recipe(), object_radius=(0.18, 0.26), shapes=COARSE_SHAPES, shape_weight=2.0, vae_from=V4_VAE,
                         batch=256, lr=6e-4, warmup=300, bank=64_000, steps=2253, checkpoint_every=500,
                         defaults=V8_DEFAULTS)
-# v9 (ships): v8 trained further from its weights (out/toy-v8: `--recipe v8 --out out/toy-v8`, or a copy of the v8
-# that ships), a fresh warm-up to half v8's peak rate, the EMA from the start, a bank twice v8's (its first 64,000
-# clips are v8's), bf16 autocast and noise drawn on the GPU. Trained on one H200 in one call (`--budget 508`: the
-# bank took 2 min, then 4,743 steps 5 min 20 s, 67 ms each); the step count below reproduces it without --budget
+# v9 (the shipped model): v8 trained further from its weights (out/toy-v8: `--recipe v8 --out out/toy-v8`, or a
+# copy of v8's folder), a fresh warm-up to half v8's peak rate, the EMA from the start, a bank twice v8's (its
+# first 64,000 clips are v8's), bf16 autocast and noise drawn on the GPU. On one H200: the bank 2 min, then 4,743
+# steps in 5 min 20 s (67 ms each; the count --budget 508 planned there, so no --budget is needed)
 RECIPES["v9"] = replace(RECIPES["v8"], init_from="out/toy-v8", vae_from="out/toy-v8", lr=3e-4, warmup=100, ema_start=0,
                         bank=128_000, steps=4743, amp=True, device_noise=True, defaults=V9_DEFAULTS)
 
-# Settings of recipes that no longer exist, stored in older recipe.json files: stage 2b (a shape fine-tune with a
-# foil-prompt hinge, measured on v7 and v8, never shipped). At tune_steps 0 it never ran and they shaped nothing.
+# Settings no recipe has, found in some stored recipe.json files: stage 2b's (a shape fine-tune with a foil-prompt
+# hinge; docs/toy-model.md). At tune_steps 0 the stage does not run and they shape nothing.
 RETIRED = ("tune_steps", "tune_lr", "tune_t", "tune_edge_weight", "tune_contrast", "tune_margin", "tune_region")
 
 
 def stored_recipe(old: dict) -> dict:
-    """A recipe.json of any version with the settings it predates at the values that reproduce it, and retired
-    settings dropped where they were inert (kept where they acted, so it matches no recipe of today's)."""
-    predated = {"patch": 2,  # recipes before the setting (v1-v4) used patches of 2
-                "shape_weight": 0.0,  # v1-v5 had no shape weighting
-                "shapes": list(SHAPES),  # v1-v6 drew the classic shapes
-                "vae_from": None, "warmup": 0,  # v1-v7 started the cosine at full rate
-                "init_from": None, "amp": False, "device_noise": False}  # v1-v8 had none of these
+    """A stored recipe.json with each setting it lacks at the value that reproduces it (docs/toy-model.md: old
+    recipe.json files), and RETIRED settings dropped where inert (kept where they acted: it then matches no
+    recipe)."""
+    predated = {"patch": 2,  # a file without the key was trained on patches of 2
+                "shape_weight": 0.0,  # without shape weighting
+                "shapes": list(SHAPES),  # in the classic shapes
+                "vae_from": None, "warmup": 0,  # with its own VAE, the cosine from full rate
+                "init_from": None, "amp": False, "device_noise": False}  # from scratch, fp32, CPU noise
     inert = not old.get("tune_steps")
     return {**predated, **{k: v for k, v in old.items() if not (inert and k in RETIRED)}}

@@ -12,8 +12,8 @@ from .world import CLASSIC_WORLD, MOTIONS, OBJECT_RADIUS, SHAPES, Clip, World, m
 
 def model_world(model: Path) -> World:
     """The world (object radii, shapes) a toy model folder was trained on, from its recipe.json, so benchmarks
-    draw references like its training clips. A folder without one gets today's world; v3's recipe predates
-    the radius setting (it drew 0.10-0.18), v1-v6's the shape set (the classic SHAPES)."""
+    draw references like its training clips. A folder without one gets CLASSIC_WORLD; a recipe.json without
+    object_radius was drawn at 0.10-0.18, one without shapes in the classic SHAPES (docs/toy-model.md)."""
     path = Path(model) / "recipe.json"
     if not path.is_file():
         return CLASSIC_WORLD

@@ -14,9 +14,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "orange": (240, 140, 30), "purple": (140, 50, 190), "pink": (240, 120, 190), "white": (245, 245, 245),
     "black": (15, 15, 15), "grey": (128, 128, 128), "brown": (130, 80, 40),
 }
-SHAPES = ("circle", "square", "triangle", "diamond", "cross")  # the classic world's (v1-v6)
-# v7's world: shapes that differ at the 8x8 token grid, not only in a few edge pixels. v4-v6 never learnt to tell
-# a circle from a square or a diamond (README: the shape word cost a wrong prompt at most 7% of the loss)
+SHAPES = ("circle", "square", "triangle", "diamond", "cross")  # the classic world's (Recipe(), v4)
+# The coarse world's (v8, v9): shapes that differ at the 8x8 token grid, not only in a few edge pixels. In the
+# classic world a wrong shape word costs a model at most a few percent of its loss (make probe-text), and its
+# samples are mostly circles whatever the prompt asks (docs/toy-model.md)
 COARSE_SHAPES = ("circle", "triangle", "bar", "column")
 ALL_SHAPES = tuple(dict.fromkeys(SHAPES + COARSE_SHAPES))
 BACKGROUNDS = ("plain", "gradient", "textured")
@@ -40,7 +41,7 @@ class Clip:
 @dataclass(frozen=True)
 class World:
     """What a toy model's training clips were drawn from, beyond size and frames: benchmarks draw references
-    and judge shapes in the same world (`train.model_world`)."""
+    and judge shapes in the same world (`references.model_world`)."""
     radius: tuple[float, float]  # object radii, fractions of the frame side
     shapes: tuple[str, ...]
 
@@ -149,10 +150,9 @@ def scene_prompt(seed: int, two_objects_prob: float = 0.2, shapes: tuple[str, ..
     return prompt_text(list(zip(colours, shapes)), bg_kind, bg_colour)
 
 
-OBJECT_RADIUS = (0.14, 0.22)  # fraction of the frame side. v3's world drew 0.10-0.18: at 64 px a 4x-downsampling
-# VAE blurred the smaller half of its shapes past recognition (the judge read 29% of their shapes after a round
-# trip, 66% of the larger half)
-CLASSIC_WORLD = World(OBJECT_RADIUS, SHAPES)  # v1-v6's (v4 shipped in it; v8 and v9, which ships now, draw COARSE_SHAPES)
+OBJECT_RADIUS = (0.14, 0.22)  # fraction of the frame side. At 64 px a 4x-downsampling VAE blurs smaller shapes
+# past recognition: after a round trip the judge reads 29% of the shapes of radius 0.10-0.14, 66% of 0.14-0.18
+CLASSIC_WORLD = World(OBJECT_RADIUS, SHAPES)  # Recipe()'s (v4) and a folder's without recipe.json; v8, v9: COARSE_SHAPES
 
 
 def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, *, two_objects_prob: float = 0.2,
@@ -160,7 +160,7 @@ def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, 
               shapes: tuple[str, ...] = SHAPES) -> Clip:
     """One deterministic clip. `min_travel` is the least straight-line travel as a fraction of the frame
     (0.3 of 128 px = 38 px: several patches of a 16x16 patch grid); `radius` the range of object radii, also
-    as a fraction of the frame side; `shapes` the world's shape set (SHAPES, or v7's COARSE_SHAPES)."""
+    as a fraction of the frame side; `shapes` the world's shape set (SHAPES, or COARSE_SHAPES)."""
     rng = np.random.default_rng(seed)
     motion, bg_kind, bg_colour, shapes, colours = _draw_scene(rng, two_objects_prob, shapes)
     n = len(shapes)
