@@ -79,6 +79,11 @@ def _family() -> dict[str, type]:
     return {name: adapter.settings for name, adapter in family_settings().items()}
 
 
+def setting_classes(cls: type) -> tuple[type, ...]:
+    """The classes whose fields are `cls`'s settings by name: GuideConfig's include each family's own."""
+    return (cls, *dict.fromkeys(_family().values())) if cls is GuideConfig else (cls,)
+
+
 def _names(cls: type) -> set[str]:
     names = {f.name for f in fields(cls)}
     return names - {"family"} | set(_family()) if cls is GuideConfig else names

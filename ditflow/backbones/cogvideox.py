@@ -17,7 +17,6 @@ import numpy as np
 from ..checks import rule
 from ..errors import InputError
 from .base import Backbone, Geometry, geometry_of
-from .cogvideox_attn import CogVideoXAttention, rope_tables
 from .preset import ModelPreset, with_folder_defaults
 from .source import read_config
 
@@ -204,6 +203,8 @@ class CogVideoXBackbone(Backbone):
         if not self.uses_rope:
             return None
         if geo.grid not in self._rope:
+            from .cogvideox_attn import rope_tables
+
             self._rope[geo.grid] = rope_tables(self.transformer.config, geo.grid, self.device)
         return self._rope[geo.grid]
 
@@ -249,6 +250,7 @@ class CogVideoXBackbone(Backbone):
     @contextmanager
     def install(self, taps) -> Iterator[None]:
         from ..processors import Tap
+        from .cogvideox_attn import CogVideoXAttention
 
         old = dict(self.transformer.attn_processors)
         bad = [b for b in taps if not 0 <= b < self.num_blocks]

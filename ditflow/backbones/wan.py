@@ -14,16 +14,17 @@ from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 
 from ..errors import InputError
 from .base import Backbone, Geometry, geometry_of
 from .preset import PAPER_NEGATIVE_PROMPT, ModelPreset, with_folder_defaults
 from .source import read_config
-from .wan_attn import WanSelfAttention, angles_to_rope
+
+if TYPE_CHECKING:
+    import torch
 
 # Guidance blocks and learning rates are the CogVideoX paper's proportions, not yet measured on Wan.
 _WAN = dict(height=480, width=832, frames=25, steps=50, cfg=5.0, negative_prompt=PAPER_NEGATIVE_PROMPT, emb_param="angle")
@@ -120,6 +121,8 @@ class WanBackbone(Backbone):
         return TEXT_LEN
 
     def _latent_stats(self):
+        import torch
+
         cfg = self.pipe.vae.config
         mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1)
         std = torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1)
@@ -127,6 +130,8 @@ class WanBackbone(Backbone):
 
     def encode_video(self, frames: np.ndarray):
         """uint8 [F, H, W, 3] -> normalised latent [1, C, F_latent, h, w] (the VAE's mode)."""
+        import torch
+
         video = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1.0  # [3, F, H, W] in [-1, 1]
         video = video.unsqueeze(0).to(self.device, self.pipe.vae.dtype)
         mean, std = self._latent_stats()
@@ -139,6 +144,8 @@ class WanBackbone(Backbone):
 
     def decode(self, latents) -> np.ndarray:
         """Normalised latent [1, C, F, h, w] -> uint8 frames [F, H, W, 3] (as WanPipeline's decoding)."""
+        import torch
+
         vae = self.pipe.vae
         mean, std = self._latent_stats()
         with torch.no_grad():
@@ -156,6 +163,8 @@ class WanBackbone(Backbone):
 
     def initial_noise(self, geo: Geometry, generator):
         """float32, as WanPipeline (the transformer gets it cast to its dtype)."""
+        import torch
+
         return self.pipe.prepare_latents(1, self.transformer.config.in_channels, geo.height, geo.width, geo.frames,
                                          torch.float32, self.device, generator)
 
@@ -176,6 +185,8 @@ class WanBackbone(Backbone):
     # -- the transformer ------------------------------------------------------------------------------
     def default_rope(self, geo: Geometry):
         """The model's own (cos, sin), each [1, S, 1, D], for this grid (computed once)."""
+        import torch
+
         if geo.grid not in self._rope:
             shape = (1, self.transformer.config.in_channels, geo.latent_frames, geo.latent_height, geo.latent_width)
             with torch.no_grad():
@@ -204,6 +215,7 @@ class WanBackbone(Backbone):
     def install(self, taps) -> Iterator[None]:
         """Our processor at every block's attn1 (attn2, the text cross-attention, keeps its own)."""
         from ..processors import Tap
+        from .wan_attn import WanSelfAttention
 
         bad = [b for b in taps if not 0 <= b < self.num_blocks]
         if bad:
@@ -221,6 +233,8 @@ class WanBackbone(Backbone):
     # -- what emb mode optimises ----------------------------------------------------------------------
     def emb_variable(self, geo, angles):
         """Rotation angles [1, S, 1, D/2] (`angles`: they stay rotations) or (cos, sin) [2, 1, S, 1, D]."""
+        import torch
+
         cos, sin = self.default_rope(geo)
         if angles:
             return torch.atan2(sin[..., 0::2].float(), cos[..., 0::2].float())
@@ -230,6 +244,8 @@ class WanBackbone(Backbone):
 @contextmanager
 def _rope_replaced(transformer, positions: torch.Tensor) -> Iterator[None]:
     """Make `transformer.rope` return these positions (a forward hook: every block's attn1 gets them)."""
+    from .wan_attn import angles_to_rope
+
     rope = angles_to_rope(positions) if positions.dim() == 4 else (positions[0], positions[1])
 
     def hook(_module, _inputs, _out):
