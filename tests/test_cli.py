@@ -196,16 +196,18 @@ def test_guide_help_is_in_panels_and_fits_100_columns():
 
 
 def test_every_guide_setting_is_one_flag():
-    """guide declares each setting once, under its GuideConfig/RuntimeOptions field's name (or --no-NAME)."""
+    """guide declares each setting once, under its GuideConfig/RuntimeOptions field's name (or --no-NAME), each
+    model family's own settings too (they fill GuideConfig.family)."""
     import inspect
     from dataclasses import fields
 
+    from ditflow.backbones import family_settings
     from ditflow.cli.guide import guide
     from ditflow.config import GuideConfig
 
     names = set(inspect.signature(guide).parameters)
     unexposed = {f.name for f in fields(GuideConfig)} - names - {n[3:] for n in names if n.startswith("no_")}
-    assert unexposed == {"threshold_loss"}
+    assert unexposed == {"threshold_loss", "family"} and set(family_settings()) <= names
 
 
 def test_a_missing_command_module_is_an_import_error(monkeypatch):
