@@ -1,15 +1,13 @@
 """Shared fixtures: tiny random CogVideoX pipelines (real diffusers classes) and synthetic videos."""
 from __future__ import annotations
 
-import sys
 
-import numpy as np
 import pytest
 
-from ditflow.config import ExtractConfig, RuntimeOptions
+from ditflow.config import RuntimeOptions
 from ditflow.store import Store
+from helpers import extract_cfg, moving_square
 
-FRAMES, HEIGHT, WIDTH = 9, 32, 48
 
 
 @pytest.fixture(scope="session")
@@ -28,17 +26,6 @@ def tiny_sincos(tmp_path_factory):
     return str(build_tiny_pipeline(tmp_path_factory.mktemp("tiny-sincos"), rope=False, seed=1))
 
 
-def moving_square(frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH, step: int = 3) -> np.ndarray:
-    """A white square moving right over a textured background: uint8 [T, H, W, 3]."""
-    rng = np.random.default_rng(0)
-    bg = (rng.random((height, width, 3)) * 80).astype(np.uint8)
-    out = np.repeat(bg[None], frames, axis=0)
-    for t in range(frames):
-        x = 2 + t * step
-        out[t, 10:22, x : x + 12] = 255
-    return out
-
-
 @pytest.fixture(scope="session")
 def ref_video(tmp_path_factory):
     from ditflow.video import write_video
@@ -54,30 +41,6 @@ def store(tmp_path):
 @pytest.fixture
 def runtime():
     return RuntimeOptions(device="cpu", quiet=True)
-
-
-def extract_cfg(model: str, **kw) -> ExtractConfig:
-    return ExtractConfig(model=model, frames=FRAMES, height=HEIGHT, width=WIDTH, blocks=(1,), **kw)
-
-
-def decreases_within_each_step(losses, opt_steps: int) -> bool:
-    """Within every guidance step the loss after optimising is below the first evaluation."""
-    by_step = {}
-    for r in losses:
-        by_step.setdefault(r["step"], []).append(r["loss"])
-    assert by_step and all(len(v) == opt_steps for v in by_step.values())
-    return all(v[-1] < v[0] for v in by_step.values())
-
-
-def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    """Run the real entry point (error mapping included) in-process: (exit code, stdout, stderr)."""
-    from ditflow.cli.app import main
-
-    monkeypatch.setattr(sys, "argv", ["ditflow", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 @pytest.fixture(scope="session")

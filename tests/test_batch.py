@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import moving_square
+from helpers import moving_square
 from ditflow.store import Store
 
 SIZE = ["--frames", "9", "--height", "32", "--width", "48", "--steps", "4", "--guidance-range", "4,2", "--opt-steps", "2",
@@ -145,7 +145,7 @@ def test_bad_rows_are_reported_and_the_rest_runs(work, tiny_rope, csv_run):
     ("video,prompt\n", "has no rows"),
 ])
 def test_malformed_manifest_is_a_usage_error_before_anything_runs(tmp_path, capsys, monkeypatch, no_model, manifest, message):
-    from conftest import run_cli
+    from helpers import run_cli
 
     (tmp_path / "m.csv").write_text(manifest)
     code, out, err = run_cli(["batch", str(tmp_path / "m.csv"), "--model", "toy", "--csv", str(tmp_path / "o.csv")],
@@ -155,7 +155,7 @@ def test_malformed_manifest_is_a_usage_error_before_anything_runs(tmp_path, caps
 
 
 def test_bad_setup_table_is_a_usage_error(tmp_path, capsys, monkeypatch, no_model):
-    from conftest import run_cli
+    from helpers import run_cli
 
     (tmp_path / "m.toml").write_text('video = "a.gif"\nprompt = "x"\nsetup = "mine"\n[setups.mine]\nloss = "l2"\n')
     code, _, err = run_cli(["batch", str(tmp_path / "m.toml"), "--model", "toy"], capsys, monkeypatch)
@@ -163,7 +163,7 @@ def test_bad_setup_table_is_a_usage_error(tmp_path, capsys, monkeypatch, no_mode
 
 
 def test_existing_results_file_is_refused_without_overwrite(work, tmp_path, capsys, monkeypatch, no_model):
-    from conftest import run_cli
+    from helpers import run_cli
 
     taken = tmp_path / "taken.csv"
     taken.write_text("mine\n")
@@ -171,6 +171,7 @@ def test_existing_results_file_is_refused_without_overwrite(work, tmp_path, caps
     assert code == 2 and "already exists" in err and taken.read_text() == "mine\n"
 
 
+@pytest.mark.slow
 def test_two_local_workers_on_one_cache_give_the_same_hashes(work, tiny_rope, csv_run, tmp_path):
     cache = tmp_path / "cache"
     code, _, err = cli(["batch", str(work / "runs.csv"), "--model", tiny_rope, *SIZE, "--cache", str(cache),
@@ -181,6 +182,7 @@ def test_two_local_workers_on_one_cache_give_the_same_hashes(work, tiny_rope, cs
     assert all(store.info(h, verify=True) for h in store.hashes())  # raced publishes left verified objects only
 
 
+@pytest.mark.slow
 def test_ray_backend_gives_the_same_hashes_as_local(work, tiny_rope, csv_run, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -193,6 +195,7 @@ def test_ray_backend_gives_the_same_hashes_as_local(work, tiny_rope, csv_run, tm
     assert hashes(rows_of(tmp_path / "r.csv")) == hashes(csv_run["rows"])
 
 
+@pytest.mark.slow
 def test_killed_batch_resumes_with_the_same_hashes(work, tiny_rope, csv_run, tmp_path):
     cache = tmp_path / "cache"
     args = [sys.executable, "-m", "ditflow.cli.app", "batch", str(work / "runs.csv"), "--model", tiny_rope, *SIZE,
@@ -251,7 +254,7 @@ def test_inject_row_of_a_video_with_one_prompt_fails(tmp_path, ref_video):
 
 
 def test_reused_backbone_gives_the_frames_of_a_fresh_load(tiny_rope, ref_video, tmp_path, runtime):
-    from conftest import extract_cfg
+    from helpers import extract_cfg
     from ditflow.backbones.loaded import keep_loaded
     from ditflow.config import GuideConfig
     from ditflow.stages import extract, guide
@@ -289,7 +292,7 @@ def test_frame_range_past_the_end_is_refused(tmp_path, ref_video):
 def test_frame_range_is_part_of_the_amf_hash(tiny_rope, ref_video, store, runtime):
     from dataclasses import replace
 
-    from conftest import extract_cfg
+    from helpers import extract_cfg
     from ditflow.stages import extract
 
     whole = extract(ref_video, extract_cfg(tiny_rope), runtime=runtime, store=store)
@@ -321,6 +324,7 @@ def test_davis_reader_lists_present_clips_and_the_missing(tmp_path):
     assert len(missing) == 48 and "car-turn" in missing
 
 
+@pytest.mark.slow
 def test_make_bench_davis_runs_the_clips_present(tmp_path, tiny_rope):
     root = davis_tree(tmp_path / "DAVIS", ["blackswan"])
     args = " ".join(a for a in SIZE if a != "-q") + " -q --metrics mf"

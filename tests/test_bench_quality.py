@@ -2,6 +2,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from ditflow.toyworld import judge
 from ditflow.toyworld.train import TRAIN_SEED0
 from ditflow.toyworld.world import CLASSIC_WORLD
@@ -45,6 +47,7 @@ def test_references_and_prompts_come_from_the_models_world():
         assert shape in COARSE_SHAPES and shape not in clip.shapes
 
 
+@pytest.mark.slow
 def test_a_setup_can_extract_the_reference_from_other_blocks(tmp_path, monkeypatch):
     """A setups-file table's `blocks` picks the reference AMF's blocks; the others use the model's."""
     import json

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from conftest import FRAMES, HEIGHT, WIDTH, run_cli
+from helpers import FRAMES, HEIGHT, WIDTH, run_cli
 from ditflow.store import Store
 
 
@@ -76,7 +76,7 @@ def test_bad_inputs_one_line_errors(cli, tiny_rope, tiny_sincos, ref_video, tmp_
 
 def test_ambiguous_prefix(cli, tiny_rope):
     call, store = cli
-    from fakes import put, twin_names
+    from helpers import put, twin_names
 
     first, second, prefix = twin_names()  # objects are named by their inputs' hash: two that share a prefix
     put(store, first), put(store, second)

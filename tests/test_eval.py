@@ -14,7 +14,7 @@ from ditflow.eval import EvalSettings, Evaluator, evaluate, resolve_frames
 from ditflow.eval.motion import motion_fidelity, tracklet_correlation
 from ditflow.eval.trackers import CoTracker, LucasKanadeTracker, find_cotracker, get_tracker
 from ditflow.video import write_video
-from conftest import run_cli
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = 12  # points per side: plenty for 96×96 videos, fast

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import decreases_within_each_step, extract_cfg, run_cli
+from helpers import decreases_within_each_step, extract_cfg, run_cli
 from ditflow import guides
 from ditflow.backbones.preset import ModelPreset, with_folder_defaults
 from ditflow.config import FAST_DEFAULTS, GuideConfig

@@ -61,3 +61,15 @@ def test_config_imports_nothing_of_the_backbones():
     found = modules()
     deps = imported("ditflow.config", found["ditflow.config"], set(found))
     assert not {d for d in deps if d.startswith("ditflow.backbones")}
+
+
+def test_no_test_imports_another_test_module():
+    """Tests share plain helpers through tests/helpers.py and fixtures through conftest.py, never by importing
+    a test module (or conftest, which pytest loads itself)."""
+    bad = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_") or n == "conftest"]
+    assert not bad

@@ -6,22 +6,8 @@ import sys
 
 import pytest
 
-from conftest import FRAMES, HEIGHT, WIDTH, run_cli
+from helpers import FRAMES, HEIGHT, WIDTH, one_error_line, run_cli, tree
 from ditflow.store import Store
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
-def tree(path):
-    """What a folder holds: relative path -> bytes (files) or None (folders)."""
-    if not path.exists():
-        return {}
-    return {p.relative_to(path).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(path.rglob("*"))}
 
 
 @pytest.mark.parametrize("argv", [[], ["cache"], ["viz"]])

@@ -44,7 +44,7 @@ def test_concurrent_writers_and_gc(tmp_path):
     Store(root).check_writable()
     names = SAME + DIFFERENT
     barrier, stop, results = ctx.Barrier(len(names) + 1), ctx.Event(), ctx.Queue()
-    from fakes import put
+    from helpers import put
 
     put(Store(root), "seed")  # gc needs a marked cache from the start
     writers = [ctx.Process(target=_write, args=(root, n, barrier, results)) for n in names]

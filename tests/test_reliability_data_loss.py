@@ -9,19 +9,11 @@ import shutil
 
 import pytest
 
-from conftest import run_cli
+from helpers import one_error_line, put, run_cli, snapshot
 from ditflow.errors import CorruptArtifact, InputError
 from ditflow.store import Store, content_key
 from ditflow.store.root import TAG
 from ditflow.store.tmp import MARKER
-from fakes import put, snapshot
-
-
-def one_error_line(err: str, text: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _reliability import assert_one_line_error, fake_gen, snapshot, temporaries
-from conftest import run_cli
+from helpers import assert_one_line_error, entries, fake_gen, run_cli, temporaries
 from ditflow.errors import InputError, OutputError
 from ditflow.video import read_video, write_video
 
@@ -68,19 +67,19 @@ def full_disk_after(monkeypatch, calls: int):
 def test_full_disk_writing_a_video_is_one_line_and_leaves_nothing(cli, fake_guide, tmp_path, monkeypatch, name):
     full_disk_after(monkeypatch, 1)
     out = tmp_path / "videos" / "sub" / name  # folders made for it go again too
-    before = snapshot(tmp_path)
+    before = entries(tmp_path)
     code, o, err = cli("guide", "--amf", "abc123", "-p", "x", "--out", str(out), "-q")
     assert_one_line_error(code, o, err, f"cannot write {out}: {ENOSPC}", exit_code=7)
-    assert snapshot(tmp_path) == before
+    assert entries(tmp_path) == before
 
 
 def test_full_disk_overwriting_keeps_the_old_video(cli, fake_guide, tmp_path, monkeypatch):
     out = tmp_path / "old.mp4"
     out.write_bytes(b"the old video")
     full_disk_after(monkeypatch, 1)
-    before = snapshot(tmp_path)
+    before = entries(tmp_path)
     assert_one_line_error(*cli("guide", "--amf", "abc123", "-p", "x", "--out", str(out), "--overwrite", "-q"), ENOSPC, exit_code=7)
-    assert snapshot(tmp_path) == before
+    assert entries(tmp_path) == before
 
 
 def test_full_disk_midway_through_png_frames(tmp_path, monkeypatch):
@@ -90,11 +89,11 @@ def test_full_disk_midway_through_png_frames(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     old = write_video(np.zeros((4, 8, 8, 3), np.uint8), tmp_path / "frames", fmt="png")
-    before = snapshot(tmp_path)
+    before = entries(tmp_path)
     full_disk_after(monkeypatch, 2)
     with pytest.raises(OutputError, match=ENOSPC):
         write_video(fake_gen().frames, old, fmt="png", overwrite=True)
-    assert snapshot(tmp_path) == before  # every old frame intact, no .tmp-*
+    assert entries(tmp_path) == before  # every old frame intact, no .tmp-*
 
 
 def test_full_disk_writing_eval_json_and_csv(cli, tmp_path, monkeypatch):
@@ -112,7 +111,7 @@ def test_full_disk_writing_eval_json_and_csv(cli, tmp_path, monkeypatch):
         return real_write(self, text, *a, **k)
 
     monkeypatch.setattr(Path, "write_text", write_text)
-    before = snapshot(tmp_path)
+    before = entries(tmp_path)
     target = tmp_path / "scores.json"
     common = ["--metrics", "mf", "--tracker", "lk", "--grid-size", "6"]
     code, out, err = cli("eval", str(video), "-r", str(video), *common, "--json-out", str(target), "-q")
@@ -128,7 +127,7 @@ def test_full_disk_writing_eval_json_and_csv(cli, tmp_path, monkeypatch):
     table = tmp_path / "scores.csv"
     code, out, err = cli("eval", "--manifest", str(manifest), *common, "--csv", str(table), "-q")
     assert_one_line_error(code, out, err, f"cannot write {table}: {ENOSPC}", exit_code=7)
-    assert snapshot(tmp_path) == before and temporaries(tmp_path) == []
+    assert entries(tmp_path) == before and temporaries(tmp_path) == []
 
 
 def test_viz_loss_full_disk(tmp_path, monkeypatch):
@@ -158,11 +157,11 @@ def special_inputs(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("kind", ["fifo", "zero"])
 def test_extract_refuses_a_fifo_or_device_without_opening_it(cli, tiny_rope, tmp_path, kind):
     path = special_inputs(tmp_path)[kind]
-    before = snapshot(tmp_path)
+    before = entries(tmp_path)
     with deadline():
         code, out, err = cli("extract", str(path), "--model", tiny_rope, "-q")
     assert_one_line_error(code, out, err, f"{path} is not a regular file", exit_code=2)
-    assert snapshot(tmp_path) == before
+    assert entries(tmp_path) == before
 
 
 def test_eval_refuses_a_fifo_without_opening_it(cli, tmp_path):

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _reliability import assert_one_line_error, fake_gen, snapshot, temporaries
-from conftest import FRAMES, HEIGHT, WIDTH, run_cli
+from helpers import FRAMES, HEIGHT, WIDTH, assert_one_line_error, entries, fake_gen, run_cli, temporaries
 from ditflow.errors import InputError, ModelUnavailable
 from ditflow.video import check_output, crop_box, fit_frames, fit_note, read_video, resize_frames, write_video
 
@@ -56,10 +55,10 @@ def test_png_overwrite_refuses_a_folder_holding_other_files(cli, fake_guide, tmp
     (out / "notes.txt").write_text("mine")
     (out / "sub").mkdir()
     (out / "sub" / "0000.png").write_bytes(b"keep")
-    before = snapshot(tmp_path)
+    before = entries(tmp_path)
     code, o, err = cli("guide", "--amf", "abc123", "-p", "x", "--format", "png", "--out", str(out), "--overwrite", "-q")
     assert_one_line_error(code, o, err, "holds files other than ditflow's frames", exit_code=2)
-    assert snapshot(tmp_path) == before
+    assert entries(tmp_path) == before
 
 
 def test_png_overwrite_of_the_parent_folder_deletes_nothing(cli, fake_guide, tmp_path, monkeypatch):
@@ -68,10 +67,10 @@ def test_png_overwrite_of_the_parent_folder_deletes_nothing(cli, fake_guide, tmp
     (work / "script.sh").write_text("echo hi")
     (tmp_path / "notes.txt").write_text("mine")
     monkeypatch.chdir(work)
-    before = snapshot(tmp_path)
+    before = entries(tmp_path)
     code, o, err = cli("guide", "--amf", "abc123", "-p", "x", "--format", "png", "--out", "..", "--overwrite", "-q")
     assert_one_line_error(code, o, err, "holds files other than ditflow's frames")
-    assert snapshot(tmp_path) == before
+    assert entries(tmp_path) == before
 
 
 def test_png_overwrite_replaces_only_frames_and_keeps_the_folder_mode(cli, fake_guide, tmp_path):
@@ -108,13 +107,13 @@ def test_unusable_out_fails_before_the_stage_runs(cli, stage_forbidden, tmp_path
     (tmp_path / "folder").mkdir()
     names = {"taken": str(taken), "folder": str(tmp_path / "folder"), "new": str(tmp_path / "new.avi")}
     argv = [f.format(**names) for f in flags]
-    before = snapshot(tmp_path)
+    before = entries(tmp_path)
     for command in (["guide", "--amf", "abc123"], ["inject", "--emb", "abc123"]):
         start = time.perf_counter()
         code, o, err = cli(*command, "-p", "x", *argv, "-q")
         assert time.perf_counter() - start < 5  # a model load takes far longer
         assert_one_line_error(code, o, err, text, exit_code=2)
-    assert snapshot(tmp_path) == before
+    assert entries(tmp_path) == before
 
 
 def test_eval_and_viz_check_their_outputs_before_reading_videos(cli, tmp_path, monkeypatch):
@@ -127,12 +126,12 @@ def test_eval_and_viz_check_their_outputs_before_reading_videos(cli, tmp_path, m
     monkeypatch.setattr(ditflow.eval, "resolve_frames", forbidden)
     taken = tmp_path / "scores.json"
     taken.write_text("{}")
-    before = snapshot(tmp_path)
+    before = entries(tmp_path)
     assert_one_line_error(*cli("eval", "a.mp4", "-r", "b.mp4", "--json-out", str(taken)), "already exists; choose another --json-out")
     assert_one_line_error(*cli("eval", "--manifest", "m.csv", "--csv", str(taken)), "already exists; choose another --csv")
     assert_one_line_error(*cli("viz", "compare", "a.mp4", "b.mp4", "--out", str(taken / "x.gif")),
                           "is a file, not a folder")
-    assert snapshot(tmp_path) == before
+    assert entries(tmp_path) == before
 
 
 def test_check_output_is_pure_and_resolves_the_format(tmp_path):
@@ -210,12 +209,12 @@ def sparse_texture(frames: int = 6, size: int = 160, patch: int = 6) -> np.ndarr
 
 def test_eval_with_nothing_to_compute_is_one_error_line(cli, offline, tmp_path):
     video = write_video(sparse_texture(), tmp_path / "v.gif")
-    before = snapshot(tmp_path / "v.gif")
+    before = entries(tmp_path / "v.gif")
     code, out, err = cli("eval", str(video), "-p", "a patch", "--json-out", str(tmp_path / "s.json"))
     assert_one_line_error(code, out, err, "nothing to score: clip_score: CLIP weights", exit_code=6)
     assert "motion_fidelity: no reference video given" in err
     assert_one_line_error(*cli("eval", str(video), "--metrics", "mf"), "nothing to score", exit_code=2)
-    assert not (tmp_path / "s.json").exists() and snapshot(tmp_path / "v.gif") == before
+    assert not (tmp_path / "s.json").exists() and entries(tmp_path / "v.gif") == before
 
 
 def test_mf_from_few_tracks_warns_and_labels_the_counts(cli, tmp_path):

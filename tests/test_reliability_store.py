@@ -11,14 +11,12 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import extract_cfg, run_cli
+from helpers import extract_cfg, one_error_line, put, run_cli, snapshot
 from ditflow import artifacts, stages
 from ditflow.backbones import PRESETS
 from ditflow.config import GuideConfig, settings
 from ditflow.errors import CorruptArtifact, InputError
 from ditflow.store import Store, content_key
-from fakes import put, snapshot
-from test_reliability_data_loss import one_error_line
 
 
 def edit_meta(store: Store, h: str, change) -> None:

@@ -6,11 +6,10 @@ import shutil
 
 import pytest
 
-from conftest import FRAMES, HEIGHT, WIDTH, run_cli
+from helpers import FRAMES, HEIGHT, WIDTH, one_error_line, run_cli, tree
 from ditflow.config import ExtractConfig, GuideConfig
 from ditflow.config_file import load_config_file
 from ditflow.errors import InputError
-from test_reliability_cli import one_error_line, tree
 
 
 @pytest.mark.parametrize("flag, value", [("--temperature", "nan"), ("--temperature", "inf"), ("--temperature", "0"),

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FRAMES, HEIGHT, WIDTH, decreases_within_each_step, extract_cfg
+from helpers import FRAMES, HEIGHT, WIDTH, decreases_within_each_step, extract_cfg
 from ditflow import stages
 from ditflow.config import GuideConfig
 from ditflow.errors import IncompatibleArtifact, InputError
@@ -44,6 +44,7 @@ def test_unguided_matches_diffusers_pipeline(tiny_rope, ref_video, store, runtim
     assert np.abs(gen.frames.astype(int) - ref.astype(int)).max() <= 2
 
 
+@pytest.mark.slow
 def test_unguided_run_with_defaults_is_the_folders_own_pipeline(tiny_rope, ref_video, store, runtime):
     """A folder without a preset or ditflow.json: its own scheduler, CFG and negative prompt, all defaults."""
     from diffusers import CogVideoXPipeline

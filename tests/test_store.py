@@ -9,7 +9,7 @@ import pytest
 import ditflow.store
 from ditflow.errors import AmbiguousHash, ArtifactNotFound, CorruptArtifact, InputError
 from ditflow.store import content_key
-from fakes import put, twin_names
+from helpers import put, twin_names
 
 # Objects are named content_key(kind, inputs) and verified against it, so these tests name their fake
 # objects by their inputs (`put(store, "name")`) instead of choosing hashes.

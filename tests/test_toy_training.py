@@ -92,6 +92,7 @@ def test_export_only_without_a_transformer_checkpoint_says_so(tmp_path):
         main(["--export-only", "--recipe", "v4", "--work", str(tmp_path), "--out", str(tmp_path / "toy")])
 
 
+@pytest.mark.slow
 def test_a_prepared_bank_is_reused_by_a_recipe_that_differs_in_the_transformer(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     prepare(TINY, a, quiet=True)
@@ -149,6 +150,7 @@ def test_an_adopted_model_trains_on_under_bf16_and_device_noise(trained, adopted
     assert after["step"] == 1 and np.isfinite(after["loss"])
 
 
+@pytest.mark.slow
 def test_init_from_refuses_another_transformer_or_another_vae_folder(trained, tmp_path):
     with pytest.raises(IncompatibleArtifact, match="num_layers"):
         train(replace(adopting(trained[1]), layers=3), tmp_path / "w2", tmp_path / "x", quiet=True)
@@ -176,6 +178,7 @@ def test_a_recipe_can_take_its_vae_from_a_trained_model(tmp_path):
 
 
 # ------------------------------------------------------------------------------ stages and data, alone
+@pytest.mark.slow
 def test_text_stage_teaches_every_token_the_parse(tmp_path):
     """Stage 1b alone, briefly: the worst of its six probes beats chance by far (all tokens, pads included)."""
     from ditflow.toyworld.stages import train_text

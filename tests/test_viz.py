@@ -9,7 +9,7 @@ import pytest
 from ditflow.errors import InputError
 from ditflow.video import read_video, write_video
 from ditflow.viz import (color_wheel, flow_to_rgb, free_path, latent_to_pixel_frame, parse_pairs, side_by_side)
-from conftest import run_cli
+from helpers import run_cli
 
 T, H, W = 9, 48, 64  # pixel frames of the synthetic reference
 GRID = (3, 3, 4)  # latent frames, patch rows, patch columns (16 px patches)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FRAMES, HEIGHT, WIDTH, decreases_within_each_step, extract_cfg
+from helpers import FRAMES, HEIGHT, WIDTH, decreases_within_each_step, extract_cfg
 from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
 from ditflow.errors import InputError, ModelUnavailable
 from ditflow.stages import InjectConfig, extract, guide, inject
@@ -160,7 +160,7 @@ def test_unsupported_pipeline_class_is_one_line(tmp_path):
 
 
 def test_cli_model_wan_without_weights_is_one_line(tmp_path, monkeypatch, capsys, ref_video):
-    from conftest import run_cli
+    from helpers import run_cli
 
     home = tmp_path / "home"
     for var, value in {"HOME": home, "HF_HOME": home / "hf", "HF_HUB_OFFLINE": "1", "DITFLOW_CACHE": tmp_path / "c"}.items():
@@ -174,7 +174,7 @@ def test_cli_model_wan_without_weights_is_one_line(tmp_path, monkeypatch, capsys
 
 def test_the_whole_chain_runs_on_a_wan_folder_through_the_cli(tiny_wan, ref_video, tmp_path, monkeypatch, capsys):
     """extract -> guide (emb) -> inject -> eval -> viz -> cache ls, as a user types it."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     def call(*argv):
         code, out, err = run_cli([*argv, "--cache", str(tmp_path / "c")], capsys, monkeypatch)
@@ -197,7 +197,7 @@ def test_the_whole_chain_runs_on_a_wan_folder_through_the_cli(tiny_wan, ref_vide
 
 @pytest.mark.parametrize("argv", [["--dynamic-cfg"], ["--no-dynamic-cfg", "--cfg", "1"], ["--scheduler", "dpm"]])
 def test_cli_refuses_cogvideox_settings_on_wan_before_loading(argv, wan_amf, wan_store, no_model, capsys, monkeypatch):
-    from conftest import run_cli
+    from helpers import run_cli
 
     code, out, err = run_cli(["guide", "--amf", wan_amf.hash, "-p", "a red circle", *argv, "--cache", str(wan_store.root)],
                              capsys, monkeypatch)
