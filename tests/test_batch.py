@@ -343,3 +343,20 @@ def test_the_plots_axes_are_labelled_at_round_values_inside_the_range():
     ticks = _ticks(0.13, 0.92)
     assert ticks == pytest.approx([0.2, 0.4, 0.6, 0.8]) and [_label(v, 0.13, 0.92) for v in ticks] == ["0.2", "0.4", "0.6", "0.8"]
     assert [_label(v, 0.231, 0.275) for v in _ticks(0.231, 0.275)] == ["0.24", "0.25", "0.26", "0.27"]
+
+
+def test_the_python_api_refuses_what_the_cli_refuses_before_any_row_runs(tmp_path, tiny_rope, ref_video, no_model):
+    """run_batch checks the backend and what every row shares (here an empty guidance range) first."""
+    from ditflow.batch import BatchSettings, read_manifest, run_batch
+    from ditflow.config import ExtractConfig, GuideConfig
+    from ditflow.errors import InputError
+
+    (tmp_path / "runs.csv").write_text(f"video,prompt\n{ref_video},{P1}\n")
+    runs = read_manifest(tmp_path / "runs.csv", setups=["ditflow-latent"], seeds=[1]).runs
+    settings = BatchSettings(cache=str(tmp_path / "c"), extract=ExtractConfig(model=tiny_rope, frames=9, height=32, width=48),
+                             guide=GuideConfig(steps=4, guidance_range=(50, 40)))
+    with pytest.raises(InputError, match="--backend must be one of"):
+        run_batch(runs, settings, backend="spark")
+    with pytest.raises(InputError, match="^setup ditflow-latent: --guidance-range 50,40 selects none of the 4 steps"):
+        run_batch(runs, settings)
+    assert not (tmp_path / "c").exists()
