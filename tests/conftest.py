@@ -1,6 +1,8 @@
 """Shared fixtures: tiny random CogVideoX pipelines (real diffusers classes) and synthetic videos."""
 from __future__ import annotations
 
+import os
+
 
 import pytest
 
@@ -61,3 +63,11 @@ def no_model(monkeypatch):
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr("ditflow.stages.load_backbone", refuse)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _digest_memo(tmp_path_factory):
+    """The weights' digest memo of this run, not the user's."""
+    from ditflow.backbones.digests import MEMO_ENV
+
+    os.environ[MEMO_ENV] = str(tmp_path_factory.mktemp("digests") / "digests.json")

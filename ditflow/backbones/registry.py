@@ -20,7 +20,8 @@ from ..errors import InputError, ModelUnavailable
 from .base import Backbone, Geometry
 from .cogvideox import CogVideoXBackbone
 from .preset import MODEL_DEFAULTS, ModelPreset
-from .source import find_folder, pipeline_class, read_config, toy_vocabulary, weights_digest
+from .digests import weights_digest
+from .source import find_folder, pipeline_class, read_config, toy_vocabulary
 from .wan import WanBackbone
 
 ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone)

@@ -2,7 +2,6 @@
 what can be read from them before anything loads. Family-free: the adapters read their own configs."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,10 +12,16 @@ from ..errors import InputError, ModelUnavailable
 
 def pipeline_class(folder: Path) -> str:
     """The pipeline class a diffusers folder names in its model_index.json."""
+    path = folder / "model_index.json"
     try:
-        return str(json.loads((folder / "model_index.json").read_text())["_class_name"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise InputError(f"{folder}/model_index.json names no pipeline class (_class_name)")
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not valid JSON: {str(e).splitlines()[0]}")
+    if not isinstance(data, dict) or not isinstance(data.get("_class_name"), str):
+        raise InputError(f"{path} names no pipeline class (_class_name)")
+    return data["_class_name"]
 
 
 def _local_folder(source: str) -> Path | None:
@@ -72,27 +77,20 @@ def find_folder(model: str, source: str, names: str) -> Path:
     return folder
 
 
-def weights_digest(folder: Path) -> str:
-    """What identifies the weights, cheaply: the configs' bytes and the weight files' names and sizes (a hub
-    snapshot's folder name is its commit)."""
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if not p.is_file():
-            continue
-        rel = p.relative_to(folder).as_posix()
-        if p.suffix == ".json" or p.name.endswith(".model"):
-            h.update(rel.encode() + b"\0" + p.read_bytes())
-        else:
-            h.update(f"{rel}\0{p.stat().st_size}".encode())
-    return h.hexdigest()[:16]
-
-
 def read_config(folder: Path, part: str) -> dict[str, Any]:
-    """A submodel's config.json ({} when the folder has none)."""
+    """A submodel's config.json ({} when the folder has none), or a one-line error naming a broken one."""
+    path = folder / part / "config.json"
     try:
-        return json.loads((folder / part / "config.json").read_text())
-    except OSError:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not valid JSON: {str(e).splitlines()[0]}")
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold a JSON object of settings, not a {type(data).__name__}")
+    return data
 
 
 def toy_vocabulary(folder: Path) -> frozenset[str] | None:
