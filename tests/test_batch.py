@@ -360,3 +360,45 @@ def test_the_python_api_refuses_what_the_cli_refuses_before_any_row_runs(tmp_pat
     with pytest.raises(InputError, match="^setup ditflow-latent: --guidance-range 50,40 selects none of the 4 steps"):
         run_batch(runs, settings)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_row_whose_worker_dies_twice_fails_and_the_others_run():
+    from types import SimpleNamespace
+
+    from ditflow.batch.executors import retrying
+
+    a, b, c = (SimpleNamespace(row=i) for i in range(3))
+    losses = iter([[a, b], [b]])  # a pool dies under a and b; the fresh one dies under b again
+    ran, failed = [], []
+    retrying([a, b, c], lambda rows: ran.append([r.row for r in rows]) or next(losses), failed.append)
+    assert ran == [[0, 1, 2], [0, 1]] and failed == [b]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_loses_no_row(work, tiny_rope, tmp_path, monkeypatch):
+    """kill -9 of a worker while rows are pending: they run again on a fresh pool and every row comes back."""
+    import multiprocessing
+    import os
+    import signal
+
+    from ditflow.batch import BatchSettings, executors, preflight, read_manifest
+    from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
+
+    (tmp_path / "runs.csv").write_text("".join(f"video,prompt,seed\n" if i == 0 else f"{work / 'a.gif'},{P1},{i}\n"
+                                               for i in range(5)))
+    runs = read_manifest(tmp_path / "runs.csv", setups=["backbone"], seeds=[1]).runs
+    settings = preflight(BatchSettings(cache=str(tmp_path / "c"), extract=ExtractConfig(model=tiny_rope, frames=9, height=32, width=48),
+                                       guide=GuideConfig(steps=2), runtime=RuntimeOptions(device="cpu", quiet=True)), runs)
+    attempts, results = [], []
+    real = executors.retrying
+    monkeypatch.setattr(executors, "retrying", lambda rows, attempt, failed: real(
+        rows, lambda r: attempts.append(len(r)) or attempt(r), failed))
+
+    def on_result(result):
+        if not results:  # the first row is back: kill a worker under the others
+            os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+        results.append(result)
+
+    executors.run_processes(runs, settings, [None, None], on_result)
+    assert len(attempts) >= 2  # a pool died and its rows ran again
+    assert sorted(r["seed"] for r in results) == [1, 2, 3, 4] and all(r["status"] == "ok" for r in results), results

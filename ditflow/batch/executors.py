@@ -13,7 +13,7 @@ import os
 from typing import Any, Callable, Iterable, Iterator
 
 from .manifest import Run
-from .runner import BatchSettings, run_row
+from .runner import BatchSettings, base_result, run_row
 from .setups import INJECT
 
 OnResult = Callable[[dict[str, Any]], None]
@@ -75,27 +75,57 @@ def _work(run: Run) -> dict[str, Any]:
     return run_row(run, _worker["settings"])
 
 
+WORKER_DIED = "its worker died twice (killed, or out of memory?); the other rows ran"
+
+
+def retrying(rows: list[Run], attempt: Callable[[list[Run]], list[Run]], on_failed: Callable[[Run], None]) -> None:
+    """Run `rows` through `attempt` (which returns the rows whose worker died under them); each such row is
+    tried once more on fresh workers, then failed, so one dead worker never loses the batch."""
+    retried: set[int] = set()
+    while rows:
+        lost = attempt(rows)
+        for run in lost:
+            if id(run) in retried:
+                on_failed(run)
+        rows = [r for r in lost if id(r) not in retried]
+        retried |= {id(r) for r in rows}
+
+
 def run_processes(runs: list[Run], settings: BatchSettings, devices: list[str | None], on_result: OnResult) -> None:
-    """The rows on len(devices) worker processes (spawned: no CUDA state is forked)."""
+    """The rows on len(devices) worker processes (spawned: no CUDA state is forked). A row whose worker dies
+    (killed, out of memory) is run once more on a fresh pool; if that dies too the row fails, the rest run."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    for d in devices:
-        queue.put(d)
     threads = max(1, (os.cpu_count() or 1) // len(devices))
-    pool = ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=_init_worker,
-                               initargs=(settings, queue, threads))
-    try:
-        for wave in waves(runs):
-            pending = {pool.submit(_work, r) for r in wave}
+
+    def attempt(rows: list[Run]) -> list[Run]:
+        queue = ctx.Queue()
+        for d in devices:
+            queue.put(d)
+        pool = ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=_init_worker,
+                                   initargs=(settings, queue, threads))
+        lost: list[Run] = []
+        try:
+            pending = {pool.submit(_work, r): r for r in rows}
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    on_result(future.result())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+                    run = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        lost.append(run)
+                    else:
+                        on_result(result)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return lost
+
+    for wave in waves(runs):
+        retrying(wave, attempt, lambda run: on_result({**base_result(run, settings.extract.model), "error": WORKER_DIED}))
 
 
 # ----------------------------------------------------------------------------------------------- Ray
@@ -117,24 +147,44 @@ def run_ray(runs: list[Run], settings: BatchSettings, on_result: OnResult, *, ad
             workers: int | None = None) -> None:
     """The rows on Ray actors, one GPU each where the cluster has GPUs (else one CPU each): `address` is
     an existing cluster's (`ray start --head` prints it; "auto" finds a local one); without it, and with
-    no RAY_ADDRESS and no Ray already started in this process, Ray starts a local one."""
+    no RAY_ADDRESS and no Ray already started in this process, Ray starts a local one. An actor runs one row
+    at a time, so a dead actor loses exactly its row: that row runs once more on fresh actors."""
     import ray
-    from ray.util import ActorPool
+    from ray.exceptions import RayActorError
 
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     n = workers or max(gpus, 1)
     actor = ray.remote(num_gpus=1, num_cpus=1)(RayWorker) if gpus else ray.remote(num_cpus=1)(RayWorker)
-    actors = [actor.remote(settings) for _ in range(n)]
-    try:
-        pool = ActorPool(actors)
-        for wave in waves(runs):
-            for result in pool.map_unordered(lambda a, r: a.run.remote(r), wave):
-                on_result(result)
-    finally:
-        for a in actors:
-            ray.kill(a)
+
+    def attempt(rows: list[Run]) -> list[Run]:
+        actors = [actor.remote(settings) for _ in range(min(n, len(rows)))]
+        idle, queue, running, lost = list(actors), list(rows), {}, []
+        try:
+            while queue or running:
+                while idle and queue:
+                    a, run = idle.pop(), queue.pop(0)
+                    running[a.run.remote(run)] = (a, run)
+                if not running:  # every actor died: the rest wait for fresh ones
+                    lost += queue
+                    break
+                [ref], _ = ray.wait(list(running), num_returns=1)
+                a, run = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except RayActorError:
+                    lost.append(run)  # that actor is gone: it takes no more rows
+                else:
+                    idle.append(a)
+                    on_result(result)
+        finally:
+            for a in actors:
+                ray.kill(a)
+        return lost
+
+    for wave in waves(runs):
+        retrying(wave, attempt, lambda run: on_result({**base_result(run, settings.extract.model), "error": WORKER_DIED}))
 
 
 def ordered(results: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
