@@ -384,7 +384,7 @@ def test_a_killed_worker_process_loses_no_row(work, tiny_rope, tmp_path, monkeyp
     from ditflow.batch import BatchSettings, executors, preflight, read_manifest
     from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
 
-    (tmp_path / "runs.csv").write_text("".join(f"video,prompt,seed\n" if i == 0 else f"{work / 'a.gif'},{P1},{i}\n"
+    (tmp_path / "runs.csv").write_text("".join("video,prompt,seed\n" if i == 0 else f"{work / 'a.gif'},{P1},{i}\n"
                                                for i in range(5)))
     runs = read_manifest(tmp_path / "runs.csv", setups=["backbone"], seeds=[1]).runs
     settings = preflight(BatchSettings(cache=str(tmp_path / "c"), extract=ExtractConfig(model=tiny_rope, frames=9, height=32, width=48),
@@ -402,3 +402,13 @@ def test_a_killed_worker_process_loses_no_row(work, tiny_rope, tmp_path, monkeyp
     executors.run_processes(runs, settings, [None, None], on_result)
     assert len(attempts) >= 2  # a pool died and its rows ran again
     assert sorted(r["seed"] for r in results) == [1, 2, 3, 4] and all(r["status"] == "ok" for r in results), results
+
+
+def test_a_ray_address_nobody_answers_is_refused_in_seconds():
+    from ditflow.batch.executors import check_reachable
+    from ditflow.errors import InputError
+
+    with pytest.raises(InputError, match="^no Ray cluster answers at --address 127.0.0.1:1"):
+        check_reachable("127.0.0.1:1", timeout=2)
+    with pytest.raises(InputError, match="is not HOST:PORT"):
+        check_reachable("not an address")

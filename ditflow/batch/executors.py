@@ -143,6 +143,23 @@ class RayWorker:
         return run_row(run, self.settings)
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A cluster's host:port (or ray://host:port) answers within `timeout` s: Ray itself retries a dead address
+    for minutes."""
+    import socket
+
+    from ..errors import InputError
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except ValueError:
+        raise InputError(f"--address {address!r} is not HOST:PORT (or ray://HOST:PORT, or auto)")
+    except OSError as e:
+        raise InputError(f"no Ray cluster answers at --address {address} ({e.strerror or e}); start one with "
+                         f"`ray start --head` or leave --address out to run a local one")
+
+
 def run_ray(runs: list[Run], settings: BatchSettings, on_result: OnResult, *, address: str | None = None,
             workers: int | None = None) -> None:
     """The rows on Ray actors, one GPU each where the cluster has GPUs (else one CPU each): `address` is
@@ -153,6 +170,8 @@ def run_ray(runs: list[Run], settings: BatchSettings, on_result: OnResult, *, ad
     from ray.exceptions import RayActorError
 
     if not ray.is_initialized():
+        if address not in (None, "auto", "local"):
+            check_reachable(address)
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     n = workers or max(gpus, 1)
