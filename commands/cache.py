@@ -68,9 +68,10 @@ def ls(cache: CacheOpt = None,
     """List artifacts, oldest first: created, kind, hash, mode (opt mode / no-guidance / inject; an AMF's
     blocks), seed, size, prompt or source. A corrupt or incomplete one is listed with the reason."""
     from ditflow.errors import InputError
+    from ditflow.fileio import printable
 
     if kind is not None and kind not in KNOWN_KINDS:
-        raise InputError(f"--kind must be {KINDS}, not {kind!r}")
+        raise InputError(f"--kind must be {KINDS}, not {printable(repr(kind))}")
     store = Store(cache)
     rows = sorted((_row(e) for e in store.scan()), key=_when)
     rows = [r for r in rows if not kind or r["kind"] == kind]
@@ -78,13 +79,14 @@ def ls(cache: CacheOpt = None,
         print(json.dumps(rows))
         return
     if not rows:
-        print(f"no artifacts in {store.root}", file=sys.stderr)
+        print(f"no artifacts in {printable(store.root)}", file=sys.stderr)
         return
     table = [("created", "kind", "hash", "mode", "seed", "size", "prompt / source")]
     for r in rows:
         what = r["source"] if r["state"] == "ok" else f"{r['state']}: {r['reason']}"
-        table.append((r["created"] or "?", r["kind"], r["hash"][:12], r["mode"], "" if r["seed"] is None else str(r["seed"]),
-                      _human(r["size"]), what))
+        # every cell but the size comes from files in the cache (a prompt, a file name): escaped for the terminal
+        table.append(tuple(map(printable, (r["created"] or "?", r["kind"], r["hash"][:12], r["mode"],
+                                           "" if r["seed"] is None else r["seed"], _human(r["size"]), what))))
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]) - 1)]
     for line in table:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "  " + line[-1])

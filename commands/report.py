@@ -29,22 +29,25 @@ def report(
     """Tabulate a batch: per model and setup, MF, CLIP score and seconds per video (mean ± 95% interval)."""
     from ditflow.batch.report import markdown
     from ditflow.batch.results import read_results
-    from ditflow.fileio import check_target, write_text
+    from ditflow.fileio import check_target, printable, write_text
 
     for out, flag in ((md, "--md"), (html, "--html")):
         if out is not None:
             check_target(out, overwrite, flag=flag)
-    rows = read_results(results)
+    rows = read_results(results)  # every row checked: a bad file fails here, before anything is written
     text = markdown(rows)
-    if md is None:
-        typer.echo(text, nl=False)
-    else:
-        typer.echo(str(write_text(md, text)))
-    if html is not None:
+    page_text = None
+    if html is not None:  # made before either file is written, so no failure leaves one of them behind
         from ditflow.batch.report_html import page
         from ditflow.store import Store
 
-        typer.echo(str(write_text(html, page(rows, Store(cache), frames=frames))))
+        page_text = page(rows, Store(cache), frames=frames)
+    if md is None:
+        typer.echo(text, nl=False)  # md_text escaped every user string in it, control characters too
+    else:
+        typer.echo(printable(write_text(md, text)))
+    if html is not None:
+        typer.echo(printable(write_text(html, page_text)))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""Writing a user's output files safely, and naming paths in messages.
+"""Writing a user's output files safely, and printing user strings (paths, prompts) safely (`printable`).
 
 Every output is checked before any work starts (`check_target`: a CLI fails in a second, not after a model
 load), written under a temporary name beside its destination and moved into place only when complete
@@ -8,6 +8,7 @@ the file, and nothing temporary is left behind.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -15,14 +16,28 @@ from typing import Callable, Iterator
 from .errors import InputError, OutputError
 
 
+# What must never reach a terminal raw: C0 (ESC starts the sequences that retitle or clear it), DEL, C1,
+# the line and paragraph separators (a new line inside one "line"), and the bidi controls (they reorder text)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match) -> str:
+    c = match.group()
+    return _SHORT.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
 def printable(text: object) -> str:
-    """`text` with undecodable file-name bytes (Python's surrogate escapes) shown as \\xNN, so that printing
-    it never raises UnicodeEncodeError."""
+    """`text` as one safe terminal line: the one escaping of every user string ditflow prints (paths, prompts,
+    hashes read from files). Control characters are shown escaped (\\n, \\t, \\x1b, \\u2028) and undecodable
+    file-name bytes (Python's surrogate escapes) as \\xNN, so printing it never raises UnicodeEncodeError
+    and never moves the cursor, retitles or clears the terminal. Backslashes are kept as they are."""
     s = str(text)
     try:
-        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
-        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+        s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL.sub(_escape, s)
 
 
 def check_target(path: str | os.PathLike, overwrite: bool, *, folder: bool = False, flag: str = "--out") -> Path:

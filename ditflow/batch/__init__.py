@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..fileio import printable
 from ..progress import Progress
 from .executors import ordered, run_inline, run_processes, run_ray, worker_devices
 from .manifest import Manifest, Run, read_manifest
@@ -29,9 +30,9 @@ def run_batch(runs: list[Run], settings: BatchSettings, *, backend: str = "local
 
     def on_result(result: dict[str, Any]) -> None:
         results.append(result)
-        what = f"{result['video']} | {result['setup']} | seed {result['seed']}"
+        what = f"{printable(result['video'])} | {printable(result['setup'])} | seed {result['seed']}"
         if result["status"] != "ok":
-            progress.log(f"row {result['row']} failed ({what}): {result['error']}")
+            progress.log(f"row {result['row']} failed ({what}): {printable(result['error'])}")
         progress.advance(f"{what}: {'cached' if result.get('cached') else result['status']}")
 
     with progress.task("batch", total=len(runs)):

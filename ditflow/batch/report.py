@@ -4,10 +4,12 @@ and counted; a column with no value at all says why (the rows' notes, e.g. CLIP 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from ..fileio import printable
 from .setups import builtin_names
 
 METRICS = (("motion_fidelity", "MF", 3), ("clip_score", "CLIP score", 3), ("seconds", "s / video", 1))
@@ -76,24 +78,36 @@ def missing_reasons(results: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(notes))
 
 
+# In a user's text (a prompt, a file name, an error): a backslash, a table's `|` and the characters of raw HTML
+# are escaped, a line break is a <br>, and any other control character is shown as printable() shows it
+_MD_SPECIAL = str.maketrans({"\\": "\\\\", "|": "\\|", "<": "&lt;", ">": "&gt;", "&": "&amp;"})
+_MD_BREAK = re.compile("\r\n|[\n\r\u2028\u2029]")
+
+
+def md_text(value: Any) -> str:
+    """`value` as Markdown text that renders as itself, on one line, and leaves a table's cells intact."""
+    text = str(value).translate(_MD_SPECIAL)
+    return printable(_MD_BREAK.sub("<br>", text))
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     """One Markdown table per model, with the failures and missing-value reasons under it."""
     lines = []
     for model, table in summarise(results).items():
-        lines += [f"## {model}", "", "| setup | runs | " + " | ".join(h for _, h, _ in METRICS) + " |",
+        lines += [f"## {md_text(model)}", "", "| setup | runs | " + " | ".join(h for _, h, _ in METRICS) + " |",
                   "|---|---|" + "---|" * len(METRICS)]
         for row in table:
             runs = f"{row.ok}" + (f" (+{row.failed} failed)" if row.failed else "")
-            lines.append(f"| {row.setup} | {runs} | " + " | ".join(fmt(row.stats[k], d) for k, _, d in METRICS) + " |")
+            lines.append(f"| {md_text(row.setup)} | {runs} | " + " | ".join(fmt(row.stats[k], d) for k, _, d in METRICS) + " |")
         lines.append("")
     lines.append("Mean over the ok runs ± the half-width of its 95% interval (Student's t); — : no value. "
                  "s / video: the generation (guide or inject) when it was computed.")
     failed = [r for r in results if r.get("status") != "ok"]
     if failed:
         lines += ["", f"{len(failed)} failed run(s):"]
-        lines += [f"- row {r.get('row')}: {r.get('video')} | {r.get('setup')} | seed {r.get('seed')}: {r.get('error')}"
-                  for r in failed]
+        lines += [f"- row {r.get('row')}: {md_text(r.get('video'))} | “{md_text(r.get('prompt'))}” | {md_text(r.get('setup'))} "
+                  f"| seed {r.get('seed')}: {md_text(r.get('error'))}" for r in failed]
     reasons = missing_reasons(results)
     if reasons:
-        lines += ["", "Notes:"] + [f"- {n}" for n in reasons]
+        lines += ["", "Notes:"] + [f"- {md_text(n)}" for n in reasons]
     return "\n".join(lines) + "\n"
