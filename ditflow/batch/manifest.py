@@ -9,14 +9,16 @@ A record expands to the product videos × prompts × setups × seeds of its list
 a missing setup or seed is the batch's `--setups` / `--seeds`. frame_range is START,END,STEP (a string
 "0,48,2" in CSV, a list in JSONL/TOML). Relative video paths are taken from the manifest's folder.
 
-What is wrong with the file itself (unreadable, no video/prompt column, an unknown column, no rows, a bad
-setup table) is an InputError before anything runs (exit 2); what is wrong with one row (a missing video, an
-unknown setup, a bad seed or range, an empty prompt) makes that row a failed run with its reason, and the
-others still run. Both are decided here, before any model loads.
+The file is read by records.py, one set of rules with `eval --manifest`: what is wrong with the file itself
+(unreadable, no video/prompt, an unknown or repeated field, an unquoted comma, an open quote, an empty list, no
+rows, a bad setup table, more than MAX_ROWS runs) is an InputError naming its line before anything runs (exit
+2); what is wrong with one row (a missing video, an unknown setup, a bad seed or range, an empty prompt) makes
+that row a failed run with its reason, and the others still run. Both are decided here, before any model loads.
 """
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,9 +27,12 @@ from typing import Any
 from ..checks import MAX_SEED
 from ..errors import InputError
 from . import setups as S
+from .records import Record, Schema, read_records
 
 COLUMNS = ("video", "prompt", "setup", "seed", "frame_range")
 EXPANDED = ("video", "prompt", "setup", "seed")  # a list in these fields is a grid axis
+SCHEMA = Schema(COLUMNS, required=("video", "prompt"), lists=(*EXPANDED, "frame_range"), tables=("setups",))
+MAX_ROWS = 100_000  # runs one manifest may expand to; checked on the list lengths, before any run is built
 
 
 @dataclass(frozen=True)
@@ -61,56 +66,36 @@ def read_manifest(path: str | os.PathLike, *, setups: list[str], seeds: list[int
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path}")
-    suffix = path.suffix.lower()
-    own: dict[str, Any] = {}
-    if suffix == ".toml":
-        records, own = _toml_records(path)
-    elif suffix in (".csv", ".jsonl", ".ndjson"):
-        from ..eval.batch import read_records
-
-        records = read_records(path, COLUMNS)
-    else:
+    if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson", ".toml"):
         raise InputError(f"manifest {path} must be .csv (header video,prompt[,setup][,seed]), .jsonl or .toml")
+    records, tables = read_records(path, SCHEMA)
+    own = tables.get("setups", {})
+    if not isinstance(own, dict):
+        raise InputError(f"manifest {path}: 'setups' must be tables [setups.NAME] of guide settings")
+    _check_size(records, setups, seeds)
     defined = {**(custom or {}), **S.check_custom(own, str(path))}
     known = set(S.builtin_names()) | set(defined)
     base = path.resolve().parent
     runs: list[Run] = []
-    for n, rec in enumerate(records, start=1):
-        _check_columns(rec, path, n)
-        for video, prompt, setup, seed in _expand(rec, setups, seeds):
-            runs.append(_run(len(runs) + 1, video, prompt, setup, seed, rec.get("frame_range"), base, known))
+    for rec in records:
+        for video, prompt, setup, seed in itertools.product(*_axes(rec.fields, setups, seeds)):
+            runs.append(_run(len(runs) + 1, video, prompt, setup, seed, rec.fields.get("frame_range"), base, known))
     if not runs:
         raise InputError(f"manifest {path} has no rows")
     return Manifest(inject_sources(runs), defined)
 
 
-def _toml_records(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    import tomllib
-
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise InputError(f"manifest {path} is not UTF-8 text (byte {e.start}); save it as UTF-8")
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"cannot parse manifest {path}: {str(e).splitlines()[0]}")
-    custom = data.pop("setups", {})
-    if not isinstance(custom, dict):
-        raise InputError(f"manifest {path}: 'setups' must be tables [setups.NAME] of guide settings")
-    runs = data.pop("run", [])
-    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-        raise InputError(f"manifest {path}: 'run' must be [[run]] tables")
-    records = [dict(r) for r in runs]
-    if data:  # top-level fields: one more record (the grid)
-        records.insert(0, data)
-    return records, custom
-
-
-def _check_columns(rec: dict[str, Any], path: Path, n: int) -> None:
-    unknown = sorted(set(rec) - set(COLUMNS))
-    if unknown:
-        raise InputError(f"manifest {path} record {n}: unknown field '{unknown[0]}' (known: {', '.join(COLUMNS)})")
-    if "prompt" not in rec:
-        raise InputError(f"manifest {path} record {n} has no 'prompt' ({', '.join(COLUMNS)})")
+def _check_size(records: list[Record], setups: list[str], seeds: list[int]) -> None:
+    """Refuse a manifest of more than MAX_ROWS runs from its list lengths alone, naming the record that
+    crosses the limit: a small file can describe a grid of billions."""
+    total = 0
+    for rec in records:
+        sizes = [len(axis) for axis in _axes(rec.fields, setups, seeds)]
+        total += math.prod(sizes)
+        if total > MAX_ROWS:
+            grid = " × ".join(f"{n} {name}{'s' if n != 1 else ''}" for n, name in zip(sizes, EXPANDED))
+            raise rec.error(f"this record makes {math.prod(sizes):,} runs ({grid}), {total:,} so far; a manifest "
+                            f"makes at most MAX_ROWS = {MAX_ROWS:,} runs (split it into several)")
 
 
 def _listed(value: Any, default: list) -> list:
@@ -119,10 +104,10 @@ def _listed(value: Any, default: list) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
-def _expand(rec: dict[str, Any], setups: list[str], seeds: list[int]):
-    axes = [_listed(rec.get("video"), [""]), _listed(rec.get("prompt"), [""]), _listed(rec.get("setup"), setups),
+def _axes(rec: dict[str, Any], setups: list[str], seeds: list[int]) -> list[list]:
+    """The grid axes of a record: its videos, prompts, setups and seeds."""
+    return [_listed(rec.get("video"), [""]), _listed(rec.get("prompt"), [""]), _listed(rec.get("setup"), setups),
             _listed(rec.get("seed"), seeds)]
-    return itertools.product(*axes)
 
 
 def _run(row: int, video: Any, prompt: Any, setup: Any, seed: Any, frame_range: Any, base: Path, known: set[str]) -> Run:
@@ -175,17 +160,15 @@ def inject_sources(runs: list[Run]) -> list[Run]:
     """Each inject row gets the prompt whose ditflow-emb run it replays: the first prompt the manifest lists
     for the same video (and frame range) other than the row's own; the run is the one with the row's seed.
     A video with only one prompt leaves an inject row nothing to replay: that row fails."""
-    prompts: dict[tuple, list[str]] = {}
+    prompts: dict[tuple, dict[str, None]] = {}  # an ordered set per video: a grid of MAX_ROWS stays linear
     for r in runs:
         if r.error is None:
-            prompts.setdefault(r.video_key, [])
-            if r.prompt not in prompts[r.video_key]:
-                prompts[r.video_key].append(r.prompt)
+            prompts.setdefault(r.video_key, {})[r.prompt] = None
     out = []
     for r in runs:
         if r.setup == S.INJECT and r.error is None:
-            others = [p for p in prompts.get(r.video_key, []) if p != r.prompt]
-            r = replace(r, inject_from=others[0]) if others else replace(
+            other = next((p for p in prompts.get(r.video_key, {}) if p != r.prompt), None)
+            r = replace(r, inject_from=other) if other is not None else replace(
                 r, error=f"inject replays the {S.INJECT_SOURCE} run of another prompt of the same video; "
                          f"the manifest gives {r.video} no other prompt")
         out.append(r)

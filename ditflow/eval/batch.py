@@ -1,10 +1,10 @@
 """Batch evaluation from a manifest: CSV with a header `video,reference,prompt`, or JSON lines with those
-keys. Relative paths are taken from the manifest's folder; hashes name artifacts. A failing row becomes
-a result with an `error` and the batch goes on."""
+keys, read by the reader `ditflow batch` uses (ditflow/batch/records.py: one set of rules). Relative paths are
+taken from the manifest's folder; hashes name artifacts. A failing row becomes a result with an `error` and the
+batch goes on."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ RESULT_COLUMNS = ("row", "video", "reference", "prompt", "clip_score", "motion_f
 
 @dataclass
 class Row:
-    index: int  # 1-based line of data in the manifest
+    index: int  # 1-based: the record's place in the manifest
     video: str
     reference: str | None
     prompt: str | None
@@ -33,48 +33,15 @@ def read_manifest(path: str | os.PathLike) -> list[Row]:
         raise InputError(f"manifest not found: {path}")
     if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
         raise InputError(f"manifest {path} must be .csv (header video,reference,prompt) or .jsonl")
-    rows = [Row(i, rec.get("video") or "", rec.get("reference") or None, rec.get("prompt") or None)
-            for i, rec in enumerate(read_records(path, COLUMNS), start=1)]
-    if not rows:
-        raise InputError(f"manifest {path} has no rows")
-    return rows
+    from ..batch.records import Schema, read_records  # here: ditflow.batch imports ditflow.eval
+
+    records, _ = read_records(path, Schema(COLUMNS, required=("video",)))
+    return [Row(i, _text(rec.fields.get("video")) or "", _text(rec.fields.get("reference")), _text(rec.fields.get("prompt")))
+            for i, rec in enumerate(records, start=1)]
 
 
-def read_records(path: Path, columns: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The records of a .csv (with a header naming at least a 'video' column of `columns`) or .jsonl
-    manifest, keys lower-cased and string values stripped: the reading `eval --manifest` and `batch` share."""
-    records = _csv_records(path, columns) if path.suffix.lower() == ".csv" else _jsonl_records(path)
-    return [{k.strip().lower(): (v.strip() if isinstance(v, str) else v) for k, v in rec.items() if k} for rec in records]
-
-
-def _csv_records(path: Path, columns: tuple[str, ...] = COLUMNS) -> list[dict[str, Any]]:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or "video" not in [n.strip().lower() for n in reader.fieldnames]:
-                raise InputError(f"manifest {path} needs a header line with at least a 'video' column ({','.join(columns)})")
-            return list(reader)
-    except UnicodeDecodeError as e:
-        raise InputError(f"manifest {path} is not UTF-8 text (byte {e.start}); save it as UTF-8")
-
-
-def _jsonl_records(path: Path) -> list[dict[str, Any]]:
-    records = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"manifest {path} is not UTF-8 text (byte {e.start}); save it as UTF-8")
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"manifest {path} line {n} is not JSON: {e.msg}")
-        if not isinstance(rec, dict):
-            raise InputError(f"manifest {path} line {n} is not a JSON object")
-        records.append(rec)
-    return records
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
 
 
 def run_rows(rows: list[Row], score_row: Callable[[Row], dict[str, Any]], on_result: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
