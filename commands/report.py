@@ -29,11 +29,10 @@ def report(
     """Tabulate a batch: per model and setup, MF, CLIP score and seconds per video (mean ± 95% interval)."""
     from ditflow.batch.report import markdown
     from ditflow.batch.results import read_results
-    from ditflow.fileio import check_target, write_text
+    from ditflow.fileio import check_outputs, write_text
+    from ditflow.store import Store
 
-    for out, flag in ((md, "--md"), (html, "--html")):
-        if out is not None:
-            check_target(out, overwrite, flag=flag)
+    check_outputs({"--md": md, "--html": html}, overwrite, inputs=[("RESULTS", results)], cache=Store(cache).root)
     rows = read_results(results)
     text = markdown(rows)
     if md is None:
@@ -42,7 +41,6 @@ def report(
         typer.echo(str(write_text(md, text)))
     if html is not None:
         from ditflow.batch.report_html import page
-        from ditflow.store import Store
 
         typer.echo(str(write_text(html, page(rows, Store(cache), frames=frames))))
 
