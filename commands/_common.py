@@ -3,10 +3,40 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import typer
+
+
+class StdoutClosed(Exception):
+    """Whoever read stdout has gone (`ditflow ... | head -1`): no error of ours, so `app.main` exits quietly.
+    Not an OSError: Typer turns a broken pipe it sees into a silent exit 1, which reads as failed rows."""
+
+
+def stdout_closed() -> bool:
+    """stdout is a pipe whose reader has exited (poll reports an error on its write end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no real file descriptor (a test's capture)
+        return False
+
+
+@contextmanager
+def stdout_guard() -> Iterator[None]:
+    """A BrokenPipeError from writing to a closed stdout becomes StdoutClosed; any other (a pipe to a
+    subprocess that died) stays what it is."""
+    try:
+        yield
+    except BrokenPipeError as e:
+        if stdout_closed():
+            raise StdoutClosed() from e
+        raise
 
 
 def help_when_bare(ctx: typer.Context) -> None:
@@ -136,14 +166,19 @@ def emit_result(document: str, plain: list[str], written: list[str], as_json: bo
     sys.stdout.flush()
 
 
-def check_out(out: Path | None, fmt: str | None, overwrite: bool) -> tuple[Path, str] | None:
-    """The --out preflight, run before the stage: a taken or unwritable --out fails at once, not after
-    minutes of denoising. Without a suffix or --format, --out is an mp4 file."""
+def check_out(out: Path | None, fmt: str | None, overwrite: bool, *, inputs: list[tuple[str, Path | None]] = (),
+              cache: Path | None = None) -> tuple[Path, str] | None:
+    """The --out preflight, run before the stage: a taken or unwritable --out, or one that is an input of the
+    run or inside the cache, fails at once, not after minutes of denoising. Without a suffix or --format,
+    --out is an mp4 file."""
     if out is None:
         return None
+    from ditflow.fileio import check_not_inputs
     from ditflow.video import check_output
 
-    return check_output(out, fmt or (None if out.suffix else "mp4"), overwrite)
+    target = check_output(out, fmt or (None if out.suffix else "mp4"), overwrite)
+    check_not_inputs({"--out": out}, inputs, cache=cache)
+    return target
 
 
 def write_output(artifact, target: tuple[Path, str] | None, overwrite: bool, quiet: bool) -> str | None:

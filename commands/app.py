@@ -5,7 +5,8 @@ lazily inside commands, so --help is instant.
 
 Exit codes: 0 ok, 1 a stage failed (e.g. a batch row), 2 usage or bad input, 3 artifact not found or
 ambiguous, 4 incompatible artifact, 5 corrupt artifact, 6 model weights missing, 7 output not written,
-70 an internal error (a bug: please report it), 130 interrupted (Ctrl-C).
+70 an internal error (a bug: please report it), 130 interrupted (Ctrl-C), 141 stdout closed by its reader
+(`| head`), silently, as a process killed by SIGPIPE.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from typing import Annotated
 
 import typer
 
-from ._common import help_when_bare
+from ._common import StdoutClosed, help_when_bare, stdout_closed
 from .options import Group, option
 
 INTERRUPTED = 130
 INTERNAL = 70
+PIPE_CLOSED = 128 + 13  # 141, what a shell reports for a process killed by SIGPIPE
 
 app = typer.Typer(
     name="ditflow",
@@ -63,6 +65,9 @@ def main() -> None:
         # Not standalone: Typer returns exit codes instead of calling sys.exit, and raises its usage errors
         # (from its vendored Click, subclasses of typer.TyperException) for us to print as one line.
         rc = app(standalone_mode=False, prog_name="ditflow")
+        sys.stdout.flush()  # what print() still buffers: a closed pipe shows here, not in the interpreter's exit
+    except StdoutClosed:
+        _pipe_closed()
     except DitflowError as e:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
@@ -72,12 +77,23 @@ def main() -> None:
     except typer.TyperException as e:  # bad option, missing argument, unknown command
         _fail(_usage_message(e), getattr(e, "exit_code", 2) or 2)
     except Exception as e:  # anything unexpected is a bug
+        if isinstance(e, BrokenPipeError) and stdout_closed():  # from the flush above
+            _pipe_closed()
         if os.environ.get("DITFLOW_DEBUG"):
             raise
         _fail(f"internal error: {type(e).__name__}: {_first_line(e)} (set DITFLOW_DEBUG=1 for a traceback)", INTERNAL)
     if rc == INTERRUPTED:  # Typer turns Ctrl-C into Exit(130) before it reaches us
         _fail(_interrupted(), INTERRUPTED)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _pipe_closed() -> None:
+    """Exit as a process killed by SIGPIPE, saying nothing: stdout points at /dev/null first, so the
+    interpreter's last flush of it cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(PIPE_CLOSED)
 
 
 def _interrupted() -> str:

@@ -68,19 +68,21 @@ def batch(
     """
     import json
 
-    from ditflow.batch import BatchSettings, check_backend, read_manifest, run_batch
+    from ditflow.batch import BatchSettings, check_backend, check_setups, read_manifest, run_batch
     from ditflow.batch.results import results_json, write_csv, write_json
     from ditflow.config_file import apply_overrides, section
     from ditflow.errors import DitflowError
-    from ditflow.fileio import check_target
+    from ditflow.fileio import check_not_inputs, check_outputs
     from ditflow.store import Store
 
     from ._common import emit_result, file_settings, parse_ints, parse_pair, runtime
 
-    for out, flag in ((csv_path, "--csv"), (json_file, "--json-out")):
-        if out is not None:  # before anything runs
-            check_target(out, overwrite, flag=flag)
+    outputs = {"--csv": csv_path, "--json-out": json_file}
+    store = Store(cache)
+    check_outputs(outputs, overwrite, cache=store.root,  # before anything runs; the rows' videos once the manifest is read
+                  inputs=[("the manifest", manifest), ("--config", config), ("--setups-file", setups_file)])
     check_backend(backend, workers, address)
+    store.check_shape()  # a file named as --cache fails now, not in every row; a read-only one may still serve hits
     data = file_settings(config)
     ecfg = apply_overrides(ExtractConfig(), section(ExtractConfig(), data, "extract"),
                            {"model": model, "frames": frames, "height": height, "width": width,
@@ -91,8 +93,12 @@ def batch(
                             "negative_prompt": negative_prompt, "scheduler": scheduler, "fast": fast or None})
     rt = runtime(data, device=device, cpu_offload=cpu_offload or None, quiet=True)
     custom = _setups_file(setups_file) if setups_file else {}
-    m = read_manifest(manifest, setups=_names(setups), seeds=_seeds(seeds), custom=custom)
-    settings = BatchSettings(cache=str(Store(cache).root.absolute()), extract=ecfg, guide=gcfg,
+    names = _names(setups)
+    m = read_manifest(manifest, setups=names, seeds=_seeds(seeds), custom=custom)
+    check_setups(names, m.setups)
+    videos = {r.path: f"the video of row {r.row}" for r in reversed(m.runs) if r.video}  # each file once, its first row
+    check_not_inputs(outputs, [(what, path) for path, what in videos.items()])
+    settings = BatchSettings(cache=str(store.root.absolute()), extract=ecfg, guide=gcfg,
                              eval=_eval_settings(metrics, tracker, mf_variant), runtime=rt, setups=m.setups)
     results = run_batch(m.runs, settings, backend=backend, workers=workers, address=address, quiet=quiet)
     written = [str(write_csv(results, csv_path))] if csv_path is not None else []

@@ -143,7 +143,7 @@ def rm(refs: Annotated[list[str], argument(metavar="HASH", help="Hashes or prefi
 
     store = Store(cache)
     store.require_cache()
-    hashes = [store.resolve(r) for r in refs]
+    hashes = list(dict.fromkeys(store.resolve(r) for r in refs))  # `rm S S` or two prefixes of one hash: removed once
     used = store.referenced()
     for h in hashes:
         if h in used and not force:

@@ -59,7 +59,7 @@ def eval_command(
     from ditflow.config_file import apply_overrides
     from ditflow.errors import InputError
     from ditflow.eval import Evaluator, evaluate, parse_metrics
-    from ditflow.fileio import check_target, write_text
+    from ditflow.fileio import check_not_inputs, check_outputs, write_text
     from ditflow.store import Store
 
     from ._common import emit_result, flag_settings
@@ -67,14 +67,20 @@ def eval_command(
     console = Console(stderr=True, quiet=quiet)
     if (video is None) == (manifest is None):
         raise InputError("give either a VIDEO or --manifest FILE")
-    for out, flag in ((json_file, "--json-out"), (csv_path, "--csv")):
-        if out is not None:  # before any model loads or video is read
-            check_target(out, overwrite, flag=flag)
+    store = Store(cache)
+    outputs = {"--json-out": json_file, "--csv": csv_path}
+    # before any model loads or video is read; the rows' videos once the manifest is read
+    check_outputs(outputs, overwrite, inputs=_inputs(video, reference, manifest, []), cache=store.root)
+    rows = None
+    if manifest is not None:
+        from ditflow.eval.batch import read_manifest
+
+        rows = read_manifest(manifest)
+        check_not_inputs(outputs, _inputs(None, None, manifest, rows))
     if max_frames is not None and max_frames < 2:
         raise InputError(f"--max-frames must be at least 2 (motion needs two frames), got {max_frames}")
     params["metrics"] = None if metrics is None else parse_metrics(metrics)
     evaluator = Evaluator(apply_overrides(EvalSettings(), flag_settings(EvalSettings, params)))  # validates them
-    store = Store(cache)
 
     if manifest is None:
         if csv_path is not None:
@@ -90,9 +96,8 @@ def eval_command(
         emit_result(document, [document], written, as_json, quiet)
         return
 
-    from ditflow.eval.batch import read_manifest, run_rows, write_csv
+    from ditflow.eval.batch import run_rows, write_csv
 
-    rows = read_manifest(manifest)
     base = manifest.resolve().parent
 
     def score_row(row):
@@ -122,6 +127,19 @@ def eval_command(
         raise DitflowError(f"{failed} of {len(results)} rows failed (see the error column)")
 
 
+def _inputs(video: str | None, reference: str | None, manifest: Path | None, rows) -> list[tuple[str, Path]]:
+    """What an eval reads, as paths (a hash names no file, so it never matches an output)."""
+    if manifest is None:
+        return [("VIDEO", Path(video)), *([("--reference", Path(reference))] if reference else [])]
+    base = manifest.resolve().parent
+    found = [("the manifest", manifest)]
+    for row in rows:
+        for what, arg in (("video", row.video), ("reference", row.reference)):
+            if arg:
+                found.append((f"the {what} of row {row.index}", base / Path(arg).expanduser()))
+    return found
+
+
 def _fmt(x: Any) -> str:
     return "—" if x is None else f"{x:.4f}" if isinstance(x, float) else str(x)
 
@@ -142,8 +160,17 @@ def _single_table(result: dict[str, Any]):
 
 def _tracks_note(result: dict[str, Any]) -> str:
     tracks = result["tracks"]
-    low = " (few: see the warning)" if result.get("warnings") else ""
+    low = " (few: see the warning)" if _few_tracks(result) else ""
     return f"tracks: video {tracks['video']}, reference {tracks['reference']} of {tracks.get('grid', '?')} grid points{low}"
+
+
+def _few_tracks(result: dict[str, Any]) -> bool:
+    """Whether a track count is too few to trust (its warning is among others, e.g. frame counts that differ)."""
+    from ditflow.eval import few_tracks_warning
+
+    tracks = result.get("tracks") or {}
+    grid = tracks.get("grid")
+    return grid is not None and any(few_tracks_warning(tracks[k], grid, k) for k in ("video", "reference") if k in tracks)
 
 
 def _batch_table(results: list[dict[str, Any]]):
@@ -159,7 +186,8 @@ def _batch_table(results: list[dict[str, Any]]):
     table.add_column("error / note", ratio=1, overflow="fold")
     for r in results:
         note = f"[red]{r['error']}[/red]" if r["error"] else ", ".join(
-            [f"no {k}" for k in (r.get("unavailable") or {})] + (["few tracks"] if r.get("warnings") else []))
+            [f"no {k}" for k in (r.get("unavailable") or {})]
+            + (["few tracks"] if _few_tracks(r) else ["see the warning"] if r.get("warnings") else []))
         table.add_row(str(r["row"]), str(r["video"]), str(r["reference"] or "—"), _fmt(r["clip_score"]),
                       _fmt(r["motion_fidelity"]), str(r["tracker"] or "—"), note)
     return table

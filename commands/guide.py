@@ -65,7 +65,7 @@ def guide(
 
     from ._common import check_out, emit, file_settings, flag_settings, runtime, write_output
 
-    target = check_out(out, fmt, overwrite)
+    target = check_out(out, fmt, overwrite, inputs=[("--config", config)], cache=Store(cache).root)
     data = file_settings(config)
     gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flag_settings(GuideConfig, params))
     rt = runtime(data, **flag_settings(RuntimeOptions, params))
@@ -99,7 +99,7 @@ def inject(
 
     from ._common import check_out, emit, flag_settings, runtime, write_output
 
-    target = check_out(out, fmt, overwrite)
+    target = check_out(out, fmt, overwrite, cache=Store(cache).root)
     rt = runtime({}, **flag_settings(RuntimeOptions, params))
     art = run(emb, InjectConfig(**flag_settings(InjectConfig, params)), model=model, runtime=rt, store=Store(cache))
     written = write_output(art, target, overwrite, rt.quiet)

@@ -19,6 +19,8 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
 from ditflow.eval.settings import EvalSettings
 
+from ._common import stdout_guard
+
 # Panels of --help. Options without one (--config, --help) form typer's "Options" panel, printed first.
 WHAT = "What to make"
 VIDEO = "Model and reference video"
@@ -119,7 +121,19 @@ def _shown(value: Any) -> str:
 PANELS_FROM = 10  # options: a shorter --help reads best as one list, not as panels of one or two
 
 
-class Command(TyperCommand):
+class _GuardsStdout:
+    """Parsing (which prints --help) and running, with a closed stdout reported as `StdoutClosed`."""
+
+    def make_context(self, *args: Any, **kw: Any) -> Any:
+        with stdout_guard():
+            return super().make_context(*args, **kw)
+
+    def invoke(self, ctx: Any) -> Any:
+        with stdout_guard():
+            return super().invoke(ctx)
+
+
+class Command(_GuardsStdout, TyperCommand):
     """A command whose help reads as its docstring's paragraphs, whose options are in panels only when it
     has many, and whose own --help flag shows no value either (Typer shows `<bool>` for a flag without a
     metavar)."""
@@ -135,7 +149,7 @@ class Command(TyperCommand):
         return _as_flag(super().get_help_option(ctx))
 
 
-class Group(TyperGroup):
+class Group(_GuardsStdout, TyperGroup):
     """A group (`ditflow`, `ditflow cache`), shown as `Command` is."""
 
     def __init__(self, *args: Any, help: str | None = None, **kw: Any) -> None:

@@ -29,17 +29,15 @@ def report(
     """Tabulate a batch: per model and setup, MF, CLIP score and seconds per video (mean ± 95% interval)."""
     from ditflow.batch.report import markdown
     from ditflow.batch.results import read_results
-    from ditflow.fileio import check_target, printable, write_text
+    from ditflow.fileio import check_outputs, printable, write_text
+    from ditflow.store import Store
 
-    for out, flag in ((md, "--md"), (html, "--html")):
-        if out is not None:
-            check_target(out, overwrite, flag=flag)
+    check_outputs({"--md": md, "--html": html}, overwrite, inputs=[("RESULTS", results)], cache=Store(cache).root)
     rows = read_results(results)  # every row checked: a bad file fails here, before anything is written
     text = markdown(rows)
     page_text = None
     if html is not None:  # made before either file is written, so no failure leaves one of them behind
         from ditflow.batch.report_html import page
-        from ditflow.store import Store
 
         page_text = page(rows, Store(cache), frames=frames)
     if md is None:

@@ -101,9 +101,12 @@ def compare_command(
     from ditflow.video import write_video
     from ditflow.viz import side_by_side, side_by_side_still, write_still
 
-    if out is not None:  # before reading any video
-        _video_target(out, "mp4", overwrite, still=True)
     store = Store(cache)
+    if out is not None:  # before reading any video
+        from ditflow.fileio import check_not_inputs
+
+        _video_target(out, "mp4", overwrite, still=True)
+        check_not_inputs({"--out": out}, [(f"the video {a}", Path(a)) for a in [ref, *gens]], cache=store.root)
     sources = [resolve_frames(a, store) for a in [ref, *gens]]
     names = [s.label if s.artifact is not None else Path(s.label).stem or s.label for s in sources]
     if labels is not None:

@@ -1,9 +1,10 @@
 """Writing a user's output files safely, and printing user strings (paths, prompts) safely (`printable`).
 
 Every output is checked before any work starts (`check_target`: a CLI fails in a second, not after a model
-load), written under a temporary name beside its destination and moved into place only when complete
-(`atomic_file`); an OSError while writing (full disk, permissions) becomes one `OutputError` line naming
-the file, and nothing temporary is left behind.
+load; `check_outputs`: nor is it one of the run's inputs, the cache, or another of its outputs), written
+under a temporary name beside its destination and moved into place only when complete (`atomic_file`); an
+OSError while writing (full disk, permissions) becomes one `OutputError` line naming the file, and nothing
+temporary is left behind.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .errors import InputError, OutputError
 
@@ -61,6 +62,60 @@ def check_target(path: str | os.PathLike, overwrite: bool, *, folder: bool = Fal
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {printable(path)}: no permission to write in {printable(parent)}")
     return path
+
+
+def check_outputs(outputs: dict[str, str | os.PathLike | None], overwrite: bool, *,
+                  inputs: Iterable[tuple[str, str | os.PathLike | None]] = (), cache: str | os.PathLike | None = None) -> None:
+    """The preflight of a run's output files, {flag: path} (None: not asked for): each passes `check_target`
+    and `check_not_inputs`. Pure: it writes nothing."""
+    for flag, path in outputs.items():
+        if path is not None:
+            check_target(path, overwrite, flag=flag)
+    check_not_inputs(outputs, inputs, cache=cache)
+
+
+def check_not_inputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[tuple[str, str | os.PathLike | None]], *,
+                     cache: str | os.PathLike | None = None) -> None:
+    """InputError when an output (flag: path, None: not asked for) is one of the run's inputs ((what, path):
+    the manifest, a row's video...), the cache folder or a path inside it, or another output of the run.
+    --overwrite is meant for an old result: it never lets a run replace what it reads, the store's files, or
+    its own other output."""
+    inputs = [(what, Path(p).expanduser()) for what, p in inputs if p is not None]
+    seen: list[tuple[str, Path]] = []
+    for flag, out in outputs.items():
+        if out is None:
+            continue
+        out = Path(out).expanduser()
+        for what, path in inputs:
+            if same_file(out, path):
+                raise InputError(f"{flag} {printable(out)} is {what}, which this run reads; choose another {flag}")
+        if cache is not None and _within(out, Path(cache).expanduser()):
+            raise InputError(f"{flag} {printable(out)} is inside the cache {printable(cache)}, where only the store writes; "
+                             f"choose another {flag}")
+        for other_flag, other in seen:
+            if same_file(out, other):
+                raise InputError(f"{other_flag} and {flag} are the same file {printable(out)}; give each its own")
+        seen.append((flag, out))
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """One file: the same inode (a hard link, a symlink to it), or the same path once resolved (for paths that
+    do not exist yet)."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+    except OSError:  # one of them does not exist (yet)
+        pass
+    return _resolved(a) == _resolved(b)
+
+
+def _resolved(path: Path) -> Path:
+    return Path(os.path.abspath(path)).resolve()
+
+
+def _within(path: Path, folder: Path) -> bool:
+    path, folder = _resolved(path), _resolved(folder)
+    return path == folder or folder in path.parents
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -147,5 +202,5 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-__all__ = ["printable", "check_target", "atomic_file", "write_text", "make_parents", "remove_folders", "writing",
+__all__ = ["printable", "check_target", "check_outputs", "check_not_inputs", "same_file", "atomic_file", "write_text", "make_parents", "remove_folders", "writing",
            "temp_name", "output_error"]

@@ -14,7 +14,7 @@ from ..fileio import printable
 from ..progress import Progress
 from .executors import ordered, run_inline, run_processes, run_ray, worker_devices
 from .manifest import Manifest, Run, read_manifest
-from .preflight import BACKENDS, check_backend, preflight
+from .preflight import BACKENDS, check_backend, check_setups, preflight
 from .runner import BatchSettings, run_row
 
 
@@ -47,5 +47,5 @@ def run_batch(runs: list[Run], settings: BatchSettings, *, backend: str = "local
     return list(ordered(results))
 
 
-__all__ = ["BACKENDS", "BatchSettings", "Manifest", "Run", "check_backend", "preflight", "read_manifest", "run_batch",
+__all__ = ["BACKENDS", "BatchSettings", "Manifest", "Run", "check_backend", "check_setups", "preflight", "read_manifest", "run_batch",
            "run_row"]

@@ -1,15 +1,22 @@
 """What a batch checks before any row runs or any model loads: everything every row shares."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
+import re
 from dataclasses import replace
+from typing import Any
 
 from ..errors import InputError
 from .manifest import Run
 from .runner import BatchSettings
-from .setups import INJECT, INJECT_SOURCE, all_setups, guide_config
+from .setups import INJECT, INJECT_SOURCE, all_setups, builtin_names, guide_config
 
 BACKENDS = ("local", "ray")
+# What ray.init takes: auto, local, HOST:PORT (a GCS), or ray://HOST[:PORT] (Ray Client); HOST a name, IPv4 or [IPv6]
+_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
+_ADDRESS = re.compile(rf"^(?:ray://{_HOST}(?::(?P<client_port>\d+))?|{_HOST}:(?P<port>\d+))$")
 
 
 def check_backend(backend: str, workers: int | None, address: str | None) -> None:
@@ -19,8 +26,46 @@ def check_backend(backend: str, workers: int | None, address: str | None) -> Non
         raise InputError(f"--workers must be at least 1, got {workers}")
     if address is not None and backend != "ray":
         raise InputError("--address is for --backend ray")
-    if backend == "ray" and importlib.util.find_spec("ray") is None:
+    if backend != "ray":
+        return
+    if address is not None:
+        check_address(address, "--address")
+    elif os.environ.get("RAY_ADDRESS"):  # what ray.init falls back to
+        check_address(os.environ["RAY_ADDRESS"], "$RAY_ADDRESS")
+    _import_ray()
+
+
+def check_address(address: str, where: str) -> None:
+    """A Ray address ray.init can take, checked now rather than after the manifest is read and Ray starts."""
+    if address in ("auto", "local"):
+        return
+    match = _ADDRESS.match(address)
+    port = match and (match["port"] or match["client_port"])
+    if match is None or (port is not None and not 1 <= int(port) <= 65535):
+        raise InputError(f"{where} {address!r} is not a Ray address: give HOST:PORT (what `ray start --head` prints), "
+                         f"ray://HOST:PORT or auto")
+
+
+def _import_ray() -> None:
+    """Ray imported now: missing, or installed but broken (a missing shared library, a mismatched dependency),
+    is one line before any model loads."""
+    if importlib.util.find_spec("ray") is None:
         raise InputError("--backend ray needs Ray: pip install 'ditflow[ray]' (or pip install ray)")
+    try:
+        importlib.import_module("ray")
+    except Exception as e:  # whatever a broken install raises while importing
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise InputError(f"--backend ray: Ray is installed but does not import ({type(e).__name__}: {reason}); "
+                         f"reinstall it: pip install --force-reinstall 'ditflow[ray]'")
+
+
+def check_setups(names: list[str], custom: dict[str, Any]) -> None:
+    """The --setups names (for rows that name none) against the built-in and custom setups, before any model
+    loads: a typo there would otherwise fail every such row."""
+    known = set(builtin_names()) | set(custom)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InputError(f"--setups: unknown setup '{unknown[0]}' (known: {', '.join(sorted(known))})")
 
 
 def preflight(settings: BatchSettings, runs: list[Run]) -> BatchSettings:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # numpy and the video readers load with the first video, not 
     import numpy as np
 
 __all__ = ["EvalSettings", "Evaluator", "MAX_GRID", "METRICS", "Source", "default_prompt", "default_reference", "evaluate",
-           "few_tracks_warning", "parse_metrics", "resolve_frames"]
+           "few_tracks_warning", "frames_note", "parse_metrics", "resolve_frames"]
 RESULT_KEYS = {"clip": "clip_score", "mf": "motion_fidelity"}
 # A motion fidelity from a handful of tracks (a flat, textureless generation: the toy backbone's videos keep
 # 2 of 3,025 LK points) is the best match of those few and says little: warn below either bound.
@@ -163,20 +163,23 @@ class Evaluator:
         t = min(len(video), len(reference))
         if t < 2:
             raise InputError("motion fidelity needs at least 2 frames in both videos")
+        # A note, not a refusal: a reference longer than the generation (a whole clip against a 49-frame run) is
+        # common and its first frames are the ones the generation followed; but the cut must be said.
+        cut = [] if len(video) == len(reference) else [frames_note(len(video), len(reference))]
         gen = video[:t]
         ref = resize_frames(reference[:t], *gen.shape[1:3])  # same size, so both are tracked on the same grid
         gen_tracks, _ = tracker.track(gen)  # visibility unused: every track counts, as in the SMM/DiTFlow scripts
         ref_tracks, _ = tracker.track(ref)
         grid = self.settings.grid_size ** 2
         counts = {"video": len(gen_tracks), "reference": len(ref_tracks)}
-        out = {"tracker": tracker.name, "frames": t, "tracks": {**counts, "grid": grid}}
+        out = {"tracker": tracker.name, "frames": t, "tracks": {**counts, "grid": grid}, "warnings": cut}
         if min(counts.values()) == 0:
             which = "generated video" if counts["video"] == 0 else "reference"
             unavailable["motion_fidelity"] = f"no point could be tracked through the whole {which} (textureless?)"
             return out
         out["motion_fidelity"] = motion_fidelity(gen_tracks, ref_tracks, self.settings.mf_variant)
-        out["warnings"] = [w for which, n in (("generated video", counts["video"]), ("reference", counts["reference"]))
-                           if (w := few_tracks_warning(n, grid, which))]
+        out["warnings"] = cut + [w for which, n in (("generated video", counts["video"]), ("reference", counts["reference"]))
+                                 if (w := few_tracks_warning(n, grid, which))]
         return out
 
     def nothing_scored(self, result: dict[str, Any]) -> DitflowError | None:
@@ -189,6 +192,12 @@ class Evaluator:
         text = "; ".join(f"{k}: {reasons.get(k, 'not computed')}" for k in asked)
         kind = ModelUnavailable if any(k in self._missing for k in asked) else InputError
         return kind(f"nothing to score: {text}")
+
+
+def frames_note(video: int, reference: int) -> str:
+    """Motion fidelity compared only the frames both videos have."""
+    return (f"the generated video has {video} frames and the reference {reference}: motion fidelity compares "
+            f"the first {min(video, reference)} of each")
 
 
 def few_tracks_warning(n: int, grid: int, which: str) -> str | None:

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 from ..errors import AmbiguousHash, ArtifactNotFound, CorruptArtifact, InputError
 from . import gc as _gc
 from . import root as _root
+from .failures import io_reason, remove_error, write_error
 from .gc import GcPlan, ObjectEntry
 from .keys import (FORMAT_VERSION, REST, canonical, content_key, file_sha256, hash_file_into, is_object_dir, object_path,
                    real_dir, walk_objects)
@@ -77,6 +78,11 @@ class Store:
     def require_cache(self) -> None:
         """InputError unless the root is a ditflow cache (marked): what removes anything calls this first."""
         _root.require_cache(self.root)
+
+    def check_shape(self) -> None:
+        """InputError unless the root is, or can become, a cache folder (a file in the way, a folder of other
+        files); no write probe, for a run that checks its --cache up front but may only read."""
+        _root.check_shape(self.root)
 
     def check_writable(self) -> None:
         """InputError (one line naming the folder and what to do) unless the store can write here. Stages
@@ -135,12 +141,20 @@ class Store:
         """
         if content_key(kind, inputs) != h:
             raise ValueError(f"hash {h[:12]} is not content_key({kind!r}, inputs): the store could never verify it")
-        _root.prepare(self.root)
-        entry = TempEntry.create(self.tmp, "w", h)
+        try:
+            _root.prepare(self.root)
+            entry = TempEntry.create(self.tmp, "w", h)
+        except OSError as e:
+            raise write_error(self.root, io_reason(e)) from e
         try:
             entry.payload.mkdir()
             yield entry.payload
             self._publish(entry, h, kind, inputs, list(parents), extra or {})
+        except Exception as e:  # the payload's writes (files, safetensors, zarr), its meta, the publishing rename
+            reason = io_reason(e)
+            if reason is None:
+                raise
+            raise write_error(self.root, reason) from e
         finally:
             entry.discard()
 
@@ -153,11 +167,14 @@ class Store:
         if not entry.intact():
             raise lost()
         try:
-            checksums = {rel: file_sha256(folder / rel) for rel in payload_files(h, folder)}
+            files = payload_files(h, folder)
+            checksums = {rel: file_sha256(folder / rel) for rel in files}
+            sizes = {rel: os.lstat(folder / rel).st_size for rel in files}  # lets `cache ls` see a truncation cheaply
         except (OSError, BrokenObject):
             raise lost()
         meta = {**extra, "kind": kind, "hash": h, "format": FORMAT_VERSION, "inputs": inputs, "parents": parents,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "checksums": checksums}
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "checksums": checksums,
+                "sizes": sizes}
         meta = json.loads(json.dumps(meta, default=str))  # what a reader will see
         (folder / META).write_text(json.dumps(meta, indent=1))
         _make_read_only(folder)
@@ -207,10 +224,13 @@ class Store:
         so a reader never sees a half-deleted object; deleted after the lock is released."""
         self.require_cache()
         h = self.resolve(ref)
-        with self.locked():
-            if not self.is_object_dir(h):
-                raise ArtifactNotFound(f"no artifact {h[:12]} in cache {self.root}")
-            aside = self.move_aside(h)
+        try:
+            with self.locked():
+                if not self.is_object_dir(h):
+                    raise ArtifactNotFound(f"no artifact {h[:12]} in cache {self.root}")
+                aside = self.move_aside(h)
+        except OSError as e:  # a read-only cache: the lock or the rename aside fails before anything is gone
+            raise remove_error(self.root, h, io_reason(e)) from e
         aside.discard()
         return h
 

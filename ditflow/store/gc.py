@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from .keys import walk_objects
-from .meta import BrokenObject, ObjectInfo, parse_created
+from .meta import BrokenObject, ObjectInfo, check_payload, parse_created
 from .tmp import TempEntry, scan_tmp
 from .tmp import sweep as sweep_entry
 
@@ -41,7 +41,7 @@ class ObjectEntry:
     path: Path
     state: str  # "ok", "corrupt" or "incomplete"
     reason: str = ""
-    info: ObjectInfo | None = None
+    info: ObjectInfo | None = None  # its checked metadata, kept for a corrupt payload too (ls still shows its kind)
 
 
 @dataclass
@@ -63,10 +63,14 @@ def scan(store: StoreLike, *, verify: bool = False) -> list[ObjectEntry]:
     """Every object folder with its state; one bad object never stops the listing of the others."""
     out = []
     for h, path in store.object_dirs():
+        info = None
         try:
-            out.append(ObjectEntry(h, path, "ok", info=store.info_at(h, verify=verify)))
-        except BrokenObject as e:
-            out.append(ObjectEntry(h, path, e.state, e.reason))
+            info = store.info_at(h, verify=verify)
+            if not verify:  # still the recorded files at their recorded sizes; hashed only where no sizes are recorded
+                check_payload(h, path, info.meta, checksums="sizes" not in info.meta)
+            out.append(ObjectEntry(h, path, "ok", info=info))
+        except BrokenObject as e:  # `info` kept when only the payload is bad: the listing still says what it was
+            out.append(ObjectEntry(h, path, e.state, e.reason, info=info))
         except OSError as e:  # vanished or unreadable meanwhile
             out.append(ObjectEntry(h, path, "corrupt", f"unreadable: {e.strerror}"))
     return out
@@ -83,7 +87,7 @@ def plan(store: StoreLike, older_than_days: float | None = None) -> GcPlan:
     store.require_cache()
     stale, in_use, foreign = scan_tmp(store.tmp)
     entries = scan(store, verify=True)
-    refs = {p for e in entries if e.info is not None for p in e.info.parents}
+    refs = {p for e in entries if e.state == "ok" for p in e.info.parents}
     result = GcPlan(stale, [], [], in_use=in_use, foreign=foreign + foreign_objects(store))
     now = time.time()
     for e in entries:

@@ -60,25 +60,32 @@ def require_cache(root: Path) -> None:
                          f"check --cache / DITFLOW_CACHE")
 
 
-def check_writable(root: Path) -> None:
-    """InputError (one line naming the folder and what to do) unless the store can write at `root`: it
-    is, or can be made, a ditflow cache folder this process may write."""
+def check_shape(root: Path) -> list[Path]:
+    """InputError unless `root` is, or can become, a ditflow cache folder; writes nothing and probes nothing,
+    so a run that may need no write (a batch of cache hits on a read-only cache) can call it up front. Returns
+    the folders a write would go into."""
     if not (root.exists() or root.is_symlink()):
         parent = next((p for p in root.parents if p.exists()), None)
         if parent is None or not parent.is_dir():
             raise InputError(f"cache {root} cannot be created: {parent} is not a folder; {HINT}")
-        _probe(parent, root)
-        return
+        return [parent]
     if not root.is_dir():
         raise InputError(f"cache {root} is not a folder (a file is in the way); {HINT}")
     if not is_cache(root) and any(root.iterdir()):
         raise InputError(f"{root} is not a ditflow cache (it holds other files, which a cache must not share); "
                          f"{HINT} (a new or empty folder)")
-    for d in (root, root / "tmp", root / "objects"):
-        if d.exists() or d.is_symlink():
-            if not d.is_dir():
-                raise InputError(f"cache {root} is damaged: {d} is not a folder; {HINT}")
-            _probe(d, root)
+    folders = [d for d in (root, root / "tmp", root / "objects") if d.exists() or d.is_symlink()]
+    for d in folders:
+        if not d.is_dir():
+            raise InputError(f"cache {root} is damaged: {d} is not a folder; {HINT}")
+    return folders
+
+
+def check_writable(root: Path) -> None:
+    """InputError (one line naming the folder and what to do) unless the store can write at `root`: it
+    is, or can be made, a ditflow cache folder this process may write."""
+    for folder in check_shape(root):
+        _probe(folder, root)
 
 
 def prepare(root: Path) -> None:
@@ -103,4 +110,4 @@ def _probe(folder: Path, root: Path) -> None:
         raise InputError(f"cache {root} cannot be written ({folder}: {e.strerror}); fix its permissions or {HINT}")
 
 
-__all__ = ["TAG", "LOCK", "default_root", "is_cache", "require_cache", "check_writable", "prepare", "write_tag"]
+__all__ = ["TAG", "LOCK", "default_root", "is_cache", "require_cache", "check_shape", "check_writable", "prepare", "write_tag"]
