@@ -412,3 +412,11 @@ def test_a_ray_address_nobody_answers_is_refused_in_seconds():
         check_reachable("127.0.0.1:1", timeout=2)
     with pytest.raises(InputError, match="is not HOST:PORT"):
         check_reachable("not an address")
+
+
+def test_an_absurd_worker_count_is_refused_before_anything_is_built(tmp_path, capsys, monkeypatch, no_model):
+    from helpers import one_error_line, run_cli
+
+    (tmp_path / "runs.csv").write_text("video,prompt\nv.mp4,x\n")
+    code, _, err = run_cli(["batch", str(tmp_path / "runs.csv"), "--workers", "99999999999999999999"], capsys, monkeypatch)
+    assert code == 2 and "--workers must be between 1 and 1024" in one_error_line(err)

@@ -14,6 +14,7 @@ from .runner import BatchSettings
 from .setups import INJECT, INJECT_SOURCE, all_setups, builtin_names, guide_config
 
 BACKENDS = ("local", "ray")
+MAX_WORKERS = 1024  # each worker holds a model: far more than any machine or cluster here runs at once
 # What ray.init takes: auto, local, HOST:PORT (a GCS), or ray://HOST[:PORT] (Ray Client); HOST a name, IPv4 or [IPv6]
 _HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
 _ADDRESS = re.compile(rf"^(?:ray://{_HOST}(?::(?P<client_port>\d+))?|{_HOST}:(?P<port>\d+))$")
@@ -22,8 +23,8 @@ _ADDRESS = re.compile(rf"^(?:ray://{_HOST}(?::(?P<client_port>\d+))?|{_HOST}:(?P
 def check_backend(backend: str, workers: int | None, address: str | None) -> None:
     if backend not in BACKENDS:
         raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise InputError(f"--workers must be at least 1, got {workers}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS):
+        raise InputError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
     if address is not None and backend != "ray":
         raise InputError("--address is for --backend ray")
     if backend != "ray":
