@@ -120,3 +120,14 @@ def test_extract_after_a_fine_tune_saved_in_place_is_a_new_artifact(tiny_rope, r
     save_file({k: v + 0.01 for k, v in load_file(weight).items()}, weight)  # same names, shapes and size
     new = extract(ref_video, extract_cfg(str(folder)), runtime=runtime, store=store)
     assert new.hash != old.hash and new.inputs["model"] != old.inputs["model"]
+
+
+def test_a_folder_missing_a_submodel_names_it(tiny_rope, ref_video, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_rope, folder)
+    shutil.rmtree(folder / "vae")
+    code, out, err = run_cli(["extract", ref_video, "--model", str(folder), "--frames", "9", "--height", "32", "--width", "48",
+                              "--blocks", "1", "-q", "--cache", str(tmp_path / "c")], capsys, monkeypatch)
+    assert code == 6 and out == "" and one_error_line(err, f"{folder} has no vae/ folder")

@@ -120,7 +120,9 @@ class Backbone:
 
         from ..config import DTYPES
         from ..errors import ModelUnavailable
+        from .source import check_components
 
+        check_components(model.folder)
         quiet_libraries()
         self.model, self.words = model, model.vocabulary
         self.dtype = getattr(torch, DTYPES.get(dtype, dtype))

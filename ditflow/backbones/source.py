@@ -24,6 +24,17 @@ def pipeline_class(folder: Path) -> str:
     return data["_class_name"]
 
 
+def check_components(folder: Path) -> None:
+    """Every submodel model_index.json names has its folder (diffusers would name the pipeline's folder instead)."""
+    index = json.loads((folder / "model_index.json").read_text())
+    for name, spec in index.items():
+        if name.startswith("_") or not isinstance(spec, list) or None in spec[:2]:
+            continue
+        if not (folder / name).is_dir():
+            raise ModelUnavailable(f"{folder} has no {name}/ folder, which its model_index.json names ({spec[-1]}): "
+                                   f"the copy or download is incomplete")
+
+
 def _local_folder(source: str) -> Path | None:
     p = Path(source).expanduser()
     if p.exists():
