@@ -385,7 +385,7 @@ def test_a_killed_worker_process_loses_no_row(work, tiny_rope, tmp_path, monkeyp
     from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
 
     (tmp_path / "runs.csv").write_text("".join("video,prompt,seed\n" if i == 0 else f"{work / 'a.gif'},{P1},{i}\n"
-                                               for i in range(5)))
+                                               for i in range(4)))
     runs = read_manifest(tmp_path / "runs.csv", setups=["backbone"], seeds=[1]).runs
     settings = preflight(BatchSettings(cache=str(tmp_path / "c"), extract=ExtractConfig(model=tiny_rope, frames=9, height=32, width=48),
                                        guide=GuideConfig(steps=2), runtime=RuntimeOptions(device="cpu", quiet=True)), runs)
@@ -399,9 +399,9 @@ def test_a_killed_worker_process_loses_no_row(work, tiny_rope, tmp_path, monkeyp
             os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
         results.append(result)
 
-    executors.run_processes(runs, settings, [None, None], on_result)
+    executors.run_processes(runs, settings, [None], on_result)  # one worker: the pool dies with it
     assert len(attempts) >= 2  # a pool died and its rows ran again
-    assert sorted(r["seed"] for r in results) == [1, 2, 3, 4] and all(r["status"] == "ok" for r in results), results
+    assert sorted(r["seed"] for r in results) == [1, 2, 3] and all(r["status"] == "ok" for r in results), results
 
 
 def test_a_ray_address_nobody_answers_is_refused_in_seconds():

@@ -9,6 +9,7 @@ keep one copy).
 """
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any, Callable, Iterable, Iterator
 
@@ -67,7 +68,8 @@ def _init_worker(settings: BatchSettings, devices, threads: int) -> None:
 
     torch.set_num_threads(threads)
     held = keep_loaded()
-    held.__enter__()  # released when the process ends
+    held.__enter__()
+    atexit.register(held.__exit__, None, None, None)  # released before the interpreter tears down its imports
     _worker.update(settings=settings, held=held)
 
 
@@ -100,32 +102,40 @@ def run_processes(runs: list[Run], settings: BatchSettings, devices: list[str | 
 
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // len(devices))
+    pools: list[ProcessPoolExecutor] = []  # the live pool, kept across waves (each start loads the model again)
+
+    def pool() -> ProcessPoolExecutor:
+        if not pools:
+            queue = ctx.Queue()
+            for d in devices:
+                queue.put(d)
+            pools.append(ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=_init_worker,
+                                             initargs=(settings, queue, threads)))
+        return pools[0]
 
     def attempt(rows: list[Run]) -> list[Run]:
-        queue = ctx.Queue()
-        for d in devices:
-            queue.put(d)
-        pool = ProcessPoolExecutor(len(devices), mp_context=ctx, initializer=_init_worker,
-                                   initargs=(settings, queue, threads))
         lost: list[Run] = []
-        try:
-            pending = {pool.submit(_work, r): r for r in rows}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    run = pending.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        lost.append(run)
-                    else:
-                        on_result(result)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        pending = {pool().submit(_work, r): r for r in rows}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                run = pending.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    lost.append(run)
+                else:
+                    on_result(result)
+        if lost:  # a worker died: the pool is broken, its rows go to a fresh one
+            pools.pop().shutdown(wait=True, cancel_futures=True)
         return lost
 
-    for wave in waves(runs):
-        retrying(wave, attempt, lambda run: on_result({**base_result(run, settings.extract.model), "error": WORKER_DIED}))
+    try:
+        for wave in waves(runs):
+            retrying(wave, attempt, lambda run: on_result({**base_result(run, settings.extract.model), "error": WORKER_DIED}))
+    finally:
+        for p in pools:
+            p.shutdown(wait=True, cancel_futures=True)
 
 
 # ----------------------------------------------------------------------------------------------- Ray
@@ -177,33 +187,36 @@ def run_ray(runs: list[Run], settings: BatchSettings, on_result: OnResult, *, ad
     n = workers or max(gpus, 1)
     actor = ray.remote(num_gpus=1, num_cpus=1)(RayWorker) if gpus else ray.remote(num_cpus=1)(RayWorker)
 
+    actors: list = []  # the live actors, kept across waves (each start loads the model again)
+
     def attempt(rows: list[Run]) -> list[Run]:
-        actors = [actor.remote(settings) for _ in range(min(n, len(rows)))]
+        actors.extend(actor.remote(settings) for _ in range(n - len(actors)))  # replacing any that died
         idle, queue, running, lost = list(actors), list(rows), {}, []
-        try:
-            while queue or running:
-                while idle and queue:
-                    a, run = idle.pop(), queue.pop(0)
-                    running[a.run.remote(run)] = (a, run)
-                if not running:  # every actor died: the rest wait for fresh ones
-                    lost += queue
-                    break
-                [ref], _ = ray.wait(list(running), num_returns=1)
-                a, run = running.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except RayActorError:
-                    lost.append(run)  # that actor is gone: it takes no more rows
-                else:
-                    idle.append(a)
-                    on_result(result)
-        finally:
-            for a in actors:
-                ray.kill(a)
+        while queue or running:
+            while idle and queue:
+                a, run = idle.pop(), queue.pop(0)
+                running[a.run.remote(run)] = (a, run)
+            if not running:  # every actor died: the rest wait for fresh ones
+                lost += queue
+                break
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            a, run = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except RayActorError:
+                lost.append(run)  # that actor is gone: it takes no more rows
+                actors.remove(a)
+            else:
+                idle.append(a)
+                on_result(result)
         return lost
 
-    for wave in waves(runs):
-        retrying(wave, attempt, lambda run: on_result({**base_result(run, settings.extract.model), "error": WORKER_DIED}))
+    try:
+        for wave in waves(runs):
+            retrying(wave, attempt, lambda run: on_result({**base_result(run, settings.extract.model), "error": WORKER_DIED}))
+    finally:
+        for a in actors:
+            ray.kill(a)
 
 
 def ordered(results: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
