@@ -131,3 +131,16 @@ def test_a_folder_missing_a_submodel_names_it(tiny_rope, ref_video, tmp_path, ca
     code, out, err = run_cli(["extract", ref_video, "--model", str(folder), "--frames", "9", "--height", "32", "--width", "48",
                               "--blocks", "1", "-q", "--cache", str(tmp_path / "c")], capsys, monkeypatch)
     assert code == 6 and out == "" and one_error_line(err, f"{folder} has no vae/ folder")
+
+
+def test_a_config_asking_for_more_layers_than_the_weights_hold_is_one_line(tiny_rope, ref_video, tmp_path, capsys, monkeypatch):
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_rope, folder)
+    config = folder / "transformer" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "num_layers": 3}))
+    code, out, err = run_cli(["extract", ref_video, "--model", str(folder), "--frames", "9", "--height", "32", "--width", "48",
+                              "--blocks", "1", "-q", "--cache", str(tmp_path / "c")], capsys, monkeypatch)
+    assert code == 6 and out == "" and one_error_line(err, f"{folder}/transformer: its weights do not hold everything")

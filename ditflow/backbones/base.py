@@ -61,6 +61,21 @@ def quiet_libraries() -> None:
         lib.disable_progress_bar()
 
 
+def _check_loaded(pipe, folder) -> None:
+    """Every weight a submodel's config asks for was in its files: diffusers leaves the missing ones on the meta
+    device (a config.json edited to more layers than the weights hold), which fails later as an internal error."""
+    import itertools
+
+    import torch
+
+    from ..errors import ModelUnavailable
+
+    for name, part in pipe.components.items():
+        if isinstance(part, torch.nn.Module) and any(t.is_meta for t in itertools.chain(part.parameters(), part.buffers())):
+            raise ModelUnavailable(f"{folder}/{name}: its weights do not hold everything its config.json describes "
+                                   f"(e.g. more layers than were saved): the config and the weights disagree")
+
+
 class Backbone:
     """One model family's pipeline on a device, in a dtype, with the memory options applied.
 
@@ -131,6 +146,7 @@ class Backbone:
             pipe = self.pipeline_type().from_pretrained(model.folder, dtype=self.dtype)
         except Exception as e:
             raise ModelUnavailable(f"cannot load {self.family} pipeline from {model.folder}: {str(e).splitlines()[0]}")
+        _check_loaded(pipe, model.folder)
         self.check_pipeline(pipe)
         self._place(pipe, runtime, device)
         self._rope: dict[tuple[int, int, int], Any] = {}
