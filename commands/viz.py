@@ -67,12 +67,16 @@ def amf_command(
     from ditflow.video import write_video
     from ditflow.viz import amf_pictures, parse_pairs, picture_grid, write_still
 
-    art = load(Store(cache), ref, kind="amf")
+    from ditflow.fileio import check_not_inputs
+
+    store = Store(cache)
+    art = load(store, ref, kind="amf")
     blocks = art.blocks
     block = blocks[0] if block is None and blocks else block
     if block not in blocks:
         raise InputError(f"artifact {art.hash[:12]} has no AMF of block {block}; it has blocks {', '.join(map(str, blocks)) or 'none'}")
     path, fmt = _video_target(_target(out, f"amf-{art.hash[:12]}-b{block}.gif"), "gif", overwrite, still=True)
+    check_not_inputs({"--out": path}, [], cache=store.root)
     grid = art.grid
     chosen = parse_pairs(pairs, grid[0])
     pictures = amf_pictures(art.frames, art.amf(block).numpy(), grid, chosen, title=f"AMF {art.hash[:12]} block {block}")
@@ -136,13 +140,14 @@ def loss_command(
     from ditflow.store import Store
     from ditflow.viz import plot_losses
 
-    from ditflow.fileio import check_target
+    from ditflow.fileio import check_outputs
 
-    art = load(Store(cache), ref, kind="gen")
+    store = Store(cache)
+    art = load(store, ref, kind="gen")
     path = _target(out, f"loss-{art.hash[:12]}.png")
     if path.suffix.lower() != ".png":
         raise InputError(f"--out {path}: the loss plot is a .png")
-    check_target(path, overwrite)
+    check_outputs({"--out": path}, overwrite, cache=store.root)
     if not art.losses:
         raise InputError(f"artifact {art.hash[:12]} has no recorded losses (was it generated without guidance?)")
     typer.echo(str(plot_losses(art.losses, path, title=f"guidance loss of {art.hash[:12]}", overwrite=overwrite)))

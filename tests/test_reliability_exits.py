@@ -288,3 +288,11 @@ def test_eval_of_videos_of_different_lengths_warns(tmp_path, capsys, monkeypatch
     note = "the generated video has 4 frames and the reference 6: motion fidelity compares the first 4 of each"
     assert rc == 0 and note in json.loads(out)["warnings"]
     assert f"warning: {note}" in err
+
+
+def test_viz_refuses_an_output_inside_the_cache(amf_cache, capsys, monkeypatch):
+    from helpers import one_error_line, run_cli
+
+    cache, amf = amf_cache
+    code, out, err = run_cli(["viz", "amf", amf, "--out", str(cache / "a.gif"), "--cache", str(cache)], capsys, monkeypatch)
+    assert code == 2 and out == "" and "is inside the cache" in one_error_line(err) and not (cache / "a.gif").exists()
