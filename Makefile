@@ -95,8 +95,8 @@ demo: $(VENV_STAMP)
 	BASE=$$($(DITFLOW) guide --amf $$AMF --prompt "$(TOY_PROMPT)" --no-guidance --no-injection --out $(OUT)/demo-backbone.mp4 --overwrite) && \
 	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(TOY_PROMPT)" --opt-mode emb --out $(OUT)/demo-guided.mp4 --overwrite) && \
 	INJ=$$($(DITFLOW) inject --emb $$GEN --prompt "$(TOY_PROMPT2)" --out $(OUT)/demo-injected.mp4 --overwrite) && \
-	$(DITFLOW) eval $$GEN --tracker lk --metrics mf --json $(OUT)/demo-eval.json --overwrite > /dev/null && \
-	$(DITFLOW) eval $$BASE --reference $$AMF --tracker lk --metrics mf --json $(OUT)/demo-eval-backbone.json --overwrite > /dev/null && \
+	$(DITFLOW) eval $$GEN --tracker lk --metrics mf --json-out $(OUT)/demo-eval.json --overwrite > /dev/null && \
+	$(DITFLOW) eval $$BASE --reference $$AMF --tracker lk --metrics mf --json-out $(OUT)/demo-eval-backbone.json --overwrite > /dev/null && \
 	CMP=$$($(DITFLOW) viz compare $$AMF $$BASE $$GEN $$INJ --labels reference,backbone,ditflow,injected --out $(OUT)/demo-compare.mp4 --overwrite) && \
 	STRIP=$$($(DITFLOW) viz compare $$AMF $$BASE $$GEN $$INJ --labels reference,backbone,ditflow,injected --out $(OUT)/demo-compare.png --overwrite) && \
 	echo "reference AMF   $$AMF ($(TOY_VIDEO))" && echo "backbone video  $$BASE -> $(OUT)/demo-backbone.mp4" && \
@@ -111,7 +111,7 @@ demo-tiny: tiny-model
 	@AMF=$$($(DITFLOW) extract $(TINY_VIDEO) --model $(TINY_MODEL) $(TINY_SIZE)) && \
 	GEN=$$($(DITFLOW) guide --amf $$AMF --prompt "$(TINY_PROMPT)" $(TINY_GUIDE) --out $(OUT)/demo-tiny-guided.mp4 --overwrite) && \
 	INJ=$$($(DITFLOW) inject --emb $$GEN --prompt "a blue square on a white background" --out $(OUT)/demo-tiny-injected.mp4 --overwrite) && \
-	$(DITFLOW) eval $$GEN --tracker lk --json $(OUT)/demo-tiny-eval.json --overwrite > /dev/null && \
+	$(DITFLOW) eval $$GEN --tracker lk --json-out $(OUT)/demo-tiny-eval.json --overwrite > /dev/null && \
 	CMP=$$($(DITFLOW) viz compare $$AMF $$GEN $$INJ --labels reference,guided,injected --out $(OUT)/demo-tiny-compare.mp4 --overwrite) && \
 	LOSS=$$($(DITFLOW) viz loss $$GEN --out $(OUT)/demo-tiny-loss.png --overwrite) && \
 	echo "reference AMF   $$AMF" && echo "guided video    $$GEN -> $(OUT)/demo-tiny-guided.mp4" && \
@@ -164,7 +164,7 @@ bench-davis:
 	@mkdir -p $(OUT)
 	$(PY) -m ditflow.batch.davis "$(DAVIS)" --prompts benchmarks/davis/prompts.json --out $(OUT)/davis-manifest.jsonl --overwrite
 	@$(PY) -m ditflow.cli.app batch $(OUT)/davis-manifest.jsonl --model $(MODEL) --setups $(DAVIS_SETUPS) \
-	  --json $(OUT)/davis-results.json --overwrite $(if $(CACHE),--cache $(CACHE)) $(ARGS); rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
+	  --json-out $(OUT)/davis-results.json --overwrite $(if $(CACHE),--cache $(CACHE)) $(ARGS); rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
 	$(PY) -m ditflow.cli.app report $(OUT)/davis-results.json --md $(OUT)/davis-report.md \
 	  --html $(OUT)/davis-report.html --overwrite $(if $(CACHE),--cache $(CACHE)) && \
 	cat $(OUT)/davis-report.md && exit $$rc

@@ -58,6 +58,44 @@ def parse_range(text: str | None, name: str = "--frame-range") -> tuple[int, int
     return values
 
 
+def flag_settings(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """The settings of config class `cls` among a command's parameters (its `locals()`), where each is
+    declared once, under its field's name (or no_NAME for a --no-NAME flag). Comma lists become the field's
+    tuple; an option not given (None) and a plain flag left off (False) become None, so the config file's
+    value, else the model's default, applies. A `bool | None` field has an on/off pair of flags: its False stays."""
+    import typing
+    from dataclasses import fields
+
+    from ditflow.checks import flag
+
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in params:
+            value = params[f.name]
+            out[f.name] = None if value is False and hints[f.name] is bool else _parse_list(value, hints[f.name], flag(f.name))
+        elif f"no_{f.name}" in params:
+            out[f.name] = False if params[f"no_{f.name}"] else None
+    return out
+
+
+def _parse_list(value: Any, tp: Any, name: str) -> Any:
+    """A comma-separated flag value as the tuple field type `tp` asks for; anything else as it is."""
+    import typing
+
+    if not isinstance(value, str):
+        return value
+    tuples = [a for a in (tp, *typing.get_args(tp)) if typing.get_origin(a) is tuple]
+    if not tuples:
+        return value
+    args = typing.get_args(tuples[0])
+    if len(args) == 2 and args[1] is Ellipsis:
+        return parse_ints(value, name)
+    if len(args) == 3:
+        return parse_range(value, name)
+    return parse_pair(value, name, args[0])
+
+
 def file_settings(config: Path | None) -> dict[str, Any]:
     if config is None:
         return {}
@@ -79,6 +117,19 @@ def emit(artifact, as_json: bool, **extra) -> None:
         print(json.dumps({"hash": artifact.hash, "kind": artifact.kind, "path": str(artifact.path), **extra}))
     else:
         print(artifact.hash)
+    sys.stdout.flush()
+
+
+def emit_result(document: str, plain: list[str], written: list[str], as_json: bool, quiet: bool) -> None:
+    """stdout for a command with result files: with --json only its one JSON `document` (the files written
+    are noted on stderr); else the written files' paths, or when none was asked for the `plain` lines."""
+    if as_json:
+        print(document)
+        for path in [] if quiet else written:
+            print(f"wrote {path}", file=sys.stderr)
+    else:
+        for line in written or plain:
+            print(line)
     sys.stdout.flush()
 
 

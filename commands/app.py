@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from ._common import help_when_bare
+from .options import Group, option
 
 INTERRUPTED = 130
 INTERNAL = 70
@@ -26,6 +27,7 @@ app = typer.Typer(
     invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
 
 
@@ -39,21 +41,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(ctx: typer.Context,
-          version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
-                                                callback=_version)] = False) -> None:
+          version: Annotated[bool, option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_version)] = False) -> None:
     help_when_bare(ctx)
 
 
 def _register() -> None:
-    import importlib
+    from . import batch, cache, eval, extract, guide, inject, report, viz
 
-    for name in ("extract", "guide", "inject", "cache", "eval", "viz", "batch", "report"):
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"{__package__}.{name}":
-                continue  # a stage not built yet
-            raise
+    for module in (extract, guide, inject, cache, eval, viz, batch, report):
         module.register(app)
 
 

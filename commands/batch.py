@@ -6,77 +6,78 @@ from typing import Annotated, Optional
 
 import typer
 
+from ditflow.batch import BACKENDS
 from ditflow.config import ExtractConfig, GuideConfig
 
-from .options import CacheOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt, QuietOpt, setting
+from .options import (RUNTIME, BlocksOpt, CacheOpt, CfgOpt, Command, ConfigOpt, CpuOffloadOpt, CropOpt,
+                      CsvOpt, DeviceOpt, FastOpt, FramesOpt, GuidanceRangeOpt, HeightOpt, JsonOpt, JsonOutOpt, LrOpt,
+                      MetricsOpt, ModelSetting, NegativePromptOpt, OptStepsOpt, OverwriteOpt, QuietOpt, SchedulerOpt,
+                      StepsOpt, TrackerOpt, VariantOpt, WidthOpt, argument, choices, option)
 
-ManifestArg = Annotated[Path, typer.Argument(help="runs.csv (video,prompt[,setup][,seed][,frame_range]), .jsonl or .toml (grids: lists expand as videos x prompts x setups x seeds; [setups.NAME] tables).", show_default=False)]
-SetupsOpt = Annotated[str, typer.Option("--setups", help="Setups of rows that name none, comma-separated: ditflow-latent, ditflow-emb, smm, moft, injection, backbone, inject, or a table's name.")]
-SeedsOpt = Annotated[str, typer.Option("--seeds", help="Seeds of rows that give none, comma-separated.")]
-SetupsFileOpt = Annotated[Optional[Path], typer.Option("--setups-file", help="TOML: one [NAME] table of guide settings per setup of your own.", show_default=False)]
-BackendOpt = Annotated[str, typer.Option("--backend", help="local (worker processes on this machine) or ray (an existing Ray cluster; pip install ditflow[ray]).")]
-WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Workers (each holds one model). Default: local, one per visible GPU, else one on the CPU; ray, one per GPU of the cluster, else one.", show_default=False)]
-AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (`ray start --head` prints it; auto: the local one). Default: $RAY_ADDRESS, else a Ray started for this batch.", show_default=False)]
-CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Write one row per run as CSV.", show_default=False)]
-JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write one row per run as JSON (a list).", show_default=False)]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --csv / --json if they exist.")]
-MetricsOpt = Annotated[str, typer.Option("--metrics", help="Comma-separated: clip, mf.")]
-TrackerOpt = Annotated[str, typer.Option("--tracker", help="auto (cotracker if available, else lk), lk (built-in, no weights) or cotracker.")]
-VariantOpt = Annotated[str, typer.Option("--mf-variant", help="symmetric (SMM paper) or ditflow (the DiTFlow paper's evaluation script).")]
+RUNS = "Runs"
+ManifestArg = Annotated[Path, argument(metavar="MANIFEST", help="runs.csv (video,prompt[,setup][,seed][,frame_range]), .jsonl or .toml (grids: lists expand as videos x prompts x setups x seeds; [setups.NAME] tables).")]
+SetupsOpt = Annotated[str, option("--setups", metavar="SETUP,...", panel=RUNS, help="Setups of rows that name none, comma-separated: ditflow-latent, ditflow-emb, smm, moft, injection, backbone, inject, or a table's name.")]
+SeedsOpt = Annotated[str, option("--seeds", metavar="INT,...", panel=RUNS, help="Seeds of rows that give none, comma-separated.")]
+SetupsFileOpt = Annotated[Optional[Path], option("--setups-file", metavar="FILE", panel=RUNS, show_default=False, help="TOML: one [NAME] table of guide settings per setup of your own.")]
+BackendOpt = Annotated[str, option("--backend", metavar=choices(BACKENDS), panel=RUNTIME, help="local (worker processes on this machine) or ray (an existing Ray cluster; pip install ditflow[ray]).")]
+WorkersOpt = Annotated[Optional[int], option("--workers", metavar="INT", panel=RUNTIME, show_default=False, help="Workers (each holds one model). Default: local, one per visible GPU, else one on the CPU; ray, one per GPU of the cluster, else one.")]
+AddressOpt = Annotated[Optional[str], option("--address", metavar="ADDRESS", panel=RUNTIME, show_default=False, help="Ray cluster address (`ray start --head` prints it; auto: the local one). Default: $RAY_ADDRESS, else a Ray started for this batch.")]
 
 
 def batch(
     manifest: ManifestArg,
-    model: Annotated[Optional[str], setting(ExtractConfig, "model", extra="[default: 5b]")] = None,
-    frames: Annotated[Optional[int], setting(ExtractConfig, "frames")] = None,
-    height: Annotated[Optional[int], setting(ExtractConfig, "height")] = None,
-    width: Annotated[Optional[int], setting(ExtractConfig, "width")] = None,
-    blocks: Annotated[Optional[str], setting(ExtractConfig, "blocks")] = None,
-    crop: Annotated[Optional[str], setting(ExtractConfig, "crop", extra="[default: none]")] = None,
     setups: SetupsOpt = "ditflow-latent",
     seeds: SeedsOpt = "1",
     setups_file: SetupsFileOpt = None,
-    steps: Annotated[Optional[int], setting(GuideConfig, "steps")] = None,
-    opt_steps: Annotated[Optional[int], setting(GuideConfig, "opt_steps")] = None,
-    lr: Annotated[Optional[str], setting(GuideConfig, "lr")] = None,
-    guidance_range: Annotated[Optional[str], setting(GuideConfig, "guidance_range")] = None,
-    cfg: Annotated[Optional[float], setting(GuideConfig, "cfg", "--cfg")] = None,
-    negative_prompt: Annotated[Optional[str], setting(GuideConfig, "negative_prompt")] = None,
-    scheduler: Annotated[Optional[str], setting(GuideConfig, "scheduler")] = None,
-    fast: Annotated[bool, setting(GuideConfig, "fast", "--fast")] = False,
-    metrics: MetricsOpt = "clip,mf",
-    tracker: TrackerOpt = "auto",
-    mf_variant: VariantOpt = "symmetric",
+    model: ModelSetting = None,
+    frames: FramesOpt = None,
+    height: HeightOpt = None,
+    width: WidthOpt = None,
+    blocks: BlocksOpt = None,
+    crop: CropOpt = None,
+    negative_prompt: NegativePromptOpt = None,
+    opt_steps: OptStepsOpt = None,
+    lr: LrOpt = None,
+    guidance_range: GuidanceRangeOpt = None,
+    steps: StepsOpt = None,
+    cfg: CfgOpt = None,
+    scheduler: SchedulerOpt = None,
+    fast: FastOpt = False,
+    metrics: MetricsOpt = None,
+    tracker: TrackerOpt = None,
+    mf_variant: VariantOpt = None,
+    csv_path: CsvOpt = None,
+    json_file: JsonOutOpt = None,
+    as_json: JsonOpt = False,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+    config: ConfigOpt = None,
     backend: BackendOpt = "local",
     workers: WorkersOpt = None,
     address: AddressOpt = None,
-    csv_path: CsvOpt = None,
-    json_path: JsonOpt = None,
-    overwrite: OverwriteOpt = False,
-    config: ConfigOpt = None,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
     cpu_offload: CpuOffloadOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Run every row of a manifest: extract -> guide (or inject) -> eval, one result row per run.
 
     The cache is the queue: a row whose artifacts exist is read, not recomputed, so a killed batch
     resumes where it stopped. A failing row is recorded with its error and the rest run; the exit code is
-    1 when any row failed. Without --csv/--json the rows go to stdout as JSON lines.
+    1 when any row failed. The rows go to stdout as JSON lines, or with --json as one JSON list; with
+    --csv or --json-out (and no --json) the written files' paths instead.
     """
     import json
 
-    from ditflow.batch import BACKENDS, BatchSettings, read_manifest, run_batch
-    from ditflow.batch.results import write_csv, write_json
+    from ditflow.batch import BatchSettings, read_manifest, run_batch
+    from ditflow.batch.results import results_json, write_csv, write_json
     from ditflow.config_file import apply_overrides, section
     from ditflow.errors import DitflowError, InputError
     from ditflow.fileio import check_target
     from ditflow.store import Store
 
-    from ._common import file_settings, parse_ints, parse_pair, runtime
+    from ._common import emit_result, file_settings, parse_ints, parse_pair, runtime
 
-    for out, flag in ((csv_path, "--csv"), (json_path, "--json")):
+    for out, flag in ((csv_path, "--csv"), (json_file, "--json-out")):
         if out is not None:  # before anything runs
             check_target(out, overwrite, flag=flag)
     if backend not in BACKENDS:
@@ -102,13 +103,9 @@ def batch(
     if backend == "ray":
         _check_ray()
     results = run_batch(m.runs, settings, backend=backend, workers=workers, address=address, quiet=quiet)
-    if csv_path is not None:
-        typer.echo(str(write_csv(results, csv_path)))
-    if json_path is not None:
-        typer.echo(str(write_json(results, json_path)))
-    if csv_path is None and json_path is None:
-        for r in results:
-            typer.echo(json.dumps(r))
+    written = [str(write_csv(results, csv_path))] if csv_path is not None else []
+    written += [str(write_json(results, json_file))] if json_file is not None else []
+    emit_result(results_json(results), [json.dumps(r) for r in results], written, as_json, quiet)
     failed = sum(r["status"] != "ok" for r in results)
     if not quiet:
         cached = sum(bool(r.get("cached")) for r in results)
@@ -156,11 +153,13 @@ def _setups_file(path: Path) -> dict:
     return check_custom(tables, str(path))
 
 
-def _eval_settings(metrics: str, tracker: str, mf_variant: str):
-    from ditflow.eval import EvalSettings, Evaluator, parse_metrics
+def _eval_settings(metrics: str | None, tracker: str | None, mf_variant: str | None):
+    from ditflow.config_file import apply_overrides
+    from ditflow.eval import EvalSettings, parse_metrics
 
-    settings = EvalSettings(metrics=parse_metrics(metrics), tracker=tracker, mf_variant=mf_variant)
-    Evaluator(settings)  # checks the tracker and variant names now
+    settings = apply_overrides(EvalSettings(), {"metrics": None if metrics is None else parse_metrics(metrics),
+                                                "tracker": tracker, "mf_variant": mf_variant})
+    settings.validate()  # the tracker and variant names, now rather than in a worker
     return settings
 
 
@@ -198,4 +197,4 @@ def _check_ray() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(batch)
+    app.command(cls=Command)(batch)

@@ -8,11 +8,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ._common import help_when_bare
-from .options import CacheOpt, FormatOpt, JsonOpt, OverwriteOpt
+from .options import CacheOpt, Command, FormatOpt, Group, HashArg, JsonOpt, OverwriteOpt, argument, choices, option
 
-cache_app = typer.Typer(help="List, inspect, export, remove and garbage-collect cached artifacts.",
+KINDS = ("amf", "gen", "score")
+cache_app = typer.Typer(cls=Group, help="List, inspect, export, remove and garbage-collect cached artifacts.",
                        invoke_without_command=True, callback=help_when_bare)
-HashArg = Annotated[str, typer.Argument(help="Artifact hash or unique prefix (6+ characters).", show_default=False)]
 
 
 def _human(n: int) -> str:
@@ -62,20 +62,22 @@ def _when(row: dict[str, Any]) -> float:
     return created.timestamp() if created is not None else float("-inf")
 
 
-@cache_app.command("ls")
-def ls(cache: CacheOpt = None, kind: Annotated[Optional[str], typer.Option(help="Only this kind: amf, gen or score (a batch row's evaluation).", show_default=False)] = None,
-       json_out: JsonOpt = False) -> None:
+@cache_app.command("ls", cls=Command)
+def ls(cache: CacheOpt = None,
+       kind: Annotated[Optional[str], option("--kind", metavar=choices(KINDS), show_default=False,
+                                             help="Only this kind (score: a batch row's evaluation).")] = None,
+       as_json: JsonOpt = False) -> None:
     """List artifacts, oldest first: created, kind, hash, mode (opt mode / no-guidance / inject; an AMF's
     blocks), seed, size, prompt or source. A corrupt or incomplete one is listed with the reason."""
     from ditflow.errors import InputError
     from ditflow.store import Store
 
-    if kind is not None and kind not in ("amf", "gen", "score"):
+    if kind is not None and kind not in KINDS:
         raise InputError(f"--kind must be amf, gen or score, not {kind!r}")
     store = Store(cache)
     rows = sorted((_row(e) for e in store.scan()), key=_when)
     rows = [r for r in rows if not kind or r["kind"] == kind]
-    if json_out:
+    if as_json:
         print(json.dumps(rows))
         return
     if not rows:
@@ -91,7 +93,7 @@ def ls(cache: CacheOpt = None, kind: Annotated[Optional[str], typer.Option(help=
         print("  ".join(c.ljust(w) for c, w in zip(line, widths)) + "  " + line[-1])
 
 
-@cache_app.command("show")
+@cache_app.command("show", cls=Command)
 def show(ref: HashArg, cache: CacheOpt = None) -> None:
     """Print an artifact's metadata (JSON), after verifying it."""
     from ditflow.store import Store
@@ -103,9 +105,9 @@ def show(ref: HashArg, cache: CacheOpt = None) -> None:
     print(json.dumps(meta, indent=1))
 
 
-@cache_app.command("path")
+@cache_app.command("path", cls=Command)
 def path(ref: HashArg, cache: CacheOpt = None,
-         video: Annotated[bool, typer.Option("--video", help="The payload holding the frames (gen: video.safetensors; amf: amf.zarr/frames), after verifying it.")] = False) -> None:
+         video: Annotated[bool, option("--video", help="The payload holding the frames (gen: video.safetensors; amf: amf.zarr/frames), after verifying it.")] = False) -> None:
     """Print the folder of an artifact (also of an incomplete or corrupt one, to inspect it)."""
     from ditflow.store import Store
 
@@ -127,8 +129,8 @@ def _video_artifact(art):
     return art
 
 
-@cache_app.command("export")
-def export(ref: HashArg, out: Annotated[Path, typer.Argument(help="Video file to write (mp4, gif), or a folder of PNG frames.", show_default=False)],
+@cache_app.command("export", cls=Command)
+def export(ref: HashArg, out: Annotated[Path, argument(metavar="OUT", help="Video file to write (mp4, gif), or a folder of PNG frames.")],
            cache: CacheOpt = None, fmt: FormatOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Write an artifact's video (gen: its frames; amf: its reference frames) to a file; print its path."""
     from ditflow.artifacts import load
@@ -139,9 +141,9 @@ def export(ref: HashArg, out: Annotated[Path, typer.Argument(help="Video file to
     print(write_video(art.frames, out, fmt=fmt or (None if out.suffix else "mp4"), overwrite=overwrite))
 
 
-@cache_app.command("rm")
-def rm(refs: Annotated[list[str], typer.Argument(help="Hashes or prefixes.", show_default=False)], cache: CacheOpt = None,
-       force: Annotated[bool, typer.Option("--force", help="Remove even if another artifact references it.")] = False) -> None:
+@cache_app.command("rm", cls=Command)
+def rm(refs: Annotated[list[str], argument(metavar="HASH", help="Hashes or prefixes.")], cache: CacheOpt = None,
+       force: Annotated[bool, option("--force", help="Remove even if another artifact references it.")] = False) -> None:
     """Remove artifacts (incomplete and corrupt ones too)."""
     from ditflow.errors import InputError
     from ditflow.store import Store
@@ -158,10 +160,11 @@ def rm(refs: Annotated[list[str], typer.Argument(help="Hashes or prefixes.", sho
         print(h)
 
 
-@cache_app.command("gc")
+@cache_app.command("gc", cls=Command)
 def gc(cache: CacheOpt = None,
-       older_than: Annotated[Optional[float], typer.Option(help="Also remove artifacts older than this many days that no other artifact references.", show_default=False)] = None,
-       dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be removed.")] = False) -> None:
+       older_than: Annotated[Optional[float], option("--older-than", metavar="DAYS", show_default=False,
+                                                     help="Also remove artifacts older than this many days that no other artifact references.")] = None,
+       dry_run: Annotated[bool, option("--dry-run", help="Only print what would be removed.")] = False) -> None:
     """Remove leftovers of interrupted runs, corrupt and incomplete artifacts, and (with --older-than)
     unreferenced old ones. Only what the store made is removed: anything else is reported and kept."""
     import math

@@ -8,22 +8,26 @@ import typer
 
 HEADER = """# Command-line reference
 
-Made by `make docs` from the commands' own help (each setting's help is written once, in
-`ditflow/config.py`); do not edit by hand. `ditflow COMMAND --help` shows the same.
+Made by `make docs` from the commands' own help (each setting's help is written once, in its config's
+field: `ditflow/config.py`, `ditflow/eval/settings.py`); do not edit by hand. `ditflow COMMAND --help`
+shows the same, grouped in panels.
+
+Results go to stdout, everything else to stderr. `--json` is a flag wherever it appears: stdout is then the
+command's result as one JSON document. A JSON file is written only by `--json-out FILE` (`eval`, `batch`),
+which like every output refuses an existing file without `--overwrite` (exit 2) and is written atomically.
 """
 
 
 def _commands(group, path: str):
-    import click
+    """(path, command) of every command under `group`, subgroups' commands included."""
+    from typer.core import TyperGroup
 
     for name in group.list_commands(None):
         cmd = group.get_command(None, name)
         full = f"{path} {name}"
-        if isinstance(cmd, click.Group):
-            yield full, cmd
+        yield full, cmd
+        if isinstance(cmd, TyperGroup):
             yield from _commands(cmd, full)
-        else:
-            yield full, cmd
 
 
 def _cell(text: str) -> str:
@@ -31,7 +35,10 @@ def _cell(text: str) -> str:
 
 
 def _param_row(p) -> str:
-    flags = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts]) if p.param_type_name == "option" else f"`{p.name.upper()}`"
+    if p.param_type_name == "option":
+        flags = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts]) + (f" `{_cell(p.metavar)}`" if p.metavar else "")
+    else:
+        flags = f"`{p.metavar or p.name.upper()}`"
     help_text = _cell(getattr(p, "help", None) or "")
     if getattr(p, "required", False):
         help_text += " (required)"

@@ -7,88 +7,73 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .options import CacheOpt, QuietOpt
+from ditflow.eval.settings import EvalSettings
 
-VideoArg = Annotated[Optional[str], typer.Argument(metavar="VIDEO", help="Generated video: a file, a folder of frames, or a gen artifact hash.", show_default=False)]
-ReferenceOpt = Annotated[Optional[str], typer.Option("--reference", "-r", help="Reference video (file, folder or amf artifact hash). Default for a gen hash: the amf it was guided by.", show_default=False)]
-PromptOpt = Annotated[Optional[str], typer.Option("--prompt", "-p", help="Prompt for the CLIP score. Default for a gen hash: its prompt.", show_default=False)]
-MetricsOpt = Annotated[str, typer.Option("--metrics", help="Comma-separated: clip, mf.")]
-TrackerOpt = Annotated[str, typer.Option("--tracker", help="auto (cotracker if available, else lk), lk (built-in, no weights) or cotracker.")]
-VariantOpt = Annotated[str, typer.Option("--mf-variant", help="symmetric (SMM paper) or ditflow (the DiTFlow paper's evaluation script).")]
-GridOpt = Annotated[int, typer.Option("--grid-size", help="Track a grid of N×N points of the first frame.")]
-ClipModelOpt = Annotated[str, typer.Option("--clip-model", help="open_clip model name.")]
-ClipPretrainedOpt = Annotated[str, typer.Option("--clip-pretrained", help="open_clip pretrained tag (read from the local caches only) or a checkpoint file.")]
-CoRepoOpt = Annotated[Optional[Path], typer.Option("--cotracker-repo", help="Local checkout of facebookresearch/co-tracker (default: $DITFLOW_COTRACKER_REPO, else the torch hub cache).", show_default=False)]
-CoCkptOpt = Annotated[Optional[Path], typer.Option("--cotracker-checkpoint", help="CoTracker3 offline checkpoint, scaled_offline.pth (default: $DITFLOW_COTRACKER_CHECKPOINT, else the torch hub cache).", show_default=False)]
-ManifestOpt = Annotated[Optional[Path], typer.Option("--manifest", help="Batch mode: a .csv (header video,reference,prompt) or .jsonl manifest.", show_default=False)]
-JsonPathOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the JSON results here instead of stdout.", show_default=False)]
-CsvOpt = Annotated[Optional[Path], typer.Option("--csv", help="Also write the results as CSV (batch mode).", show_default=False)]
-MaxFramesOpt = Annotated[Optional[int], typer.Option("--max-frames", help="Use only the first N frames.", show_default=False)]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the --json / --csv files if they exist.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Device for CLIP and CoTracker: cpu, cuda, cuda:1...")]
+from .options import (EVALUATION, RUNTIME, CacheOpt, Command, CsvOpt, JsonOpt, JsonOutOpt, MetricsOpt, OverwriteOpt, QuietOpt,
+                      TrackerOpt, VariantOpt, argument, option, setting)
 
-
-MAX_GRID = 100  # 10,000 tracks: their pairwise similarities take 0.8 GB
+WHAT = "What to score"
+MODELS = "Tracker and CLIP weights"
+VideoArg = Annotated[Optional[str], argument(metavar="VIDEO", help="Generated video: a file, a folder of frames, or a gen artifact hash.")]
+ReferenceOpt = Annotated[Optional[str], option("--reference", "-r", metavar="VIDEO", panel=WHAT, show_default=False, help="Reference video (file, folder or amf artifact hash). Default for a gen hash: the amf it was guided by.")]
+PromptOpt = Annotated[Optional[str], option("--prompt", "-p", metavar="TEXT", panel=WHAT, show_default=False, help="Prompt for the CLIP score. Default for a gen hash: its prompt.")]
+ManifestOpt = Annotated[Optional[Path], option("--manifest", metavar="FILE", panel=WHAT, show_default=False, help="Batch mode: a .csv (header video,reference,prompt) or .jsonl manifest.")]
+MaxFramesOpt = Annotated[Optional[int], option("--max-frames", metavar="INT", panel=EVALUATION, show_default=False, help="Use only the first N frames.")]
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_command)
+    app.command("eval", cls=Command)(eval_command)
 
 
 def eval_command(
     video: VideoArg = None,
     reference: ReferenceOpt = None,
     prompt: PromptOpt = None,
-    metrics: MetricsOpt = "clip,mf",
-    tracker: TrackerOpt = "auto",
-    mf_variant: VariantOpt = "symmetric",
-    grid_size: GridOpt = 55,
-    clip_model: ClipModelOpt = "ViT-B-32",
-    clip_pretrained: ClipPretrainedOpt = "openai",
-    cotracker_repo: CoRepoOpt = None,
-    cotracker_checkpoint: CoCkptOpt = None,
     manifest: ManifestOpt = None,
-    json_path: JsonPathOpt = None,
-    csv_path: CsvOpt = None,
+    metrics: MetricsOpt = None,
+    tracker: TrackerOpt = None,
+    mf_variant: VariantOpt = None,
+    grid_size: Annotated[Optional[int], setting(EvalSettings, "grid_size", panel=EVALUATION, metavar="N")] = None,
     max_frames: MaxFramesOpt = None,
-    device: DeviceOpt = "cpu",
-    cache: CacheOpt = None,
+    clip_model: Annotated[Optional[str], setting(EvalSettings, "clip_model", panel=MODELS, metavar="NAME")] = None,
+    clip_pretrained: Annotated[Optional[str], setting(EvalSettings, "clip_pretrained", panel=MODELS, metavar="TAG")] = None,
+    cotracker_repo: Annotated[Optional[str], setting(EvalSettings, "cotracker_repo", panel=MODELS, metavar="PATH")] = None,
+    cotracker_checkpoint: Annotated[Optional[str], setting(EvalSettings, "cotracker_checkpoint", panel=MODELS, metavar="PATH")] = None,
+    as_json: JsonOpt = False,
+    json_file: JsonOutOpt = None,
+    csv_path: CsvOpt = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
+    device: Annotated[Optional[str], setting(EvalSettings, "device", "--device", panel=RUNTIME, metavar="DEVICE")] = None,
+    cache: CacheOpt = None,
 ) -> None:
     """Score generated videos: CLIP text alignment (clip_score) and motion fidelity against the reference.
 
-    JSON goes to stdout (or --json PATH); a table goes to stderr. A metric whose weights are missing is
-    reported as null with the reason under "unavailable"; the others are still computed.
+    The result is JSON on stdout (a manifest's: one line per row, or with --json one list); with --csv or
+    --json-out (and no --json) the written files' paths instead. A table goes to stderr. A metric whose
+    weights are missing is reported as null with the reason under "unavailable"; the others are still computed.
     """
+    params = dict(locals())
     from rich.console import Console
 
+    from ditflow.config_file import apply_overrides
     from ditflow.errors import InputError
-    from ditflow.eval import EvalSettings, Evaluator, evaluate, parse_metrics
+    from ditflow.eval import Evaluator, evaluate, parse_metrics
+    from ditflow.fileio import check_target, write_text
     from ditflow.store import Store
+
+    from ._common import emit_result, flag_settings
 
     console = Console(stderr=True, quiet=quiet)
     if (video is None) == (manifest is None):
         raise InputError("give either a VIDEO or --manifest FILE")
-    from ditflow.fileio import check_target
-
-    from ditflow.checks import check_device
-
-    for out, flag in ((json_path, "--json"), (csv_path, "--csv")):
+    for out, flag in ((json_file, "--json-out"), (csv_path, "--csv")):
         if out is not None:  # before any model loads or video is read
             check_target(out, overwrite, flag=flag)
-    check_device(device)
-    if not 2 <= grid_size <= MAX_GRID:  # N*N tracks, compared pairwise: memory grows as N**4
-        raise InputError(f"--grid-size must be between 2 and {MAX_GRID} (N x N points; the paper's is 55), got {grid_size}")
     if max_frames is not None and max_frames < 2:
         raise InputError(f"--max-frames must be at least 2 (motion needs two frames), got {max_frames}")
-    settings = EvalSettings(
-        metrics=parse_metrics(metrics), clip_model=clip_model, clip_pretrained=clip_pretrained, tracker=tracker,
-        mf_variant=mf_variant, grid_size=grid_size, device=device,
-        cotracker_repo=str(cotracker_repo) if cotracker_repo else None,
-        cotracker_checkpoint=str(cotracker_checkpoint) if cotracker_checkpoint else None,
-    )
-    evaluator = Evaluator(settings)
+    params["metrics"] = None if metrics is None else parse_metrics(metrics)
+    evaluator = Evaluator(apply_overrides(EvalSettings(), flag_settings(EvalSettings, params)))  # validates them
     store = Store(cache)
 
     if manifest is None:
@@ -100,7 +85,9 @@ def eval_command(
         console.print(_single_table(result))
         for warning in result.get("warnings", []):
             console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-        _emit(json.dumps(result, indent=2), json_path)
+        document = json.dumps(result, indent=2)
+        written = [str(write_text(json_file, document + "\n"))] if json_file is not None else []
+        emit_result(document, [document], written, as_json, quiet)
         return
 
     from ditflow.eval.batch import read_manifest, run_rows, write_csv
@@ -124,28 +111,15 @@ def eval_command(
     for r in results:
         for warning in r.get("warnings") or []:
             console.print(f"warning: row {r['row']}: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-    if csv_path is not None:
-        typer.echo(str(write_csv(results, csv_path)))
-    if json_path is not None:
-        _emit(json.dumps(results, indent=2), json_path)
-    elif csv_path is None:
-        for r in results:
-            typer.echo(json.dumps(r))
+    document = json.dumps(results, indent=2)
+    written = [str(write_csv(results, csv_path))] if csv_path is not None else []
+    written += [str(write_text(json_file, document + "\n"))] if json_file is not None else []
+    emit_result(document, [json.dumps(r) for r in results], written, as_json, quiet)
     failed = sum(1 for r in results if r["error"])
     if failed:  # after all output is written: exit 1 with one error line, so scripts notice
         from ditflow.errors import DitflowError
 
         raise DitflowError(f"{failed} of {len(results)} rows failed (see the error column)")
-
-
-def _emit(text: str, path: Path | None) -> None:
-    """JSON to stdout, or atomically to `path` (then its path goes to stdout)."""
-    if path is None:
-        typer.echo(text)
-        return
-    from ditflow.fileio import write_text
-
-    typer.echo(str(write_text(path, text + "\n")))
 
 
 def _fmt(x: Any) -> str:

@@ -6,13 +6,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import CacheOpt
+from .options import CacheOpt, Command, OverwriteOpt, argument, option
 
-ResultsArg = Annotated[Path, typer.Argument(help="The --json or --csv that `ditflow batch` wrote.", show_default=False)]
-MdOpt = Annotated[Optional[Path], typer.Option("--md", help="Write the Markdown tables here (default: stdout).", show_default=False)]
-HtmlOpt = Annotated[Optional[Path], typer.Option("--html", help="Write the HTML page here: the tables, a plot of MF against CLIP score, each run's reference | generated frames (from the cache).", show_default=False)]
-FramesOpt = Annotated[int, typer.Option("--frames", help="Frames per thumbnail strip (each of the reference and the generation).", min=1, max=16)]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --md / --html if they exist.")]
+ResultsArg = Annotated[Path, argument(metavar="RESULTS", help="The --json-out or --csv file that `ditflow batch` wrote.")]
+MdOpt = Annotated[Optional[Path], option("--md", metavar="FILE", show_default=False,
+                                         help="Write the Markdown tables here (default: stdout).")]
+HtmlOpt = Annotated[Optional[Path], option("--html", metavar="FILE", show_default=False, help=(
+    "Write the HTML page here: the tables, a plot of MF against CLIP score, each run's reference | generated frames "
+    "(from the cache)."))]
+FramesOpt = Annotated[int, option("--frames", metavar="INT", min=1, max=16,
+                                  help="Frames per thumbnail strip (each of the reference and the generation).")]
 
 
 def report(
@@ -45,4 +48,4 @@ def report(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(report)
+    app.command(cls=Command)(report)

@@ -7,15 +7,15 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import help_when_bare
-from .options import CacheOpt, OverwriteOpt
+from .options import CacheOpt, Command, Group, HashArg, OverwriteOpt, argument, option
 
-viz_app = typer.Typer(help="Pictures of artifacts: AMF flow, side-by-side videos, guidance loss curves.", invoke_without_command=True,
+viz_app = typer.Typer(cls=Group, help="Pictures of artifacts: AMF flow, side-by-side videos, guidance loss curves.", invoke_without_command=True,
                        callback=help_when_bare)
 
-HashArg = Annotated[str, typer.Argument(metavar="HASH", help="Artifact hash (or a unique prefix of at least 6 characters).", show_default=False)]
-VizOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (default: a new name in the current folder).", show_default=False)]
+VizOutOpt = Annotated[Optional[Path], option("--out", "-o", metavar="PATH", show_default=False,
+                                             help="Output file (default: a new name in the current folder).")]
 STILL_ROWS = 4  # frames in a still of `viz compare`
-FpsOpt = Annotated[int, typer.Option("--fps", help="Frames per second of the written video.")]
+FpsOpt = Annotated[int, option("--fps", metavar="INT", help="Frames per second of the written video.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -44,11 +44,13 @@ def _video_target(path: Path, default: str, overwrite: bool, still: bool = False
     return check_output(path, fmt, overwrite)
 
 
-@viz_app.command("amf")
+@viz_app.command("amf", cls=Command)
 def amf_command(
     ref: HashArg,
-    block: Annotated[Optional[int], typer.Option("--block", "-b", help="Transformer block (default: the artifact's first).", show_default=False)] = None,
-    pairs: Annotated[Optional[str], typer.Option("--pairs", help="Latent frame pairs i-j, e.g. 0-1,0-3 (default: 0 to every later frame).", show_default=False)] = None,
+    block: Annotated[Optional[int], option("--block", "-b", metavar="INT", show_default=False,
+                                           help="Transformer block (default: the artifact's first).")] = None,
+    pairs: Annotated[Optional[str], option("--pairs", metavar="I-J,...", show_default=False,
+                                           help="Latent frame pairs i-j, e.g. 0-1,0-3 (default: 0 to every later frame).")] = None,
     out: VizOutOpt = None,
     fps: FpsOpt = 2,
     cache: CacheOpt = None,
@@ -80,11 +82,12 @@ def amf_command(
     typer.echo(str(write_video(pictures, path, fmt=fmt, fps=fps, overwrite=overwrite)))
 
 
-@viz_app.command("compare")
+@viz_app.command("compare", cls=Command)
 def compare_command(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="Reference: a video file/folder, or an artifact hash (amf: its reference frames).", show_default=False)],
-    gens: Annotated[list[str], typer.Argument(metavar="GEN", help="Generated videos: files/folders or gen artifact hashes.", show_default=False)],
-    labels: Annotated[Optional[str], typer.Option("--labels", help="Comma-separated labels, one per video (reference first).", show_default=False)] = None,
+    ref: Annotated[str, argument(metavar="REF", help="Reference: a video file/folder, or an artifact hash (amf: its reference frames).")],
+    gens: Annotated[list[str], argument(metavar="GEN", help="Generated videos: files/folders or gen artifact hashes.")],
+    labels: Annotated[Optional[str], option("--labels", metavar="TEXT,...", show_default=False,
+                                            help="Comma-separated labels, one per video (reference first).")] = None,
     out: VizOutOpt = None,
     fps: FpsOpt = 8,
     cache: CacheOpt = None,
@@ -117,7 +120,7 @@ def compare_command(
     typer.echo(str(write_video(frames, path, fmt=fmt, fps=fps, overwrite=overwrite)))
 
 
-@viz_app.command("loss")
+@viz_app.command("loss", cls=Command)
 def loss_command(
     ref: HashArg,
     out: VizOutOpt = None,

@@ -109,7 +109,7 @@ def test_rerun_recomputes_nothing(csv_run, work, tiny_rope):
 
 def test_grid_expands_videos_prompts_setups(work, tiny_rope, csv_run):
     code, _, err = cli(["batch", str(work / "grid.toml"), "--model", tiny_rope, *SIZE, "--metrics", "mf",
-                        "--cache", str(work / "cache"), "--json", str(work / "grid.json")])
+                        "--cache", str(work / "cache"), "--json-out", str(work / "grid.json")])
     rows = json.loads((work / "grid.json").read_text())
     assert code == 0, err
     assert [(r["video"], r["prompt"], r["setup"]) for r in rows] == [

@@ -294,13 +294,34 @@ def test_cli_eval_prints_json_and_a_table(videos, capsys, monkeypatch):
 def test_cli_eval_writes_json_file_and_picks_metrics(videos, tmp_path, capsys, monkeypatch):
     target = tmp_path / "res" / "score.json"
     code, out, _ = run_cli(["eval", str(videos["back"]), "-r", str(videos["a"]), "--metrics", "mf", "--tracker", "lk",
-                            "--mf-variant", "ditflow", "--grid-size", str(GRID), "--json", str(target)], capsys, monkeypatch)
+                            "--mf-variant", "ditflow", "--grid-size", str(GRID), "--json-out", str(target)], capsys, monkeypatch)
     assert code == 0 and out.strip() == str(target)
     result = json.loads(target.read_text())
     assert result["motion_fidelity"] < 0.2 and result["mf_variant"] == "ditflow"
     assert "unavailable" not in result  # clip was not asked for
-    code, _, err = run_cli(["eval", str(videos["a"]), "-r", str(videos["a"]), "--metrics", "mf", "--json", str(target)], capsys, monkeypatch)
+    code, _, err = run_cli(["eval", str(videos["a"]), "-r", str(videos["a"]), "--metrics", "mf", "--json-out", str(target)], capsys, monkeypatch)
     assert code != 0 and "already exists" in err
+
+
+def test_cli_eval_json_flag_prints_the_result_and_json_out_writes_it(videos, tmp_path, capsys, monkeypatch):
+    target = tmp_path / "score.json"
+    common = ["-r", str(videos["a"]), "--metrics", "mf", "--tracker", "lk", "--grid-size", str(GRID)]
+    code, out, err = run_cli(["eval", str(videos["b"]), *common, "--json", "--json-out", str(target)], capsys, monkeypatch)
+    assert code == 0 and json.loads(out) == json.loads(target.read_text()) and f"wrote {target}" in err
+    manifest = tmp_path / "runs.jsonl"
+    manifest.write_text(json.dumps({"video": "b", "reference": "a"}) + "\n")
+    code, out, _ = run_cli(["eval", "--manifest", str(manifest), *common[2:], "--json", "-q"], capsys, monkeypatch)
+    assert code == 0 and [r["row"] for r in json.loads(out)] == [1]
+
+
+def test_the_python_api_refuses_what_the_cli_refuses():
+    from ditflow.eval import MAX_GRID
+
+    for bad in (dict(grid_size=MAX_GRID + 1), dict(grid_size=1), dict(tracker="typo"), dict(metrics=("mf", "iq"))):
+        with pytest.raises(InputError):
+            Evaluator(EvalSettings(**bad))
+    with pytest.raises(InputError, match=f"between 2 and {MAX_GRID}"):
+        EvalSettings(grid_size=10_000).validate()
 
 
 def test_cli_eval_missing_file_is_one_error_line(tmp_path, capsys, monkeypatch):

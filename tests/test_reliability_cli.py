@@ -41,7 +41,7 @@ def test_version(capsys, monkeypatch):
     (["guide", "--amf", "abcdef", "-p", "x", "--steps", "four"], "'--steps'"),
     (["guide", "--amf", "abcdef", "-p", "x", "--stpes", "4"], "--stpes"),
     (["guide", "--amf", "abcdef"], "'--prompt'"),
-    (["extract"], "'video'"),
+    (["extract"], "'VIDEO'"),
     (["frobnicate"], "frobnicate"),
     (["cache", "ls", "--kind"], "--kind"),
 ])

@@ -115,7 +115,7 @@ def test_full_disk_writing_eval_json_and_csv(cli, tmp_path, monkeypatch):
     before = snapshot(tmp_path)
     target = tmp_path / "scores.json"
     common = ["--metrics", "mf", "--tracker", "lk", "--grid-size", "6"]
-    code, out, err = cli("eval", str(video), "-r", str(video), *common, "--json", str(target), "-q")
+    code, out, err = cli("eval", str(video), "-r", str(video), *common, "--json-out", str(target), "-q")
     assert_one_line_error(code, out, err, f"cannot write {target}: {ENOSPC}", exit_code=7)
     real_row = csv.DictWriter.writerow
 

@@ -128,7 +128,7 @@ def test_eval_and_viz_check_their_outputs_before_reading_videos(cli, tmp_path, m
     taken = tmp_path / "scores.json"
     taken.write_text("{}")
     before = snapshot(tmp_path)
-    assert_one_line_error(*cli("eval", "a.mp4", "-r", "b.mp4", "--json", str(taken)), "already exists; choose another --json")
+    assert_one_line_error(*cli("eval", "a.mp4", "-r", "b.mp4", "--json-out", str(taken)), "already exists; choose another --json-out")
     assert_one_line_error(*cli("eval", "--manifest", "m.csv", "--csv", str(taken)), "already exists; choose another --csv")
     assert_one_line_error(*cli("viz", "compare", "a.mp4", "b.mp4", "--out", str(taken / "x.gif")),
                           "is a file, not a folder")
@@ -211,7 +211,7 @@ def sparse_texture(frames: int = 6, size: int = 160, patch: int = 6) -> np.ndarr
 def test_eval_with_nothing_to_compute_is_one_error_line(cli, offline, tmp_path):
     video = write_video(sparse_texture(), tmp_path / "v.gif")
     before = snapshot(tmp_path / "v.gif")
-    code, out, err = cli("eval", str(video), "-p", "a patch", "--json", str(tmp_path / "s.json"))
+    code, out, err = cli("eval", str(video), "-p", "a patch", "--json-out", str(tmp_path / "s.json"))
     assert_one_line_error(code, out, err, "nothing to score: clip_score: CLIP weights", exit_code=6)
     assert "motion_fidelity: no reference video given" in err
     assert_one_line_error(*cli("eval", str(video), "--metrics", "mf"), "nothing to score", exit_code=2)

@@ -27,12 +27,17 @@ def write_csv(results: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     return path
 
 
+def results_json(results: list[dict[str, Any]]) -> str:
+    """The rows as one JSON list: what --json prints and --json-out writes."""
+    return json.dumps([{k: r.get(k) for k in COLUMNS} for r in results], indent=1)
+
+
 def write_json(results: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    return write_text(path, json.dumps([{k: r.get(k) for k in COLUMNS} for r in results], indent=1) + "\n")
+    return write_text(path, results_json(results) + "\n")
 
 
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a batch's --json or --csv, numbers as floats and empty cells as None."""
+    """The rows of a batch's --json-out or --csv, numbers as floats and empty cells as None."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"results not found: {path}")
@@ -46,7 +51,7 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
         except json.JSONDecodeError as e:
             raise InputError(f"{path} is not JSON: {e.msg} (line {e.lineno})")
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise InputError(f"{path} is not a list of result rows (the --json of `ditflow batch`)")
+            raise InputError(f"{path} is not a list of result rows (the --json-out of `ditflow batch`)")
     elif path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
     else:

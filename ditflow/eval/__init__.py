@@ -11,14 +11,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ArtifactNotFound, DitflowError, InputError, ModelUnavailable
-from ..video import read_video, resize_frames
+from .settings import MAX_GRID, METRICS, EvalSettings
 
-METRICS = ("clip", "mf")
+if TYPE_CHECKING:  # numpy and the video readers load with the first video, not with the CLI's --help
+    import numpy as np
+
+__all__ = ["EvalSettings", "Evaluator", "MAX_GRID", "METRICS", "Source", "default_prompt", "default_reference", "evaluate",
+           "few_tracks_warning", "parse_metrics", "resolve_frames"]
 RESULT_KEYS = {"clip": "clip_score", "mf": "motion_fidelity"}
 # A motion fidelity from a handful of tracks (a flat, textureless generation: the toy backbone's videos keep
 # 2 of 3,025 LK points) is the best match of those few and says little: warn below either bound.
@@ -45,6 +47,8 @@ def resolve_frames(arg: str | os.PathLike, store=None, *, base: Path | None = No
     if base is not None and not path.is_absolute():
         path = base / path
     if path.exists():
+        from ..video import read_video
+
         return Source(read_video(path, max_frames), str(arg))
     if store is not None and _HEX.match(text):
         from ..artifacts import load
@@ -85,19 +89,6 @@ def parse_metrics(text: str | None) -> tuple[str, ...]:
 
 
 @dataclass
-class EvalSettings:
-    metrics: tuple[str, ...] = METRICS
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str | None = "openai"
-    tracker: str = "auto"
-    mf_variant: str = "symmetric"
-    grid_size: int = 55
-    cotracker_repo: str | None = None
-    cotracker_checkpoint: str | None = None
-    device: str = "cpu"
-
-
-@dataclass
 class Evaluator:
     settings: EvalSettings = field(default_factory=EvalSettings)
     notes: list[str] = field(default_factory=list)  # e.g. why auto fell back to lk
@@ -106,16 +97,7 @@ class Evaluator:
     _missing: dict[str, str] = field(default_factory=dict, init=False, repr=False)  # metric -> why it cannot run (asked once)
 
     def __post_init__(self) -> None:
-        from .motion import VARIANTS
-        from .trackers import TRACKERS
-
-        s = self.settings
-        if s.tracker not in TRACKERS:
-            raise InputError(f"unknown tracker '{s.tracker}': use {', '.join(TRACKERS)}")
-        if s.mf_variant not in VARIANTS:
-            raise InputError(f"unknown motion fidelity variant '{s.mf_variant}': use {', '.join(VARIANTS)}")
-        if s.grid_size < 2:
-            raise InputError("--grid-size must be at least 2")
+        self.settings.validate()
 
     def clip(self):
         if self._clip is None and "clip_score" not in self._missing:
@@ -168,6 +150,7 @@ class Evaluator:
         return {"clip_score": scorer.score(video, prompt), "clip_model": scorer.name}
 
     def _motion_fidelity(self, video: np.ndarray, reference: np.ndarray | None, unavailable: dict[str, str]) -> dict[str, Any]:
+        from ..video import resize_frames
         from .motion import motion_fidelity
 
         if reference is None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-VARIANTS = ("symmetric", "ditflow")
+from .settings import VARIANTS
 STATIC_EPS = 1e-6  # px; a displacement shorter than this counts as no motion (cosine 0)
 
 

@@ -17,9 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import InputError, ModelUnavailable
-
-TRACKERS = ("auto", "lk", "cotracker")
-GRID_SIZE = 55  # the DiTFlow/SMM evaluation tracks a 55×55 grid
+from .settings import GRID_SIZE, TRACKERS
 COTRACKER_CHECKPOINT = "scaled_offline.pth"
 COTRACKER_URL = "https://huggingface.co/facebook/cotracker3/resolve/main/scaled_offline.pth"
 
