@@ -89,6 +89,8 @@ def check_not_inputs(outputs: dict[str, str | os.PathLike | None], inputs: Itera
         for what, path in inputs:
             if same_file(out, path):
                 raise InputError(f"{flag} {printable(out)} is {what}, which this run reads; choose another {flag}")
+            if path.is_dir() and _within(out, path):  # a frame folder: a new file there would become a frame
+                raise InputError(f"{flag} {printable(out)} is inside {what}, which this run reads; choose another {flag}")
         if cache is not None and _within(out, Path(cache).expanduser()):
             raise InputError(f"{flag} {printable(out)} is inside the cache {printable(cache)}, where only the store writes; "
                              f"choose another {flag}")

@@ -296,3 +296,16 @@ def test_viz_refuses_an_output_inside_the_cache(amf_cache, capsys, monkeypatch):
     cache, amf = amf_cache
     code, out, err = run_cli(["viz", "amf", amf, "--out", str(cache / "a.gif"), "--cache", str(cache)], capsys, monkeypatch)
     assert code == 2 and out == "" and "is inside the cache" in one_error_line(err) and not (cache / "a.gif").exists()
+
+
+def test_an_output_inside_a_frame_folder_the_run_reads_is_refused(tmp_path):
+    """A new file among a reference's frames would be read as one more frame next time."""
+    from ditflow.errors import InputError
+    from ditflow.fileio import check_not_inputs
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "0000.png").write_bytes(b"png")
+    with pytest.raises(InputError, match="r.csv is inside the video of row 1, which this run reads"):
+        check_not_inputs({"--csv": frames / "r.csv"}, [("the video of row 1", frames)])
+    check_not_inputs({"--csv": tmp_path / "r.csv"}, [("the video of row 1", frames)])  # beside it is fine
