@@ -244,6 +244,15 @@ def test_batch_into_a_closed_pipe_exits_141_silently(tmp_path):
     assert "error" not in err and "Traceback" not in err
 
 
+def test_help_into_a_closed_pipe_exits_141_silently():
+    """`ditflow --help | true`: rich points stdout at /dev/null and exits 1 itself; we say 141, as for rows."""
+    proc = subprocess.Popen([sys.executable, "-m", "ditflow.cli.app", "--help"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "80"})
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and err == "", err
+
+
 # -- outputs that are the run's inputs, the cache or each other: exit 2 even with --overwrite -----------------
 @pytest.mark.parametrize("case", ["manifest", "video", "hard link", "both outputs", "in the cache"])
 def test_batch_refuses_an_output_that_is_an_input(manifest, no_model, capsys, monkeypatch, case):
