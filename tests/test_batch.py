@@ -182,15 +182,19 @@ def test_two_local_workers_on_one_cache_give_the_same_hashes(work, tiny_rope, cs
     assert all(store.info(h, verify=True) for h in store.hashes())  # raced publishes left verified objects only
 
 
-@pytest.mark.slow
-def test_ray_backend_gives_the_same_hashes_as_local(work, tiny_rope, csv_run, tmp_path):
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray for the module's Ray tests (its start is most of their time)."""
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        code, _, err = cli(["batch", str(work / "runs.csv"), "--model", tiny_rope, *SIZE, "--cache", str(tmp_path / "c"),
-                            "--backend", "ray", "--csv", str(tmp_path / "r.csv")])
-    finally:
-        ray.shutdown()
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_hashes_as_local(work, tiny_rope, csv_run, tmp_path, ray_cluster):
+    code, _, err = cli(["batch", str(work / "runs.csv"), "--model", tiny_rope, *SIZE, "--cache", str(tmp_path / "c"),
+                        "--backend", "ray", "--csv", str(tmp_path / "r.csv")])
     assert code == 0, err
     assert hashes(rows_of(tmp_path / "r.csv")) == hashes(csv_run["rows"])
 
@@ -409,6 +413,36 @@ def test_a_killed_worker_process_loses_no_row(tmp_path, tiny_rope, monkeypatch):
     results = []
     executors.run_processes(runs, settings, [None], results.append)
     assert KilledOnce.pools == 2 and sorted(r["row"] for r in results) == [0, 1, 2]
+    assert all(r["status"] == "failed" and r["error"].startswith("video not found") for r in results), results
+
+
+@pytest.mark.slow
+def test_a_dead_ray_actor_loses_no_row(tmp_path, tiny_rope, ray_cluster, monkeypatch):
+    """An actor killed under a row (os._exit, once): that row runs again on a fresh actor, every row comes back
+    with its own result (the error of its missing video: no model needs to load)."""
+    import os
+
+    from ditflow.batch import BatchSettings, executors
+    from ditflow.batch.manifest import Run
+    from ditflow.config import ExtractConfig, RuntimeOptions
+
+    marker = str(tmp_path / "died")
+
+    class DiesOnce(executors.RayWorker):
+        def run(self, run):
+            if run.row == 1 and not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+            return super().run(run)
+
+    monkeypatch.setattr(executors, "RayWorker", DiesOnce)
+    runs = [Run(row=i, video=f"v{i}.mp4", path=str(tmp_path / f"v{i}.mp4"), prompt=P1, setup="backbone", seed=1)
+            for i in range(3)]
+    settings = BatchSettings(cache=str(tmp_path / "c"), extract=ExtractConfig(model=tiny_rope),
+                             runtime=RuntimeOptions(device="cpu", quiet=True))
+    results = []
+    executors.run_ray(runs, settings, results.append, workers=2)
+    assert os.path.exists(marker) and sorted(r["row"] for r in results) == [0, 1, 2]
     assert all(r["status"] == "failed" and r["error"].startswith("video not found") for r in results), results
 
 
