@@ -8,7 +8,6 @@ Adding a family is one adapter module (a `Backbone` subclass) listed in `ADAPTER
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +20,7 @@ from .base import Backbone, Geometry
 from .cogvideox import CogVideoXBackbone
 from .preset import MODEL_DEFAULTS, ModelPreset
 from .digests import weights_digest
-from .source import find_folder, pipeline_class, read_config, toy_vocabulary
+from .source import find_folder, pipeline_class, read_config, read_json_object, toy_vocabulary
 from .wan import WanBackbone
 
 ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone)
@@ -79,12 +78,7 @@ class ResolvedModel:
         """A named preset, or the folder's own defaults (its adapter's), then its ditflow.json."""
         if self.name in PRESETS:
             return PRESETS[self.name]
-        defaults_file = self.folder / MODEL_DEFAULTS
-        try:
-            defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else None
-        except json.JSONDecodeError as e:
-            raise InputError(f"{defaults_file} is not valid JSON: {e}")
-        return self.adapter.folder_preset(self.name, self.folder, defaults)
+        return self.adapter.folder_preset(self.name, self.folder, read_json_object(self.folder / MODEL_DEFAULTS))
 
     @cached_property
     def identity(self) -> dict[str, Any]:
@@ -154,11 +148,12 @@ def resolve_model(model: "str | ResolvedModel") -> ResolvedModel:
     name = ALIASES.get(model, model)
     if name in PRESETS:
         return ResolvedModel(model, name, PRESETS[name].source, next(a for a in ADAPTERS if name in a.presets))
+    source = model
     if name in SHIPPED:
         shipped, how = SHIPPED[name]
         if not (shipped / "model_index.json").is_file():
             raise ModelUnavailable(f"the {name} model is not in {shipped}; {how} or pass --model with a model id or folder")
-    source = str(SHIPPED[name][0]) if name in SHIPPED else model
+        source = str(shipped)
     folder = find_folder(model, source, ", ".join(model_names()))
     resolved = ResolvedModel(model, name, source, adapter_for(folder))
     resolved.__dict__["folder"] = folder  # found already (cached_property's slot)

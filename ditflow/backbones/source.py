@@ -10,24 +10,33 @@ from typing import Any
 from ..errors import InputError, ModelUnavailable
 
 
-def pipeline_class(folder: Path) -> str:
-    """The pipeline class a diffusers folder names in its model_index.json."""
-    path = folder / "model_index.json"
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A model file holding a JSON object (None when it does not exist), or one line naming what is wrong."""
     try:
         data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}")
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"{path} is not valid JSON: {str(e).splitlines()[0]}")
-    if not isinstance(data, dict) or not isinstance(data.get("_class_name"), str):
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold a JSON object of settings, not a {type(data).__name__}")
+    return data
+
+
+def pipeline_class(folder: Path) -> str:
+    """The pipeline class a diffusers folder names in its model_index.json."""
+    path = folder / "model_index.json"
+    name = (read_json_object(path) or {}).get("_class_name")
+    if not isinstance(name, str):
         raise InputError(f"{path} names no pipeline class (_class_name)")
-    return data["_class_name"]
+    return name
 
 
 def check_components(folder: Path) -> None:
     """Every submodel model_index.json names has its folder (diffusers would name the pipeline's folder instead)."""
-    index = json.loads((folder / "model_index.json").read_text())
-    for name, spec in index.items():
+    for name, spec in (read_json_object(folder / "model_index.json") or {}).items():
         if name.startswith("_") or not isinstance(spec, list) or None in spec[:2]:
             continue
         if not (folder / name).is_dir():
@@ -90,18 +99,7 @@ def find_folder(model: str, source: str, names: str) -> Path:
 
 def read_config(folder: Path, part: str) -> dict[str, Any]:
     """A submodel's config.json ({} when the folder has none), or a one-line error naming a broken one."""
-    path = folder / part / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is not valid JSON: {str(e).splitlines()[0]}")
-    if not isinstance(data, dict):
-        raise InputError(f"{path} must hold a JSON object of settings, not a {type(data).__name__}")
-    return data
+    return read_json_object(folder / part / "config.json") or {}
 
 
 def toy_vocabulary(folder: Path) -> frozenset[str] | None:
