@@ -454,6 +454,8 @@ def test_a_ray_address_nobody_answers_is_refused_in_seconds():
         check_reachable("127.0.0.1:1", timeout=2)
     with pytest.raises(InputError, match="is not HOST:PORT"):
         check_reachable("not an address")
+    with pytest.raises(InputError, match="^no Ray cluster answers at --address ray://127.0.0.1 "):
+        check_reachable("ray://127.0.0.1", timeout=2)  # the form the up-front check takes: Ray Client's default port
 
 
 def test_an_absurd_worker_count_is_refused_before_anything_is_built(tmp_path, capsys, monkeypatch, no_model):

@@ -80,6 +80,11 @@ def _work(run: Run) -> dict[str, Any]:
 WORKER_DIED = "its worker died twice (killed, or out of memory?); the other rows ran"
 
 
+def _failed_as_dead(settings: BatchSettings, on_result: OnResult) -> Callable[[Run], None]:
+    """Report a row whose worker died twice as a failed result."""
+    return lambda run: on_result({**base_result(run, settings.extract.model), "error": WORKER_DIED})
+
+
 def retrying(rows: list[Run], attempt: Callable[[list[Run]], list[Run]], on_failed: Callable[[Run], None]) -> None:
     """Run `rows` through `attempt` (which returns the rows whose worker died under them); each such row is
     tried once more on fresh workers, then failed, so one dead worker never loses the batch."""
@@ -132,7 +137,7 @@ def run_processes(runs: list[Run], settings: BatchSettings, devices: list[str | 
 
     try:
         for wave in waves(runs):
-            retrying(wave, attempt, lambda run: on_result({**base_result(run, settings.extract.model), "error": WORKER_DIED}))
+            retrying(wave, attempt, _failed_as_dead(settings, on_result))
     finally:
         for p in pools:
             p.shutdown(wait=True, cancel_futures=True)
@@ -159,12 +164,16 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     import socket
 
     from ..errors import InputError
+    from .preflight import parse_address
 
-    host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        where = parse_address(address)
     except ValueError:
         raise InputError(f"--address {address!r} is not HOST:PORT (or ray://HOST:PORT, or auto)")
+    if where is None:  # auto, local: Ray finds or starts its own
+        return
+    try:
+        socket.create_connection(where, timeout=timeout).close()
     except OSError as e:
         raise InputError(f"no Ray cluster answers at --address {address} ({e.strerror or e}); start one with "
                          f"`ray start --head` or leave --address out to run a local one")
@@ -180,7 +189,7 @@ def run_ray(runs: list[Run], settings: BatchSettings, on_result: OnResult, *, ad
     from ray.exceptions import RayActorError
 
     if not ray.is_initialized():
-        if address not in (None, "auto", "local"):
+        if address is not None:
             check_reachable(address)
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -213,7 +222,7 @@ def run_ray(runs: list[Run], settings: BatchSettings, on_result: OnResult, *, ad
 
     try:
         for wave in waves(runs):
-            retrying(wave, attempt, lambda run: on_result({**base_result(run, settings.extract.model), "error": WORKER_DIED}))
+            retrying(wave, attempt, _failed_as_dead(settings, on_result))
     finally:
         for a in actors:
             ray.kill(a)

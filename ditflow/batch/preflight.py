@@ -17,7 +17,7 @@ BACKENDS = ("local", "ray")
 MAX_WORKERS = 1024  # each worker holds a model: far more than any machine or cluster here runs at once
 # What ray.init takes: auto, local, HOST:PORT (a GCS), or ray://HOST[:PORT] (Ray Client); HOST a name, IPv4 or [IPv6]
 _HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)"
-_ADDRESS = re.compile(rf"^(?:ray://{_HOST}(?::(?P<client_port>\d+))?|{_HOST}:(?P<port>\d+))$")
+_ADDRESS = re.compile(rf"^(?:ray://(?P<client>{_HOST})(?::(?P<client_port>\d+))?|(?P<host>{_HOST}):(?P<port>\d+))$")
 
 
 def check_backend(backend: str, workers: int | None, address: str | None) -> None:
@@ -36,13 +36,27 @@ def check_backend(backend: str, workers: int | None, address: str | None) -> Non
     _import_ray()
 
 
+RAY_CLIENT_PORT = 10001  # Ray Client's default, for ray://HOST
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address, None for auto and local; ValueError for anything ray.init cannot take."""
+    if address in ("auto", "local"):
+        return None
+    match = _ADDRESS.match(address)
+    if match is None:
+        raise ValueError(address)
+    port = int(match["port"] or match["client_port"] or RAY_CLIENT_PORT)
+    if not 1 <= port <= 65535:
+        raise ValueError(address)
+    return (match["client"] or match["host"]).strip("[]"), port
+
+
 def check_address(address: str, where: str) -> None:
     """A Ray address ray.init can take, checked now rather than after the manifest is read and Ray starts."""
-    if address in ("auto", "local"):
-        return
-    match = _ADDRESS.match(address)
-    port = match and (match["port"] or match["client_port"])
-    if match is None or (port is not None and not 1 <= int(port) <= 65535):
+    try:
+        parse_address(address)
+    except ValueError:
         raise InputError(f"{where} {address!r} is not a Ray address: give HOST:PORT (what `ray start --head` prints), "
                          f"ray://HOST:PORT or auto")
 
