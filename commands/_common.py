@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,14 +28,28 @@ def stdout_closed() -> bool:
         return False
 
 
+def stdout_is_devnull() -> bool:
+    try:
+        a, b = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    except (AttributeError, OSError, ValueError):  # no real file descriptor (a test's capture)
+        return False
+
+
 @contextmanager
 def stdout_guard() -> Iterator[None]:
-    """A BrokenPipeError from writing to a closed stdout becomes StdoutClosed; any other (a pipe to a
-    subprocess that died) stays what it is."""
+    """A closed stdout becomes StdoutClosed: a BrokenPipeError from writing to it, or rich's own answer to one
+    (printing --help, it points stdout at /dev/null and exits 1). Any other broken pipe (to a subprocess that
+    died) stays what it is."""
+    was_devnull = stdout_is_devnull()
     try:
         yield
     except BrokenPipeError as e:
         if stdout_closed():
+            raise StdoutClosed() from e
+        raise
+    except SystemExit as e:
+        if e.code == 1 and not was_devnull and stdout_is_devnull():
             raise StdoutClosed() from e
         raise
 

@@ -61,7 +61,6 @@ _register()
 def main() -> None:
     from ditflow.errors import DitflowError
 
-    stdout_was_devnull = _is_devnull()
     try:
         # Not standalone: Typer returns exit codes instead of calling sys.exit, and raises its usage errors
         # (from its vendored Click, subclasses of typer.TyperException) for us to print as one line.
@@ -69,10 +68,6 @@ def main() -> None:
         sys.stdout.flush()  # what print() still buffers: a closed pipe shows here, not in the interpreter's exit
     except StdoutClosed:
         _pipe_closed()
-    except SystemExit as e:  # rich answers a closed stdout (help text) by pointing it at /dev/null and exiting 1
-        if e.code == 1 and not stdout_was_devnull and _is_devnull():
-            sys.exit(PIPE_CLOSED)
-        raise
     except DitflowError as e:
         _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
@@ -90,14 +85,6 @@ def main() -> None:
     if rc == INTERRUPTED:  # Typer turns Ctrl-C into Exit(130) before it reaches us
         _fail(_interrupted(), INTERRUPTED)
     sys.exit(rc if isinstance(rc, int) else 0)
-
-
-def _is_devnull() -> bool:
-    try:
-        a, b = os.fstat(sys.stdout.fileno()), os.stat(os.devnull)
-        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-    except (AttributeError, OSError, ValueError):  # no real file descriptor (a test's capture)
-        return False
 
 
 def _pipe_closed() -> None:
