@@ -23,6 +23,8 @@ def extract(
     frame_range: Annotated[Optional[str], setting(ExtractConfig, "frame_range", "--frame-range", panel=VIDEO,
                                                   metavar="START,END,STEP")] = None,
     crop: CropOpt = None,
+    timestep: Annotated[Optional[int], setting(ExtractConfig, "timestep", panel=VIDEO)] = None,
+    seed: Annotated[Optional[int], setting(ExtractConfig, "seed", panel=VIDEO)] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     config: ConfigOpt = None,

@@ -9,7 +9,7 @@ import typer
 
 from ditflow.config import GuideConfig, InjectConfig, RuntimeOptions
 
-from .options import (FAST, GUIDANCE, RUNTIME, SAMPLING, WHAT, CacheOpt, CfgOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt,
+from .options import (FAST, GUIDANCE, RUNTIME, SAMPLING, WHAT, CacheOpt, CfgLowNoiseOpt, CfgOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt,
                       DynamicCfgOpt, FastOpt, FormatOpt, GuidanceRangeOpt, JsonOpt, LrOpt, NegativePromptOpt, NoInjectionOpt,
                       OptStepsOpt, OutOpt, OverwriteOpt, QuietOpt, SchedulerOpt, StepsOpt, Command, option, setting)
 
@@ -41,6 +41,7 @@ def guide(
     cfg: CfgOpt = None,
     scheduler: SchedulerOpt = None,
     dynamic_cfg: DynamicCfgOpt = None,
+    cfg_low_noise: CfgLowNoiseOpt = None,
     fast: FastOpt = False,
     amf_window: Annotated[Optional[int], setting(GuideConfig, "amf_window", panel=FAST)] = None,
     amf_frame_distance: Annotated[Optional[int], setting(GuideConfig, "amf_frame_distance", panel=FAST)] = None,

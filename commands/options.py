@@ -223,6 +223,7 @@ StepsOpt = Annotated[Optional[int], setting(GuideConfig, "steps", panel=SAMPLING
 CfgOpt = Annotated[Optional[float], setting(GuideConfig, "cfg", "--cfg", panel=SAMPLING)]
 SchedulerOpt = Annotated[Optional[str], family_setting("scheduler")]
 DynamicCfgOpt = Annotated[Optional[bool], family_setting("dynamic_cfg", "--dynamic-cfg/--no-dynamic-cfg")]
+CfgLowNoiseOpt = Annotated[Optional[float], family_setting("cfg_low_noise")]
 FastOpt = Annotated[bool, setting(GuideConfig, "fast", "--fast", panel=FAST)]
 
 # -- how eval (and batch) scores ---------------------------------------------------------------------------

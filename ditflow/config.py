@@ -70,6 +70,10 @@ class ExtractConfig:
         "START,END,STEP: the frames range(START, END, STEP) of the video, END exclusive as in Python (0,48,2: 24 "
         "frames, as the DiTFlow benchmark takes them), then the first --frames of them. [default: from the first frame]",
         ge=0))
+    timestep: int | None = field(default=None, metadata=rule(
+        "Noise the reference to this timestep before the extraction forward (0: the clean latent, the paper). "
+        "[default: the model's: 0]", ge=0, le=999))
+    seed: int = field(default=1, metadata=rule("Seed of the noise --timestep adds.", ge=0, le=MAX_SEED))
     crop: str = field(default="none", metadata=rule(
         "none: squash the video to the model's height and width; center: first crop its largest centred region of "
         "that aspect. Either way a note on stderr says what changed.", choices=CROPS))
@@ -80,7 +84,8 @@ class ExtractConfig:
             return getattr(preset, preset_name or name) if value is None else value
 
         return replace(self, frames=pick("frames"), height=pick("height"), width=pick("width"),
-                       blocks=tuple(pick("blocks", "guidance_blocks")), dtype=pick("dtype"))
+                       blocks=tuple(pick("blocks", "guidance_blocks")), dtype=pick("dtype"),
+                       timestep=pick("timestep", "extract_timestep"))
 
     def validate(self) -> None:
         if not self.model:

@@ -21,15 +21,16 @@ class BlockTaps:
 
     def __enter__(self):
         self.handles = []
-        blocks = self.backbone.blocks
-        if self.keeps_features:
-            for b in self.blocks:
-                self.handles.append(blocks[b].register_forward_hook(self._keep(b)))
-        if self.stops:
-            last = self.blocks[-1]
-            # A pre-hook on the *next* module: the stop never fires inside a checkpointed block's recompute.
-            nxt = blocks[last + 1] if last + 1 < len(blocks) else self.backbone.after_blocks
-            self.handles.append(nxt.register_forward_pre_hook(self._stop))
+        for expert in self.backbone.experts:  # whichever expert runs (a two-expert model picks by timestep)
+            blocks = self.backbone.blocks_of(expert)
+            if self.keeps_features:
+                for b in self.blocks:
+                    self.handles.append(blocks[b].register_forward_hook(self._keep(b)))
+            if self.stops:
+                last = self.blocks[-1]
+                # A pre-hook on the *next* module: the stop never fires inside a checkpointed block's recompute.
+                nxt = blocks[last + 1] if last + 1 < len(blocks) else self.backbone.after_blocks_of(expert)
+                self.handles.append(nxt.register_forward_pre_hook(self._stop))
         return self
 
     def __exit__(self, *exc):
@@ -65,9 +66,10 @@ class Model:
         """Our processors at every block, with these taps (context manager)."""
         return self.backbone.install(taps)
 
-    def forward(self, x, t, text, positions=None):
-        """The transformer's prediction for latents x at timestep t (a 0-d tensor) with text [B, L, D]."""
-        return self.backbone.forward(x, t, text, self.geo, positions)
+    def forward(self, x, t, text, positions=None, expert: int | None = None):
+        """The transformer's prediction for latents x at timestep t (a 0-d tensor) with text [B, L, D]
+        (`expert`: that transformer of a two-expert model instead of the timestep's)."""
+        return self.backbone.forward(x, t, text, self.geo, positions, expert)
 
     def predict(self, x, t, text, scale: float | None, positions=None):
         """CFG-combined float32 prediction; text [2, L, D] (negative, positive); scale None: positive only."""

@@ -69,6 +69,8 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
               "format": AMF_FORMAT}
     if cfg.frame_range is None:  # hashed only when given: the AMFs of whole videos keep their hashes
         del inputs["frame_range"]
+    if not cfg.timestep:  # a clean reference (the paper's) keeps the hashes it had before the setting
+        del inputs["timestep"], inputs["seed"]
     h = content_key("amf", inputs)
     if store.exists(h):
         progress.log(f"cache hit: amf {h[:12]}")
@@ -107,9 +109,15 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
         text = backbone.encode_prompt(cfg.source_prompt)
         backbone.release_text_encoder()
         recorders = {b: QKRecorder() for b in cfg.blocks}
+        t = torch.tensor(cfg.timestep, device=backbone.device)
+        seen = latent
+        if cfg.timestep:
+            noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(cfg.seed)).to(latent)
+            seen = backbone.add_noise(latent, noise, t)
+        # the guided expert (a two-expert model's high-noise one) at any timestep: its AMF is what guidance matches
         with torch.no_grad(), backbone.install(recorders), \
                 BlockTaps(backbone, cfg.blocks, geo.grid, features=True, stop=True) as taps:
-            model.forward(latent, torch.tensor(0, device=backbone.device), text)
+            model.forward(seen, t, text, expert=0)
         bar.advance("transformer pass")
         flows, soft, confidence = {}, {}, {}
         for b, r in recorders.items():

@@ -76,29 +76,53 @@ def build_tiny_pipeline(
     return path
 
 
+WAN_VARIANTS = ("2.1", "2.2-a14b", "2.2-ti2v-5b")
+
+
 def build_tiny_wan_pipeline(path: str | os.PathLike, *, layers: int = 2, heads: int = 2, head_dim: int = 12,
-                            seed: int = 0) -> Path:
-    """Save a tiny random Wan 2.1 text-to-video pipeline (WanPipeline) to `path` and return it: a 2-layer
-    UMT5 with the word-level tokenizer, a 4-level Wan VAE (8x space, 4x time), UniPC with flow sigmas as the
-    released checkpoints ship."""
+                            seed: int = 0, variant: str = "2.1", boundary_ratio: float = 0.875) -> Path:
+    """Save a tiny random Wan text-to-video pipeline (WanPipeline) to `path` and return it: a 2-layer UMT5 with
+    the word-level tokenizer, UniPC with flow sigmas as the released checkpoints ship, and by `variant`:
+    2.1: a 4-level Wan VAE (8x space, 4x time); 2.2-a14b: the same with two experts (`transformer` for
+    t >= boundary_ratio x 1000, `transformer_2` below); 2.2-ti2v-5b: a residual VAE with 48 latent channels
+    that patchifies 2x2 inside (16x space), per-token timesteps (`expand_timesteps`), as diffusers' own
+    Wan 2.2 fixtures."""
     import torch
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
+    if variant not in WAN_VARIANTS:
+        raise ValueError(f"variant must be one of {WAN_VARIANTS}, got {variant!r}")
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     text_encoder = UMT5EncoderModel(
         UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                    relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0))
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=16,
-        out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
-    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
-                                    num_train_timesteps=1000)
-    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=sched)
+    five_b = variant == "2.2-ti2v-5b"
+    if five_b:
+        z = 48
+        vae = AutoencoderKLWan(base_dim=3, z_dim=z, dim_mult=[1, 1, 1, 1], num_res_blocks=1, is_residual=True,
+                               in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+                               scale_factor_temporal=4, temperal_downsample=[False, True, True],
+                               latents_mean=[0.0] * z, latents_std=[1.0] * z)
+    else:
+        z = 16
+        vae = AutoencoderKLWan(base_dim=3, z_dim=z, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                               temperal_downsample=[False, True, True])
+
+    def transformer():
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=z,
+            out_channels=z, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=layers, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+
+    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                    flow_shift=5.0 if five_b else 3.0, num_train_timesteps=1000)
+    experts = {"transformer": transformer()}
+    if variant == "2.2-a14b":
+        experts.update(transformer_2=transformer(), boundary_ratio=boundary_ratio)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=sched,
+                       expand_timesteps=five_b, **experts)
     path = Path(path)
     pipe.save_pretrained(path)
     return path
@@ -117,16 +141,18 @@ def _moving_square(frames: int = 9, height: int = 32, width: int = 48):
     return video
 
 
-if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --wan]: a tiny random model for demos and tests
+if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --wan | --wan2.2-a14b | --wan2.2-ti2v-5b]
     import sys
 
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if not args:
-        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos | --wan]")
+        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos | --wan | --wan2.2-a14b | --wan2.2-ti2v-5b]")
     out = Path(args[0])
     if (out / "model_index.json").is_file():
         print(out)
     elif "--wan" in sys.argv:
         print(build_tiny_wan_pipeline(out))
+    elif "--wan2.2-a14b" in sys.argv or "--wan2.2-ti2v-5b" in sys.argv:
+        print(build_tiny_wan_pipeline(out, variant="2.2-a14b" if "--wan2.2-a14b" in sys.argv else "2.2-ti2v-5b"))
     else:
         print(build_tiny_pipeline(out, rope="--sincos" not in sys.argv))

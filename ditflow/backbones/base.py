@@ -120,6 +120,11 @@ class Backbone:
         if cls.settings is not None:
             check_rules(cls.settings(**cfg.family))
 
+    @classmethod
+    def check_resolved(cls, cfg: "GuideConfig", model: Any) -> None:
+        """Rules on a resolved `GuideConfig` that need the model's files (`model`: the ResolvedModel), before any
+        weights load."""
+
     # -- the pipeline on the device ------------------------------------------------------------------
     @classmethod
     def pipeline_type(cls) -> type:
@@ -165,8 +170,9 @@ class Backbone:
         if runtime.vae_tiling:
             pipe.vae.enable_tiling()
         pipe.set_progress_bar_config(disable=True)
-        for part in (pipe.transformer, pipe.text_encoder, pipe.vae):
-            part.requires_grad_(False)
+        for part in pipe.components.values():  # every submodel: both experts of a two-expert model too
+            if isinstance(part, torch.nn.Module):
+                part.requires_grad_(False)
         self.pipe, self.device = pipe, torch.device(device)
         self._own_scheduler = pipe.scheduler  # the folder's, as loaded: each run's is made from it
 
@@ -198,15 +204,34 @@ class Backbone:
     def set_checkpointing(self, setting: bool | None, geo: Geometry, blocks: int) -> bool:
         """Gradient checkpointing on or off for a run through `blocks` blocks (None: on where it pays)."""
         on = self.activation_bytes(geo, blocks) > self.CHECKPOINT_ABOVE if setting is None else setting
-        if on:
-            self.transformer.enable_gradient_checkpointing()
-        else:
-            self.transformer.disable_gradient_checkpointing()
+        for expert in self.experts:
+            if on:
+                expert.enable_gradient_checkpointing()
+            else:
+                expert.disable_gradient_checkpointing()
         return on
 
     @property
     def transformer(self):
+        """The transformer the guidance runs on (the high-noise expert of a two-expert model)."""
         return self.pipe.transformer
+
+    @property
+    def experts(self) -> tuple:
+        """Every transformer the sampler may call, the guided one first (most models have one)."""
+        return (self.pipe.transformer,)
+
+    def expert_for(self, t) -> int:
+        """Index into `experts` of the transformer that predicts at timestep t."""
+        return 0
+
+    def blocks_of(self, expert):
+        """A transformer's blocks, in order (a ModuleList)."""
+        raise NotImplementedError
+
+    def after_blocks_of(self, expert):
+        """The module that runs right after a transformer's last block (where a forward is stopped)."""
+        raise NotImplementedError
 
     @property
     def scheduler(self):
@@ -214,13 +239,8 @@ class Backbone:
 
     @property
     def blocks(self):
-        """The transformer's blocks, in order (a ModuleList)."""
-        raise NotImplementedError
-
-    @property
-    def after_blocks(self):
-        """The module that runs right after the last block (where a forward is stopped)."""
-        raise NotImplementedError
+        """The guided transformer's blocks (every expert has the same count)."""
+        return self.blocks_of(self.transformer)
 
     @property
     def num_blocks(self) -> int:
@@ -313,9 +333,11 @@ class Backbone:
         return cfg
 
     # -- the transformer -----------------------------------------------------------------------------
-    def forward(self, x: "torch.Tensor", t, text: "torch.Tensor", geo: Geometry, positions=None) -> "torch.Tensor":
+    def forward(self, x: "torch.Tensor", t, text: "torch.Tensor", geo: Geometry, positions=None,
+                expert: int | None = None) -> "torch.Tensor":
         """The transformer's prediction for latents x [B, ...] at timestep t (0-d) with text [B, L, D];
-        `positions` (from `positions()`) replace the model's own."""
+        `positions` (from `positions()`) replace the model's own; `expert`: this one of `experts` instead of
+        the one `expert_for(t)` picks (extraction runs the guided expert at any timestep)."""
         raise NotImplementedError
 
     def predict(self, x: "torch.Tensor", t, text: "torch.Tensor", scale: float | None, geo: Geometry,

@@ -114,13 +114,11 @@ class CogVideoXBackbone(Backbone):
     def uses_rope(self) -> bool:
         return bool(self.transformer.config.use_rotary_positional_embeddings)
 
-    @property
-    def blocks(self):
-        return self.transformer.transformer_blocks
+    def blocks_of(self, expert):
+        return expert.transformer_blocks
 
-    @property
-    def after_blocks(self):
-        return self.transformer.norm_final
+    def after_blocks_of(self, expert):
+        return expert.norm_final
 
     def block_video(self, out):
         return out[0][-1]  # a block returns (video, text) hidden states
@@ -222,7 +220,7 @@ class CogVideoXBackbone(Backbone):
                 full = pe._get_positional_embeddings(geo.latent_height, geo.latent_width, pre_frames, device=self.device)
         return full[0, pe.max_text_seq_length:].to(self.device, torch.float32)
 
-    def forward(self, x, t, text, geo, positions=None):
+    def forward(self, x, t, text, geo, positions=None, expert=None):
         """v prediction [B, F, C, h, w]; positions: RoPE tables ([2, 2, N, D] q/k tables) or a sincos
         embedding [N, dim], by the model's kind."""
         from contextlib import ExitStack

@@ -35,6 +35,7 @@ class ModelPreset:
     reference_flow: str = "argmax"
     emb_param: str = "table"
     fast: dict[str, int] = field(default_factory=lambda: dict(FAST_DEFAULTS))  # what --fast sets
+    extract_timestep: int = 0  # the reference's noise level in the extraction forward (the paper: clean, 0)
     family: dict[str, Any] = field(default_factory=dict)  # the family's own settings' defaults
 
 

@@ -136,6 +136,7 @@ class ResolvedModel:
         resolved.check_steps()
         if self.adapter.settings is not None:
             check_rules(self.adapter.settings(**resolved.family))
+        self.adapter.check_resolved(resolved, self)
         return resolved
 
 

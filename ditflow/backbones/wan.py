@@ -1,11 +1,16 @@
-"""Wan 2.1 text-to-video (1.3B, 14B and local folders) through diffusers' `WanPipeline`.
+"""Wan text-to-video (2.1: 1.3B, 14B; 2.2: T2V-A14B, TI2V-5B; local folders) through diffusers' `WanPipeline`.
 
 Text enters only through each block's cross-attention (`attn2`), so every token of the self-attention
 (`attn1`) is a video token. RoPE is real-valued: `transformer.rope(latent)` returns (cos, sin), each
 [1, S, 1, D] over interleaved pairs, once per forward, shared by every block's attn1 (and by q and k).
 Latents are [B, C, F, h, w], normalised by the VAE's per-channel latents_mean/std; patch (1, 2, 2).
 
-Schedulers: the checkpoints ship UniPC (flow prediction, flow sigmas, shift 3). Unguided and emb-mode runs
+Wan 2.2 A14B has two experts: `transformer` (high noise) predicts at t >= boundary_ratio x 1000,
+`transformer_2` below, as WanPipeline; taps, processors, the RoPE hook and checkpointing go on both, and the
+guidance runs on the high-noise one (a guidance range reaching the other is refused). TI2V-5B takes one
+timestep per token (`expand_timesteps`), all equal in text-to-video, and a 48-channel latent at 16x.
+
+Schedulers: the checkpoints ship UniPC (flow prediction, flow sigmas, a shift). Unguided and emb-mode runs
 use the folder's own, so they reproduce WanPipeline. UniPC's corrector rebuilds x_t from the previous
 sample and model outputs, discarding a latent the guide optimised; latent-mode runs therefore step with
 flow-match Euler at the same shift (x_next = x + (sigma_next - sigma) v: it keeps the latent it is given).
@@ -13,28 +18,20 @@ flow-match Euler at the same shift (x_next = x + (sigma_next - sigma) v: it keep
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from ..config import guidance_steps
 from ..errors import InputError
 from .base import Backbone, Geometry, geometry_of
-from .preset import PAPER_NEGATIVE_PROMPT, ModelPreset, with_folder_defaults
-from .source import read_config
+from .preset import ModelPreset
+from .source import read_config, read_json_object
+from .wan_presets import ALIASES, PRESETS, WanSettings, boundary_ratio, folder_preset
 
 if TYPE_CHECKING:
     import torch
 
-# Guidance blocks and learning rates are the CogVideoX paper's proportions, not yet measured on Wan.
-_WAN = dict(height=480, width=832, frames=25, steps=50, cfg=5.0, negative_prompt=PAPER_NEGATIVE_PROMPT, emb_param="angle")
-PRESETS: dict[str, ModelPreset] = {
-    "wan-1.3b": ModelPreset("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "bfloat16", guidance_blocks=(15,), **_WAN),
-    "wan-14b": ModelPreset("Wan-AI/Wan2.1-T2V-14B-Diffusers", "bfloat16", guidance_blocks=(20,), **_WAN),
-}
-ALIASES = {"Wan-AI/Wan2.1-T2V-1.3B-Diffusers": "wan-1.3b", "Wan-AI/Wan2.1-T2V-14B-Diffusers": "wan-14b"}
-LAYOUTS = {(30, 12): "wan-1.3b", (40, 40): "wan-14b"}  # (layers, heads) of the released checkpoints
-PIPELINE_CFG = 5.0  # WanPipeline's default guidance_scale
 TEXT_LEN = 512  # WanPipeline's default max_sequence_length
 
 
@@ -57,9 +54,31 @@ def flow_noised(x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Te
     return (1 - sigma) * x0 + sigma * noise
 
 
+def run_scheduler(own, keeps_latent: bool):
+    """The scheduler a run steps with: the folder's own (UniPC), or flow-match Euler at its shift when the
+    latent is optimised (see the module doc). Never `own` itself: it is kept."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if keeps_latent:
+        shift = float(own.config.get("flow_shift", None) or 3.0)
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=own.config.num_train_timesteps, shift=shift)
+    return type(own).from_config(own.config)
+
+
+def _folder_scheduler(folder):
+    """The folder's scheduler from its config file alone (no weights)."""
+    import diffusers
+
+    cfg = read_json_object(folder / "scheduler" / "scheduler_config.json") or {}
+    cls = getattr(diffusers, str(cfg.get("_class_name", "")), None)
+    if cls is None:
+        raise InputError(f"{folder}/scheduler/scheduler_config.json names no diffusers scheduler")
+    return cls.from_config(cfg)
+
+
 class WanBackbone(Backbone):
     pipeline_class, family = "WanPipeline", "Wan"
-    presets, aliases = PRESETS, ALIASES
+    presets, aliases, settings = PRESETS, ALIASES, WanSettings
 
     @classmethod
     def config_geometry(cls, folder, frames, height, width) -> Geometry:
@@ -69,15 +88,29 @@ class WanBackbone(Backbone):
 
     @classmethod
     def folder_preset(cls, model, folder, defaults) -> ModelPreset:
-        cfg = read_config(folder, "transformer")
-        layers = int(cfg.get("num_layers", 30))
-        known = LAYOUTS.get((layers, cfg.get("num_attention_heads")))
-        if known:
-            preset = replace(PRESETS[known], source=model)  # a local copy of a released checkpoint
-        else:  # what WanPipeline.from_pretrained(folder) does by default, so an unguided run equals it
-            preset = replace(PRESETS["wan-1.3b"], source=model, dtype="float32", guidance_blocks=(layers // 2,),
-                             cfg=PIPELINE_CFG, negative_prompt="", frames=81)
-        return with_folder_defaults(preset, defaults, model) if defaults else preset
+        return folder_preset(model, folder, defaults, cls.setting_names())
+
+    @classmethod
+    def check_resolved(cls, cfg, model) -> None:
+        """A two-expert model: every guided step on the high-noise expert (the AMF is its own), and
+        --cfg-low-noise only where there is a low-noise expert. From config files: before any weights load."""
+        ratio = boundary_ratio(model.folder)
+        if ratio is None:
+            if cfg.family.get("cfg_low_noise") is not None:
+                raise InputError(f"--cfg-low-noise is for two-expert Wan 2.2 models; {model.arg} has one transformer")
+            return
+        if not cfg.guidance:
+            return  # KV injection alone records each step's K/V from the expert that runs it
+        scheduler = run_scheduler(_folder_scheduler(model.folder), cfg.opt_mode == "latent")
+        scheduler.set_timesteps(cfg.steps)
+        boundary = ratio * scheduler.config.num_train_timesteps
+        high = sum(1 for t in scheduler.timesteps if t >= boundary)
+        late = [i for i in guidance_steps(cfg.steps, cfg.guidance_range) if i >= high]
+        if late:
+            hi, lo = cfg.guidance_range
+            raise InputError(f"--guidance-range {hi},{lo} guides step {late[0]}, where the low-noise expert runs "
+                             f"({model.arg} hands over at timestep {boundary:g}, after step {high - 1} of "
+                             f"{cfg.steps}); the AMF is the high-noise expert's: keep LO >= {cfg.steps - high}")
 
     @classmethod
     def pipeline_type(cls):
@@ -86,26 +119,28 @@ class WanBackbone(Backbone):
         return WanPipeline
 
     def check_pipeline(self, pipe) -> None:
-        if getattr(pipe, "transformer_2", None) is not None:
-            raise InputError(f"{self.model.folder} is a two-expert Wan 2.2 model; only Wan 2.1 (one transformer) is supported")
+        """Where a two-expert pipeline hands over (self.boundary, a timestep; None: one transformer)."""
+        ratio = pipe.config.get("boundary_ratio")
+        self.boundary = None if ratio is None or pipe.transformer_2 is None else ratio * pipe.scheduler.config.num_train_timesteps
 
     def scheduler_for(self, own, keeps_latent: bool):
-        """The folder's own (UniPC), or flow-match Euler when the latent is optimised (see the module doc)."""
-        from diffusers import FlowMatchEulerDiscreteScheduler
+        return run_scheduler(own, keeps_latent)
 
-        if keeps_latent:
-            shift = float(own.config.get("flow_shift", None) or 3.0)
-            return FlowMatchEulerDiscreteScheduler(num_train_timesteps=own.config.num_train_timesteps, shift=shift)
-        return type(own).from_config(own.config)
-
-    # -- shapes ---------------------------------------------------------------------------------------
+    # -- shapes, experts ------------------------------------------------------------------------------
     @property
-    def blocks(self):
-        return self.transformer.blocks
+    def experts(self) -> tuple:
+        """(transformer,) or, for Wan 2.2 A14B, (high-noise, low-noise)."""
+        return (self.pipe.transformer,) if self.boundary is None else (self.pipe.transformer, self.pipe.transformer_2)
 
-    @property
-    def after_blocks(self):
-        return self.transformer.norm_out
+    def expert_for(self, t) -> int:
+        """WanPipeline's rule: `transformer` at t >= boundary, `transformer_2` below it."""
+        return 0 if self.boundary is None or float(t) >= self.boundary else 1
+
+    def blocks_of(self, expert):
+        return expert.blocks
+
+    def after_blocks_of(self, expert):
+        return expert.norm_out
 
     def block_video(self, out):
         return out[-1]  # a block returns the hidden states [B, S, C]: all video tokens
@@ -156,7 +191,14 @@ class WanBackbone(Backbone):
         return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
 
     # -- sampling -------------------------------------------------------------------------------------
+    _steps_set = False
+
+    def start_run(self, family, keeps_latent: bool = False) -> None:
+        super().start_run(family, keeps_latent)
+        self._steps_set = False
+
     def timesteps(self, steps: int):
+        self._steps_set = True
         self.scheduler.set_timesteps(steps, device=self.device)
         self.scheduler.set_begin_index(0)
         return self.scheduler.timesteps
@@ -169,8 +211,8 @@ class WanBackbone(Backbone):
                                          torch.float32, self.device, generator)
 
     def _sigma(self, t) -> float:
-        """The scheduler's sigma at timestep t (flow time t / 1000 off its schedule)."""
-        hits = (self.scheduler.timesteps.to(t.device) == t).nonzero()
+        """The scheduler's sigma at timestep t (flow time t / 1000 off its schedule, or before one is set)."""
+        hits = (self.scheduler.timesteps.to(t.device) == t).nonzero() if self._steps_set else []
         if len(hits) == 0:
             return float(t) / self.scheduler.config.num_train_timesteps
         return float(self.scheduler.sigmas[int(hits[0, 0])])
@@ -193,15 +235,34 @@ class WanBackbone(Backbone):
                 self._rope[geo.grid] = self.transformer.rope(torch.zeros(shape, device=self.device))
         return self._rope[geo.grid]
 
-    def forward(self, x, t, text, geo, positions=None):
-        """Flow prediction [B, C, F, h, w]; positions: rotation angles [1, S, 1, D/2] or (cos, sin) tables
-        [2, 1, S, 1, D], given to every block through a forward hook on `transformer.rope`."""
+    def _expert_on_device(self, index: int):
+        """The expert `index`, with model CPU offload keeping only it on the accelerator: diffusers' offload
+        chain (text_encoder->transformer->transformer_2->vae) moves the previous model off when the next runs,
+        never the later one when an earlier runs again, so the other expert is sent back here."""
+        experts = self.experts
+        if self.offloaded and len(experts) > 1:
+            for other in experts[:index] + experts[index + 1:]:
+                if next(other.parameters()).device.type != "cpu":
+                    other.to("cpu")  # what the offload hook's own offload() does
+        return experts[index]
+
+    def _timestep(self, t, batch: int, geo: Geometry):
+        """[B], or [B, S] (one per video token) for a model that expands timesteps, as WanPipeline."""
+        if self.pipe.config.get("expand_timesteps"):
+            return t.float().reshape(1, 1).expand(batch, int(np.prod(geo.grid)))
+        return t.expand(batch)
+
+    def forward(self, x, t, text, geo, positions=None, expert=None):
+        """Flow prediction [B, C, F, h, w] of the timestep's expert (or `expert`); positions: rotation angles
+        [1, S, 1, D/2] or (cos, sin) tables [2, 1, S, 1, D], given to every block through a forward hook on the
+        expert's `rope`."""
+        transformer = self._expert_on_device(self.expert_for(t) if expert is None else expert)
         with ExitStack() as stack:
             if positions is not None:
-                stack.enter_context(_rope_replaced(self.transformer, positions))
-            ts = t.expand(x.shape[0]).to(x.device)
-            return self.transformer(hidden_states=x.to(self.dtype), timestep=ts, encoder_hidden_states=text.to(self.dtype),
-                                    return_dict=False)[0]
+                stack.enter_context(_rope_replaced(transformer, positions))
+            ts = self._timestep(t, x.shape[0], geo).to(x.device)
+            return transformer(hidden_states=x.to(self.dtype), timestep=ts, encoder_hidden_states=text.to(self.dtype),
+                               return_dict=False)[0]
 
     def predict(self, x, t, text, scale, geo, positions=None):
         """CFG in two passes, positive then negative, as WanPipeline."""
@@ -211,24 +272,31 @@ class WanBackbone(Backbone):
         uncond = self.forward(x, t, text[:1], geo, positions).float()
         return uncond + scale * (cond - uncond)
 
+    def cfg_scale(self, cfg: float, steps: int, t) -> float:
+        """--cfg, or --cfg-low-noise on the low-noise expert's steps (WanPipeline's guidance_scale_2)."""
+        low = self.run.get("cfg_low_noise")
+        return low if low is not None and self.expert_for(t) == 1 else cfg
+
     @contextmanager
     def install(self, taps) -> Iterator[None]:
-        """Our processor at every block's attn1 (attn2, the text cross-attention, keeps its own)."""
+        """Our processor at every block's attn1 of every expert (attn2, the text cross-attention, keeps its own)."""
         from ..processors import Tap
         from .wan_attn import WanSelfAttention
 
         bad = [b for b in taps if not 0 <= b < self.num_blocks]
         if bad:
             raise ValueError(f"the transformer has no block {bad[0]} ({self.num_blocks} blocks)")
-        old = dict(self.transformer.attn_processors)
-        new = dict(old)
-        for b in range(self.num_blocks):
-            new[f"blocks.{b}.attn1.processor"] = WanSelfAttention(taps.get(b, Tap()))
-        self.transformer.set_attn_processor(new)
+        olds = [dict(expert.attn_processors) for expert in self.experts]
+        for expert, old in zip(self.experts, olds):
+            new = dict(old)
+            for b in range(self.num_blocks):
+                new[f"blocks.{b}.attn1.processor"] = WanSelfAttention(taps.get(b, Tap()))
+            expert.set_attn_processor(new)
         try:
             yield
         finally:
-            self.transformer.set_attn_processor(dict(old))
+            for expert, old in zip(self.experts, olds):
+                expert.set_attn_processor(dict(old))
 
     # -- what emb mode optimises ----------------------------------------------------------------------
     def emb_variable(self, geo, angles):
