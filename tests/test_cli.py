@@ -187,11 +187,13 @@ def test_guide_help_is_in_panels_and_fits_100_columns():
     from ditflow.backbones import family_settings
     from ditflow.cli.options import family_panel
 
-    cogvideox = family_panel(family_settings()["scheduler"].family)  # the panel's title, from the registry
+    cogvideox = family_panel(family_settings()["scheduler"].family)  # the panels' titles, from the registry
+    wan = family_panel(family_settings()["cfg_low_noise"].family)
     panels = [line.split("─ ")[1].split(" ─")[0] for line in text.splitlines() if line.startswith("╭─ ")]
-    assert panels == ["Options", "What to make", "Guidance", "Sampling", cogvideox, "Fast mode", "Output", "Runtime"]
+    assert panels == ["Options", "What to make", "Guidance", "Sampling", cogvideox, wan, "Fast mode", "Output", "Runtime"]
     family = text.split(cogvideox)[1].split("╰")[0]
     assert "--scheduler" in family and "--dynamic-cfg" in family and "<" not in text
+    assert "--cfg-low-noise" in text.split(wan)[1].split("╰")[0]
     assert max(len(line) for line in text.splitlines()) <= 100
 
 
