@@ -1,8 +1,10 @@
 """Benchmark: memory and time of a whole guided run at the real models' sizes, random weights.
 
-    python benchmarks/bench_scale.py            # the real shapes (a GPU): 2b, 5b, wan-1.3b, wan-14b at 24/49 (Wan 25/49/81) frames
-(Wan takes 4k+1 frames: 25 stands for 24; --quick runs the first two frame counts.)
-    python benchmarks/bench_scale.py --quick    # 2 CPU cores, < 10 min: 2 blocks at the real width, 32x48 pixels, 2 steps
+    python benchmarks/bench_scale.py            # the real shapes (a GPU): 2b, 5b, wan-1.3b, wan-14b at 24/49 (Wan 25/49/81)
+                                                # frames; wan2.2-a14b at 81, wan2.2-ti2v-5b at 121 (704x1280)
+(Wan takes 4k+1 frames: 25 stands for 24; --quick runs each model's first frame count.)
+    python benchmarks/bench_scale.py --quick    # 2 CPU cores, < 12 min: 2 blocks (per expert) at the real width, 32x48
+                                                # pixels (32x64 on TI2V-5B's 16x VAE), 2 steps
 
 Each model's transformer is built from its published config (the values below, from the checkpoints'
 transformer/config.json) with random weights: time and memory do not depend on weight values, and nothing is
@@ -43,13 +45,19 @@ COGVIDEOX = dict(attention_head_dim=64, in_channels=16, out_channels=16, text_em
                  flip_sin_to_cos=True, freq_shift=0, spatial_interpolation_scale=1.875, temporal_interpolation_scale=1.0)
 WAN = dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
            cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
-# model -> (family, transformer config, preset name of its paper settings, pixel size, frames of the full run)
+# model (a preset name) -> (how to build it: cogvideox, wan or a Wan 2.2 variant, transformer config, pixel size, frames)
 MODELS = {
     "2b": ("cogvideox", dict(COGVIDEOX, num_attention_heads=30, num_layers=30, use_rotary_positional_embeddings=False), (480, 720), (24, 49)),
     "5b": ("cogvideox", dict(COGVIDEOX, num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True), (480, 720), (24, 49)),
     "wan-1.3b": ("wan", dict(WAN, num_attention_heads=12, ffn_dim=8960, num_layers=30), (480, 832), (25, 49, 81)),
     "wan-14b": ("wan", dict(WAN, num_attention_heads=40, ffn_dim=13824, num_layers=40), (480, 832), (25, 49, 81)),
+    # Wan 2.2: two 14B experts (the same config each; boundary 0.875, shift 12 as the official T2V-A14B config), and
+    # TI2V-5B: 48 latent channels on a 16x VAE, at its card's 121 frames of 704x1280 (27,280 video tokens)
+    "wan2.2-a14b": ("wan2.2-a14b", dict(WAN, num_attention_heads=40, ffn_dim=13824, num_layers=40), (480, 832), (81,)),
+    "wan2.2-ti2v-5b": ("wan2.2-ti2v-5b", dict(WAN, num_attention_heads=24, ffn_dim=14336, num_layers=30, in_channels=48,
+                                              out_channels=48), (704, 1280), (121,)),
 }
+QUICK_SIZE = {"wan2.2-ti2v-5b": (32, 64)}  # its 16x VAE and patch 2 take multiples of 32
 VARIANTS = ("default", "fast", "offload", "paper")
 # one guided step of 3 Adam steps (the paper: 10 of 5), at 6 (24/25 frames) or 13 (49) latent frames of 2x3 patches
 QUICK = dict(blocks=2, size=(32, 48), steps=2, guidance_range=(2, 1), opt_steps=3)
@@ -91,13 +99,23 @@ def build_folder(name: str, folder: Path, quick: bool) -> Path:
 
         text = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), d_model=4096, d_kv=64, d_ff=256, num_layers=1,
                                            num_heads=2, decoder_start_token_id=0, pad_token_id=0))
-        sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+        shift = {"wan2.2-a14b": 12.0, "wan2.2-ti2v-5b": 5.0}.get(family, 3.0)
+        sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
                                         num_train_timesteps=1000)
-        pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text, vae=AutoencoderKLWan(),
-                           transformer=WanTransformer3DModel(**{**config, "num_layers": layers}), scheduler=sched)
+        extra = {}
+        if family == "wan2.2-a14b":
+            extra = dict(transformer_2=WanTransformer3DModel(**{**config, "num_layers": layers}), boundary_ratio=0.875)
+        vae = AutoencoderKLWan()
+        if family == "wan2.2-ti2v-5b":  # the Wan 2.2 VAE: residual, patchifies 2x2 inside
+            vae = AutoencoderKLWan(base_dim=160, decoder_base_dim=256, z_dim=48, is_residual=True, in_channels=12,
+                                   out_channels=12, patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                                   latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
+            extra = dict(expand_timesteps=True)
+        pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text, vae=vae,
+                           transformer=WanTransformer3DModel(**{**config, "num_layers": layers}), scheduler=sched, **extra)
     pipe.to(dtype)
     pipe.save_pretrained(folder)
-    height, width = QUICK["size"] if quick else size
+    height, width = QUICK_SIZE.get(name, QUICK["size"]) if quick else size
     settings = {"guidance_blocks": blocks, "height": height, "width": width, "dtype": str(dtype).split(".")[-1],
                 **pre.family, "cfg": pre.cfg,
                 "negative_prompt": pre.negative_prompt, "steps": pre.steps, "guidance_range": list(pre.guidance_range),
@@ -265,8 +283,8 @@ def main() -> None:
         if name not in MODELS:
             raise SystemExit(f"bench_scale: unknown model {name!r} (known: {', '.join(MODELS)})")
         folder = build_folder(name, args.work / mode / "models" / name, args.quick)
-        height, width = QUICK["size"] if args.quick else MODELS[name][2]
-        frame_counts = [int(f) for f in args.frames.split(",")] if args.frames else MODELS[name][3][:2 if args.quick else 3]
+        height, width = QUICK_SIZE.get(name, QUICK["size"]) if args.quick else MODELS[name][2]
+        frame_counts = [int(f) for f in args.frames.split(",")] if args.frames else MODELS[name][3][:1 if args.quick else 3]
         job = {"model": str(folder), "cache": runs.name, "quick": args.quick}
         videos = [(f, str(reference_clip(f, height, width, args.work / mode / "refs" / f"{f}x{height}x{width}")))
                   for f in frame_counts]

@@ -10,7 +10,7 @@ bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bench)
 
 # parameters of the released transformers (their model cards / safetensors indexes), in billions
-RELEASED = {"2b": 1.69, "5b": 5.57, "wan-1.3b": 1.42, "wan-14b": 14.29}
+RELEASED = {"2b": 1.69, "5b": 5.57, "wan-1.3b": 1.42, "wan-14b": 14.29, "wan2.2-a14b": 14.29, "wan2.2-ti2v-5b": 5.00}  # A14B: each expert
 
 
 @pytest.mark.parametrize("name", list(RELEASED))
