@@ -224,3 +224,17 @@ def test_another_15_folder_gets_its_own_pipelines_defaults(tiny15):
                                              cfg.sample_width * pipe.vae_scale_factor_spatial) == (HEIGHT, WIDTH)
     assert (preset.cfg, preset.negative_prompt, preset.family["scheduler"], preset.dtype) == (6.0, "", None, "float32")
     assert json.loads((resolve_model(tiny15).folder / "transformer" / "config.json").read_text())["patch_size_t"] == 2
+
+
+def test_temporal_patches_without_rope_are_refused():
+    """diffusers' sincos embedding counts a token per latent frame: such a model cannot run in its pipeline."""
+    from types import SimpleNamespace
+
+    from ditflow.backbones.cogvideox import CogVideoXBackbone
+    from ditflow.errors import InputError
+
+    adapter = SimpleNamespace(model=SimpleNamespace(arg="m"))
+    pipe = SimpleNamespace(transformer=SimpleNamespace(config=SimpleNamespace(patch_size_t=2,
+                                                                              use_rotary_positional_embeddings=False)))
+    with pytest.raises(InputError, match="temporal patches .* no RoPE is not supported"):
+        CogVideoXBackbone.check_pipeline(adapter, pipe)
