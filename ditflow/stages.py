@@ -201,7 +201,7 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     if device.type == "cuda":  # time the kernels, not their launches
         torch.cuda.synchronize(device)
     sampled = time.perf_counter()
-    frames = backbone.decode(latent)
+    frames = backbone.decode(latent, geo)  # drops CogVideoX 1.5's padding frames
     end = time.perf_counter()
     seconds = {"total": end - start, "load": loaded - start, "sample": sampled - loaded, "decode": end - sampled,
                "guidance_steps": list(getattr(guide, "seconds", []))}

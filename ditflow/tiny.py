@@ -36,15 +36,16 @@ def build_tiny_pipeline(
     sample_size: tuple[int, int] = (4, 6),
     seed: int = 0,
     scheduler: str = "ddim",
+    patch_t: int | None = None,
 ) -> Path:
     """Save a tiny random CogVideoXPipeline to `path` and return it.
 
     sample_size is the transformer's latent (height, width); pixels are 8x larger (the VAE's 3 downsamples).
-    `rope=True` gives a 5B-like model (RoPE tables), `rope=False` a 2B-like one (3D sincos embedding).
+    `rope=True` gives a 5B-like model (RoPE tables), `rope=False` a 2B-like one (3D sincos embedding);
+    `patch_t` a 1.5-like one (tokens of `patch_t` latent frames, no patch bias).
     """
     import torch
-    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXDPMScheduler,
-                           CogVideoXPipeline, CogVideoXTransformer3DModel)
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXPipeline, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
@@ -64,16 +65,31 @@ def build_tiny_pipeline(
         time_embed_dim=8, text_embed_dim=32, num_layers=layers, sample_height=sample_size[0],
         sample_width=sample_size[1], sample_frames=9, patch_size=2, temporal_compression_ratio=4,
         max_text_seq_length=text_len, use_rotary_positional_embeddings=rope,
+        **({} if patch_t is None else {"patch_size_t": patch_t, "patch_bias": False, "use_learned_positional_embeddings": False}),
     )
-    sched_cls = CogVideoXDPMScheduler if scheduler == "dpm" else CogVideoXDDIMScheduler
-    sched = sched_cls(timestep_spacing="trailing", prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                      snr_shift_scale=1.0, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                      clip_sample=False, set_alpha_to_one=True)
     pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                             scheduler=sched)
+                             scheduler=_cogvideox_scheduler(scheduler))
     path = Path(path)
     pipe.save_pretrained(path)
     return path
+
+
+def _cogvideox_scheduler(kind: str):
+    """DPM or DDIM as the released CogVideoX folders configure them (v prediction, zero terminal SNR)."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler
+
+    cls = CogVideoXDPMScheduler if kind == "dpm" else CogVideoXDDIMScheduler
+    return cls(timestep_spacing="trailing", prediction_type="v_prediction", rescale_betas_zero_snr=True,
+               snr_shift_scale=1.0, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+               clip_sample=False, set_alpha_to_one=True)
+
+
+def build_tiny_cogvideox15_pipeline(path: str | os.PathLike, *, layers: int = 2, heads: int = 2, head_dim: int = 16,
+                                    sample_size: tuple[int, int] = (4, 6), seed: int = 0, scheduler: str = "dpm") -> Path:
+    """Save a tiny random CogVideoX 1.5 text-to-video pipeline to `path` and return it: tokens of 2 latent frames
+    (patch_size_t 2, no patch bias), RoPE on the slice grid, build_tiny_pipeline's VAE, T5 and tokenizer."""
+    return build_tiny_pipeline(path, rope=True, layers=layers, heads=heads, head_dim=head_dim, sample_size=sample_size,
+                               seed=seed, scheduler=scheduler, patch_t=2)
 
 
 WAN_VARIANTS = ("2.1", "2.2-a14b", "2.2-ti2v-5b")
@@ -141,12 +157,12 @@ def _moving_square(frames: int = 9, height: int = 32, width: int = 48):
     return video
 
 
-if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --wan | --wan2.2-a14b | --wan2.2-ti2v-5b]
+if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --cogvideox15 | --wan | --wan2.2-a14b | --wan2.2-ti2v-5b]
     import sys
 
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if not args:
-        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos | --wan | --wan2.2-a14b | --wan2.2-ti2v-5b]")
+        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos | --cogvideox15 | --wan | --wan2.2-a14b | --wan2.2-ti2v-5b]")
     out = Path(args[0])
     if (out / "model_index.json").is_file():
         print(out)
@@ -154,5 +170,7 @@ if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --wan |
         print(build_tiny_wan_pipeline(out))
     elif "--wan2.2-a14b" in sys.argv or "--wan2.2-ti2v-5b" in sys.argv:
         print(build_tiny_wan_pipeline(out, variant="2.2-a14b" if "--wan2.2-a14b" in sys.argv else "2.2-ti2v-5b"))
+    elif "--cogvideox15" in sys.argv:
+        print(build_tiny_cogvideox15_pipeline(out))
     else:
         print(build_tiny_pipeline(out, rope="--sincos" not in sys.argv))

@@ -25,30 +25,42 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Geometry:
-    """Sizes of one video through the model: pixels, latent and patch grid."""
+    """Sizes of one video through the model: pixels, latent and patch grid.
+
+    `latent_frames` is what the transformer takes: the VAE's frames plus `pad_frames` padding frames in front
+    (CogVideoX 1.5 pads to a multiple of its temporal patch `patch_t`, as its pipeline does); the decoded video
+    drops them. A token spans `patch_t` latent frames, so the grid has latent_frames // patch_t token frames.
+    """
 
     frames: int  # pixel frames
     height: int
     width: int
-    latent_frames: int
+    latent_frames: int  # padding included
     latent_height: int
     latent_width: int
-    patch: int  # spatial patch size (temporal patch 1)
+    patch: int  # spatial patch size
+    patch_t: int = 1  # temporal patch size
+    pad_frames: int = 0  # latent frames of padding in front
 
     @property
     def grid(self) -> tuple[int, int, int]:
-        """(frames, h, w) of the video tokens, in their order along the sequence."""
-        return (self.latent_frames, self.latent_height // self.patch, self.latent_width // self.patch)
+        """(token frames, h, w) of the video tokens, in their order along the sequence."""
+        return (self.latent_frames // self.patch_t, self.latent_height // self.patch, self.latent_width // self.patch)
 
 
-def geometry_of(patch: int, spatial: int, temporal: int, frames: int, height: int, width: int) -> Geometry:
+def geometry_of(patch: int, spatial: int, temporal: int, frames: int, height: int, width: int,
+                patch_t: int = 1) -> Geometry:
+    """The geometry of `frames` x `height` x `width` pixels through a VAE (`spatial`, `temporal` compression)
+    and a patch embedding (`patch` x `patch` pixels of latent, `patch_t` latent frames)."""
     unit = spatial * patch
     if height % unit or width % unit:
         raise InputError(f"size {height}x{width} is not divisible by {unit} (VAE factor {spatial} x patch {patch}); "
                          f"pick a height and width that are multiples of {unit}")
     if frames < 1:
         raise InputError(f"need at least one frame, got {frames}")
-    return Geometry(frames, height, width, (frames - 1) // temporal + 1, height // spatial, width // spatial, patch)
+    encoded = (frames - 1) // temporal + 1
+    pad = -encoded % patch_t
+    return Geometry(frames, height, width, encoded + pad, height // spatial, width // spatial, patch, patch_t, pad)
 
 
 def quiet_libraries() -> None:
@@ -296,15 +308,16 @@ class Backbone:
         return emb
 
     def encode_video(self, frames: np.ndarray) -> "torch.Tensor":
-        """uint8 [F, H, W, 3] -> latent [1, ...] in the layout the transformer takes (the VAE's mean)."""
+        """uint8 [F, H, W, 3] -> latent [1, ...] in the layout the transformer takes (the VAE's mean, padded to
+        the temporal patch as `geometry` says)."""
         raise NotImplementedError
 
     def latent_frames(self, latent: "torch.Tensor") -> int:
         """How many latent frames an encoded latent holds."""
         raise NotImplementedError
 
-    def decode(self, latent: "torch.Tensor") -> np.ndarray:
-        """Latent -> uint8 frames [F, H, W, 3]."""
+    def decode(self, latent: "torch.Tensor", geo: Geometry | None = None) -> np.ndarray:
+        """Latent -> uint8 frames [F, H, W, 3], without the padding frames of `geo` (None: no padding)."""
         raise NotImplementedError
 
     # -- sampling ------------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""CogVideoX 1.0 (2B, 5B and local folders) through diffusers' `CogVideoXPipeline`.
+"""CogVideoX 1.0 (2B, 5B), 1.5 (1.5-5B) and local folders through diffusers' `CogVideoXPipeline`.
 
-Text and video tokens share one joint self-attention per block (`attn1`, text first); RoPE (5B) is a
+Text and video tokens share one joint self-attention per block (`attn1`, text first); RoPE (5B, 1.5) is a
 (cos, sin) [N, head_dim] table pair passed to every block, the 2B adds a 3D sincos embedding in its patch
 embedding instead. Latents are [B, F, C, h, w]. DDIM or DPM (which also needs the previous x0).
+CogVideoX 1.5 patches 2 latent frames into a token (`patch_size_t`): its latents are padded in front to an
+even count (noise: more frames, as its pipeline; a reference: its first latent frame repeated, as the
+image-to-video pipeline pads the image) and the padding is dropped before decoding.
 """
 from __future__ import annotations
 
@@ -28,40 +31,50 @@ class CogVideoXSettings:
     """The guide settings only CogVideoX understands. None: the model's default."""
 
     scheduler: str | None = field(default=None, metadata=rule(
-        "dpm or ddim. [default: dpm for 5b, ddim for 2b, the folder's own otherwise]", choices=SCHEDULERS))
+        "dpm or ddim. [default: dpm for 5b and 1.5-5b, ddim for 2b, the folder's own otherwise]", choices=SCHEDULERS))
     dynamic_cfg: bool | None = field(default=None, metadata=rule(
-        "Dynamic CFG schedule (the 5b paper runs'; needs --cfg above 1). [default: on for 5b, off otherwise]"))
+        "Dynamic CFG schedule (the 5b paper runs'; needs --cfg above 1). [default: on for 5b and 1.5-5b, off otherwise]"))
 
 
 PRESETS: dict[str, ModelPreset] = {
     "5b": ModelPreset("THUDM/CogVideoX-5b", "bfloat16", (20,), family={"scheduler": "dpm", "dynamic_cfg": True}),
     "2b": ModelPreset("THUDM/CogVideoX-2b", "float16", (15,), family={"scheduler": "ddim", "dynamic_cfg": False}),
+    # The model card's T2V size and length (81 frames: 21 latent, padded to 22, 11 token frames), its CFG 6 with
+    # dynamic CFG and DPM as 5b; guidance block 20 of 42 is the 5B proportion, not measured on 1.5's weights.
+    "1.5-5b": ModelPreset("THUDM/CogVideoX1.5-5B", "bfloat16", (20,), height=768, width=1360, frames=81, cfg=6.0,
+                          family={"scheduler": "dpm", "dynamic_cfg": True}),
 }
-ALIASES = {"THUDM/CogVideoX-5b": "5b", "THUDM/CogVideoX-2b": "2b", "cogvideox-5b": "5b", "cogvideox-2b": "2b"}
+ALIASES = {"THUDM/CogVideoX-5b": "5b", "THUDM/CogVideoX-2b": "2b", "cogvideox-5b": "5b", "cogvideox-2b": "2b",
+           "THUDM/CogVideoX1.5-5B": "1.5-5b", "cogvideox1.5-5b": "1.5-5b"}
+# (layers, RoPE, heads, temporal patches) of the released transformers -> their preset
+LAYOUTS = {(42, True, 48, False): "5b", (30, False, 30, False): "2b", (42, True, 48, True): "1.5-5b"}
+# CogVideoXTransformer3DModel's defaults for sizes a config may leave out
+CONFIG_DEFAULTS = {"num_layers": 30, "sample_height": 60, "sample_width": 90}
 PIPELINE_CFG = 6.0  # CogVideoXPipeline's default guidance_scale
 
 
 def preset_for(model: str, transformer_config: dict[str, Any] | None = None, spatial_factor: int = 8,
                folder_defaults: dict[str, Any] | None = None) -> ModelPreset:
-    """Defaults for `model`: a named preset; for a folder, the 5B/2B preset when its transformer has their
-    layout, else its own pipeline's defaults at the sizes of its config; then any `ditflow.json` the folder
-    ships (a model can carry the settings that were measured for it, as the toy model does)."""
+    """Defaults for `model`: a named preset; for a folder, the 5B/2B/1.5-5B preset when its transformer has
+    their layout (1.5: temporal patches), else its own pipeline's defaults at the sizes of its config; then
+    any `ditflow.json` the folder ships (a model can carry the settings that were measured for it, as the toy
+    model does)."""
     name = ALIASES.get(model, model)
     if name in PRESETS:
         return PRESETS[name]
-    cfg = transformer_config or {}
-    layers = int(cfg.get("num_layers", 30))
-    rope = bool(cfg.get("use_rotary_positional_embeddings", True))
-    base = PRESETS["5b" if rope else "2b"]
-    if (layers, rope, cfg.get("num_attention_heads")) in ((42, True, 48), (30, False, 30)):
-        preset = replace(base, source=model)  # a local copy of CogVideoX-5b / -2b
+    cfg = {**CONFIG_DEFAULTS, **(transformer_config or {})}
+    layers = int(cfg["num_layers"])
+    rope, temporal = bool(cfg.get("use_rotary_positional_embeddings", True)), bool(cfg.get("patch_size_t"))
+    layout = LAYOUTS.get((layers, rope, cfg.get("num_attention_heads"), temporal))
+    if layout is not None:
+        preset = replace(PRESETS[layout], source=model)  # a local copy of CogVideoX-5b, -2b or 1.5-5B
     else:
+        base = PRESETS["1.5-5b" if temporal else "5b" if rope else "2b"]
         # what CogVideoXPipeline.from_pretrained(folder) does by default, so an unguided run equals it;
         # sample_height/width are latent sizes: pixels are the VAE's spatial factor larger
         preset = replace(base, source=model, dtype="float32", guidance_blocks=(layers // 2,),
                          family={"scheduler": None, "dynamic_cfg": False}, cfg=PIPELINE_CFG, negative_prompt="",
-                         height=int(cfg.get("sample_height", base.height // 8)) * spatial_factor,
-                         width=int(cfg.get("sample_width", base.width // 8)) * spatial_factor)
+                         height=int(cfg["sample_height"]) * spatial_factor, width=int(cfg["sample_width"]) * spatial_factor)
     if folder_defaults:
         preset = with_folder_defaults(preset, folder_defaults, model, CogVideoXBackbone.setting_names())
     return preset
@@ -81,7 +94,9 @@ class CogVideoXBackbone(Backbone):
 
     @classmethod
     def config_geometry(cls, folder, frames, height, width) -> Geometry:
-        return geometry_of(int(read_config(folder, "transformer").get("patch_size", 2)), *vae_factors(folder), frames, height, width)
+        cfg = read_config(folder, "transformer")
+        return geometry_of(int(cfg.get("patch_size", 2)), *vae_factors(folder), frames, height, width,
+                           patch_t=int(cfg.get("patch_size_t") or 1))
 
     @classmethod
     def folder_preset(cls, model, folder, defaults) -> ModelPreset:
@@ -109,7 +124,18 @@ class CogVideoXBackbone(Backbone):
             return wanted.from_config(own.config, timestep_spacing="trailing")
         return type(own).from_config(own.config)
 
+    def check_pipeline(self, pipe) -> None:
+        cfg = pipe.transformer.config
+        if cfg.patch_size_t and not cfg.use_rotary_positional_embeddings:  # diffusers' sincos counts 1 frame a token
+            raise InputError(f"{self.model.arg}: a CogVideoX transformer with temporal patches (patch_size_t) and "
+                             f"no RoPE is not supported (its pipeline cannot run it either)")
+
     # -- shapes ---------------------------------------------------------------------------------------
+    @property
+    def patch_t(self) -> int:
+        """Latent frames a token spans (CogVideoX 1.5: 2; 1.0: 1)."""
+        return int(self.transformer.config.patch_size_t or 1)
+
     @property
     def uses_rope(self) -> bool:
         return bool(self.transformer.config.use_rotary_positional_embeddings)
@@ -125,7 +151,7 @@ class CogVideoXBackbone(Backbone):
 
     def geometry(self, frames: int, height: int, width: int) -> Geometry:
         return geometry_of(int(self.transformer.config.patch_size), self.pipe.vae_scale_factor_spatial,
-                           self.pipe.vae_scale_factor_temporal, frames, height, width)
+                           self.pipe.vae_scale_factor_temporal, frames, height, width, patch_t=self.patch_t)
 
     # -- text, pixels, latents ------------------------------------------------------------------------
     @property
@@ -138,7 +164,8 @@ class CogVideoXBackbone(Backbone):
         return self.text_length  # the joint attention holds the text before the video
 
     def encode_video(self, frames: np.ndarray):
-        """uint8 [F, H, W, 3] -> scaled latent [1, F_latent, C, h, w] (the VAE's mean, deterministic)."""
+        """uint8 [F, H, W, 3] -> scaled latent [1, F_latent, C, h, w] (the VAE's mean, deterministic), padded
+        in front to a multiple of the temporal patch."""
         import torch
 
         video = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [F, 3, H, W] in [-1, 1]
@@ -146,15 +173,18 @@ class CogVideoXBackbone(Backbone):
         with torch.no_grad():
             dist = self.pipe.vae.encode(video).latent_dist
             latent = dist.mode() * self.pipe.vae_scaling_factor_image
-        return latent.permute(0, 2, 1, 3, 4).contiguous()
+        return pad_front(latent.permute(0, 2, 1, 3, 4), self.patch_t).contiguous()
 
     def latent_frames(self, latent) -> int:
         return int(latent.shape[1])
 
-    def decode(self, latents) -> np.ndarray:
-        """Latent [1, F, C, h, w] -> uint8 frames [F, H, W, 3]."""
+    def decode(self, latents, geo=None) -> np.ndarray:
+        """Latent [1, F, C, h, w] -> uint8 frames [F', H, W, 3], the padding frames of `geo` dropped first
+        (as CogVideoXPipeline)."""
         import torch
 
+        if geo is not None:
+            latents = latents[:, geo.pad_frames:]
         with torch.no_grad():
             video = self.pipe.decode_latents(latents.to(self.dtype))
             frames = self.pipe.video_processor.postprocess_video(video=video, output_type="np")[0]
@@ -166,7 +196,9 @@ class CogVideoXBackbone(Backbone):
         return self.scheduler.timesteps
 
     def initial_noise(self, geo: Geometry, generator):
-        return self.pipe.prepare_latents(1, self.transformer.config.in_channels, geo.frames, geo.height, geo.width,
+        """[1, latent_frames, C, h, w]: padded as CogVideoXPipeline pads, by asking for more pixel frames."""
+        frames = geo.frames + geo.pad_frames * self.pipe.vae_scale_factor_temporal
+        return self.pipe.prepare_latents(1, self.transformer.config.in_channels, frames, geo.height, geo.width,
                                          self.dtype, self.device, generator)
 
     def add_noise(self, x0, noise, t):
@@ -285,6 +317,15 @@ class CogVideoXBackbone(Backbone):
         if angles and self.uses_rope:
             return torch.stack([var.cos(), var.sin()], dim=1)  # [q/k, cos/sin, N, D]
         return var
+
+
+def pad_front(latent, patch_t: int):
+    """[B, F, C, h, w] -> [B, F', C, h, w] with F' the next multiple of `patch_t`: the first frame repeated in
+    front (as CogVideoXImageToVideoPipeline pads its image latent for CogVideoX 1.5)."""
+    import torch
+
+    pad = -latent.shape[1] % patch_t
+    return torch.cat([latent[:, :1].expand(-1, pad, -1, -1, -1), latent], dim=1) if pad else latent
 
 
 @contextmanager

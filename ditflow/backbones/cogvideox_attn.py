@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -66,15 +65,21 @@ class CogVideoXAttention:
 
 
 def rope_tables(cfg, grid: tuple[int, int, int], device=None):
-    """(cos, sin) [N, head_dim] of a RoPE transformer for a (frames, h, w) patch grid, as the CogVideoX 1.0
-    pipeline builds them (crop region relative to the config's sample size)."""
+    """(cos, sin) [N, head_dim] of a RoPE transformer for a (token frames, h, w) patch grid, as its pipeline
+    builds them: CogVideoX 1.0 a crop region relative to the config's sample size; 1.5 (temporal patches) the
+    "slice" grid, integer positions 0..n-1 on each axis."""
     from diffusers.models.embeddings import get_3d_rotary_pos_embed
     from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
 
-    if cfg.patch_size_t is not None:
-        raise InputError("CogVideoX 1.5 models (temporal patches) are not supported yet; use CogVideoX 1.0 (2b, 5b)")
     f, gh, gw = grid
-    crops = get_resize_crop_region_for_grid((gh, gw), cfg.sample_width // cfg.patch_size, cfg.sample_height // cfg.patch_size)
-    cos, sin = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops, grid_size=(gh, gw),
-                                       temporal_size=f, device=device)
+    if cfg.patch_size_t is None:
+        crops = get_resize_crop_region_for_grid((gh, gw), cfg.sample_width // cfg.patch_size, cfg.sample_height // cfg.patch_size)
+        cos, sin = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops, grid_size=(gh, gw),
+                                           temporal_size=f, device=device)
+    else:
+        # the pipeline's max_size is the sample size in patches; a slice grid's positions do not depend on it
+        # once it covers the grid (a larger grid would fail inside diffusers)
+        top = (max(gh, cfg.sample_height // cfg.patch_size), max(gw, cfg.sample_width // cfg.patch_size))
+        cos, sin = get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=None, grid_size=(gh, gw),
+                                           temporal_size=f, grid_type="slice", max_size=top, device=device)
     return cos.to(device), sin.to(device)

@@ -177,7 +177,7 @@ class WanBackbone(Backbone):
     def latent_frames(self, latent) -> int:
         return int(latent.shape[2])
 
-    def decode(self, latents) -> np.ndarray:
+    def decode(self, latents, geo=None) -> np.ndarray:  # geo: Wan pads no frames
         """Normalised latent [1, C, F, h, w] -> uint8 frames [F, H, W, 3] (as WanPipeline's decoding)."""
         import torch
 
