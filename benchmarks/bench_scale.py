@@ -1,7 +1,8 @@
 """Benchmark: memory and time of a whole guided run at the real models' sizes, random weights.
 
     python benchmarks/bench_scale.py            # the real shapes (a GPU): 2b, 5b, wan-1.3b, wan-14b at 24/49 (Wan 25/49/81)
-                                                # frames; wan2.2-a14b at 81, wan2.2-ti2v-5b at 121 (704x1280)
+                                                # frames; 1.5-5b at 81 (768x1360), wan2.2-a14b at 81, wan2.2-ti2v-5b
+                                                # at 121 (704x1280)
 (Wan takes 4k+1 frames: 25 stands for 24; --quick runs each model's first frame count.)
     python benchmarks/bench_scale.py --quick    # 2 CPU cores, < 12 min: 2 blocks (per expert) at the real width, 32x48
                                                 # pixels (32x64 on TI2V-5B's 16x VAE), 2 steps
@@ -49,6 +50,11 @@ WAN = dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=16, out_cha
 MODELS = {
     "2b": ("cogvideox", dict(COGVIDEOX, num_attention_heads=30, num_layers=30, use_rotary_positional_embeddings=False), (480, 720), (24, 49)),
     "5b": ("cogvideox", dict(COGVIDEOX, num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True), (480, 720), (24, 49)),
+    # CogVideoX 1.5: tokens of 2 latent frames, no patch bias, RoPE on the slice grid (its config as recalled, not
+    # read from the release: sample 300x300, 81 frames, 224 text tokens), at its card's 81 frames of 768x1360
+    "1.5-5b": ("cogvideox", dict(COGVIDEOX, num_attention_heads=48, num_layers=42, use_rotary_positional_embeddings=True,
+                                 patch_size_t=2, patch_bias=False, sample_height=300, sample_width=300, sample_frames=81,
+                                 max_text_seq_length=224), (768, 1360), (81,)),
     "wan-1.3b": ("wan", dict(WAN, num_attention_heads=12, ffn_dim=8960, num_layers=30), (480, 832), (25, 49, 81)),
     "wan-14b": ("wan", dict(WAN, num_attention_heads=40, ffn_dim=13824, num_layers=40), (480, 832), (25, 49, 81)),
     # Wan 2.2: two 14B experts (the same config each; boundary 0.875, shift 12 as the official T2V-A14B config), and
@@ -89,7 +95,7 @@ def build_folder(name: str, folder: Path, quick: bool) -> Path:
                                        decoder_start_token_id=0, pad_token_id=0))
         sched_cls = CogVideoXDPMScheduler if pre.family.get("scheduler") == "dpm" else CogVideoXDDIMScheduler
         sched = sched_cls(timestep_spacing="trailing", prediction_type="v_prediction", rescale_betas_zero_snr=True,
-                          snr_shift_scale=1.0 if name == "5b" else 3.0, beta_schedule="scaled_linear", beta_start=0.00085,
+                          snr_shift_scale=3.0 if name == "2b" else 1.0, beta_schedule="scaled_linear", beta_start=0.00085,
                           beta_end=0.012, clip_sample=False, set_alpha_to_one=True)
         pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text, vae=AutoencoderKLCogVideoX(),
                                  transformer=CogVideoXTransformer3DModel(**{**config, "num_layers": layers}), scheduler=sched)

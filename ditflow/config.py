@@ -72,7 +72,7 @@ class ExtractConfig:
         ge=0))
     timestep: int | None = field(default=None, metadata=rule(
         "Noise the reference to this timestep before the extraction forward (0: the clean latent, the paper). "
-        "[default: the model's: 0]", ge=0, le=999))
+        "[default: the model's: 0; 500 for wan2.2-a14b, whose guided expert only knows noisy inputs]", ge=0, le=999))
     seed: int = field(default=1, metadata=rule("Seed of the noise --timestep adds.", ge=0, le=MAX_SEED))
     crop: str = field(default="none", metadata=rule(
         "none: squash the video to the model's height and width; center: first crop its largest centred region of "
@@ -143,7 +143,7 @@ class GuideConfig:
         "AMF loss: each query patch looks only at key patches within this many patches of its own position "
         "(a (2R+1)x(2R+1) window). [default: the whole frame; --fast: the model's]", ge=1))
     amf_frame_distance: int | None = field(default=None, metadata=rule(
-        "AMF loss: only frame pairs at most this many latent frames apart. [default: all pairs; --fast: the model's]",
+        "AMF loss: only frame pairs at most this many token frames apart (latent frames; 2 per token on CogVideoX 1.5). [default: all pairs; --fast: the model's]",
         ge=1))
     grad_reuse: int | None = field(default=None, metadata=rule(
         "A full forward and backward every k-th Adam step; the steps between reuse the last gradient. "
