@@ -19,7 +19,7 @@ TINY_SIZE  ?= --frames 9 --height 32 --width 48 --blocks 1
 TINY_GUIDE ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 OUT     ?= out
 
-.PHONY: install test test-shipped docs demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-text probe-sampler probe-renoise toy-reference
+.PHONY: install test test-shipped docs demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-extract-timestep probe-text probe-sampler probe-renoise toy-reference
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -35,6 +35,7 @@ help:
 	@echo "make bench-scale    memory/time of guided runs at the real models' sizes, random weights (a GPU; ARGS=--quick: CPU, < 10 min)"
 	@echo "make bench-davis DAVIS=path/to/DAVIS [MODEL=5b] [OUT=dir] [ARGS=...]  the paper's DAVIS benchmark (benchmarks/davis/README.md)"
 	@echo "make probe-amf / probe-text / probe-sampler / probe-renoise  what the toy model's AMF sees per block and noise level / which prompt words it reads / whether the sampler sets its shapes / from which noise level it loses them"
+	@echo "make probe-extract-timestep  the stored AMF against the true motion per extraction timestep (extract --timestep)"
 
 # The environment is a prerequisite of everything that runs ditflow: on a fresh clone `make demo` or
 # `make test` builds it first. The stamp is rebuilt when pyproject.toml changes.
@@ -139,6 +140,10 @@ toy-reference:
 # Which block's AMF sees the true motion at which noise level (picks the toy model's guidance block/range).
 probe-amf:
 	$(PY) benchmarks/probe_amf.py --out bench-results/probe_amf.json
+
+# How the stored AMF's agreement with the true motion changes with `extract --timestep` (A14B's default comes from it).
+probe-extract-timestep: $(VENV_STAMP)
+	$(PY) benchmarks/probe_extract_timestep.py --out bench-results/probe_extract_timestep.json
 
 # Which prompt words the toy model reads: its denoising error on objects with the shape or colour word swapped.
 probe-text:
