@@ -28,10 +28,10 @@ def ui(
     from ditflow.config import ExtractConfig
     from ditflow.errors import InputError
 
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise InputError("ditflow ui needs the ui extra: pip install 'ditflow[ui]'") from None
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:  # found, not imported: serve() points its temp folder first
+        raise InputError("ditflow ui needs the ui extra: pip install 'ditflow[ui]'")
     from ditflow.ui.server import serve
 
     serve(str(cache) if cache is not None else None, model or ExtractConfig.model, host=host, port=port, auth=auth,

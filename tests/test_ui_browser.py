@@ -207,8 +207,8 @@ def test_6_report(server, page, tmp_path_factory):
 
 
 def test_7_stop_removes_work_folder(server):
-    """Ctrl-C stops the server and removes its temporary folder; nothing was written to its cwd."""
+    """`kill` stops the server and removes its temporary folder; nothing was written to its cwd."""
     proc = server["proc"]
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     assert list(server["tmp"].iterdir()) == [] and list(server["cwd"].iterdir()) == []

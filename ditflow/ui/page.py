@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -286,7 +287,7 @@ def cache_table(runner: Runner, limit: int = 200) -> str:
                 thumb = f"<img alt='{r['kind']} {r['hash'][:12]}' src='{media.thumbnail(load(runner.store, r['hash']).frames)}'>"
             except DitflowError:
                 thumb = ""
-        what = r["source"] if r["state"] == "ok" else f"{r['state']}: {r['reason']}"
+        what = (r["source"] if r["kind"] == "gen" else Path(r["source"]).name) if r["state"] == "ok" else f"{r['state']}: {r['reason']}"
         out.append(f"<tr><td>{thumb}</td><td>{html.escape(r['kind'])}</td><td><code>{r['hash'][:12]}</code></td>"
                    f"<td>{html.escape(str(r['mode']))}</td><td>{html.escape(str(what))}</td>"
                    f"<td>{html.escape(str(r['created']))}</td><td>{_human(r['size'])}</td></tr>")
@@ -308,10 +309,10 @@ def _cache_tab(runner: Runner) -> dict:
         keep_b = gr.Button("Keep it", scale=0, min_width=100)
     error = gr.Markdown(visible=False, elem_classes="dtf-error", elem_id="dtf-cache-error")
     status = gr.Markdown(elem_id="dtf-cache-status")
+    download = gr.File(label="export", interactive=False, height=80)
     with gr.Row():
-        video = gr.Video(label="video", interactive=False, loop=True, autoplay=True, elem_classes="dtf-pic")
-        meta = gr.Code(label="metadata (cache show)", language="json")
-    download = gr.File(label="export", interactive=False)
+        video = gr.Video(label="video", interactive=False, loop=True, autoplay=True, elem_classes="dtf-pic", height=260)
+        meta = gr.Code(label="metadata (cache show)", language="json", max_lines=14)
     table = gr.HTML(elem_classes="dtf-cache", elem_id="dtf-cache-table")
 
     def refresh_fn():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -87,6 +88,8 @@ def serve(cache: str | None, model: str, host: str = "127.0.0.1", port: int = 78
           + "; Ctrl-C stops it", file=sys.stderr, flush=True)
     if not block:
         return app, where, stop
+    # `kill` (SIGTERM) stops it as Ctrl-C does, so the work folder goes either way
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         page.block_thread()
     finally:
