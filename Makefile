@@ -19,7 +19,7 @@ TINY_SIZE  ?= --frames 9 --height 32 --width 48 --blocks 1
 TINY_GUIDE ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 OUT     ?= out
 
-.PHONY: install test test-shipped docs demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-text probe-sampler probe-renoise toy-reference
+.PHONY: install test test-shipped docs ui demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-text probe-sampler probe-renoise toy-reference
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -27,7 +27,8 @@ help:
 	@echo "make install   create .venv and install ditflow (CPU/GPU torch from this machine's pip)"
 	@echo "make demo      extract -> guide -> inject -> eval -> viz on a bundled clip with the toy model (CPU, minutes)"
 	@echo "make demo-tiny the same plumbing on a tiny random model (no weights; its videos are noise)"
-	@echo "make test      lint, then the test suite (CPU); make test-shipped: the probes of the shipped toy model"
+	@echo "make test      lint, then the test suite (CPU; the browser tests need Debian's chromium); make test-shipped: the probes of the shipped toy model"
+	@echo "make ui        the web page on the toy model: http://127.0.0.1:7860 (ditflow ui --model toy)"
 	@echo "make docs      docs/cli.md from the commands' help"
 	@echo "make transfer VIDEO=... PROMPT=... [MODEL=5b]   the chained stages on your own video (default: the toy model) -> out/transfer.mp4"
 	@echo "make bench-amf AMF memory/speed benchmark (BENCH_AMF_ARGS=--quick for a 3-minute subset)"
@@ -43,7 +44,7 @@ $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-	.venv/bin/pip install -q -e ".[test]"
+	.venv/bin/pip install -q -e ".[test,ui]"
 	touch $@
 
 install: $(VENV_STAMP)
@@ -51,6 +52,10 @@ install: $(VENV_STAMP)
 test: $(VENV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# The page (ditflow ui) on the trained toy model; Ctrl-C stops it and removes its temporary folder
+ui: $(VENV_STAMP)
+	$(DITFLOW) ui --model toy
 
 # docs/cli.md from the commands' own help (a test fails when it is stale)
 docs: $(VENV_STAMP)

@@ -19,6 +19,8 @@ import pytest
 from helpers import moving_square
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("DITFLOW_REQUIRE_BROWSER"):  # CI (.ci/run) runs them, never skips them
+    raise RuntimeError("DITFLOW_REQUIRE_BROWSER is set but chromium is not on PATH (apt-get install chromium)")
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="browser tests: no chromium on PATH (apt-get install chromium)")]
 playwright = pytest.importorskip("playwright.sync_api", reason="browser tests: playwright not installed (pip install -e '.[test]')")
