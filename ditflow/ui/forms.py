@@ -116,21 +116,22 @@ def to_args(form: list[Field], values: list[Any]) -> list[str]:
 
 
 def parse(command: str, args: list[str]) -> dict[str, Any]:
-    """The parameters `ditflow COMMAND ARGS...` would run with, parsed by the CLI's own command (its types, its
-    usage errors worded as the CLI prints them, as an InputError); nothing runs."""
+    """The parameters `ditflow COMMAND ARGS...` would run with (extract, guide or inject), parsed by the CLI's
+    own command (its types, its usage errors worded as the CLI prints them, as an InputError); nothing runs."""
+    import importlib
+
     import typer
 
-    from ..cli.app import _usage_message, app
+    from ..cli._common import usage_message
+    from ..cli.options import Command
 
-    group = typer.main.get_command(app)
-    path = command.split()
-    cmd = group
-    for name in path:
-        cmd = cmd.commands[name]
+    module = {"extract": "extract", "guide": "guide", "inject": "guide"}[command]
+    one = typer.Typer(add_completion=False)  # the command alone: the whole app would import this package back
+    one.command(cls=Command)(getattr(importlib.import_module(f"ditflow.cli.{module}"), command))
     try:
-        ctx = cmd.make_context(" ".join(["ditflow", *path]), list(args))
+        ctx = typer.main.get_command(one).make_context(f"ditflow {command}", list(args))
     except typer.TyperException as e:  # Typer's vendored Click: bad number, missing option
-        raise InputError(_usage_message(e)) from None
+        raise InputError(usage_message(e)) from None
     return dict(ctx.params)
 
 
