@@ -19,7 +19,7 @@ TINY_SIZE  ?= --frames 9 --height 32 --width 48 --blocks 1
 TINY_GUIDE ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 OUT     ?= out
 
-.PHONY: install test test-shipped docs demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-extract-timestep probe-text probe-sampler probe-renoise toy-reference
+.PHONY: install test test-shipped docs ui demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-extract-timestep probe-text probe-sampler probe-renoise toy-reference
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -27,12 +27,13 @@ help:
 	@echo "make install   create .venv and install ditflow (CPU/GPU torch from this machine's pip)"
 	@echo "make demo      extract -> guide -> inject -> eval -> viz on a bundled clip with the toy model (CPU, minutes)"
 	@echo "make demo-tiny the same plumbing on a tiny random model (no weights; its videos are noise)"
-	@echo "make test      lint, then the test suite (CPU); make test-shipped: the probes of the shipped toy model"
+	@echo "make test      lint, then the test suite (CPU; the browser tests need Debian's chromium); make test-shipped: the probes of the shipped toy model"
+	@echo "make ui        the web page on the toy model: http://127.0.0.1:7860 (ditflow ui --model toy)"
 	@echo "make docs      docs/cli.md from the commands' help"
 	@echo "make transfer VIDEO=... PROMPT=... [MODEL=5b]   the chained stages on your own video (default: the toy model) -> out/transfer.mp4"
 	@echo "make bench-amf AMF memory/speed benchmark (BENCH_AMF_ARGS=--quick for a 3-minute subset)"
 	@echo "make bench-quality  motion-transfer quality table on the toy model (held-out references)"
-	@echo "make bench-scale    memory/time of guided runs at the real models' sizes, random weights (a GPU; ARGS=--quick: CPU, < 10 min)"
+	@echo "make bench-scale    memory/time of guided runs at the real models' sizes, random weights (a GPU; ARGS=--quick: CPU, < 12 min)"
 	@echo "make bench-davis DAVIS=path/to/DAVIS [MODEL=5b] [OUT=dir] [ARGS=...]  the paper's DAVIS benchmark (benchmarks/davis/README.md)"
 	@echo "make probe-amf / probe-text / probe-sampler / probe-renoise  what the toy model's AMF sees per block and noise level / which prompt words it reads / whether the sampler sets its shapes / from which noise level it loses them"
 	@echo "make probe-extract-timestep  the stored AMF against the true motion per extraction timestep (extract --timestep)"
@@ -44,7 +45,7 @@ $(VENV_STAMP): pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-	.venv/bin/pip install -q -e ".[test]"
+	.venv/bin/pip install -q -e ".[test,ui]"
 	touch $@
 
 install: $(VENV_STAMP)
@@ -52,6 +53,10 @@ install: $(VENV_STAMP)
 test: $(VENV_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+# The page (ditflow ui) on the trained toy model; Ctrl-C stops it and removes its temporary folder
+ui: $(VENV_STAMP)
+	$(DITFLOW) ui --model toy
 
 # docs/cli.md from the commands' own help (a test fails when it is stale)
 docs: $(VENV_STAMP)

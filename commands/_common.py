@@ -54,6 +54,14 @@ def stdout_guard() -> Iterator[None]:
         raise
 
 
+def usage_message(e: Exception) -> str:
+    """A usage error (Typer's vendored Click) as one line, with where to read more: what `ditflow` prints."""
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return " ".join(message.split()) + hint
+
+
 def help_when_bare(ctx: typer.Context) -> None:
     """A bare group (`ditflow`, `ditflow cache`) prints its help and succeeds, as git and hf do."""
     if ctx.invoked_subcommand is None:

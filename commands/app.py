@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import StdoutClosed, help_when_bare, stdout_closed
+from ._common import StdoutClosed, help_when_bare, stdout_closed, usage_message
 from .options import Group, option
 
 INTERRUPTED = 130
@@ -49,9 +49,9 @@ def _root(ctx: typer.Context,
 
 
 def _register() -> None:
-    from . import batch, cache, eval, extract, guide, inject, report, viz
+    from . import batch, cache, eval, extract, guide, inject, report, ui, viz
 
-    for module in (extract, guide, inject, cache, eval, viz, batch, report):
+    for module in (extract, guide, inject, cache, eval, viz, batch, report, ui):
         module.register(app)
 
 
@@ -75,7 +75,7 @@ def main() -> None:
     except typer.Abort:
         _fail(_interrupted(), INTERRUPTED)
     except typer.TyperException as e:  # bad option, missing argument, unknown command
-        _fail(_usage_message(e), getattr(e, "exit_code", 2) or 2)
+        _fail(usage_message(e), getattr(e, "exit_code", 2) or 2)
     except Exception as e:  # anything unexpected is a bug
         if isinstance(e, BrokenPipeError) and stdout_closed():  # from the flush above
             _pipe_closed()
@@ -98,13 +98,6 @@ def _pipe_closed() -> None:
 
 def _interrupted() -> str:
     return "interrupted; nothing was written (a stage publishes its artifact and --out only when it completes)"
-
-
-def _usage_message(e: Exception) -> str:
-    message = e.format_message() if hasattr(e, "format_message") else str(e)
-    ctx = getattr(e, "ctx", None)
-    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-    return " ".join(message.split()) + hint
 
 
 def _first_line(e: Exception) -> str:

@@ -139,17 +139,7 @@ def export(ref: HashArg, out: Annotated[Path, argument(metavar="OUT", help="Vide
 def rm(refs: Annotated[list[str], argument(metavar="HASH", help="Hashes or prefixes.")], cache: CacheOpt = None,
        force: Annotated[bool, option("--force", help="Remove even if another artifact references it.")] = False) -> None:
     """Remove artifacts (incomplete and corrupt ones too)."""
-    from ditflow.errors import InputError
-
-    store = Store(cache)
-    store.require_cache()
-    hashes = list(dict.fromkeys(store.resolve(r) for r in refs))  # `rm S S` or two prefixes of one hash: removed once
-    used = store.referenced()
-    for h in hashes:
-        if h in used and not force:
-            raise InputError(f"artifact {h[:12]} is referenced by another artifact; pass --force to remove it anyway")
-    for h in hashes:
-        store.rm(h)
+    for h in Store(cache).remove(refs, force=force):
         print(h)
 
 

@@ -37,16 +37,26 @@ def extract(
     Same video, model and settings again is a cache hit that loads no model.
     """
     params = dict(locals())
-    from ditflow.config_file import apply_overrides, section
     from ditflow.stages import extract as run
     from ditflow.store import Store
 
-    from ._common import emit, file_settings, flag_settings, runtime
+    from ._common import emit
 
-    data = file_settings(config)
-    cfg = apply_overrides(ExtractConfig(), section(ExtractConfig(), data, "extract"), flag_settings(ExtractConfig, params))
-    art = run(video, cfg, runtime=runtime(data, **flag_settings(RuntimeOptions, params)), store=Store(cache))
+    cfg, rt = configs(params)
+    art = run(video, cfg, runtime=rt, store=Store(cache))
     emit(art, as_json, grid=list(art.grid), blocks=art.blocks)
+
+
+def configs(params: dict) -> tuple[ExtractConfig, RuntimeOptions]:
+    """The stage's settings from the command's parameters (its config file under them): shared with `ditflow ui`,
+    which parses its form as these flags, so a page run hashes as the same command line would."""
+    from ditflow.config_file import apply_overrides, section
+
+    from ._common import file_settings, flag_settings, runtime
+
+    data = file_settings(params.get("config"))
+    cfg = apply_overrides(ExtractConfig(), section(ExtractConfig(), data, "extract"), flag_settings(ExtractConfig, params))
+    return cfg, runtime(data, **flag_settings(RuntimeOptions, params))
 
 
 def register(app: typer.Typer) -> None:

@@ -60,16 +60,13 @@ def guide(
 ) -> None:
     """Generate a video whose motion follows the reference AMF; print the `gen` artifact's hash."""
     params = dict(locals())
-    from ditflow.config_file import apply_overrides, section
     from ditflow.stages import guide as run
     from ditflow.store import Store
 
-    from ._common import check_out, emit, file_settings, flag_settings, runtime, write_output
+    from ._common import check_out, emit, write_output
 
     target = check_out(out, fmt, overwrite, inputs=[("--config", config)], cache=Store(cache).root)
-    data = file_settings(config)
-    gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flag_settings(GuideConfig, params))
-    rt = runtime(data, **flag_settings(RuntimeOptions, params))
+    gcfg, rt = guide_configs(params)
     art = run(amf, gcfg, model=model, runtime=rt, store=Store(cache))
     written = write_output(art, target, overwrite, rt.quiet)
     emit(art, as_json, video=written)
@@ -98,13 +95,32 @@ def inject(
     from ditflow.stages import inject as run
     from ditflow.store import Store
 
-    from ._common import check_out, emit, flag_settings, runtime, write_output
+    from ._common import check_out, emit, write_output
 
     target = check_out(out, fmt, overwrite, cache=Store(cache).root)
-    rt = runtime({}, **flag_settings(RuntimeOptions, params))
-    art = run(emb, InjectConfig(**flag_settings(InjectConfig, params)), model=model, runtime=rt, store=Store(cache))
+    icfg, rt = inject_configs(params)
+    art = run(emb, icfg, model=model, runtime=rt, store=Store(cache))
     written = write_output(art, target, overwrite, rt.quiet)
     emit(art, as_json, video=written)
+
+
+def guide_configs(params: dict) -> tuple[GuideConfig, RuntimeOptions]:
+    """guide's settings from its parameters (its config file under them); shared with `ditflow ui`, which parses
+    its form as these flags, so a page run hashes as the same command line would."""
+    from ditflow.config_file import apply_overrides, section
+
+    from ._common import file_settings, flag_settings, runtime
+
+    data = file_settings(params.get("config"))
+    gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flag_settings(GuideConfig, params))
+    return gcfg, runtime(data, **flag_settings(RuntimeOptions, params))
+
+
+def inject_configs(params: dict) -> tuple[InjectConfig, RuntimeOptions]:
+    """inject's settings from its parameters (shared with `ditflow ui`)."""
+    from ._common import flag_settings, runtime
+
+    return InjectConfig(**flag_settings(InjectConfig, params)), runtime({}, **flag_settings(RuntimeOptions, params))
 
 
 def register(app: typer.Typer) -> None:

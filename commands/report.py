@@ -26,7 +26,10 @@ def report(
     cache: CacheOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Tabulate a batch: per model and setup, MF, CLIP score and seconds per video (mean ± 95% interval)."""
+    """Tabulate a batch: per model and setup, MF, CLIP score and seconds per video (mean ± 95% interval).
+
+    The HTML page's thumbnails come from the cache the batch recorded in its results, unless --cache is given.
+    """
     from ditflow.batch.report import markdown
     from ditflow.batch.results import read_results
     from ditflow.fileio import check_outputs, printable, write_text
@@ -38,8 +41,10 @@ def report(
     page_text = None
     if html is not None:  # made before either file is written, so no failure leaves one of them behind
         from ditflow.batch.report_html import page
+        from ditflow.batch.results import recorded_cache
 
-        page_text = page(rows, Store(cache), frames=frames)
+        # the thumbnails come from the cache the batch ran with (recorded in its rows) unless --cache says otherwise
+        page_text = page(rows, Store(cache if cache is not None else recorded_cache(rows)), frames=frames)
     if md is None:
         typer.echo(text, nl=False)  # md_text escaped every user string in it, control characters too
     else:

@@ -82,7 +82,7 @@ WORKER_DIED = "its worker died twice (killed, or out of memory?); the other rows
 
 def _failed_as_dead(settings: BatchSettings, on_result: OnResult) -> Callable[[Run], None]:
     """Report a row whose worker died twice as a failed result."""
-    return lambda run: on_result({**base_result(run, settings.extract.model), "error": WORKER_DIED})
+    return lambda run: on_result({**base_result(run, settings.extract.model, settings.cache), "error": WORKER_DIED})
 
 
 def retrying(rows: list[Run], attempt: Callable[[list[Run]], list[Run]], on_failed: Callable[[Run], None]) -> None:

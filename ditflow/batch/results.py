@@ -21,9 +21,10 @@ from ..errors import InputError
 from ..fileio import atomic_file, printable, write_text
 
 # amf and gen are the artifacts' hashes; seconds the generation's (guide or inject) when it was made;
-# status ok or failed; cached: the whole row came from the cache; notes: why a score is missing or doubtful
+# status ok or failed; cached: the whole row came from the cache; notes: why a score is missing or doubtful;
+# cache: the cache folder the row's artifacts are in (so `ditflow report` finds its thumbnails without --cache)
 COLUMNS = ("video", "prompt", "setup", "seed", "amf", "gen", "motion_fidelity", "clip_score", "seconds", "status",
-           "error", "model", "frame_range", "cached", "notes", "row")
+           "error", "model", "frame_range", "cached", "notes", "row", "cache")
 NUMBERS = ("motion_fidelity", "clip_score", "seconds")
 HASHES = ("amf", "gen")
 INTEGERS = ("seed", "row")
@@ -103,6 +104,11 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     if missing:
         raise InputError(f"{printable(path)} has no '{missing[0]}' column: is it the output of `ditflow batch`?")
     return [typed(path, n, r, from_csv) for n, r in enumerate(rows, start=1)]
+
+
+def recorded_cache(rows: list[dict[str, Any]]) -> str | None:
+    """The cache the batch recorded in its rows (the first row's that names one; None for an older file)."""
+    return next((r["cache"] for r in rows if r.get("cache")), None)
 
 
 def _json_rows(path: Path, text: str) -> list[dict[str, Any]]:

@@ -56,8 +56,8 @@ def _evaluator(settings: EvalSettings):
     return _evaluators[key]
 
 
-def base_result(run: Run, model: str) -> dict[str, Any]:
-    return {"row": run.row, "video": run.video, "prompt": run.prompt, "setup": run.setup, "seed": run.seed,
+def base_result(run: Run, model: str, cache: str | None = None) -> dict[str, Any]:
+    return {"cache": cache, "row": run.row, "video": run.video, "prompt": run.prompt, "setup": run.setup, "seed": run.seed,
             "frame_range": ",".join(map(str, run.frame_range)) if run.frame_range else None, "model": model,
             "amf": None, "gen": None, "motion_fidelity": None, "clip_score": None, "seconds": None,
             "status": "failed", "error": None, "cached": False, "notes": None}
@@ -65,7 +65,7 @@ def base_result(run: Run, model: str) -> dict[str, Any]:
 
 def run_row(run: Run, s: BatchSettings) -> dict[str, Any]:
     """The result of one row (see `results.COLUMNS`); never raises for a failing row."""
-    out = base_result(run, s.extract.model)
+    out = base_result(run, s.extract.model, s.cache)
     if run.error:
         return {**out, "error": run.error}
     try:

@@ -234,6 +234,19 @@ class Store:
         aside.discard()
         return h
 
+    def remove(self, refs: list[str], *, force: bool = False) -> list[str]:
+        """`cache rm`'s rule, for every front-end: resolve all of `refs` first, refuse (InputError, nothing
+        removed) one that another artifact references unless `force`, then `rm` each once. Returns the hashes."""
+        self.require_cache()
+        hashes = list(dict.fromkeys(self.resolve(r) for r in refs))  # `rm S S` or two prefixes of one hash: once
+        used = self.referenced()
+        for h in hashes:
+            if h in used and not force:
+                raise InputError(f"artifact {h[:12]} is referenced by another artifact; pass --force to remove it anyway")
+        for h in hashes:
+            self.rm(h)
+        return hashes
+
     def referenced(self) -> set[str]:
         """Parents named by the objects whose metadata checks."""
         refs: set[str] = set()

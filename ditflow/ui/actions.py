@@ -1,0 +1,135 @@
+"""What the page's buttons do, without gradio: each is a call of the library the CLI calls (stages, store, eval,
+batch report) with the settings the CLI's parser made of the form. Errors stay the library's (one line each);
+`message` words any of them as the CLI's `error: ...` line."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import DitflowError, InputError
+from ..progress import listen
+from ..store import Store
+from . import forms
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".gif", ".webm", ".avi", ".mkv", ".m4v")
+RESULT_SUFFIXES = (".json", ".csv")
+
+
+class Cancelled(Exception):
+    """The page's Cancel button: raised inside the stage at its next progress update, so it publishes nothing."""
+
+
+def message(e: BaseException) -> str:
+    """The CLI's line for an error (`ditflow.cli.app.main` prints the same)."""
+    if isinstance(e, Cancelled):
+        return "error: cancelled; nothing was written (a stage publishes its artifact only when it completes)"
+    if isinstance(e, DitflowError):
+        return f"error: {e}"
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"error: internal error: {type(e).__name__}: {first} (set DITFLOW_DEBUG=1 for a traceback)"
+
+
+@dataclass
+class Runner:
+    """The page's one cache, model and work folder; `cancels` holds each browser session's cancel flag."""
+
+    store: Store
+    model: str
+    work: Path
+    device: str | None = None
+    cancels: dict[str, threading.Event] = field(default_factory=dict)
+
+    def run(self, session: str, stage: Callable[[], Any], report: Callable[[float, str], None]) -> Any:
+        """`stage()` with its progress sent to `report(fraction, text)` and the session's Cancel honoured."""
+        cancel = self.cancels.setdefault(session, threading.Event())
+        cancel.clear()
+
+        def follow(description: str, done: int, total: int, note: str) -> None:
+            if cancel.is_set():
+                raise Cancelled()
+            report(done / total if total else 0.0, f"{description} {done}/{total} {note}".strip())
+
+        with listen(follow):
+            return stage()
+
+    def cancel(self, session: str) -> None:
+        self.cancels.setdefault(session, threading.Event()).set()
+
+    # -- the three stages, parsed as their commands ------------------------------------------------------
+    def _runtime_args(self) -> list[str]:
+        return ["--quiet", "--cache", str(self.store.root)] + (["--device", self.device] if self.device else [])
+
+    def extract(self, video: str, args: list[str]):
+        from ..cli.extract import configs
+        from ..stages import extract
+
+        if Path(video).suffix.lower() not in VIDEO_SUFFIXES:
+            raise InputError(f"{Path(video).name} is not a video: upload one of {', '.join(VIDEO_SUFFIXES)}")
+        params = forms.parse("extract", [video, "--model", self.model, *args, *self._runtime_args()])
+        cfg, rt = configs(params)
+        return extract(video, cfg, runtime=rt, store=self.store)
+
+    def guide(self, amf: str, prompt: str, setup: str, args: list[str]):
+        from ..cli.guide import guide_configs
+        from ..stages import guide
+
+        params = forms.parse("guide", ["--amf", amf or "", "--prompt", prompt or "", *forms.setup_flags(setup), *args,
+                                       *self._runtime_args()])
+        cfg, rt = guide_configs(params)
+        return guide(params["amf"], cfg, runtime=rt, store=self.store)
+
+    def inject(self, emb: str, prompt: str, args: list[str]):
+        from ..cli.guide import inject_configs
+        from ..stages import inject
+
+        params = forms.parse("inject", ["--emb", emb or "", "--prompt", prompt or "", *args, *self._runtime_args()])
+        cfg, rt = inject_configs(params)
+        return inject(params["emb"], cfg, runtime=rt, store=self.store)
+
+    # -- what the cache holds -----------------------------------------------------------------------------
+    def rows(self) -> list[dict[str, Any]]:
+        """`cache ls`'s rows (its own code), newest first."""
+        from ..cli.cache import _row, _when
+
+        return sorted((_row(e) for e in self.store.scan()), key=_when, reverse=True)
+
+    def amf_choices(self) -> list[tuple[str, str]]:
+        return [(f"{r['hash'][:12]} · {Path(r['source']).name or '?'} · {r['mode']} · {r['created']}", r["hash"])
+                for r in self.rows() if r["kind"] == "amf" and r["state"] == "ok"]
+
+    def emb_choices(self) -> list[tuple[str, str]]:
+        """Guide runs in emb mode: what `inject` can replay."""
+        return [(f"{r['hash'][:12]} · “{r['prompt']}” · seed {r['seed']} · {r['created']}", r["hash"])
+                for r in self.rows() if r["kind"] == "gen" and r["state"] == "ok" and r["mode"] == "emb"]
+
+    def scores(self, gen) -> str:
+        """Motion fidelity and CLIP score of a generation against its reference, as `ditflow eval` computes
+        them; a metric whose weights are missing says why."""
+        from ..eval import EvalSettings, Evaluator, evaluate
+
+        try:
+            result = evaluate(Evaluator(EvalSettings()), gen.hash, store=self.store)
+        except DitflowError as e:
+            return str(e)
+        parts = []
+        for key, label in (("motion_fidelity", "motion fidelity"), ("clip_score", "CLIP score")):
+            value = result.get(key)
+            why = (result.get("unavailable") or {}).get(key)
+            parts.append(f"{label} **{value:.3f}**" if value is not None else f"{label}: unavailable ({why})")
+        notes = list(result.get("warnings") or [])
+        return " · ".join(parts) + (f" (tracker {result['tracker']})" if result.get("tracker") else "") + \
+            "".join(f"\n\nnote: {n}" for n in notes)
+
+    def report(self, results: str, cache: str | None = None) -> str:
+        """`ditflow report --html`'s page for a results file, its thumbnails from the cache the results name
+        (`cache` given: that one; neither: the page's)."""
+        from ..batch.report_html import page
+        from ..batch.results import read_results, recorded_cache
+
+        if Path(results).suffix.lower() not in RESULT_SUFFIXES:
+            raise InputError(f"{Path(results).name}: load the .json or .csv that `ditflow batch` wrote")
+        rows = read_results(results)
+        root = cache or recorded_cache(rows) or self.store.root
+        return page(rows, Store(root))

@@ -1,0 +1,391 @@
+"""The page: the paper's flow in five tabs (reference, generate, reuse, cache, batch) over one `Runner`.
+
+Each form is drawn from `forms` (settings, help and ranges from the config rules); each button calls one
+`Runner` method; a failure is the CLI's one-line message, shown under the field it names (else under the
+button), never a traceback. Model runs share one queue slot, so two tabs asking for the same run get one
+artifact: the second finds it in the cache."""
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from . import forms, media
+from .actions import Runner, message
+
+CSS = """.dtf-error{color:#b00020;font-weight:600;margin:-6px 0 6px}.dtf-error p{margin:0}
+.dtf-hash code{font-size:85%}#dtf-title h1{margin-bottom:0}.dtf-cache table{border-collapse:collapse;width:100%}
+.dtf-cache td,.dtf-cache th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;font-size:90%}
+.dtf-cache img{height:48px;image-rendering:pixelated}
+.dtf-pic img,.dtf-pic video{width:100%!important;height:auto!important;max-height:440px;object-fit:contain;
+image-rendering:pixelated}"""
+SETUP_HELP = {"ditflow-latent": "DiTFlow, optimising the latent", "ditflow-emb": "DiTFlow, optimising the positional "
+              "embeddings (reusable: see Reuse)", "smm": "SMM's loss", "moft": "MOFT's loss",
+              "injection": "KV injection only", "backbone": "the model alone"}
+MODEL_QUEUE = dict(concurrency_id="model", concurrency_limit=1)
+
+
+class Form:
+    """A form's fields and, under each, the slot its error shows in."""
+
+    def __init__(self, fields: list[forms.Field], columns: int = 3):
+        self.fields, self.inputs, self.errors = fields, [], []
+        for i in range(0, len(fields), columns):
+            with gr.Row():
+                for f in fields[i:i + columns]:
+                    with gr.Column(min_width=160):
+                        self.inputs.append(_input(f))
+                        self.errors.append(gr.Markdown(visible=False, elem_classes="dtf-error"))
+
+    def args(self, values: list[Any]) -> list[str]:
+        return forms.to_args(self.fields, values)
+
+
+def _input(f: forms.Field):
+    if f.kind == "flag":
+        return gr.Checkbox(label=f.label, info=f.help, value=False)
+    if f.kind == "choice":
+        return gr.Dropdown([("model default" + (f" ({f.default})" if f.default else ""), "")] + list(f.choices),
+                           value="", label=f.label, info=f.help)
+    return gr.Textbox(label=f.label, info=f.help, placeholder=f"default: {f.default}" if f.default else "default")
+
+
+def error_updates(text: str | None, slots: list[tuple[str, Any]], general) -> list:
+    """Visibility and text of every error slot: the message under the first field whose flag it names
+    (`--steps`, `'--steps'`), else under the button."""
+    named = None
+    if text:
+        for flag, slot in slots:
+            if re.search(re.escape(flag) + r"(?![\w-])", text):
+                named = slot
+                break
+    out = [gr.update(value=text, visible=True) if slot is named else gr.update(visible=False) for _, slot in slots]
+    out.append(gr.update(value=text, visible=bool(text) and named is None))
+    return out
+
+
+def _reporter(progress: gr.Progress):
+    return lambda fraction, text: progress(fraction, desc=text)
+
+
+def build(runner: Runner, title: str = "ditflow") -> gr.Blocks:
+    from ..backbones import resolve_model
+
+    preset = resolve_model(runner.model).preset
+    with gr.Blocks(title=title) as page:
+        gr.Markdown(f"# ditflow: motion transfer\nmodel **{html.escape(runner.model)}** · cache "
+                    f"`{html.escape(str(runner.store.root))}` · every run here is a cache hit for the CLI and back",
+                    elem_id="dtf-title")
+        with gr.Tabs():
+            with gr.Tab("1 · Reference", id="reference"):
+                ref = _reference_tab(runner, preset)
+            with gr.Tab("2 · Generate", id="generate"):
+                gen = _generate_tab(runner, preset)
+            with gr.Tab("3 · Reuse", id="reuse"):
+                reuse = _reuse_tab(runner)
+            with gr.Tab("4 · Cache", id="cache"):
+                cache = _cache_tab(runner)
+            with gr.Tab("5 · Batch report", id="batch"):
+                _batch_tab(runner)
+        # a new artifact shows up in every picker
+        ref["done"].then(lambda h: gr.update(choices=runner.amf_choices(), value=h), ref["hash_state"], gen["amf"])
+        gen["done"].then(lambda: gr.update(choices=runner.emb_choices()), None, reuse["emb"])
+        for event in (ref["done"], gen["done"], reuse["done"]):
+            event.then(cache["refresh_fn"], None, cache["refresh_outputs"])
+        page.load(lambda: (gr.update(choices=runner.amf_choices()), gr.update(choices=runner.emb_choices())),
+                  None, [gen["amf"], reuse["emb"]]).then(cache["refresh_fn"], None, cache["refresh_outputs"])
+    return page
+
+
+
+
+def _wire_cancel(button, runner: Runner) -> None:
+    def cancel(request: gr.Request) -> None:
+        runner.cancel(request.session_hash)
+
+    button.click(cancel, None, None, queue=False)
+
+
+# -- 1 reference ---------------------------------------------------------------------------------------------
+def _reference_tab(runner: Runner, preset) -> dict:
+    gr.Markdown("Upload a reference video, or pick one already extracted. Extraction records the "
+                "Attention Motion Flow (AMF) the guidance will follow.")
+    with gr.Row():
+        upload = gr.File(label="reference video", file_types=list(media_types()), type="filepath", height=120)
+        with gr.Column():
+            pick = gr.Dropdown([], label="or an AMF in the cache", value=None, allow_custom_value=False)
+    video_error = gr.Markdown(visible=False, elem_classes="dtf-error")
+    with gr.Accordion("extraction settings (blank: the model's default)", open=False):
+        form = Form(forms.extract_fields(preset), columns=4)
+    with gr.Row():
+        run = gr.Button("Extract", variant="primary", elem_id="dtf-extract")
+        cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=100)
+    general = gr.Markdown(visible=False, elem_classes="dtf-error")
+    hash_md = gr.Markdown(elem_classes="dtf-hash", elem_id="dtf-amf-hash")
+    with gr.Row():
+        ref_video = gr.Video(label="reference (as the model sees it)", interactive=False, loop=True, autoplay=True,
+                             elem_id="dtf-ref-video", elem_classes="dtf-pic")
+        anim = gr.Image(label="AMF animation (viz amf)", type="filepath", interactive=False, elem_id="dtf-amf-anim",
+                        elem_classes="dtf-pic")
+    still = gr.Image(label="AMF, every frame pair (viz amf --out x.png)", type="filepath", interactive=False,
+                     elem_id="dtf-amf-still", elem_classes="dtf-pic")
+    hash_state = gr.State(None)
+    slots = [("VIDEO", video_error), *zip([f.flag for f in form.fields], form.errors)]
+
+    def extract(data: dict, request: gr.Request, progress=gr.Progress()):
+        video, picked, values = data[upload], data[pick], [data[c] for c in form.inputs]
+        try:
+            if video:
+                art = runner.run(request.session_hash, lambda: runner.extract(video, form.args(values)),
+                                 _reporter(progress))
+            elif picked:
+                from ..artifacts import load
+
+                art = load(runner.store, picked, "amf")
+            else:
+                from ..errors import InputError
+
+                raise InputError("upload a reference video (VIDEO) or pick an AMF from the cache")
+            still_path, anim_path = media.amf_files(art, runner.work)
+            shown = (f"AMF **`{art.hash}`** · blocks {', '.join(map(str, art.blocks))} · grid {art.grid} · "
+                     f"`ditflow guide --amf {art.hash[:12]} ...`")
+            return [art.hash, shown, str(media.video_file(art, runner.work)), str(anim_path), str(still_path),
+                    *error_updates(None, slots, general)]
+        except Exception as e:  # every failure is one line on the page, never a traceback
+            return [None, "", None, None, None, *error_updates(message(e), slots, general)]
+
+    outputs = [hash_state, hash_md, ref_video, anim, still, *[s for _, s in slots], general]
+    done = run.click(extract, {upload, pick, *form.inputs}, outputs, **MODEL_QUEUE)
+    _wire_cancel(cancel, runner)
+    pick.focus(lambda: gr.update(choices=runner.amf_choices()), None, pick)
+    return {"done": done, "hash_state": hash_state}
+
+
+def media_types() -> tuple[str, ...]:
+    from .actions import VIDEO_SUFFIXES
+
+    return VIDEO_SUFFIXES
+
+
+# -- 2 generate ----------------------------------------------------------------------------------------------
+def _generate_tab(runner: Runner, preset) -> dict:
+    from ..batch.setups import SETUPS
+
+    with gr.Row():
+        amf = gr.Dropdown([], label="reference AMF", value=None, scale=2)
+        setup = gr.Dropdown([(f"{k}: {SETUP_HELP.get(k, k)}", k) for k in SETUPS], value="ditflow-emb", label="setup",
+                            info="The paper's setups (as `ditflow batch --setups`)", scale=2)
+    amf_error = gr.Markdown(visible=False, elem_classes="dtf-error")
+    prompt = gr.Textbox(label="prompt", lines=1, placeholder="what to generate", elem_id="dtf-prompt")
+    prompt_error = gr.Markdown(visible=False, elem_classes="dtf-error")
+    with gr.Row():
+        backbone = gr.Checkbox(label="also run the backbone alone (same prompt and seed), to compare", value=True)
+        scores = gr.Checkbox(label="score: motion fidelity and CLIP score (when their weights are present)", value=True)
+    with gr.Accordion("model settings (blank: the model's default, as on the CLI)", open=False):
+        form = Form(forms.guide_fields(preset), columns=3)
+    with gr.Row():
+        run = gr.Button("Generate", variant="primary", elem_id="dtf-generate")
+        cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=100)
+    general = gr.Markdown(visible=False, elem_classes="dtf-error")
+    hash_md = gr.Markdown(elem_classes="dtf-hash", elem_id="dtf-gen-hash")
+    compare = gr.Video(label="reference | backbone | result (viz compare)", interactive=False, loop=True, autoplay=True,
+                       elem_id="dtf-compare", elem_classes="dtf-pic")
+    with gr.Row():
+        result = gr.Video(label="result", interactive=False, loop=True, autoplay=True, elem_id="dtf-result",
+                          elem_classes="dtf-pic")
+        loss = gr.Image(label="guidance loss (viz loss)", type="filepath", interactive=False, elem_id="dtf-loss")
+    score_md = gr.Markdown()
+    slots = [("--amf", amf_error), ("--prompt", prompt_error), *zip([f.flag for f in form.fields], form.errors)]
+
+    def generate(data: dict, request: gr.Request, progress=gr.Progress()):
+        from ..artifacts import load
+
+        amf_hash, text, setup_name = data[amf], data[prompt], data[setup]
+        with_backbone, with_scores, values = data[backbone], data[scores], [data[c] for c in form.inputs]
+        try:
+            args = form.args(values)
+            report = _reporter(progress)
+            art = runner.run(request.session_hash, lambda: runner.guide(amf_hash, text, setup_name, args), report)
+            reference = load(runner.store, art.inputs["amf"], "amf")
+            shown, labels = [reference, art], ["reference", setup_name]
+            if with_backbone and setup_name != "backbone":
+                base = runner.run(request.session_hash, lambda: runner.guide(amf_hash, text, "backbone", args), report)
+                shown, labels = [reference, base, art], ["reference", "backbone", setup_name]
+            loss_path = media.loss_file(art, runner.work)
+            text_scores = runner.scores(art) if with_scores else ""
+            hint = " · reusable in **3 · Reuse**" if art.opt_mode == "emb" and art.inputs.get("guidance") else ""
+            return [f"gen **`{art.hash}`**{hint}", str(media.compare_file(shown, labels, runner.work)),
+                    str(media.video_file(art, runner.work)), str(loss_path) if loss_path else None, text_scores,
+                    *error_updates(None, slots, general)]
+        except Exception as e:  # one line on the page, never a traceback
+            return ["", None, None, None, "", *error_updates(message(e), slots, general)]
+
+    outputs = [hash_md, compare, result, loss, score_md, *[s for _, s in slots], general]
+    done = run.click(generate, {amf, prompt, setup, backbone, scores, *form.inputs}, outputs, **MODEL_QUEUE)
+    _wire_cancel(cancel, runner)
+    return {"done": done, "amf": amf}
+
+
+# -- 3 reuse -------------------------------------------------------------------------------------------------
+def _reuse_tab(runner: Runner) -> dict:
+    gr.Markdown("Zero-shot transfer: replay the embeddings an emb-mode run optimised on a new prompt; "
+                "no optimisation, so it takes one plain generation.")
+    emb = gr.Dropdown([], label="emb-mode run", value=None)
+    emb_error = gr.Markdown(visible=False, elem_classes="dtf-error")
+    prompt = gr.Textbox(label="new prompt", elem_id="dtf-inject-prompt")
+    prompt_error = gr.Markdown(visible=False, elem_classes="dtf-error")
+    with gr.Accordion("settings (blank: the source run's)", open=False):
+        form = Form(forms.inject_fields(), columns=3)
+    with gr.Row():
+        run = gr.Button("Inject", variant="primary", elem_id="dtf-inject")
+        cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=100)
+    general = gr.Markdown(visible=False, elem_classes="dtf-error")
+    hash_md = gr.Markdown(elem_classes="dtf-hash", elem_id="dtf-inject-hash")
+    compare = gr.Video(label="reference | source run | injected", interactive=False, loop=True, autoplay=True,
+                       elem_id="dtf-inject-video", elem_classes="dtf-pic")
+    slots = [("--emb", emb_error), ("--prompt", prompt_error), *zip([f.flag for f in form.fields], form.errors)]
+
+    def inject(data: dict, request: gr.Request, progress=gr.Progress()):
+        from ..artifacts import load
+
+        emb_hash, text, values = data[emb], data[prompt], [data[c] for c in form.inputs]
+        try:
+            art = runner.run(request.session_hash, lambda: runner.inject(emb_hash, text, form.args(values)),
+                             _reporter(progress))
+            reference, source = load(runner.store, art.inputs["amf"], "amf"), load(runner.store, art.inputs["emb"], "gen")
+            path = media.compare_file([reference, source, art], ["reference", "source run", "injected"], runner.work)
+            return [f"gen **`{art.hash}`**", str(path), *error_updates(None, slots, general)]
+        except Exception as e:  # one line on the page, never a traceback
+            return ["", None, *error_updates(message(e), slots, general)]
+
+    done = run.click(inject, {emb, prompt, *form.inputs}, [hash_md, compare, *[s for _, s in slots], general], **MODEL_QUEUE)
+    _wire_cancel(cancel, runner)
+    emb.focus(lambda: gr.update(choices=runner.emb_choices()), None, emb)
+    return {"done": done, "emb": emb}
+
+
+# -- 4 cache -------------------------------------------------------------------------------------------------
+def cache_table(runner: Runner, limit: int = 200) -> str:
+    """The cache as an HTML table: kind, prompt or source, date, size and a thumbnail per artifact."""
+    from ..artifacts import load
+    from ..cli.cache import _human
+    from ..errors import DitflowError
+
+    rows = runner.rows()
+    if not rows:
+        return f"<p>No artifacts in {html.escape(str(runner.store.root))} yet.</p>"
+    out = ["<table><tr><th></th><th>kind</th><th>hash</th><th>mode</th><th>prompt / source</th><th>created</th>"
+           "<th>size</th></tr>"]
+    for r in rows[:limit]:
+        thumb = ""
+        if r["state"] == "ok" and r["kind"] in ("amf", "gen"):
+            try:
+                thumb = f"<img alt='{r['kind']} {r['hash'][:12]}' src='{media.thumbnail(load(runner.store, r['hash']).frames)}'>"
+            except DitflowError:
+                thumb = ""
+        what = (r["source"] if r["kind"] == "gen" else Path(r["source"]).name) if r["state"] == "ok" else f"{r['state']}: {r['reason']}"
+        out.append(f"<tr><td>{thumb}</td><td>{html.escape(r['kind'])}</td><td><code>{r['hash'][:12]}</code></td>"
+                   f"<td>{html.escape(str(r['mode']))}</td><td>{html.escape(str(what))}</td>"
+                   f"<td>{html.escape(str(r['created']))}</td><td>{_human(r['size'])}</td></tr>")
+    more = f"<p>… and {len(rows) - limit} more (`ditflow cache ls`)</p>" if len(rows) > limit else ""
+    return "".join(out) + "</table>" + more
+
+
+def _cache_tab(runner: Runner) -> dict:
+    with gr.Row():
+        refresh = gr.Button("Refresh", scale=0, min_width=100)
+        pick = gr.Dropdown([], label="artifact", value=None, scale=3, elem_id="dtf-cache-pick")
+        open_b = gr.Button("Open", scale=0, min_width=90)
+        export_b = gr.Button("Export mp4", scale=0, min_width=110)
+        delete_b = gr.Button("Delete…", variant="stop", scale=0, min_width=100, elem_id="dtf-delete")
+    with gr.Row(visible=False) as confirm_row:
+        confirm_md = gr.Markdown()
+        force = gr.Checkbox(label="also if another artifact references it (--force)", value=False)
+        confirm_b = gr.Button("Delete it", variant="stop", scale=0, min_width=100, elem_id="dtf-confirm-delete")
+        keep_b = gr.Button("Keep it", scale=0, min_width=100)
+    error = gr.Markdown(visible=False, elem_classes="dtf-error", elem_id="dtf-cache-error")
+    status = gr.Markdown(elem_id="dtf-cache-status")
+    download = gr.File(label="export", interactive=False, height=80)
+    with gr.Row():
+        video = gr.Video(label="video", interactive=False, loop=True, autoplay=True, elem_classes="dtf-pic", height=260)
+        meta = gr.Code(label="metadata (cache show)", language="json", max_lines=14)
+    table = gr.HTML(elem_classes="dtf-cache", elem_id="dtf-cache-table")
+
+    def refresh_fn():
+        choices = [(f"{r['hash'][:12]} · {r['kind']} · {r['source'] or r['mode']}", r["hash"]) for r in runner.rows()]
+        return gr.update(choices=choices), cache_table(runner)
+
+    def fail(e: Exception) -> dict:
+        return gr.update(value=message(e), visible=True)
+
+    def open_fn(h):
+        from ..artifacts import load
+
+        try:
+            art = load(runner.store, h or "")
+            shown = str(media.video_file(art, runner.work)) if art.kind in ("amf", "gen") else None
+            meta_text = dict(art.meta)
+            if len(meta_text.get("losses", [])) > 20:
+                meta_text["losses"] = f"{len(meta_text['losses'])} entries (see the loss plot)"
+            return shown, json.dumps(meta_text, indent=1), gr.update(visible=False)
+        except Exception as e:  # one line on the page
+            return None, "", fail(e)
+
+    def export_fn(h):
+        from ..artifacts import load
+        from ..cli.cache import _video_artifact
+
+        try:
+            return str(media.export_file(_video_artifact(load(runner.store, h or "")), runner.work)), gr.update(visible=False)
+        except Exception as e:  # one line on the page
+            return None, fail(e)
+
+    def ask(h):
+        if not h:
+            return gr.update(visible=False), "", gr.update(value="error: pick an artifact to delete", visible=True)
+        return gr.update(visible=True), f"Delete **`{h[:12]}`** from the cache? This cannot be undone.", gr.update(visible=False)
+
+    def delete(h, forced):
+        try:
+            removed = runner.store.remove([h], force=forced)
+            choices, table_html = refresh_fn()
+            return (gr.update(visible=False), f"deleted `{removed[0]}`", gr.update(visible=False), choices, table_html,
+                    gr.update(value=None))
+        except Exception as e:  # the store's rule (a referenced artifact needs --force) as its one line
+            return gr.update(visible=False), "", fail(e), gr.update(), gr.update(), gr.update()
+
+    refresh.click(refresh_fn, None, [pick, table])
+    open_b.click(open_fn, pick, [video, meta, error])
+    export_b.click(export_fn, pick, [download, error])
+    delete_b.click(ask, pick, [confirm_row, confirm_md, error])
+    keep_b.click(lambda: gr.update(visible=False), None, confirm_row)
+    confirm_b.click(delete, [pick, force], [confirm_row, status, error, pick, table, video])
+    return {"refresh_fn": refresh_fn, "refresh_outputs": [pick, table]}
+
+
+# -- 5 batch -------------------------------------------------------------------------------------------------
+def _batch_tab(runner: Runner) -> None:
+    gr.Markdown("Load the results file of `ditflow batch` (--json-out or --csv): its report, as `ditflow report "
+                "--html` writes it, with thumbnails from the cache the batch recorded.")
+    with gr.Row():
+        results = gr.File(label="results (.json, .csv)", file_types=[".json", ".csv"], type="filepath", height=120)
+        cache = gr.Textbox(label="cache (--cache)", placeholder="default: the one the results record, else this page's")
+    error = gr.Markdown(visible=False, elem_classes="dtf-error")
+    frame = gr.HTML(elem_id="dtf-report")
+
+    def show(path, cache_text):
+        if not path:
+            return "", gr.update(visible=False)
+        try:
+            page_html = runner.report(path, cache_text.strip() or None)
+        except Exception as e:  # one line on the page
+            return "", gr.update(value=message(e), visible=True)
+        # the report is a page of its own (its CSS): an iframe keeps it and the page's apart
+        return (f"<iframe id='dtf-report-frame' title='batch report' style='width:100%;height:900px;border:1px solid #ddd' "
+                f"srcdoc='{html.escape(page_html, quote=True)}'></iframe>", gr.update(visible=False))
+
+    results.change(show, [results, cache], [frame, error])
