@@ -3,13 +3,14 @@ from its config field (ditflow/config.py), written once; each flag is declared o
 its field's name, and `flag_settings` maps the parameters onto the config."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ditflow.config import GuideConfig, InjectConfig, RuntimeOptions
 
-from .options import (FAST, GUIDANCE, RUNTIME, SAMPLING, WHAT, CacheOpt, CfgLowNoiseOpt, CfgOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt,
+from .options import (FAST, GUIDANCE, RUNTIME, SAMPLING, WHAT, CacheOpt, CfgLowNoiseOpt, CfgOpt, ImageFitOpt, ImageOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt,
                       DynamicCfgOpt, FastOpt, FormatOpt, GuidanceRangeOpt, JsonOpt, LrOpt, NegativePromptOpt, NoInjectionOpt,
                       OptStepsOpt, OutOpt, OverwriteOpt, QuietOpt, SchedulerOpt, StepsOpt, Command, option, setting)
 
@@ -24,6 +25,8 @@ def guide(
     prompt: PromptOpt,
     negative_prompt: NegativePromptOpt = None,
     seed: Annotated[Optional[int], setting(GuideConfig, "seed", panel=WHAT)] = None,
+    image: ImageOpt = None,
+    image_fit: ImageFitOpt = "crop",
     model: ModelOpt = None,
     opt_mode: Annotated[Optional[str], setting(GuideConfig, "opt_mode", panel=GUIDANCE)] = None,
     loss: Annotated[Optional[str], setting(GuideConfig, "loss", panel=GUIDANCE)] = None,
@@ -70,7 +73,7 @@ def guide(
     data = file_settings(config)
     gcfg = apply_overrides(GuideConfig(), section(GuideConfig(), data, "guide"), flag_settings(GuideConfig, params))
     rt = runtime(data, **flag_settings(RuntimeOptions, params))
-    art = run(amf, gcfg, model=model, runtime=rt, store=Store(cache))
+    art = run(amf, gcfg, image=image, image_fit=image_fit, model=model, runtime=rt, store=Store(cache))
     written = write_output(art, target, overwrite, rt.quiet)
     emit(art, as_json, video=written)
 
@@ -81,6 +84,9 @@ def inject(
     prompt: PromptOpt,
     negative_prompt: Annotated[Optional[str], setting(InjectConfig, "negative_prompt", panel=WHAT)] = None,
     seed: Annotated[Optional[int], setting(InjectConfig, "seed", panel=WHAT)] = None,
+    image: Annotated[Optional[Path], option("--image", metavar="FILE", panel=WHAT, show_default=False,
+                                            help="Image-to-video: another picture to animate. [default: the guide run's]")] = None,
+    image_fit: ImageFitOpt = "crop",
     model: ModelOpt = None,
     cfg: Annotated[Optional[float], setting(InjectConfig, "cfg", "--cfg", panel=SAMPLING)] = None,
     no_injection: NoInjectionOpt = False,
@@ -102,7 +108,8 @@ def inject(
 
     target = check_out(out, fmt, overwrite, cache=Store(cache).root)
     rt = runtime({}, **flag_settings(RuntimeOptions, params))
-    art = run(emb, InjectConfig(**flag_settings(InjectConfig, params)), model=model, runtime=rt, store=Store(cache))
+    art = run(emb, InjectConfig(**flag_settings(InjectConfig, params)), image=image, image_fit=image_fit, model=model,
+              runtime=rt, store=Store(cache))
     written = write_output(art, target, overwrite, rt.quiet)
     emit(art, as_json, video=written)
 
