@@ -154,7 +154,7 @@ def test_an_image_to_video_model_without_an_image_is_refused_before_loading(fold
         guide(amf.hash, GuideConfig(prompt="a red circle", **FAST), runtime=RUNTIME, store=cache)
 
 
-def test_image_on_a_text_to_video_model_is_exit_2_before_loading(tmp_path, ref_video, picture, capsys, monkeypatch, no_model):
+def test_image_on_a_text_to_video_model_is_exit_2_before_loading(tmp_path, ref_video, picture, capsys, monkeypatch):
     from ditflow.tiny import build_tiny_wan_pipeline
 
     t2v = build_tiny_wan_pipeline(tmp_path / "t2v")
@@ -162,6 +162,7 @@ def test_image_on_a_text_to_video_model_is_exit_2_before_loading(tmp_path, ref_v
     code, out, err = run_cli(["extract", ref_video, "--model", str(t2v), "--frames", "9", "--height", str(HEIGHT),
                               "--width", "48", "--blocks", "1", "-q", *cache], capsys, monkeypatch)
     assert code == 0, err
+    monkeypatch.setattr("ditflow.stages.load_backbone", lambda *a, **k: pytest.fail("a model was loaded"))
     code, out, err = run_cli(["guide", "--amf", out.strip(), "-p", "a red circle", "--image", picture, *cache], capsys,
                              monkeypatch)
     assert code == 2 and "is a text-to-video model" in one_error_line(err)
