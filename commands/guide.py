@@ -3,14 +3,15 @@ from its config field (ditflow/config.py), written once; each flag is declared o
 its field's name, and `flag_settings` maps the parameters onto the config."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ditflow.config import GuideConfig, InjectConfig, RuntimeOptions
 
-from .options import (FAST, GUIDANCE, RUNTIME, SAMPLING, WHAT, CacheOpt, CfgLowNoiseOpt, CfgOpt, ConfigOpt, CpuOffloadOpt, DeviceOpt,
-                      DynamicCfgOpt, FastOpt, FormatOpt, GuidanceRangeOpt, JsonOpt, LrOpt, NegativePromptOpt, NoInjectionOpt,
+from .options import (FAST, GUIDANCE, RUNTIME, SAMPLING, WHAT, CacheOpt, CfgLowNoiseOpt, CfgOpt, ConfigOpt, CpuOffloadOpt,
+                      DeviceOpt, DynamicCfgOpt, ImageFitOpt, ImageOpt, FastOpt, FormatOpt, GuidanceRangeOpt, JsonOpt, LrOpt, NegativePromptOpt, NoInjectionOpt,
                       OptStepsOpt, OutOpt, OverwriteOpt, QuietOpt, SchedulerOpt, StepsOpt, Command, option, setting)
 
 PromptOpt = Annotated[str, setting(GuideConfig, "prompt", "--prompt", "-p", panel=WHAT)]
@@ -24,6 +25,8 @@ def guide(
     prompt: PromptOpt,
     negative_prompt: NegativePromptOpt = None,
     seed: Annotated[Optional[int], setting(GuideConfig, "seed", panel=WHAT)] = None,
+    image: ImageOpt = None,
+    image_fit: ImageFitOpt = "crop",
     model: ModelOpt = None,
     opt_mode: Annotated[Optional[str], setting(GuideConfig, "opt_mode", panel=GUIDANCE)] = None,
     loss: Annotated[Optional[str], setting(GuideConfig, "loss", panel=GUIDANCE)] = None,
@@ -67,7 +70,7 @@ def guide(
 
     target = check_out(out, fmt, overwrite, inputs=[("--config", config)], cache=Store(cache).root)
     gcfg, rt = guide_configs(params)
-    art = run(amf, gcfg, model=model, runtime=rt, store=Store(cache))
+    art = run(amf, gcfg, image=image, image_fit=image_fit, model=model, runtime=rt, store=Store(cache))
     written = write_output(art, target, overwrite, rt.quiet)
     emit(art, as_json, video=written)
 
@@ -78,6 +81,9 @@ def inject(
     prompt: PromptOpt,
     negative_prompt: Annotated[Optional[str], setting(InjectConfig, "negative_prompt", panel=WHAT)] = None,
     seed: Annotated[Optional[int], setting(InjectConfig, "seed", panel=WHAT)] = None,
+    image: Annotated[Optional[Path], option("--image", metavar="FILE", panel=WHAT, show_default=False,
+                                            help="Image-to-video: another picture to animate. [default: the guide run's]")] = None,
+    image_fit: ImageFitOpt = "crop",
     model: ModelOpt = None,
     cfg: Annotated[Optional[float], setting(InjectConfig, "cfg", "--cfg", panel=SAMPLING)] = None,
     no_injection: NoInjectionOpt = False,
@@ -99,7 +105,7 @@ def inject(
 
     target = check_out(out, fmt, overwrite, cache=Store(cache).root)
     icfg, rt = inject_configs(params)
-    art = run(emb, icfg, model=model, runtime=rt, store=Store(cache))
+    art = run(emb, icfg, image=image, image_fit=image_fit, model=model, runtime=rt, store=Store(cache))
     written = write_output(art, target, overwrite, rt.quiet)
     emit(art, as_json, video=written)
 

@@ -18,6 +18,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
 from ditflow.eval.settings import EvalSettings
+from ditflow.image import IMAGE_FIT_HELP, IMAGE_FITS, IMAGE_HELP
 
 from ._common import stdout_guard
 
@@ -224,6 +225,10 @@ CfgOpt = Annotated[Optional[float], setting(GuideConfig, "cfg", "--cfg", panel=S
 SchedulerOpt = Annotated[Optional[str], family_setting("scheduler")]
 DynamicCfgOpt = Annotated[Optional[bool], family_setting("dynamic_cfg", "--dynamic-cfg/--no-dynamic-cfg")]
 CfgLowNoiseOpt = Annotated[Optional[float], family_setting("cfg_low_noise")]
+# image-to-video: the picture a run animates (help written once, in ditflow/image.py)
+ImageOpt = Annotated[Optional[Path], option("--image", metavar="FILE", panel=WHAT, show_default=False, help=IMAGE_HELP)]
+ImageFitOpt = Annotated[str, option("--image-fit", metavar="[" + "|".join(IMAGE_FITS) + "]", panel=WHAT,
+                                    help=IMAGE_FIT_HELP + " [default: crop]", show_default=False)]
 FastOpt = Annotated[bool, setting(GuideConfig, "fast", "--fast", panel=FAST)]
 
 # -- how eval (and batch) scores ---------------------------------------------------------------------------

@@ -130,6 +130,11 @@ class GenArtifact(Artifact):
         return torch.from_numpy(self._video["latent"])
 
     @property
+    def image(self) -> np.ndarray | None:
+        """The image an image-to-video run animated, fitted (uint8 [H, W, 3]); None for text-to-video."""
+        return self._video.get("image")
+
+    @property
     def opt_mode(self) -> str | None:
         """latent or emb for a guided run, None for unguided or inject runs (from the hashed inputs)."""
         return self.inputs.get("opt_mode") if self.inputs.get("guidance") else None
@@ -179,12 +184,14 @@ def write_amf(folder: Path, *, frames: np.ndarray, latent, amf: dict, features: 
         g.create_array(f"confidence/block_{b}", data=c.detach().float().cpu().numpy().astype(np.float16))
 
 
-def write_gen(folder: Path, *, frames: np.ndarray, latent, embeddings: dict[int, Any]) -> None:
+def write_gen(folder: Path, *, frames: np.ndarray, latent, embeddings: dict[int, Any], image: np.ndarray | None = None) -> None:
     from safetensors.numpy import save_file
     from safetensors.torch import save_file as save_torch
 
-    save_file({"frames": np.ascontiguousarray(frames, dtype=np.uint8),
-               "latent": latent.detach().float().cpu().numpy()}, str(folder / "video.safetensors"))
+    arrays = {"frames": np.ascontiguousarray(frames, dtype=np.uint8), "latent": latent.detach().float().cpu().numpy()}
+    if image is not None:  # what `inject` animates again by default
+        arrays["image"] = np.ascontiguousarray(image, dtype=np.uint8)
+    save_file(arrays, str(folder / "video.safetensors"))
     if embeddings:
         save_torch({f"t{t:04d}": e.detach().float().cpu().contiguous() for t, e in embeddings.items()},
                    str(folder / "embeddings.safetensors"))

@@ -13,8 +13,9 @@ class KVInjection:
     """At an active step, the reference latent noised to t with the run's own initial noise is passed through
     the model once (recording k/v at the injection blocks); every forward of that step then attends with them."""
 
-    def __init__(self, model, blocks, ref_latent, noise, text_pos, steps_active: set[int]):
+    def __init__(self, model, blocks, ref_latent, noise, text_pos, steps_active: set[int], ref_cond=None):
         self.model, self.blocks, self.ref, self.noise = model, tuple(blocks), ref_latent, noise
+        self.ref_cond = ref_cond  # image-to-video: the reference conditioned on its own first frame
         self.text, self.steps = text_pos, steps_active
         self.banks = {b: KVRecorder() for b in self.blocks}
         self._recorded_for: int | None = None
@@ -27,7 +28,7 @@ class KVInjection:
             return
         noisy = self.model.backbone.add_noise(self.ref, self.noise, t)
         with torch.no_grad(), self.model.install(self.banks):
-            self.model.forward(noisy, t, self.text)
+            self.model.forward(noisy, t, self.text, cond=self.ref_cond)
         self._recorded_for = i
 
     def qk_recorders(self, i: int, blocks) -> dict[int, QKRecorder]:

@@ -53,10 +53,11 @@ class BlockTaps:
 
 
 class Model:
-    """A backbone at one geometry: the one place the transformer is called."""
+    """A backbone at one geometry, with the run's image condition (image-to-video; None otherwise): the one place
+    the transformer is called."""
 
-    def __init__(self, backbone, geo):
-        self.backbone, self.geo = backbone, geo
+    def __init__(self, backbone, geo, cond=None):
+        self.backbone, self.geo, self.cond = backbone, geo, cond
 
     def positions(self, emb: torch.Tensor):
         """An optimised embedding as this model's forward takes it."""
@@ -66,11 +67,12 @@ class Model:
         """Our processors at every block, with these taps (context manager)."""
         return self.backbone.install(taps)
 
-    def forward(self, x, t, text, positions=None, expert: int | None = None):
+    def forward(self, x, t, text, positions=None, expert: int | None = None, cond=None):
         """The transformer's prediction for latents x at timestep t (a 0-d tensor) with text [B, L, D]
-        (`expert`: that transformer of a two-expert model instead of the timestep's)."""
-        return self.backbone.forward(x, t, text, self.geo, positions, expert)
+        (`expert`: that transformer of a two-expert model instead of the timestep's; `cond`: another image
+        condition than the run's, e.g. the reference's own first frame for its KV-injection pass)."""
+        return self.backbone.forward(x, t, text, self.geo, positions, expert, self.cond if cond is None else cond)
 
     def predict(self, x, t, text, scale: float | None, positions=None):
         """CFG-combined float32 prediction; text [2, L, D] (negative, positive); scale None: positive only."""
-        return self.backbone.predict(x, t, text, scale, self.geo, positions)
+        return self.backbone.predict(x, t, text, scale, self.geo, positions, self.cond)

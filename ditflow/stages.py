@@ -19,6 +19,7 @@ from .checks import check_rules
 from .config import ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions, from_settings, guidance_steps, settings
 from .errors import IncompatibleArtifact, InputError
 from .fileio import printable
+from .image import image_digest
 from .progress import Progress
 from .store import Store, content_key, hash_file_into
 from .video import check_input, fit_frames, fit_note, read_range
@@ -69,8 +70,8 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
               "format": AMF_FORMAT}
     if cfg.frame_range is None:  # hashed only when given: the AMFs of whole videos keep their hashes
         del inputs["frame_range"]
-    if not cfg.timestep:  # a clean reference (the paper's) keeps the hashes it had before the setting
-        del inputs["timestep"], inputs["seed"]
+    if not cfg.timestep and not spec.adapter.needs_image:  # a clean reference keeps the hashes it had before the
+        del inputs["timestep"], inputs["seed"]  # setting (an image-to-video model's condition may draw from the seed)
     h = content_key("amf", inputs)
     if store.exists(h):
         progress.log(f"cache hit: amf {h[:12]}")
@@ -84,6 +85,7 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     if len(frames) < cfg.frames:
         where = "" if cfg.frame_range is None else f" in --frame-range {','.join(map(str, cfg.frame_range))}"
         raise InputError(f"{printable(video)} has {len(frames)} frames{where}, fewer than the {cfg.frames} asked (--frames)")
+    offered_size = frames.shape[1:3]  # the reference's own (height, width): an image's aspect is checked against it
     note = fit_note(frames.shape[:3], offered, cfg.height, cfg.width, cfg.crop)
     if note:
         progress.log(f"note: {note}")
@@ -99,7 +101,9 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
     progress.log(f"loading {cfg.model} ...")
     backbone = load_backbone(spec, cfg.dtype, runtime)
     geo = backbone.geometry(cfg.frames, cfg.height, cfg.width)
-    model = Model(backbone, geo)
+    # an image-to-video model sees the reference as an animation of its own first frame
+    cond = backbone.condition(frames[0], geo, torch.Generator().manual_seed(cfg.seed)) if backbone.needs_image else None
+    model = Model(backbone, geo, cond)
     with progress.task("extract", total=3) as bar:
         latent = backbone.encode_video(frames)
         encoded = backbone.latent_frames(latent)
@@ -128,7 +132,8 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
         feats = {b: taps.features[b].float() for b in cfg.blocks}
         moft = {b: moft_channels(f, cfg.moft_fraction) for b, f in feats.items()}
         bar.advance("AMF")
-    extra = {"grid": list(geo.grid), "source": str(video), "latent_shape": list(latent.shape), "input_note": note}
+    extra = {"grid": list(geo.grid), "source": str(video), "latent_shape": list(latent.shape), "input_note": note,
+             "source_size": list(offered_size)}
     with store.writer(h, "amf", inputs, extra=extra) as folder:
         artifacts.write_amf(folder, frames=frames, latent=latent, amf=flows, features=feats, moft=moft,
                             confidence=confidence, soft=soft)
@@ -148,7 +153,7 @@ def _check_amf_matches(amf: AmfArtifact, model: str | None, frames: int | None, 
 
 
 def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, progress: Progress,
-              replay: dict | None = None):
+              replay: dict | None = None, image=None):
     """The denoising run shared by guide and inject (`gcfg` resolved and checked). Returns (latent, frames, guide
     or None, seconds): seconds of loading, sampling (the denoising loop with its guidance) and decoding, recorded
     with the artifact."""
@@ -164,10 +169,9 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     spec.check_blocks(gcfg.injection_blocks, "--injection-blocks")  # from its config, before the weights
     progress.log(f"loading {spec.arg} ...")
     start = time.perf_counter()
-    backbone = load_backbone(spec, inp["dtype"], runtime, family=gcfg.family,
+    backbone = load_backbone(spec, inp["dtype"], runtime, family=gcfg.family, image=image is not None,
                              keeps_latent=replay is None and gcfg.guidance and gcfg.opt_mode == "latent")
     geo = backbone.geometry(inp["frames"], inp["height"], inp["width"])
-    model = Model(backbone, geo)
     device, dtype = backbone.device, backbone.dtype
 
     neg, pos = backbone.encode_prompt(gcfg.negative_prompt), backbone.encode_prompt(gcfg.prompt)
@@ -175,13 +179,19 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     backbone.release_text_encoder()
     timesteps = backbone.timesteps(gcfg.steps)
     generator = torch.Generator().manual_seed(gcfg.seed)
+    cond = None if image is None else backbone.condition(image, geo, generator)  # before the noise, as the pipelines
     x = backbone.initial_noise(geo, generator)
     noise = x.clone()
+    model = Model(backbone, geo, cond)
     state = backbone.sampler_state(generator)
     active = guidance_steps(gcfg.steps, gcfg.guidance_range)
     injection = None
     if gcfg.injection and gcfg.injection_blocks:
-        injection = KVInjection(model, gcfg.injection_blocks, amf.latent().to(device, dtype), noise, pos, set(active))
+        ref_cond = None  # the reference's pass is conditioned on its own first frame, as at extraction
+        if image is not None:
+            ref_cond = backbone.condition(amf.frames[0], geo, torch.Generator().manual_seed(amf.inputs.get("seed", gcfg.seed)))
+        injection = KVInjection(model, gcfg.injection_blocks, amf.latent().to(device, dtype), noise, pos, set(active),
+                                ref_cond)
     denoise = Denoiser(model, text, gcfg.cfg, gcfg.steps, injection)
 
     guide = None
@@ -201,6 +211,7 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     if device.type == "cuda":  # time the kernels, not their launches
         torch.cuda.synchronize(device)
     sampled = time.perf_counter()
+    latent = backbone.final_latent(latent, cond)
     frames = backbone.decode(latent, geo)  # drops CogVideoX 1.5's padding frames
     end = time.perf_counter()
     seconds = {"total": end - start, "load": loaded - start, "sample": sampled - loaded, "decode": end - sampled,
@@ -224,12 +235,30 @@ def _check_prompts(spec: ResolvedModel, cfg: GuideConfig) -> None:
             check_toy_prompt(text, spec.vocabulary, spec.arg)
 
 
-def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: int | None = None,
-          height: int | None = None, width: int | None = None, runtime: RuntimeOptions = RuntimeOptions(),
-          store: Store | None = None, resolved: ResolvedModel | None = None) -> GenArtifact:
+def _image_input(spec: ResolvedModel, amf: AmfArtifact, image, fit: str, progress: Progress, stored=None):
+    """The fitted uint8 image of a run (`image`: a file; else `stored`, an earlier run's), or None; checked against
+    what the model takes (`run_adapter`) before any weights load."""
+    from .image import aspect_warning, load_image
+
+    pixels = stored
+    if image is not None:
+        pic = load_image(image, amf.inputs["height"], amf.inputs["width"], fit)
+        for line in (pic.note and f"note: {pic.note}",
+                     aspect_warning(pic.source_hw, tuple(amf.meta.get("source_size") or pic.source_hw), fit)):
+            if line:
+                progress.log(line)
+        pixels = pic.pixels
+    spec.run_adapter(pixels is not None)
+    return pixels
+
+
+def guide(amf_ref: str, cfg: GuideConfig, *, image: str | os.PathLike | None = None, image_fit: str = "crop",
+          model: str | None = None, frames: int | None = None, height: int | None = None, width: int | None = None,
+          runtime: RuntimeOptions = RuntimeOptions(), store: Store | None = None,
+          resolved: ResolvedModel | None = None) -> GenArtifact:
     """Guided generation against the reference AMF `amf_ref` (hash or prefix). model/frames/height/width,
-    when given, must match the AMF's (it is the reference they were extracted at). `resolved`: the AMF's model
-    resolved already."""
+    when given, must match the AMF's (it is the reference they were extracted at). `image`: the picture an
+    image-to-video model animates (fitted by `image_fit`). `resolved`: the AMF's model resolved already."""
     store = store or Store()
     progress = Progress(runtime.quiet)
     if not cfg.prompt.strip():
@@ -239,25 +268,30 @@ def guide(amf_ref: str, cfg: GuideConfig, *, model: str | None = None, frames: i
     _check_amf_matches(amf, model, frames, height, width)
     spec = _model(amf.inputs["model_arg"], resolved)
     cfg = check_guide(cfg, spec)
+    pixels = _image_input(spec, amf, image, image_fit, progress)
     inputs = {"amf": amf.hash, "model": amf.inputs["model"], **settings(cfg)}
+    if pixels is not None:  # hashed only when given: text-to-video runs keep their hashes
+        inputs["image"] = image_digest(pixels)
     h = content_key("gen", inputs)
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
-    latent, frames_out, g, seconds = _generate(spec, amf, cfg, runtime, progress)
+    latent, frames_out, g, seconds = _generate(spec, amf, cfg, runtime, progress, image=pixels)
     embeddings = getattr(g, "embeddings", {})
     extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
              "embedding_timesteps": sorted(embeddings), "seconds": seconds}
     with store.writer(h, "gen", inputs, parents=[amf.hash], extra=extra) as folder:
-        artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings=embeddings)
+        artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings=embeddings, image=pixels)
     return artifacts.load(store, h, "gen")
 
 
-def inject(emb_ref: str, cfg: InjectConfig, *, model: str | None = None, runtime: RuntimeOptions = RuntimeOptions(),
-           store: Store | None = None, resolved: ResolvedModel | None = None) -> GenArtifact:
+def inject(emb_ref: str, cfg: InjectConfig, *, image: str | os.PathLike | None = None, image_fit: str = "crop",
+           model: str | None = None, runtime: RuntimeOptions = RuntimeOptions(), store: Store | None = None,
+           resolved: ResolvedModel | None = None) -> GenArtifact:
     """Zero-shot motion transfer: generate `cfg.prompt` with the embeddings of an emb-mode guide run.
-    `model`, when given, must be the model of that run (checked)."""
+    `model`, when given, must be the model of that run (checked). An image-to-video run animates that run's
+    image again unless `image` gives another."""
     store = store or Store()
     progress = Progress(runtime.quiet)
     if not cfg.prompt.strip():
@@ -281,16 +315,19 @@ def inject(emb_ref: str, cfg: InjectConfig, *, model: str | None = None, runtime
     gcfg.validate()
     gcfg.check_steps()
     _check_prompts(spec, gcfg)
+    pixels = _image_input(spec, amf, image, image_fit, progress, stored=src.image)
     inputs = {"emb": src.hash, "amf": amf.hash, "model": amf.inputs["model"], **settings(gcfg)}
+    if pixels is not None:
+        inputs["image"] = image_digest(pixels)
     h = content_key("gen", inputs)
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
-    latent, frames_out, _, seconds = _generate(spec, amf, gcfg, runtime, progress, replay=src.embeddings())
+    latent, frames_out, _, seconds = _generate(spec, amf, gcfg, runtime, progress, replay=src.embeddings(), image=pixels)
     extra = {"settings": settings(gcfg), "losses": [], "stage": "inject", "seconds": seconds}
     with store.writer(h, "gen", inputs, parents=[amf.hash, src.hash], extra=extra) as folder:
-        artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings={})
+        artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings={}, image=pixels)
     return artifacts.load(store, h, "gen")
 
 

@@ -92,19 +92,33 @@ def build_tiny_cogvideox15_pipeline(path: str | os.PathLike, *, layers: int = 2,
                                seed=seed, scheduler=scheduler, patch_t=2)
 
 
-WAN_VARIANTS = ("2.1", "2.2-a14b", "2.2-ti2v-5b")
+WAN_VARIANTS = ("2.1", "2.2-a14b", "2.2-ti2v-5b", "2.1-i2v", "2.2-i2v-a14b")
+
+
+def _tiny_clip_vision():
+    """A 2-layer CLIP vision tower and its processor (32x32 crops in 8x8 patches: 17 tokens of width 8)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    encoder = CLIPVisionModel(CLIPVisionConfig(hidden_size=8, intermediate_size=16, projection_dim=8, num_hidden_layers=2,
+                                               num_attention_heads=2, image_size=32, patch_size=8))
+    processor = CLIPImageProcessor(crop_size=32, size={"shortest_edge": 32}, do_center_crop=True)
+    return encoder, processor
 
 
 def build_tiny_wan_pipeline(path: str | os.PathLike, *, layers: int = 2, heads: int = 2, head_dim: int = 12,
-                            seed: int = 0, variant: str = "2.1", boundary_ratio: float = 0.875) -> Path:
-    """Save a tiny random Wan text-to-video pipeline (WanPipeline) to `path` and return it: a 2-layer UMT5 with
-    the word-level tokenizer, UniPC with flow sigmas as the released checkpoints ship, and by `variant`:
-    2.1: a 4-level Wan VAE (8x space, 4x time); 2.2-a14b: the same with two experts (`transformer` for
-    t >= boundary_ratio x 1000, `transformer_2` below); 2.2-ti2v-5b: a residual VAE with 48 latent channels
-    that patchifies 2x2 inside (16x space), per-token timesteps (`expand_timesteps`), as diffusers' own
-    Wan 2.2 fixtures."""
+                            seed: int = 0, variant: str = "2.1", boundary_ratio: float | None = None) -> Path:
+    """Save a tiny random Wan pipeline to `path` and return it: a 2-layer UMT5 with the word-level tokenizer, UniPC
+    with flow sigmas as the released checkpoints ship, and by `variant`:
+    2.1: WanPipeline, a 4-level Wan VAE (8x space, 4x time); 2.2-a14b: the same with two experts (`transformer`
+    for t >= boundary_ratio x 1000, default 0.875, `transformer_2` below); 2.2-ti2v-5b: a residual VAE with 48
+    latent channels that patchifies 2x2 inside (16x space), per-token timesteps (`expand_timesteps`), as
+    diffusers' own Wan 2.2 fixtures; 2.1-i2v: WanImageToVideoPipeline, 36 input channels (noise, mask,
+    condition) and a 2-layer CLIP vision tower whose states enter the cross-attention's image projections
+    (`added_kv_proj_dim` set, so the real image path runs, with the 512 text tokens it splits at);
+    2.2-i2v-a14b: 36 channels, two experts (boundary 0.9), no image encoder."""
     import torch
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from diffusers import (AutoencoderKLWan, UniPCMultistepScheduler, WanImageToVideoPipeline, WanPipeline,
+                           WanTransformer3DModel)
     from transformers import UMT5Config, UMT5EncoderModel
 
     if variant not in WAN_VARIANTS:
@@ -114,7 +128,7 @@ def build_tiny_wan_pipeline(path: str | os.PathLike, *, layers: int = 2, heads: 
     text_encoder = UMT5EncoderModel(
         UMT5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                    relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0))
-    five_b = variant == "2.2-ti2v-5b"
+    five_b, i2v = variant == "2.2-ti2v-5b", variant in ("2.1-i2v", "2.2-i2v-a14b")
     if five_b:
         z = 48
         vae = AutoencoderKLWan(base_dim=3, z_dim=z, dim_mult=[1, 1, 1, 1], num_res_blocks=1, is_residual=True,
@@ -125,20 +139,29 @@ def build_tiny_wan_pipeline(path: str | os.PathLike, *, layers: int = 2, heads: 
         z = 16
         vae = AutoencoderKLWan(base_dim=3, z_dim=z, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                                temperal_downsample=[False, True, True])
+    image = {}
+    if variant == "2.1-i2v":
+        encoder, processor = _tiny_clip_vision()
+        image = dict(image_dim=encoder.config.hidden_size, added_kv_proj_dim=heads * head_dim)
 
     def transformer():
         return WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, in_channels=z,
-            out_channels=z, text_dim=32, freq_dim=256, ffn_dim=32, num_layers=layers, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+            patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim,
+            in_channels=z + 4 + z if i2v else z, out_channels=z, text_dim=32, freq_dim=256, ffn_dim=32,
+            num_layers=layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32, **image)
 
     sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                     flow_shift=5.0 if five_b else 3.0, num_train_timesteps=1000)
-    experts = {"transformer": transformer()}
-    if variant == "2.2-a14b":
-        experts.update(transformer_2=transformer(), boundary_ratio=boundary_ratio)
-    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=sched,
-                       expand_timesteps=five_b, **experts)
+    parts = dict(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=sched, transformer=transformer())
+    if variant in ("2.2-a14b", "2.2-i2v-a14b"):
+        default = 0.875 if variant == "2.2-a14b" else 0.9
+        parts.update(transformer_2=transformer(), boundary_ratio=default if boundary_ratio is None else boundary_ratio)
+    if variant == "2.1-i2v":
+        pipe = WanImageToVideoPipeline(image_encoder=encoder, image_processor=processor, **parts)
+    elif i2v:
+        pipe = WanImageToVideoPipeline(**parts)
+    else:
+        pipe = WanPipeline(expand_timesteps=five_b, **parts)
     path = Path(path)
     pipe.save_pretrained(path)
     return path

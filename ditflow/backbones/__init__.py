@@ -16,16 +16,17 @@ from .registry import ADAPTERS, ALIASES, PRESETS, ResolvedModel, adapter_for, fa
 
 
 def load_backbone(model: str | ResolvedModel, dtype: str, runtime: RuntimeOptions = RuntimeOptions(),
-                  family: Mapping[str, Any] | None = None, keeps_latent: bool = False) -> Backbone:
+                  family: Mapping[str, Any] | None = None, keeps_latent: bool = False, image: bool | None = None) -> Backbone:
     """The model's pipeline on its device, readied for a run with the family settings `family` (a resolved
-    `GuideConfig.family`). keeps_latent: the run optimises the latent (latent-mode guidance), so the scheduler
+    `GuideConfig.family`). image: the run animates an image (None: as the model must). keeps_latent: the run optimises the latent (latent-mode guidance), so the scheduler
     must step from the latent it is given (see the adapters). Inside `keep_loaded()` the process's loaded model
     is reused (see `backbones.loaded`)."""
     from . import loaded
 
     model = resolve_model(model)
-    key = loaded.key_of(str(model.folder.resolve()), dtype, runtime)
-    return loaded.backbone(key, dict(family or {}), keeps_latent, lambda: model.adapter(model, dtype, runtime))
+    adapter = model.run_adapter(model.adapter.needs_image if image is None else image)
+    key = (*loaded.key_of(str(model.folder.resolve()), dtype, runtime), adapter.__name__)
+    return loaded.backbone(key, dict(family or {}), keeps_latent, lambda: adapter(model, dtype, runtime))
 
 
 __all__ = ["ADAPTERS", "ALIASES", "PRESETS", "Backbone", "Geometry", "ModelPreset", "ResolvedModel", "adapter_for",

@@ -63,31 +63,6 @@ def geometry_of(patch: int, spatial: int, temporal: int, frames: int, height: in
     return Geometry(frames, height, width, encoded + pad, height // spatial, width // spatial, patch, patch_t, pad)
 
 
-def quiet_libraries() -> None:
-    """Our own progress goes to stderr through rich; the libraries' loading bars would only add noise."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    for lib in (dlog, tlog):
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
-
-
-def _check_loaded(pipe, folder) -> None:
-    """Every weight a submodel's config asks for was in its files: diffusers leaves the missing ones on the meta
-    device (a config.json edited to more layers than the weights hold), which fails later as an internal error."""
-    import itertools
-
-    import torch
-
-    from ..errors import ModelUnavailable
-
-    for name, part in pipe.components.items():
-        if isinstance(part, torch.nn.Module) and any(t.is_meta for t in itertools.chain(part.parameters(), part.buffers())):
-            raise ModelUnavailable(f"{folder}/{name}: its weights do not hold everything its config.json describes "
-                                   f"(e.g. more layers than were saved): the config and the weights disagree")
-
-
 class Backbone:
     """One model family's pipeline on a device, in a dtype, with the memory options applied.
 
@@ -152,6 +127,7 @@ class Backbone:
 
         from ..config import DTYPES
         from ..errors import ModelUnavailable
+        from .loading import check_loaded, quiet_libraries
         from .source import check_components
 
         check_components(model.folder)
@@ -163,7 +139,7 @@ class Backbone:
             pipe = self.pipeline_type().from_pretrained(model.folder, dtype=self.dtype)
         except Exception as e:
             raise ModelUnavailable(f"cannot load {self.family} pipeline from {model.folder}: {str(e).splitlines()[0]}")
-        _check_loaded(pipe, model.folder)
+        check_loaded(pipe, model.folder)
         self.check_pipeline(pipe)
         self._place(pipe, runtime, device)
         self._rope: dict[tuple[int, int, int], Any] = {}
@@ -320,6 +296,25 @@ class Backbone:
         """Latent -> uint8 frames [F, H, W, 3], without the padding frames of `geo` (None: no padding)."""
         raise NotImplementedError
 
+    # -- image-to-video ------------------------------------------------------------------------------
+    needs_image: ClassVar[bool] = False  # an image-to-video pipeline: every run animates an image
+
+    @classmethod
+    def image_pipeline(cls, folder) -> str | None:
+        """The pipeline class that animates an image with this folder's weights (the registry maps it to its
+        adapter): its own for an image-to-video model, another for a model that does both (Wan 2.2 TI2V-5B),
+        None for a text-to-video one."""
+        return cls.pipeline_class if cls.needs_image else None
+
+    def condition(self, image: np.ndarray, geo: Geometry, generator) -> Any:
+        """What the transformer is conditioned on for uint8 [H, W, 3] `image` (called before `initial_noise`,
+        with the same generator, as the pipelines draw from it)."""
+        raise NotImplementedError
+
+    def final_latent(self, x: "torch.Tensor", cond: Any) -> "torch.Tensor":
+        """The latent to decode after the last step (a model that pastes its image back does so here)."""
+        return x
+
     # -- sampling ------------------------------------------------------------------------------------
     def timesteps(self, steps: int) -> "torch.Tensor":
         """Set the scheduler for `steps` steps; its timesteps, first (noisiest) first."""
@@ -347,14 +342,15 @@ class Backbone:
 
     # -- the transformer -----------------------------------------------------------------------------
     def forward(self, x: "torch.Tensor", t, text: "torch.Tensor", geo: Geometry, positions=None,
-                expert: int | None = None) -> "torch.Tensor":
+                expert: int | None = None, cond: Any = None) -> "torch.Tensor":
         """The transformer's prediction for latents x [B, ...] at timestep t (0-d) with text [B, L, D];
         `positions` (from `positions()`) replace the model's own; `expert`: this one of `experts` instead of
-        the one `expert_for(t)` picks (extraction runs the guided expert at any timestep)."""
+        the one `expert_for(t)` picks (extraction runs the guided expert at any timestep); `cond`: an
+        image-to-video model's `condition` (x is only the noisy latent: the condition is never optimised)."""
         raise NotImplementedError
 
     def predict(self, x: "torch.Tensor", t, text: "torch.Tensor", scale: float | None, geo: Geometry,
-                positions=None) -> "torch.Tensor":
+                positions=None, cond: Any = None) -> "torch.Tensor":
         """The (CFG-combined, float32) prediction; text is [2, L, D] (negative, positive); scale None: no CFG
         (the positive prompt only)."""
         raise NotImplementedError

@@ -252,7 +252,7 @@ class CogVideoXBackbone(Backbone):
                 full = pe._get_positional_embeddings(geo.latent_height, geo.latent_width, pre_frames, device=self.device)
         return full[0, pe.max_text_seq_length:].to(self.device, torch.float32)
 
-    def forward(self, x, t, text, geo, positions=None, expert=None):
+    def forward(self, x, t, text, geo, positions=None, expert=None, cond=None):
         """v prediction [B, F, C, h, w]; positions: RoPE tables ([2, 2, N, D] q/k tables) or a sincos
         embedding [N, dim], by the model's kind."""
         from contextlib import ExitStack
@@ -268,14 +268,14 @@ class CogVideoXBackbone(Backbone):
             return self.transformer(hidden_states=x.to(self.dtype), encoder_hidden_states=text,
                                     timestep=ts, image_rotary_emb=rope, return_dict=False)[0]
 
-    def predict(self, x, t, text, scale, geo, positions=None):
+    def predict(self, x, t, text, scale, geo, positions=None, cond=None):
         """CFG in one batch of two (negative, positive), as CogVideoXPipeline."""
         import torch
 
         if scale is None:
-            return self.forward(x, t, text[-1:], geo, positions).float()
-        uncond, cond = self.forward(torch.cat([x, x]), t, text, geo, positions).float().chunk(2)
-        return uncond + scale * (cond - uncond)
+            return self.forward(x, t, text[-1:], geo, positions, cond=cond).float()
+        neg, pos = self.forward(torch.cat([x, x]), t, text, geo, positions, cond=cond).float().chunk(2)
+        return neg + scale * (pos - neg)
 
     @contextmanager
     def install(self, taps) -> Iterator[None]:

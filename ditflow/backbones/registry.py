@@ -22,8 +22,9 @@ from .preset import MODEL_DEFAULTS, ModelPreset
 from .digests import weights_digest
 from .source import find_folder, pipeline_class, read_config, read_json_object, toy_vocabulary
 from .wan import WanBackbone
+from .wan_i2v import WanI2VBackbone
 
-ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone)
+ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone, WanI2VBackbone)
 PRESETS: dict[str, ModelPreset] = {k: v for a in ADAPTERS for k, v in a.presets.items()}
 ALIASES: dict[str, str] = {k: v for a in ADAPTERS for k, v in a.aliases.items()}
 # Folders that come with ditflow: (where, how to make it when it is missing)
@@ -54,8 +55,12 @@ def adapter_for(folder: Path) -> type[Backbone]:
 
 
 def family_settings() -> dict[str, type[Backbone]]:
-    """Each family's own guide settings by name -> the adapter that declares it."""
-    return {f.name: a for a in ADAPTERS if a.settings is not None for f in fields(a.settings)}
+    """Each family's own guide settings by name -> the (first) adapter that declares it."""
+    out: dict[str, type[Backbone]] = {}
+    for a in ADAPTERS:
+        for f in fields(a.settings) if a.settings is not None else ():
+            out.setdefault(f.name, a)
+    return out
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,22 @@ class ResolvedModel:
         except ModelUnavailable:
             return None
 
+    def run_adapter(self, image: bool) -> type[Backbone]:
+        """The adapter of a run that animates an image (`image`) or not: an image-to-video model needs one, a
+        text-to-video model refuses one unless it does both (TI2V-5B); before any weights load."""
+        if not image:
+            if self.adapter.needs_image:
+                raise InputError(f"{self.arg} is an image-to-video model ({self.adapter.pipeline_class}): give --image "
+                                 f"FILE, the picture to animate")
+            return self.adapter
+        name = self.adapter.image_pipeline(self.folder)
+        got = next((a for a in ADAPTERS if a.pipeline_class == name), None)
+        if got is None:
+            i2v = ", ".join(n for a in ADAPTERS if a.needs_image for n in a.presets)
+            raise InputError(f"--image: {self.arg} is a text-to-video model ({self.adapter.pipeline_class}); animating an "
+                             f"image needs an image-to-video model ({i2v} or a folder of one)")
+        return got
+
     def geometry(self, frames: int, height: int, width: int) -> Geometry:
         """The geometry of a run from the config files alone: size errors before any weights load."""
         return self.adapter.config_geometry(self.folder, frames, height, width)
@@ -127,7 +148,7 @@ class ResolvedModel:
         cfg.validate()
         owners = family_settings()
         for name in cfg.family:  # another family's setting is an error, never ignored
-            if owners.get(name) is not self.adapter:
+            if name not in owners or owners[name].family != self.adapter.family:
                 whose = f"a {owners[name].family} setting" if name in owners else "not a setting of any model family"
                 raise InputError(f"{flag(name)} is {whose}; {self.arg} is a {self.adapter.family} model")
         self.adapter.check_guide(cfg)

@@ -113,6 +113,13 @@ class WanBackbone(Backbone):
                              f"{cfg.steps}); the AMF is the high-noise expert's: keep LO >= {cfg.steps - high}")
 
     @classmethod
+    def image_pipeline(cls, folder) -> str | None:
+        """TI2V-5B (`expand_timesteps`) animates an image too, through WanImageToVideoPipeline; other
+        text-to-video folders do not."""
+        index = read_json_object(folder / "model_index.json") or {}
+        return "WanImageToVideoPipeline" if index.get("expand_timesteps") else None
+
+    @classmethod
     def pipeline_type(cls):
         from diffusers import WanPipeline
 
@@ -252,25 +259,29 @@ class WanBackbone(Backbone):
             return t.float().reshape(1, 1).expand(batch, int(np.prod(geo.grid)))
         return t.expand(batch)
 
-    def forward(self, x, t, text, geo, positions=None, expert=None):
+    def forward(self, x, t, text, geo, positions=None, expert=None, cond=None):
         """Flow prediction [B, C, F, h, w] of the timestep's expert (or `expert`); positions: rotation angles
         [1, S, 1, D/2] or (cos, sin) tables [2, 1, S, 1, D], given to every block through a forward hook on the
         expert's `rope`."""
         transformer = self._expert_on_device(self.expert_for(t) if expert is None else expert)
+        hidden, ts, extra = self.model_inputs(x, t, geo, cond)
         with ExitStack() as stack:
             if positions is not None:
                 stack.enter_context(_rope_replaced(transformer, positions))
-            ts = self._timestep(t, x.shape[0], geo).to(x.device)
-            return transformer(hidden_states=x.to(self.dtype), timestep=ts, encoder_hidden_states=text.to(self.dtype),
-                               return_dict=False)[0]
+            return transformer(hidden_states=hidden.to(self.dtype), timestep=ts.to(x.device),
+                               encoder_hidden_states=text.to(self.dtype), return_dict=False, **extra)[0]
 
-    def predict(self, x, t, text, scale, geo, positions=None):
+    def model_inputs(self, x, t, geo: Geometry, cond):
+        """(hidden_states, timestep, other transformer kwargs) for latent x: text-to-video takes x as it is."""
+        return x, self._timestep(t, x.shape[0], geo), {}
+
+    def predict(self, x, t, text, scale, geo, positions=None, cond=None):
         """CFG in two passes, positive then negative, as WanPipeline."""
-        cond = self.forward(x, t, text[-1:], geo, positions).float()
+        pos = self.forward(x, t, text[-1:], geo, positions, cond=cond).float()
         if scale is None:
-            return cond
-        uncond = self.forward(x, t, text[:1], geo, positions).float()
-        return uncond + scale * (cond - uncond)
+            return pos
+        neg = self.forward(x, t, text[:1], geo, positions, cond=cond).float()
+        return neg + scale * (pos - neg)
 
     def cfg_scale(self, cfg: float, steps: int, t) -> float:
         """--cfg, or --cfg-low-noise on the low-noise expert's steps (WanPipeline's guidance_scale_2)."""

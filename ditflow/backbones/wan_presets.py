@@ -43,6 +43,18 @@ PRESETS: dict[str, ModelPreset] = {
                                   **{**_WAN, "height": 704, "width": 1280, "frames": 121}),
 }
 ALIASES = {p.source: name for name, p in PRESETS.items()}
+# Image-to-video (WanImageToVideoPipeline): sizes from the model cards; blocks and lr as their text-to-video
+# siblings', not measured. 2.2 I2V-A14B hands over at t = 900 (boundary 0.9), CFG 3.5 on both experts.
+I2V_PRESETS: dict[str, ModelPreset] = {
+    "wan-i2v-14b-480p": ModelPreset("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "bfloat16", guidance_blocks=(20,), **_WAN),
+    "wan-i2v-14b-720p": ModelPreset("Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", "bfloat16", guidance_blocks=(20,),
+                                    **{**_WAN, "height": 720, "width": 1280}),
+    "wan2.2-i2v-a14b": ModelPreset("Wan-AI/Wan2.2-I2V-A14B-Diffusers", "bfloat16", guidance_blocks=(20,),
+                                   **{**_WAN, "cfg": 3.5}, family={"cfg_low_noise": 3.5}, extract_timestep=500),
+}
+I2V_ALIASES = {p.source: name for name, p in I2V_PRESETS.items()}
+# a local copy of 480P or 720P has the same structure: it gets the 480P sizes (pass --height/--width for 720P)
+I2V_LAYOUTS = {(1, 40, 40, 36): "wan-i2v-14b-480p", (2, 40, 40, 36): "wan2.2-i2v-a14b"}
 # (experts, layers, heads, latent channels) of the released checkpoints
 LAYOUTS = {(1, 30, 12, 16): "wan-1.3b", (1, 40, 40, 16): "wan-14b", (2, 40, 40, 16): "wan2.2-a14b",
            (1, 30, 24, 48): "wan2.2-ti2v-5b"}

@@ -1,6 +1,6 @@
 """`ditflow batch` manifests: what to run, one `Run` per (video, prompt, setup, seed).
 
-    runs.csv     video,prompt[,setup][,seed][,frame_range]        one run per line
+    runs.csv     video,prompt[,setup][,seed][,frame_range][,image]        one run per line
     runs.jsonl   {"video": ..., "prompt": [...], "setup": [...], "seed": [1, 2]}   a list expands (a grid)
     runs.toml    video = [...]  prompt = [...]  setup = [...]  seed = [...]        the same, or [[run]] tables
                  [setups.NAME] loss = "flow" ...                                     a setup of your own
@@ -29,7 +29,7 @@ from ..errors import InputError
 from . import setups as S
 from .records import Record, Schema, read_records
 
-COLUMNS = ("video", "prompt", "setup", "seed", "frame_range")
+COLUMNS = ("video", "prompt", "setup", "seed", "frame_range", "image")
 EXPANDED = ("video", "prompt", "setup", "seed")  # a list in these fields is a grid axis
 SCHEMA = Schema(COLUMNS, required=("video", "prompt"), lists=(*EXPANDED, "frame_range"), tables=("setups",))
 MAX_ROWS = 100_000  # runs one manifest may expand to; checked on the list lengths, before any run is built
@@ -44,6 +44,7 @@ class Run:
     setup: str
     seed: int | None
     frame_range: tuple[int, int, int] | None = None
+    image: str | None = None  # image-to-video: the picture to animate, resolved against the manifest's folder
     inject_from: str | None = None  # an inject row: the prompt of the ditflow-emb run it replays
     error: str | None = None  # why this row cannot run (it is reported failed, the rest go on)
 
@@ -79,7 +80,8 @@ def read_manifest(path: str | os.PathLike, *, setups: list[str], seeds: list[int
     runs: list[Run] = []
     for rec in records:
         for video, prompt, setup, seed in itertools.product(*_axes(rec.fields, setups, seeds)):
-            runs.append(_run(len(runs) + 1, video, prompt, setup, seed, rec.fields.get("frame_range"), base, known))
+            runs.append(_run(len(runs) + 1, video, prompt, setup, seed, rec.fields.get("frame_range"), base, known,
+                             rec.fields.get("image")))
     if not runs:
         raise InputError(f"manifest {path} has no rows")
     return Manifest(inject_sources(runs), defined)
@@ -110,8 +112,11 @@ def _axes(rec: dict[str, Any], setups: list[str], seeds: list[int]) -> list[list
             _listed(rec.get("seed"), seeds)]
 
 
-def _run(row: int, video: Any, prompt: Any, setup: Any, seed: Any, frame_range: Any, base: Path, known: set[str]) -> Run:
+def _run(row: int, video: Any, prompt: Any, setup: Any, seed: Any, frame_range: Any, base: Path, known: set[str],
+         image: Any = None) -> Run:
     video, prompt, setup = str(video).strip(), str(prompt).strip(), str(setup).strip()
+    picture = None if image is None or str(image).strip() == "" else Path(str(image).strip()).expanduser()
+    picture = picture if picture is None or picture.is_absolute() else base / picture
     seed_value, seed_error = parse_seed(seed)
     span, span_error = parse_frame_range(frame_range)
     resolved = Path(video).expanduser()
@@ -120,8 +125,10 @@ def _run(row: int, video: Any, prompt: Any, setup: Any, seed: Any, frame_range: 
              f"video not found: {video}" if not resolved.exists() else
              "row has no prompt" if not prompt else
              f"unknown setup '{setup}' (known: {', '.join(sorted(known))})" if setup not in known else
-             seed_error or span_error)
-    return Run(row, video, str(resolved), prompt, setup, seed_value, span, error=error)
+             seed_error or span_error or
+             (f"image not found: {image}" if picture is not None and not picture.is_file() else None))
+    return Run(row, video, str(resolved), prompt, setup, seed_value, span, None if picture is None else str(picture),
+               error=error)
 
 
 def parse_seed(value: Any) -> tuple[int | None, str | None]:

@@ -90,11 +90,12 @@ def _compute(run: Run, s: BatchSettings) -> dict[str, Any]:
     at = dict(runtime=s.runtime, store=store, resolved=s.model)
     amf = extract(run.path, replace(s.extract, frame_range=run.frame_range), **at)
     if run.setup == INJECT:
-        source = guide(amf.hash, guide_config(s.guide, all_setups(s.setups)[INJECT_SOURCE], run.inject_from, run.seed), **at)
+        source = guide(amf.hash, guide_config(s.guide, all_setups(s.setups)[INJECT_SOURCE], run.inject_from, run.seed),
+                       image=run.image, **at)
         gen = inject(source.hash, InjectConfig(prompt=run.prompt), **at)
     else:
         cfg = guide_config(s.guide, all_setups(s.setups)[run.setup], run.prompt, run.seed)
-        gen = guide(amf.hash, cfg, **at)
+        gen = guide(amf.hash, cfg, image=run.image, **at)
     seconds = (gen.meta.get("seconds") or {}).get("total")  # the generation's, recorded when it was made (a hit costs none)
     return {"amf": amf.hash, "gen": gen.hash, "seconds": seconds, **score(store, amf, gen, run.prompt, s.eval)}
 
