@@ -86,10 +86,27 @@ def amf_command(
     typer.echo(str(write_video(pictures, path, fmt=fmt, fps=fps, overwrite=overwrite)))
 
 
+def _still_or_frames(arg: str, store):
+    """A video's (or artifact's) frames, or an image file as one frame marked `still`."""
+    from types import SimpleNamespace
+
+    from ditflow.eval import resolve_frames
+    from ditflow.video import IMAGE_EXTS
+
+    path = Path(arg).expanduser()
+    if path.is_file() and path.suffix.lower() in IMAGE_EXTS:
+        from ditflow.image import read_image
+
+        return SimpleNamespace(frames=read_image(path)[None], label=str(arg), artifact=None, still=True)
+    source = resolve_frames(arg, store)
+    return SimpleNamespace(frames=source.frames, label=source.label, artifact=source.artifact, still=False)
+
+
 @viz_app.command("compare", cls=Command)
 def compare_command(
     ref: Annotated[str, argument(metavar="REF", help="Reference: a video file/folder, or an artifact hash (amf: its reference frames).")],
-    gens: Annotated[list[str], argument(metavar="GEN", help="Generated videos: files/folders or gen artifact hashes.")],
+    gens: Annotated[list[str], argument(metavar="GEN", help="Generated videos: files/folders or gen artifact hashes; an image "
+                                                       "file (image-to-video's picture) is shown as a still.")],
     labels: Annotated[Optional[str], option("--labels", metavar="TEXT,...", show_default=False,
                                             help="Comma-separated labels, one per video (reference first).")] = None,
     out: VizOutOpt = None,
@@ -99,8 +116,9 @@ def compare_command(
 ) -> None:
     """Side-by-side video: reference | generated (| more), labelled, cut to the shortest and resized to the
     reference's height; or, with `--out x.png`, one still of it at 4 evenly spaced frames, one row each."""
+    import numpy as np
+
     from ditflow.errors import InputError
-    from ditflow.eval import resolve_frames
     from ditflow.store import Store
     from ditflow.video import write_video
     from ditflow.viz import side_by_side, side_by_side_still, write_still
@@ -111,7 +129,11 @@ def compare_command(
 
         _video_target(out, "mp4", overwrite, still=True)
         check_not_inputs({"--out": out}, [(f"the video {a}", Path(a)) for a in [ref, *gens]], cache=store.root)
-    sources = [resolve_frames(a, store) for a in [ref, *gens]]
+    sources = [_still_or_frames(a, store) for a in [ref, *gens]]
+    longest = max(len(s.frames) for s in sources)
+    for s in sources:  # a still image (image-to-video's picture) stands beside every frame
+        if s.still:
+            s.frames = np.repeat(s.frames, longest, axis=0)
     names = [s.label if s.artifact is not None else Path(s.label).stem or s.label for s in sources]
     if labels is not None:
         names = [x.strip() for x in labels.split(",")]

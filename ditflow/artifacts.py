@@ -132,7 +132,7 @@ class GenArtifact(Artifact):
     @property
     def image(self) -> np.ndarray | None:
         """The image an image-to-video run animated, fitted (uint8 [H, W, 3]); None for text-to-video."""
-        return self._video.get("image")
+        return self._video["image"] if "image" in self.inputs else None
 
     @property
     def opt_mode(self) -> str | None:

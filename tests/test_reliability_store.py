@@ -135,7 +135,7 @@ def test_inject_replays_the_hashed_inputs_not_the_editable_settings(store, monke
                                      "settings": {**m["settings"], "seed": 99, "lr": [9, 9], "cfg": 2.0}})
     seen = {}
 
-    def generate(spec, amf_art, gcfg, runtime, progress, replay=None):
+    def generate(spec, amf_art, gcfg, runtime, progress, replay=None, image=None):
         seen.update(amf=amf_art.hash, cfg=gcfg)
         raise KeyboardInterrupt  # stop before anything would need a model
 

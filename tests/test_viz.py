@@ -178,6 +178,20 @@ def test_viz_amf_of_a_gen_artifact_is_one_error_line(capsys, monkeypatch):
     assert err.strip().count("\n") == 0 and err.startswith("error:") and "not 'amf'" in err
 
 
+def test_viz_compare_shows_an_image_file_as_a_still_beside_every_frame(tmp_path, capsys, monkeypatch):
+    """reference | image | result: the image-to-video picture stands for the whole clip."""
+    import cv2
+
+    amf_hash, gen_hash = make_artifacts()
+    cv2.imwrite(str(tmp_path / "pic.png"), np.full((H, W, 3), 77, np.uint8))
+    code, out, err = run_cli(["viz", "compare", amf_hash, str(tmp_path / "pic.png"), gen_hash, "--out",
+                              str(tmp_path / "cmp.gif")], capsys, monkeypatch)
+    assert code == 0, err
+    video = read_video(out.strip())
+    assert video.shape[0] == T and video.shape[2] == 3 * W
+    assert (video[:, -H // 2:, W + 2:2 * W - 2] == video[0, -H // 2:, W + 2:2 * W - 2]).all()  # the still does not move
+
+
 def test_viz_compare_mixes_files_and_hashes(tmp_path, capsys, monkeypatch):
     amf_hash, gen_hash = make_artifacts()
     write_video(frames(12, 32, 32, seed=3), tmp_path / "other", fmt="png")
