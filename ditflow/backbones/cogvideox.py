@@ -265,8 +265,12 @@ class CogVideoXBackbone(Backbone):
                 else:
                     stack.enter_context(_sincos_replaced(self.transformer, positions, self.sincos_embedding(geo)))
             ts = t.expand(x.shape[0]).to(x.device)
-            return self.transformer(hidden_states=x.to(self.dtype), encoder_hidden_states=text,
-                                    timestep=ts, image_rotary_emb=rope, return_dict=False)[0]
+            return self.transformer(hidden_states=x.to(self.dtype), encoder_hidden_states=text, timestep=ts,
+                                    image_rotary_emb=rope, return_dict=False, **self.transformer_inputs(x))[0]
+
+    def transformer_inputs(self, x) -> dict[str, Any]:
+        """Further keyword inputs of the transformer for latents x (image-to-video 1.5: ofs)."""
+        return {}
 
     def predict(self, x, t, text, scale, geo, positions=None, cond=None):
         """CFG in one batch of two (negative, positive), as CogVideoXPipeline."""
