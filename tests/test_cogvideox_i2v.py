@@ -122,7 +122,7 @@ def test_the_condition_never_receives_an_optimisation_step(amf, cache, picture, 
     monkeypatch.setattr(CogVideoXBackbone, "forward", inputs)
     gen = guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), seed=7, **FAST),
                 image=picture, runtime=RUNTIME, store=cache)
-    assert len(gen.losses) == FAST["opt_steps"] and len(made) == 1
+    assert len(gen.losses) == 2 * FAST["opt_steps"] and len(made) == 1  # guidance_range (4, 2): 2 guided steps
     assert all(c is made[0] and not grad and torch.equal(c, before) and ch == 4 for c, before, grad, ch in seen)
     assert gen.latent().shape[2] == 4  # the noisy latent's channels only
 
@@ -222,3 +222,15 @@ def test_the_i2v_chain_runs_through_the_cli_and_a_batch_row(folder, variant, vid
     call("batch", str(runs), *size, "--steps", "4", "--guidance-range", "4,3", "--lr", "0.05,0.05", "--metrics", "clip",
          "--csv", str(tmp_path / "results.csv"))
     assert ",ok," in (tmp_path / "results.csv").read_text()
+
+
+def test_no_image_is_refused_before_loading_and_a_t2v_model_names_the_i2v_presets(amf, cache, tiny_rope, no_model):
+    from ditflow.backbones import resolve_model
+    from ditflow.backbones.cogvideox_i2v import CogVideoXI2VBackbone
+    from ditflow.errors import InputError
+
+    assert resolve_model(amf.inputs["model_arg"]).run_adapter(True) is CogVideoXI2VBackbone
+    with pytest.raises(InputError, match="is an image-to-video model .*: give --image FILE"):
+        guide(amf.hash, GuideConfig(prompt="a red circle", **FAST), runtime=RUNTIME, store=cache)
+    with pytest.raises(InputError, match="needs an image-to-video model .*cogvideox-5b-i2v, cogvideox1.5-5b-i2v"):
+        resolve_model(tiny_rope).run_adapter(True)

@@ -31,9 +31,9 @@ class CogVideoXSettings:
     """The guide settings only CogVideoX understands. None: the model's default."""
 
     scheduler: str | None = field(default=None, metadata=rule(
-        "dpm or ddim. [default: dpm for 5b and 1.5-5b, ddim for 2b, the folder's own otherwise]", choices=SCHEDULERS))
+        "dpm or ddim. [default: dpm for 5b, 1.5-5b and the I2V presets, ddim for 2b, the folder's own otherwise]", choices=SCHEDULERS))
     dynamic_cfg: bool | None = field(default=None, metadata=rule(
-        "Dynamic CFG schedule (the 5b paper runs'; needs --cfg above 1). [default: on for 5b and 1.5-5b, off otherwise]"))
+        "Dynamic CFG schedule (the 5b paper runs'; needs --cfg above 1). [default: on for 5b, 1.5-5b and the I2V presets, off otherwise]"))
 
 
 PRESETS: dict[str, ModelPreset] = {
