@@ -202,12 +202,13 @@ def _moving_square(frames: int = 9, height: int = 32, width: int = 48):
     return video
 
 
-if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --cogvideox15 | --wan | --wan2.2-a14b | --wan2.2-ti2v-5b]
+if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --cogvideox15 | --cogvideox-i2v | --cogvideox15-i2v | --wan ...]
     import sys
 
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if not args:
-        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos | --cogvideox15 | --wan | --wan2.2-a14b | --wan2.2-ti2v-5b]")
+        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos | --cogvideox15 | --cogvideox-i2v | --cogvideox15-i2v | --wan "
+                 "| --wan2.2-a14b | --wan2.2-ti2v-5b]")
     out = Path(args[0])
     if (out / "model_index.json").is_file():
         print(out)
@@ -215,6 +216,8 @@ if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --cogvi
         print(build_tiny_wan_pipeline(out))
     elif "--wan2.2-a14b" in sys.argv or "--wan2.2-ti2v-5b" in sys.argv:
         print(build_tiny_wan_pipeline(out, variant="2.2-a14b" if "--wan2.2-a14b" in sys.argv else "2.2-ti2v-5b"))
+    elif "--cogvideox-i2v" in sys.argv or "--cogvideox15-i2v" in sys.argv:
+        print(build_tiny_cogvideox_i2v_pipeline(out, variant="1.5-i2v" if "--cogvideox15-i2v" in sys.argv else "1.0-i2v"))
     elif "--cogvideox15" in sys.argv:
         print(build_tiny_cogvideox15_pipeline(out))
     else:

@@ -74,8 +74,8 @@ class CogVideoXI2VBackbone(CogVideoXBackbone):
 
     @classmethod
     def folder_preset(cls, model, folder, defaults) -> ModelPreset:
-        """A released I2V layout's preset, else the pipeline's defaults (preset_for's for a T2V folder of the same
-        kind, 49 frames or the learned embedding's own count)."""
+        """A released I2V layout's preset (in_channels 32; layers, heads, temporal patches), else the pipeline's
+        defaults: 49 frames, or the one count a learned positional embedding has; then the folder's ditflow.json."""
         cfg = {**CONFIG_DEFAULTS, **read_config(folder, "transformer")}
         layers, temporal = int(cfg["num_layers"]), bool(cfg.get("patch_size_t"))
         known = LAYOUTS.get((layers, cfg.get("num_attention_heads"), temporal))
