@@ -25,7 +25,7 @@ from .source import find_folder, pipeline_class, read_config, read_json_object, 
 from .wan import WanBackbone
 from .wan_i2v import WanI2VBackbone
 
-ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, CogVideoXI2VBackbone, WanBackbone, WanI2VBackbone)
+ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone, WanI2VBackbone, CogVideoXI2VBackbone)
 PRESETS: dict[str, ModelPreset] = {k: v for a in ADAPTERS for k, v in a.presets.items()}
 ALIASES: dict[str, str] = {k: v for a in ADAPTERS for k, v in a.aliases.items()}
 # Folders that come with ditflow: (where, how to make it when it is missing)
