@@ -37,15 +37,20 @@ def build_tiny_pipeline(
     seed: int = 0,
     scheduler: str = "ddim",
     patch_t: int | None = None,
+    i2v: bool = False,
 ) -> Path:
     """Save a tiny random CogVideoXPipeline to `path` and return it.
 
     sample_size is the transformer's latent (height, width); pixels are 8x larger (the VAE's 3 downsamples).
     `rope=True` gives a 5B-like model (RoPE tables), `rope=False` a 2B-like one (3D sincos embedding);
-    `patch_t` a 1.5-like one (tokens of `patch_t` latent frames, no patch bias).
+    `patch_t` a 1.5-like one (tokens of `patch_t` latent frames, no patch bias). `i2v`: a
+    CogVideoXImageToVideoPipeline (transformer in_channels twice the VAE's latent channels: noise + image latent);
+    1.0 with a learned positional embedding at the sample size (as CogVideoX-5B-I2V and diffusers' own I2V
+    fixture), 1.5 with the ofs embedding and the VAE's inverted image scale (as CogVideoX1.5-5B-I2V).
     """
     import torch
-    from diffusers import AutoencoderKLCogVideoX, CogVideoXPipeline, CogVideoXTransformer3DModel
+    from diffusers import (AutoencoderKLCogVideoX, CogVideoXImageToVideoPipeline, CogVideoXPipeline,
+                           CogVideoXTransformer3DModel)
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
@@ -59,15 +64,18 @@ def build_tiny_pipeline(
         down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
         block_out_channels=(8, 8, 8, 8), temporal_compression_ratio=4,
         sample_height=sample_size[0] * 8, sample_width=sample_size[1] * 8,
+        invert_scale_latents=i2v and patch_t is not None,
     )
+    extra = {} if patch_t is None else {"patch_size_t": patch_t, "patch_bias": False, "use_learned_positional_embeddings": False}
+    if i2v:  # 1.5-I2V's ofs embedding is added to the time embedding: the same width
+        extra.update({"use_learned_positional_embeddings": True} if patch_t is None else {"ofs_embed_dim": 8})
     transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=4, out_channels=4,
+        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=8 if i2v else 4, out_channels=4,
         time_embed_dim=8, text_embed_dim=32, num_layers=layers, sample_height=sample_size[0],
         sample_width=sample_size[1], sample_frames=9, patch_size=2, temporal_compression_ratio=4,
-        max_text_seq_length=text_len, use_rotary_positional_embeddings=rope,
-        **({} if patch_t is None else {"patch_size_t": patch_t, "patch_bias": False, "use_learned_positional_embeddings": False}),
+        max_text_seq_length=text_len, use_rotary_positional_embeddings=rope, **extra,
     )
-    pipe = CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+    pipe = (CogVideoXImageToVideoPipeline if i2v else CogVideoXPipeline)(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                              scheduler=_cogvideox_scheduler(scheduler))
     path = Path(path)
     pipe.save_pretrained(path)
@@ -90,6 +98,20 @@ def build_tiny_cogvideox15_pipeline(path: str | os.PathLike, *, layers: int = 2,
     (patch_size_t 2, no patch bias), RoPE on the slice grid, build_tiny_pipeline's VAE, T5 and tokenizer."""
     return build_tiny_pipeline(path, rope=True, layers=layers, heads=heads, head_dim=head_dim, sample_size=sample_size,
                                seed=seed, scheduler=scheduler, patch_t=2)
+
+
+COGVIDEOX_I2V_VARIANTS = ("1.0-i2v", "1.5-i2v")
+
+
+def build_tiny_cogvideox_i2v_pipeline(path: str | os.PathLike, *, variant: str = "1.0-i2v", seed: int = 0,
+                                      scheduler: str = "dpm") -> Path:
+    """Save a tiny random CogVideoXImageToVideoPipeline to `path` and return it: 1.0-i2v as CogVideoX-5B-I2V (RoPE and
+    a learned positional embedding, usable only at its 9 frames of 32x48), 1.5-i2v as CogVideoX1.5-5B-I2V (temporal
+    patches of 2, ofs, the inverted image scale)."""
+    if variant not in COGVIDEOX_I2V_VARIANTS:
+        raise ValueError(f"variant must be one of {COGVIDEOX_I2V_VARIANTS}, got {variant!r}")
+    return build_tiny_pipeline(path, rope=True, seed=seed, scheduler=scheduler, i2v=True,
+                               patch_t=2 if variant == "1.5-i2v" else None)
 
 
 WAN_VARIANTS = ("2.1", "2.2-a14b", "2.2-ti2v-5b", "2.1-i2v", "2.2-i2v-a14b")
@@ -180,12 +202,13 @@ def _moving_square(frames: int = 9, height: int = 32, width: int = 48):
     return video
 
 
-if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --cogvideox15 | --wan | --wan2.2-a14b | --wan2.2-ti2v-5b]
+if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --cogvideox15 | --cogvideox-i2v | --cogvideox15-i2v | --wan ...]
     import sys
 
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     if not args:
-        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos | --cogvideox15 | --wan | --wan2.2-a14b | --wan2.2-ti2v-5b]")
+        sys.exit("usage: python -m ditflow.tiny OUT_DIR [--sincos | --cogvideox15 | --cogvideox-i2v | --cogvideox15-i2v | --wan "
+                 "| --wan2.2-a14b | --wan2.2-ti2v-5b]")
     out = Path(args[0])
     if (out / "model_index.json").is_file():
         print(out)
@@ -193,6 +216,8 @@ if __name__ == "__main__":  # python -m ditflow.tiny OUT_DIR [--sincos | --cogvi
         print(build_tiny_wan_pipeline(out))
     elif "--wan2.2-a14b" in sys.argv or "--wan2.2-ti2v-5b" in sys.argv:
         print(build_tiny_wan_pipeline(out, variant="2.2-a14b" if "--wan2.2-a14b" in sys.argv else "2.2-ti2v-5b"))
+    elif "--cogvideox-i2v" in sys.argv or "--cogvideox15-i2v" in sys.argv:
+        print(build_tiny_cogvideox_i2v_pipeline(out, variant="1.5-i2v" if "--cogvideox15-i2v" in sys.argv else "1.0-i2v"))
     elif "--cogvideox15" in sys.argv:
         print(build_tiny_cogvideox15_pipeline(out))
     else:

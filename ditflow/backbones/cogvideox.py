@@ -31,9 +31,9 @@ class CogVideoXSettings:
     """The guide settings only CogVideoX understands. None: the model's default."""
 
     scheduler: str | None = field(default=None, metadata=rule(
-        "dpm or ddim. [default: dpm for 5b and 1.5-5b, ddim for 2b, the folder's own otherwise]", choices=SCHEDULERS))
+        "dpm or ddim. [default: dpm for 5b, 1.5-5b and the I2V presets, ddim for 2b, the folder's own otherwise]", choices=SCHEDULERS))
     dynamic_cfg: bool | None = field(default=None, metadata=rule(
-        "Dynamic CFG schedule (the 5b paper runs'; needs --cfg above 1). [default: on for 5b and 1.5-5b, off otherwise]"))
+        "Dynamic CFG schedule (the 5b paper runs'; needs --cfg above 1). [default: on for 5b, 1.5-5b and the I2V presets, off otherwise]"))
 
 
 PRESETS: dict[str, ModelPreset] = {
@@ -265,8 +265,12 @@ class CogVideoXBackbone(Backbone):
                 else:
                     stack.enter_context(_sincos_replaced(self.transformer, positions, self.sincos_embedding(geo)))
             ts = t.expand(x.shape[0]).to(x.device)
-            return self.transformer(hidden_states=x.to(self.dtype), encoder_hidden_states=text,
-                                    timestep=ts, image_rotary_emb=rope, return_dict=False)[0]
+            return self.transformer(hidden_states=x.to(self.dtype), encoder_hidden_states=text, timestep=ts,
+                                    image_rotary_emb=rope, return_dict=False, **self.transformer_inputs(x))[0]
+
+    def transformer_inputs(self, x) -> dict[str, Any]:
+        """Further keyword inputs of the transformer for latents x (image-to-video 1.5: ofs)."""
+        return {}
 
     def predict(self, x, t, text, scale, geo, positions=None, cond=None):
         """CFG in one batch of two (negative, positive), as CogVideoXPipeline."""

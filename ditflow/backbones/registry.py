@@ -18,13 +18,14 @@ from ..config import ExtractConfig, GuideConfig
 from ..errors import InputError, ModelUnavailable
 from .base import Backbone, Geometry
 from .cogvideox import CogVideoXBackbone
+from .cogvideox_i2v import CogVideoXI2VBackbone
 from .preset import MODEL_DEFAULTS, ModelPreset
 from .digests import weights_digest
 from .source import find_folder, pipeline_class, read_config, read_json_object, toy_vocabulary
 from .wan import WanBackbone
 from .wan_i2v import WanI2VBackbone
 
-ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone, WanI2VBackbone)
+ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone, WanI2VBackbone, CogVideoXI2VBackbone)
 PRESETS: dict[str, ModelPreset] = {k: v for a in ADAPTERS for k, v in a.presets.items()}
 ALIASES: dict[str, str] = {k: v for a in ADAPTERS for k, v in a.aliases.items()}
 # Folders that come with ditflow: (where, how to make it when it is missing)
@@ -40,7 +41,7 @@ def model_names() -> tuple[str, ...]:
 
 def model_help() -> str:
     """--model's help, from the registry."""
-    families = " or ".join(a.family for a in ADAPTERS)
+    families = " or ".join(dict.fromkeys(a.family for a in ADAPTERS))  # a family's I2V adapter: named once
     return f"{', '.join(model_names())}, a Hugging Face id or a local diffusers folder ({families})."
 
 
