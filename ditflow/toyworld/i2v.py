@@ -125,7 +125,8 @@ def judge(i2v_folder: Path, base: Path, n: int, steps: int = 50, log=print) -> d
     for seed, clip in held_out_clips(n, frames, size, size, world.radius, shapes=world.shapes):
         image = clip.frames[0]
         kw = dict(prompt=clip.prompt, height=size, width=size, num_frames=frames, num_inference_steps=steps,
-                  guidance_scale=2.5, output_type="np")
+                  guidance_scale=2.5, output_type="np",  # the toy's CFG and its 16 text tokens (the pipeline pads to 226)
+                  max_sequence_length=t2v.transformer.config.max_text_seq_length)
         a = i2v(image=Image.fromarray(image), generator=torch.Generator().manual_seed(seed), **kw).frames[0]
         b = t2v(generator=torch.Generator().manual_seed(seed), **kw).frames[0]
         row = {"seed": seed, "prompt": clip.prompt}
