@@ -72,7 +72,7 @@ class ExtractConfig:
         ge=0))
     timestep: int | None = field(default=None, metadata=rule(
         "Noise the reference to this timestep before the extraction forward (0: the clean latent, the paper). "
-        "[default: the model's: 0; 500 for wan2.2-a14b, whose guided expert only knows noisy inputs]", ge=0, le=999))
+        "[default: the model's: 0; 500 for the Wan 2.2 A14B models, whose guided expert only knows noisy inputs]", ge=0, le=999))
     seed: int = field(default=1, metadata=rule("Seed of the noise --timestep adds.", ge=0, le=MAX_SEED))
     crop: str = field(default="none", metadata=rule(
         "none: squash the video to the model's height and width; center: first crop its largest centred region of "
