@@ -19,7 +19,7 @@ TINY_SIZE  ?= --frames 9 --height 32 --width 48 --blocks 1
 TINY_GUIDE ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 OUT     ?= out
 
-.PHONY: install test test-shipped docs ui demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-extract-timestep probe-text probe-sampler probe-renoise toy-reference
+.PHONY: install test test-shipped docs ui demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-extract-timestep probe-text probe-sampler probe-renoise toy-reference toy-i2v
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -83,6 +83,10 @@ toy-model:
 	@if [ "$(RECIPE)" = v9 ] && [ ! -f out/toy-v8/model_index.json ]; then \
 	  $(PY) -m ditflow.toyworld.train --recipe v8 --workers $(WORKERS) --work out/toy-train-v8 --out out/toy-v8; fi
 	$(PY) -m ditflow.toyworld.train --recipe $(RECIPE) --workers $(WORKERS) --work out/toy-train-$(RECIPE) --out assets/toy-cogvideox
+
+# The toy model as an image-to-video one (docs/toy-model.md): convert, fine-tune MINUTES, judge frame 0
+toy-i2v: $(VENV_STAMP)
+	$(PY) -m ditflow.toyworld.i2v --base assets/toy-cogvideox --out out/toy-i2v --minutes $(or $(MINUTES),45)
 
 # The chain: each stage prints one hash on stdout, the next stage takes it.
 transfer: $(VENV_STAMP)
