@@ -13,15 +13,15 @@ The guided latent is only the noisy one: the condition is a constant of every fo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .base import Geometry
-from .preset import ModelPreset, with_folder_defaults
+from .preset import ModelPreset
 from .wan import WanBackbone
-from .wan_presets import I2V_ALIASES, I2V_LAYOUTS, I2V_PRESETS, PIPELINE_CFG, PRESETS, layout
+from .wan_presets import I2V_ALIASES, I2V_LAYOUTS, I2V_PRESETS, folder_preset
 
 if TYPE_CHECKING:
     pass
@@ -45,14 +45,7 @@ class WanI2VBackbone(WanBackbone):
     @classmethod
     def folder_preset(cls, model, folder, defaults) -> ModelPreset:
         """A released I2V layout's preset, else the pipeline's own defaults (480x832, 81 frames, CFG 5, fp32)."""
-        shape = layout(folder)
-        known = I2V_LAYOUTS.get(shape)
-        if known:
-            preset = replace(I2V_PRESETS[known], source=model)
-        else:
-            preset = replace(PRESETS["wan-1.3b"], source=model, dtype="float32", guidance_blocks=(shape[1] // 2,),
-                             cfg=PIPELINE_CFG, negative_prompt="", frames=81, family={"cfg_low_noise": None})
-        return with_folder_defaults(preset, defaults, model, cls.setting_names()) if defaults else preset
+        return folder_preset(model, folder, defaults, cls.setting_names(), I2V_PRESETS, I2V_LAYOUTS)
 
     @classmethod
     def pipeline_type(cls):

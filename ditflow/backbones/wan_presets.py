@@ -88,13 +88,15 @@ def layout(folder: Path) -> tuple[int, int, Any, int]:
     return experts, int(cfg.get("num_layers", 30)), cfg.get("num_attention_heads"), int(cfg.get("in_channels", 16))
 
 
-def folder_preset(model: str, folder: Path, defaults: dict[str, Any] | None, family_names) -> ModelPreset:
-    """A released layout's preset (a local copy of it), else what WanPipeline.from_pretrained(folder) does by
-    default (so an unguided run equals it); then the folder's ditflow.json."""
+def folder_preset(model: str, folder: Path, defaults: dict[str, Any] | None, family_names,
+                  presets: dict[str, ModelPreset] = PRESETS, layouts: dict[tuple, str] = LAYOUTS) -> ModelPreset:
+    """A released layout's preset (a local copy of it; `presets`/`layouts`: text- or image-to-video ones), else what
+    the pipeline's from_pretrained(folder) does by default (so an unguided run equals it: WanPipeline and
+    WanImageToVideoPipeline share 480x832, 81 frames, CFG 5); then the folder's ditflow.json."""
     shape = layout(folder)
-    known = LAYOUTS.get(shape)
+    known = layouts.get(shape)
     if known:
-        preset = replace(PRESETS[known], source=model)
+        preset = replace(presets[known], source=model)
     else:
         preset = replace(PRESETS["wan-1.3b"], source=model, dtype="float32", guidance_blocks=(shape[1] // 2,),
                          cfg=PIPELINE_CFG, negative_prompt="", frames=81, family={"cfg_low_noise": None})
