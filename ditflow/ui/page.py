@@ -103,6 +103,16 @@ def build(runner: Runner, title: str = "ditflow") -> gr.Blocks:
 
 
 
+def _run_controls(label: str, run_id: str, hash_id: str) -> tuple:
+    """A stage's run and cancel buttons, its message slot for errors no field owns, and where its hash shows:
+    (run, cancel, general, hash_md)."""
+    with gr.Row():
+        run = gr.Button(label, variant="primary", elem_id=run_id)
+        cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=100)
+    general = gr.Markdown(visible=False, elem_classes="dtf-error")
+    return run, cancel, general, gr.Markdown(elem_classes="dtf-hash", elem_id=hash_id)
+
+
 def _wire_cancel(button, runner: Runner) -> None:
     def cancel(request: gr.Request) -> None:
         runner.cancel(request.session_hash)
@@ -121,11 +131,7 @@ def _reference_tab(runner: Runner, preset) -> dict:
     video_error = gr.Markdown(visible=False, elem_classes="dtf-error")
     with gr.Accordion("extraction settings (blank: the model's default)", open=False):
         form = Form(forms.extract_fields(preset), columns=4)
-    with gr.Row():
-        run = gr.Button("Extract", variant="primary", elem_id="dtf-extract")
-        cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=100)
-    general = gr.Markdown(visible=False, elem_classes="dtf-error")
-    hash_md = gr.Markdown(elem_classes="dtf-hash", elem_id="dtf-amf-hash")
+    run, cancel, general, hash_md = _run_controls("Extract", "dtf-extract", "dtf-amf-hash")
     with gr.Row():
         ref_video = gr.Video(label="reference (as the model sees it)", interactive=False, loop=True, autoplay=True,
                              elem_id="dtf-ref-video", elem_classes="dtf-pic")
@@ -187,11 +193,7 @@ def _generate_tab(runner: Runner, preset) -> dict:
         scores = gr.Checkbox(label="score: motion fidelity and CLIP score (when their weights are present)", value=True)
     with gr.Accordion("model settings (blank: the model's default, as on the CLI)", open=False):
         form = Form(forms.guide_fields(preset), columns=3)
-    with gr.Row():
-        run = gr.Button("Generate", variant="primary", elem_id="dtf-generate")
-        cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=100)
-    general = gr.Markdown(visible=False, elem_classes="dtf-error")
-    hash_md = gr.Markdown(elem_classes="dtf-hash", elem_id="dtf-gen-hash")
+    run, cancel, general, hash_md = _run_controls("Generate", "dtf-generate", "dtf-gen-hash")
     compare = gr.Video(label="reference | backbone | result (viz compare)", interactive=False, loop=True, autoplay=True,
                        elem_id="dtf-compare", elem_classes="dtf-pic")
     with gr.Row():
@@ -240,11 +242,7 @@ def _reuse_tab(runner: Runner) -> dict:
     prompt_error = gr.Markdown(visible=False, elem_classes="dtf-error")
     with gr.Accordion("settings (blank: the source run's)", open=False):
         form = Form(forms.inject_fields(), columns=3)
-    with gr.Row():
-        run = gr.Button("Inject", variant="primary", elem_id="dtf-inject")
-        cancel = gr.Button("Cancel", variant="stop", scale=0, min_width=100)
-    general = gr.Markdown(visible=False, elem_classes="dtf-error")
-    hash_md = gr.Markdown(elem_classes="dtf-hash", elem_id="dtf-inject-hash")
+    run, cancel, general, hash_md = _run_controls("Inject", "dtf-inject", "dtf-inject-hash")
     compare = gr.Video(label="reference | source run | injected", interactive=False, loop=True, autoplay=True,
                        elem_id="dtf-inject-video", elem_classes="dtf-pic")
     slots = [("--emb", emb_error), ("--prompt", prompt_error), *zip([f.flag for f in form.fields], form.errors)]
