@@ -41,6 +41,16 @@ def store(tmp_path):
 
 
 @pytest.fixture
+def empty_hf_home(tmp_path, monkeypatch):
+    """No model weights anywhere: an empty HOME and Hugging Face cache, offline, and a cache of this test's own."""
+    home = tmp_path / "home"
+    for var, value in {"HOME": home, "HF_HOME": home / "hf", "HF_HUB_OFFLINE": "1", "DITFLOW_CACHE": tmp_path / "c"}.items():
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    return home
+
+
+@pytest.fixture
 def runtime():
     return RuntimeOptions(device="cpu", quiet=True)
 

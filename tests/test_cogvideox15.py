@@ -179,11 +179,7 @@ def test_a_batch_row_runs(tiny15, ref_video, tmp_path, monkeypatch, capsys):
     assert len(rows) == 1 and rows[0]["status"] == "ok" and len(rows[0]["gen"]) == 64
 
 
-def test_cli_model_15_without_weights_is_one_line(tmp_path, monkeypatch, capsys, ref_video):
-    home = tmp_path / "home"
-    for var, value in {"HOME": home, "HF_HOME": home / "hf", "HF_HUB_OFFLINE": "1", "DITFLOW_CACHE": tmp_path / "c"}.items():
-        monkeypatch.setenv(var, str(value))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+def test_cli_model_15_without_weights_is_one_line(empty_hf_home, tmp_path, monkeypatch, capsys, ref_video):
     code, out, err = run_cli(["extract", ref_video, "--model", "1.5-5b", "-q"], capsys, monkeypatch)
     lines = err.strip().splitlines()
     assert code == 6 and out == "" and len(lines) == 1

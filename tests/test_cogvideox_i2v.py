@@ -194,11 +194,7 @@ def test_a_learned_embedding_at_another_shape_is_exit_2_before_loading(folder, v
 
 @pytest.mark.parametrize("name,hub", [("cogvideox-5b-i2v", "THUDM/CogVideoX-5b-I2V"),
                                       ("cogvideox1.5-5b-i2v", "THUDM/CogVideoX1.5-5B-I2V")])
-def test_named_preset_without_weights_is_one_line_exit_6(name, hub, tmp_path, monkeypatch, capsys, ref_video):
-    home = tmp_path / "home"
-    for var, value in {"HOME": home, "HF_HOME": home / "hf", "HF_HUB_OFFLINE": "1", "DITFLOW_CACHE": tmp_path / "c"}.items():
-        monkeypatch.setenv(var, str(value))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+def test_named_preset_without_weights_is_one_line_exit_6(empty_hf_home, name, hub, tmp_path, monkeypatch, capsys, ref_video):
     code, out, err = run_cli(["extract", ref_video, "--model", name, "-q"], capsys, monkeypatch)
     assert code == 6 and f"hf download {hub}" in one_error_line(err)
 

@@ -134,13 +134,9 @@ def test_cogvideox_settings_are_refused_before_loading(wan_amf, wan_store, famil
               runtime=RUNTIME, store=wan_store)
 
 
-def test_presets_and_missing_weights(tmp_path, monkeypatch, ref_video):
+def test_presets_and_missing_weights(empty_hf_home, tmp_path, ref_video):
     from ditflow.backbones import ALIASES, PRESETS
 
-    home = tmp_path / "home"
-    for var, value in {"HOME": home, "HF_HOME": home / "hf", "HF_HUB_OFFLINE": "1"}.items():
-        monkeypatch.setenv(var, str(value))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     assert PRESETS["wan-1.3b"].source == "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
     assert PRESETS[ALIASES["Wan-AI/Wan2.1-T2V-14B-Diffusers"]].guidance_blocks == (20,)
     with pytest.raises(ModelUnavailable) as err:
@@ -159,13 +155,9 @@ def test_unsupported_pipeline_class_is_one_line(tmp_path):
     assert "\n" not in message and "FluxPipeline" in message and "CogVideoXPipeline, WanPipeline" in message
 
 
-def test_cli_model_wan_without_weights_is_one_line(tmp_path, monkeypatch, capsys, ref_video):
+def test_cli_model_wan_without_weights_is_one_line(empty_hf_home, tmp_path, monkeypatch, capsys, ref_video):
     from helpers import run_cli
 
-    home = tmp_path / "home"
-    for var, value in {"HOME": home, "HF_HOME": home / "hf", "HF_HUB_OFFLINE": "1", "DITFLOW_CACHE": tmp_path / "c"}.items():
-        monkeypatch.setenv(var, str(value))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     code, out, err = run_cli(["extract", ref_video, "--model", "wan-1.3b", "-q"], capsys, monkeypatch)
     lines = err.strip().splitlines()
     assert code == 6 and out == "" and len(lines) == 1

@@ -183,11 +183,7 @@ def test_a_folder_with_a_released_layout_gets_its_preset(tmp_path, shape, preset
 
 @pytest.mark.parametrize("name,hub", [("wan2.2-a14b", "Wan-AI/Wan2.2-T2V-A14B-Diffusers"),
                                       ("wan2.2-ti2v-5b", "Wan-AI/Wan2.2-TI2V-5B-Diffusers")])
-def test_cli_named_preset_without_weights_is_one_line_exit_6(name, hub, tmp_path, monkeypatch, capsys, ref_video):
-    home = tmp_path / "home"
-    for var, value in {"HOME": home, "HF_HOME": home / "hf", "HF_HUB_OFFLINE": "1", "DITFLOW_CACHE": tmp_path / "c"}.items():
-        monkeypatch.setenv(var, str(value))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+def test_cli_named_preset_without_weights_is_one_line_exit_6(empty_hf_home, name, hub, tmp_path, monkeypatch, capsys, ref_video):
     code, out, err = run_cli(["extract", ref_video, "--model", name, "-q"], capsys, monkeypatch)
     assert code == 6 and out == ""
     assert f"hf download {hub}" in one_error_line(err)

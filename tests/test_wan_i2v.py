@@ -170,11 +170,7 @@ def test_image_on_a_text_to_video_model_is_exit_2_before_loading(tmp_path, ref_v
 
 @pytest.mark.parametrize("name,hub", [("wan-i2v-14b-480p", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers"),
                                       ("wan2.2-i2v-a14b", "Wan-AI/Wan2.2-I2V-A14B-Diffusers")])
-def test_named_preset_without_weights_is_one_line_exit_6(name, hub, tmp_path, monkeypatch, capsys, ref_video):
-    home = tmp_path / "home"
-    for var, value in {"HOME": home, "HF_HOME": home / "hf", "HF_HUB_OFFLINE": "1", "DITFLOW_CACHE": tmp_path / "c"}.items():
-        monkeypatch.setenv(var, str(value))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+def test_named_preset_without_weights_is_one_line_exit_6(empty_hf_home, name, hub, tmp_path, monkeypatch, capsys, ref_video):
     code, out, err = run_cli(["extract", ref_video, "--model", name, "-q"], capsys, monkeypatch)
     assert code == 6 and f"hf download {hub}" in one_error_line(err)
 
