@@ -4,6 +4,9 @@ DITFLOW ?= .venv/bin/ditflow
 TOY_VIDEO  ?= assets/toy-reference.gif
 TOY_PROMPT ?= a blue bar on a white background
 TOY_PROMPT2 ?= a green triangle on a grey background
+# the demo's image-to-video row: the toy I2V model animates TOY_IMAGE (TOY_PROMPT's object where the reference's starts)
+TOY_I2V   ?= assets/toy-cogvideox-i2v
+TOY_IMAGE ?= assets/toy-image.png
 # `make transfer`: out of the box, the trained toy model at its own sizes and settings (its ditflow.json) on
 # the demo's reference; MODEL=5b VIDEO=... PROMPT=... GUIDE= for the paper's
 VIDEO   ?= $(TOY_VIDEO)
@@ -19,7 +22,7 @@ TINY_SIZE  ?= --frames 9 --height 32 --width 48 --blocks 1
 TINY_GUIDE ?= --opt-mode emb --steps 10 --guidance-range 10,5 --lr 0.05,0.05 --cfg 6
 OUT     ?= out
 
-.PHONY: install test test-shipped docs ui demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-extract-timestep probe-text probe-sampler probe-renoise toy-reference toy-i2v
+.PHONY: install test test-shipped docs ui demo demo-tiny transfer tiny-model toy-model clean-demo bench-quality bench-scale bench-davis probe-amf probe-extract-timestep probe-text probe-sampler probe-renoise toy-reference toy-i2v toy-image
 .DEFAULT_GOAL := help
 .PHONY: help
 
@@ -84,9 +87,10 @@ toy-model:
 	  $(PY) -m ditflow.toyworld.train --recipe v8 --workers $(WORKERS) --work out/toy-train-v8 --out out/toy-v8; fi
 	$(PY) -m ditflow.toyworld.train --recipe $(RECIPE) --workers $(WORKERS) --work out/toy-train-$(RECIPE) --out assets/toy-cogvideox
 
-# The toy model as an image-to-video one (docs/toy-model.md): convert, fine-tune MINUTES, judge frame 0
+# The toy model as an image-to-video one (docs/toy-model.md): convert, fine-tune MINUTES, judge frame 0 (a
+# folder that exists is only judged again: TOY_I2V=out/another to train a new one)
 toy-i2v: $(VENV_STAMP)
-	$(PY) -m ditflow.toyworld.i2v --base assets/toy-cogvideox --out out/toy-i2v --minutes $(or $(MINUTES),45)
+	$(PY) -m ditflow.toyworld.i2v --base assets/toy-cogvideox --out $(TOY_I2V) --minutes $(or $(MINUTES),45)
 
 # The chain: each stage prints one hash on stdout, the next stage takes it.
 transfer: $(VENV_STAMP)
@@ -109,11 +113,20 @@ demo: $(VENV_STAMP)
 	$(DITFLOW) eval $$BASE --reference $$AMF --tracker lk --metrics mf --json-out $(OUT)/demo-eval-backbone.json --overwrite > /dev/null && \
 	CMP=$$($(DITFLOW) viz compare $$AMF $$BASE $$GEN $$INJ --labels reference,backbone,ditflow,injected --out $(OUT)/demo-compare.mp4 --overwrite) && \
 	STRIP=$$($(DITFLOW) viz compare $$AMF $$BASE $$GEN $$INJ --labels reference,backbone,ditflow,injected --out $(OUT)/demo-compare.png --overwrite) && \
+	AMF2=$$($(DITFLOW) extract $(TOY_VIDEO) --model toy-i2v) && \
+	BASE2=$$($(DITFLOW) guide --amf $$AMF2 --image $(TOY_IMAGE) --prompt "$(TOY_PROMPT)" --no-guidance --no-injection --out $(OUT)/demo-i2v-backbone.mp4 --overwrite) && \
+	I2V=$$($(DITFLOW) guide --amf $$AMF2 --image $(TOY_IMAGE) --prompt "$(TOY_PROMPT)" --opt-mode emb --out $(OUT)/demo-i2v.mp4 --overwrite) && \
+	$(DITFLOW) eval $$I2V --tracker lk --metrics mf --json-out $(OUT)/demo-i2v-eval.json --overwrite > /dev/null && \
+	$(DITFLOW) eval $$BASE2 --reference $$AMF2 --tracker lk --metrics mf --json-out $(OUT)/demo-i2v-eval-backbone.json --overwrite > /dev/null && \
+	STRIP2=$$($(DITFLOW) viz compare $$AMF2 $(TOY_IMAGE) $$BASE2 $$I2V --labels reference,image,backbone,ditflow --out $(OUT)/demo-i2v-compare.png --overwrite) && \
 	echo "reference AMF   $$AMF ($(TOY_VIDEO))" && echo "backbone video  $$BASE -> $(OUT)/demo-backbone.mp4" && \
 	echo "guided video    $$GEN -> $(OUT)/demo-guided.mp4" && \
 	echo "zero-shot reuse $$INJ -> $(OUT)/demo-injected.mp4 ($(TOY_PROMPT2))" && \
 	echo "motion fidelity $$(python3 -c "import json;print(round(json.load(open('$(OUT)/demo-eval.json'))['motion_fidelity'],3))") guided, $$(python3 -c "import json;print(round(json.load(open('$(OUT)/demo-eval-backbone.json'))['motion_fidelity'],3))") backbone" && \
-	echo "side by side    $$CMP (still: $$STRIP)" && echo "took            $$(( $$(date +%s) - START )) s"
+	echo "side by side    $$CMP (still: $$STRIP)" && \
+	echo "image-to-video  $$I2V -> $(OUT)/demo-i2v.mp4 ($(TOY_IMAGE) moved as the reference; AMF $$AMF2, backbone $$BASE2)" && \
+	echo "motion fidelity $$(python3 -c "import json;print(round(json.load(open('$(OUT)/demo-i2v-eval.json'))['motion_fidelity'],3))") guided, $$(python3 -c "import json;print(round(json.load(open('$(OUT)/demo-i2v-eval-backbone.json'))['motion_fidelity'],3))") backbone (image-to-video; still: $$STRIP2)" && \
+	echo "took            $$(( $$(date +%s) - START )) s"
 
 # The same chain on a tiny *random* model (no weights at all): proves the plumbing, its videos are noise.
 demo-tiny: tiny-model
@@ -134,8 +147,11 @@ clean-demo:
 -include benchmarks/amf.mk
 
 # Motion-transfer quality on the toy model: 20 held-out references, every setup of the paper's table.
+# Then the toy I2V model: each reference's motion on a picture of the new prompt's object where the reference's starts.
+I2V_SETUPS ?= backbone,injection only,DiTFlow latent,DiTFlow emb,zero-shot inject
 bench-quality:
 	$(PY) benchmarks/bench_quality.py --out bench-results/quality.json $(BENCH_QUALITY_ARGS)
+	$(PY) benchmarks/bench_quality.py --model toy-i2v --setups "$(I2V_SETUPS)" --out bench-results/quality-i2v.json $(BENCH_QUALITY_ARGS)
 
 # CogVideoX-2B/5B and Wan 2.1-1.3B/14B built from their configs with random weights (nothing is downloaded):
 # ditflow's default, --fast, --cpu-offload and the paper-style baseline, each in its own process
@@ -145,6 +161,10 @@ bench-scale: $(VENV_STAMP)
 # The demo's reference: held-out world seed 39 (an orange circle on an arc), drawn in the shipped model's world.
 toy-reference:
 	$(PY) -c "from ditflow.toyworld.references import model_world_clip; from ditflow.video import write_video; write_video(model_world_clip(39, 'assets/toy-cogvideox').frames, 'assets/toy-reference.gif', overwrite=True)"
+
+# The demo's image: a blue bar on white drawn where the reference's orange circle starts, at its size.
+toy-image:
+	$(PY) -c "from PIL import Image; from ditflow.toyworld.references import model_world_clip; from ditflow.toyworld.world import draw_still; c = model_world_clip(39, 'assets/toy-cogvideox'); Image.fromarray(draw_still('blue', 'bar', c.trajectories[0][0], c.radii[0], 'plain', 'white', *c.frames.shape[1:3])).save('$(TOY_IMAGE)')"
 
 # Which block's AMF sees the true motion at which noise level (picks the toy model's guidance block/range).
 probe-amf:

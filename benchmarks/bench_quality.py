@@ -41,7 +41,7 @@ from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions  # noqa: E
 from ditflow.config_file import apply_overrides  # noqa: E402
 from ditflow.toyworld import judge  # noqa: E402
 from ditflow.toyworld.references import held_out_clips, model_world  # noqa: E402
-from ditflow.toyworld.world import BG_COLOURS, COLOURS, SHAPES, World  # noqa: E402
+from ditflow.toyworld.world import BG_COLOURS, COLOURS, SHAPES, World, draw_still, prompt_text  # noqa: E402
 
 SETUPS: dict[str, dict] = {
     "backbone": {"guidance": False, "injection": False},
@@ -61,20 +61,39 @@ def references(n: int, frames: int, size: int, world: World,
     return held_out_clips(n, frames, size, size, world.radius, motions, world.shapes)
 
 
-def new_prompt(seed: int, clip, salt: int = 0, shapes: tuple[str, ...] = SHAPES) -> str:
-    """A prompt with another colour, shape (of the world's `shapes`) and background colour than the
-    reference's, from its seed."""
+def new_scene(seed: int, clip, salt: int = 0, shapes: tuple[str, ...] = SHAPES) -> tuple[str, str, str, str]:
+    """(colour, shape, background kind, background colour) of a prompt with another colour, shape (of the world's
+    `shapes`) and background colour than the reference's, from its seed."""
     rng = np.random.default_rng(1_000_003 * (salt + 1) + seed)
     colour = str(rng.choice([c for c in COLOURS if c not in clip.colours]))
     shape = str(rng.choice([s for s in shapes if s not in clip.shapes]))
     bg = str(rng.choice([c for c in BG_COLOURS if c != colour]))
     kind = str(rng.choice(["plain", "gradient"]))
-    article = "an" if colour[0] in "aeiou" else "a"
-    return f"{article} {colour} {shape} on a {bg} {'gradient ' if kind == 'gradient' else ''}background"
+    return colour, shape, kind, bg
+
+
+def new_prompt(seed: int, clip, salt: int = 0, shapes: tuple[str, ...] = SHAPES) -> str:
+    """The prompt of `new_scene`: "a red circle on a grey gradient background"."""
+    colour, shape, kind, bg = new_scene(seed, clip, salt, shapes)
+    return prompt_text([(colour, shape)], kind, bg)
+
+
+def new_image(seed: int, clip, folder: Path, salt: int = 0, shapes: tuple[str, ...] = SHAPES) -> Path:
+    """An image-to-video run's picture (a png under `folder`): `new_scene`'s object drawn where the reference's
+    object starts, at its size, so the reference's motion has its object to move (the AMF is per position)."""
+    colour, shape, kind, bg = new_scene(seed, clip, salt, shapes)
+    out = folder / f"seed{seed:04d}-{salt}.png"
+    if not out.exists():
+        from PIL import Image
+
+        h, w = clip.frames.shape[1:3]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(draw_still(colour, shape, clip.trajectories[0][0], clip.radii[0], kind, bg, h, w, seed)).save(out)
+    return out
 
 
 def judge_video(frames: np.ndarray, prompt: str, clip, ref_frames: np.ndarray, evaluator,
-                world: World) -> dict:
+                world: World, image: np.ndarray | None = None) -> dict:
     max_area = judge.max_area_for(world.radius)  # the largest blob the judge takes for an object of this world
     match = judge.prompt_match(frames, prompt, max_area, world.shapes)
     path = judge.centroid_path(match.mask)  # the first object's mask, which object_mask would find again
@@ -82,7 +101,9 @@ def judge_video(frames: np.ndarray, prompt: str, clip, ref_frames: np.ndarray, e
     mf = evaluator.score(frames, ref_frames, None).get("motion_fidelity")
     return {"prompt_match": bool(match.ok), "colour_match": bool(match.colour), "shape_match": bool(match.shape),
             "rel_path_error": rel, "abs_path_error": ab, "mf": mf,
-            "background_residue": judge.background_residual(frames, prompt, max_area)}
+            "background_residue": judge.background_residual(frames, prompt, max_area),
+            # image-to-video: how far frame 0 is from the picture it animates (mean absolute error, 0-255)
+            **({} if image is None else {"frame0_error": float(np.abs(frames[0].astype(int) - image.astype(int)).mean())})}
 
 
 def mean_of(values: list[float]) -> float | None:
@@ -104,7 +125,7 @@ def summarise(rows: list[dict]) -> dict:
 
     return {"videos": len(rows), "mf": mean("mf"), "rel_path_error": mean("rel_path_error"),
             "abs_path_error": mean("abs_path_error"), "median_rel_path_error": median("rel_path_error"),
-            "background_residue": mean("background_residue"),
+            "background_residue": mean("background_residue"), "frame0_error": mean("frame0_error"),
             "object_found": float(np.mean([np.isfinite(r["rel_path_error"]) for r in rows])),
             "prompt_match": float(np.mean([r["prompt_match"] for r in rows])), "colour_match": float(np.mean([r["colour_match"] for r in rows])),
             "seconds_per_video": mean_of([r["seconds"] for r in rows if not r.get("from_store")]),
@@ -134,6 +155,7 @@ def main() -> None:
     from ditflow.eval import EvalSettings, Evaluator
     from ditflow.store import Store
     from ditflow.video import write_video
+    from PIL import Image
 
     setups = dict(SETUPS)
     if args.setups_file:
@@ -150,6 +172,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     resolved = resolve_model(args.model)
     pre = resolved.preset
+    i2v = resolved.adapter.needs_image  # each run animates a picture of its prompt's object (new_image)
     store = Store(args.work / "store")
     runtime = RuntimeOptions(quiet=True)
     evaluator = Evaluator(EvalSettings(metrics=("mf",), tracker="lk"))
@@ -189,12 +212,15 @@ def main() -> None:
                     if src is None:
                         continue
                     use_prompt = new_prompt(seed, clip, salt=1, shapes=world.shapes)
-                    gen = ditflow.inject(src.hash, ditflow.InjectConfig(prompt=use_prompt), runtime=runtime, store=store)
+                    image = new_image(seed, clip, args.work / "images", 1, world.shapes) if i2v else None
+                    gen = ditflow.inject(src.hash, ditflow.InjectConfig(prompt=use_prompt), image=image,
+                                         runtime=runtime, store=store)
                 else:
                     use_prompt = prompt
                     source = amf_of(spec.pop("blocks", None))
                     cfg = apply_overrides(GuideConfig(prompt=prompt, seed=noise_seed), spec)
-                    gen = ditflow.guide(source.hash, cfg, runtime=runtime, store=store)
+                    image = new_image(seed, clip, args.work / "images", 0, world.shapes) if i2v else None
+                    gen = ditflow.guide(source.hash, cfg, image=image, runtime=runtime, store=store)
                 made[name] = gen
                 seconds = time.time() - t0
                 row = {"setup": name, "ref_seed": seed, "noise_seed": noise_seed, "motion": clip.motion,
@@ -202,7 +228,8 @@ def main() -> None:
                        "sample_seconds": gen.meta.get("seconds", {}).get("sample"),
                        "from_store": gen.hash in stored,
                        "amf": source.hash[:12] if source is not None else None,
-                       **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator, world)}
+                       **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator, world,
+                                     None if image is None else np.asarray(Image.open(image).convert("RGB")))}
                 rows.append(row)
                 if args.save_videos:
                     out = args.work / "videos" / f"seed{seed:04d}-n{noise_seed}-{name.replace(' ', '_')}.mp4"
@@ -258,14 +285,18 @@ def table(result: dict) -> str:
     def ratio(v):
         return "" if not v else f"{v['mf_per_second']:.2f}, {v['path_per_second']:.2f}"
 
+    i2v = any(s.get("frame0_error") is not None for s in result["summary"].values())  # a column for I2V runs
     lines = ["| setup | MF | rel. path error (px) | abs. path error (px) | object found | prompt match (colour) | "
-             "background residue | s / video | s sampling | × first: MF/s, path/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "background residue | " + ("frame-0 error vs image | " if i2v else "") + "s / video | s sampling | "
+             "× first: MF/s, path/s |", "|" + "---|" * (10 + i2v)]
     for name, s in result["summary"].items():
         lines.append(f"| {name} | {num(s['mf'], '{:.3f}')} | {num(s['rel_path_error'])} | {num(s['abs_path_error'])} | "
                      f"{100 * s['object_found']:.0f}% | {100 * s['prompt_match']:.0f}% ({100 * s['colour_match']:.0f}%) | "
-                     f"{num(s['background_residue'], '{:.1f}')} | {num(s['seconds_per_video'], '{:.1f}')} | "
+                     f"{num(s['background_residue'], '{:.1f}')} | "
+                     + (f"{num(s.get('frame0_error'), '{:.1f}')} | " if i2v else "")
+                     + f"{num(s['seconds_per_video'], '{:.1f}')} | "
                      f"{num(s.get('sample_seconds_per_video'), '{:.1f}')} | {ratio(s.get('vs_first'))} |")
-    lines.append(f"| (object that never moves) | | {result['static_rel_path_error']:.2f} | | | | | | | |")
+    lines.append(f"| (object that never moves) | | {result['static_rel_path_error']:.2f} |" + " |" * (7 + i2v))
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ditflow.toyworld import judge
@@ -47,20 +48,75 @@ def test_references_and_prompts_come_from_the_models_world():
         assert shape in COARSE_SHAPES and shape not in clip.shapes
 
 
-@pytest.mark.slow
-def test_a_setup_can_extract_the_reference_from_other_blocks(tmp_path, monkeypatch):
-    """A setups-file table's `blocks` picks the reference AMF's blocks; the others use the model's."""
-    import json
-    import sys
+def test_new_image_draws_the_new_prompts_object_where_the_reference_starts(tmp_path):
+    from PIL import Image
+
+    from ditflow.toyworld.world import COLOURS, COARSE_SHAPES, World
+
+    world = World((0.18, 0.26), COARSE_SHAPES)
+    for seed, clip in bench.references(3, 9, 32, world):
+        path = bench.new_image(seed, clip, tmp_path, 0, world.shapes)
+        image = np.asarray(Image.open(path))
+        (colour, shape), = judge.parse_prompt(bench.new_prompt(seed, clip, shapes=world.shapes)).objects
+        x, y = clip.trajectories[0][0]
+        assert image.shape == clip.frames.shape[1:] and tuple(image[int(y), int(x)]) == COLOURS[colour]
+        match = judge.prompt_match(image[None], bench.new_prompt(seed, clip, shapes=world.shapes),
+                                   judge.max_area_for(world.radius), world.shapes)
+        assert match.colour and np.linalg.norm(judge.centroid_path(match.mask)[0] - (x, y)) < 2
+        assert bench.new_image(seed, clip, tmp_path, 1, world.shapes) != path  # inject's picture: its own prompt's
+
+
+@pytest.fixture(scope="module")
+def tiny_toy(tmp_path_factory):
+    """A tiny toy model trained for a step in its own world (recipe.json), as a text-to-video folder."""
     from dataclasses import replace
 
     from ditflow.toyworld.train import Recipe, train
 
+    tmp = tmp_path_factory.mktemp("tiny-toy")
     recipe = replace(Recipe(), size=32, frames=9, vae_channels=(8, 8, 8), patch=2, heads=2, head_dim=16, layers=2,
                      vae_steps=1, vae_batch=1, steps=1, batch=2, bank=8, decoder_steps=1, text_steps=1, text_batch=2,
                      defaults={"guidance_blocks": [1], "frames": 9, "height": 32, "width": 32, "steps": 3,
                                "guidance_range": [3, 2], "opt_steps": 1, "negative_prompt": ""})
-    model = train(recipe, tmp_path / "work", tmp_path / "toy", quiet=True)
+    return train(recipe, tmp / "work", tmp / "toy", quiet=True)
+
+
+@pytest.mark.slow
+def test_an_image_to_video_model_animates_each_prompts_picture(tiny_toy, tmp_path, monkeypatch):
+    """On an I2V model every run gets new_image's picture (inject its own prompt's) and a frame-0 error."""
+    import json
+    import sys
+
+    from PIL import Image
+
+    from ditflow.artifacts import load
+    from ditflow.store import Store
+    from ditflow.toyworld.i2v import convert, export
+
+    model = export(convert(tiny_toy), tiny_toy, tmp_path / "toy-i2v", steps=0, minutes=0)
+    (tmp_path / "setups.toml").write_text('[guided]\nopt_steps = 1\nopt_mode = "emb"\n[reuse]\ninject_from = "guided"\n')
+    out = tmp_path / "quality.json"
+    monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--model", str(model), "--refs", "1",
+                                      "--setups-file", str(tmp_path / "setups.toml"), "--work", str(tmp_path / "bench"),
+                                      "--out", str(out)])
+    bench.main()
+    result = json.loads(out.read_text())
+    store = Store(tmp_path / "bench" / "store")
+    for row, salt in zip(result["rows"], (0, 1)):
+        picture = np.asarray(Image.open(tmp_path / "bench" / "images" / f"seed{row['ref_seed']:04d}-{salt}.png"))
+        gen = load(store, row["gen"], "gen")
+        np.testing.assert_array_equal(gen.image, picture)
+        assert row["frame0_error"] == pytest.approx(np.abs(gen.frames[0].astype(int) - picture.astype(int)).mean())
+    assert "frame-0 error vs image" in bench.table(result)
+
+
+@pytest.mark.slow
+def test_a_setup_can_extract_the_reference_from_other_blocks(tiny_toy, tmp_path, monkeypatch):
+    """A setups-file table's `blocks` picks the reference AMF's blocks; the others use the model's."""
+    import json
+    import sys
+
+    model = tiny_toy
     (tmp_path / "setups.toml").write_text('[model]\nopt_steps = 1\n[first]\nopt_steps = 1\nblocks = [0]\n')
     out = tmp_path / "quality.json"
     monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--model", str(model), "--refs", "1",

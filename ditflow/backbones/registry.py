@@ -31,6 +31,7 @@ ALIASES: dict[str, str] = {k: v for a in ADAPTERS for k, v in a.aliases.items()}
 # Folders that come with ditflow: (where, how to make it when it is missing)
 SHIPPED: dict[str, tuple[Path, str]] = {
     "toy": (Path(__file__).resolve().parents[2] / "assets" / "toy-cogvideox", "run `make toy-model`"),
+    "toy-i2v": (Path(__file__).resolve().parents[2] / "assets" / "toy-cogvideox-i2v", "run `make toy-i2v`"),
 }
 
 

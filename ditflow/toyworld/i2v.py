@@ -1,7 +1,7 @@
 """A toy image-to-video model: the shipped toy CogVideoX turned into a `CogVideoXImageToVideoPipeline` folder and
 fine-tuned on its own world to start from a given first frame.
 
-    python -m ditflow.toyworld.i2v --base assets/toy-cogvideox --out out/toy-i2v --minutes 45 [--judge 8]
+    python -m ditflow.toyworld.i2v --base assets/toy-cogvideox --out assets/toy-cogvideox-i2v --minutes 45 [--judge 8]
 
 The transformer's patch embedding gets the image latent's channels, zero-initialised, so the converted model
 starts as the text-to-video one; then every weight trains (v-prediction, as stage 2) on world clips whose image
@@ -62,7 +62,8 @@ def finetune(pipe, model: Path, minutes: float, batch: int = 4, lr: float = 2e-4
     rope = None  # for the latent grid, once the first batch is encoded
     opt = torch.optim.AdamW(tr.parameters(), lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(0)
-    deadline, step, total_guess = time.time() + 60 * minutes, 0, int(minutes * 60)  # ~1 step/s on 2 cores
+    start, step = time.time(), 0
+    deadline = start + 60 * minutes
     tr.train()
     vae.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
@@ -83,8 +84,12 @@ def finetune(pipe, model: Path, minutes: float, batch: int = 4, lr: float = 2e-4
         pred = tr(hidden_states=torch.cat([xt, cond], dim=2), encoder_hidden_states=text, timestep=t,
                   image_rotary_emb=rope, return_dict=False)[0]
         loss = torch.nn.functional.mse_loss(pred.float(), v.float())
+        # the cosine ends at the deadline: its step count from the rate so far (a fixed guess of 1 step/s left the
+        # learning rate at 0 for the last fifth of a 2-core run that took 1.25 steps/s)
+        elapsed = time.time() - start
+        total = max(step + 1, int(step * 60 * minutes / elapsed)) if step else int(60 * minutes)
         for g in opt.param_groups:
-            g["lr"] = lr * lr_factor(step, total_guess, warmup=50)
+            g["lr"] = lr * lr_factor(step, total, warmup=50)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(tr.parameters(), 1.0)
@@ -146,7 +151,7 @@ def judge(i2v_folder: Path, base: Path, n: int, steps: int = 50, log=print) -> d
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", type=Path, default=Path("assets/toy-cogvideox"))
-    ap.add_argument("--out", type=Path, default=Path("out/toy-i2v"))
+    ap.add_argument("--out", type=Path, default=Path("assets/toy-cogvideox-i2v"))
     ap.add_argument("--minutes", type=float, default=45.0)
     ap.add_argument("--judge", type=int, default=8, help="held-out clips to judge frame 0 on (0: none)")
     args = ap.parse_args()

@@ -202,6 +202,16 @@ def make_clip(seed: int, frames: int = 17, height: int = 128, width: int = 128, 
                 colours, bg_kind, motion, radii)
 
 
+def draw_still(colour: str, shape: str, centre: tuple[float, float], radius: float, bg_kind: str, bg_colour: str,
+               height: int, width: int, seed: int = 0) -> np.ndarray:
+    """uint8 [H, W, 3]: one object of the world drawn at `centre` (x, y pixels) over a background of the world
+    (its gradient's second colour or texture from `seed`): an image-to-video model's picture, e.g. another
+    object placed where a reference's starts. Its prompt is prompt_text([(colour, shape)], bg_kind, bg_colour)."""
+    img = _background(bg_kind, bg_colour, np.random.default_rng(seed), height, width, 0)
+    img[_shape_mask(shape, *centre, radius, height, width)] = COLOURS[colour]
+    return img.astype(np.uint8)
+
+
 def _shape_regions(clip: Clip, shapes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(covered, ambiguous) bool [T, H, W]: pixels that some of `shapes` would cover at one of the clip's objects
     (its centre and radius), and those where the shapes disagree for one of them. Ambiguity is per object: one
