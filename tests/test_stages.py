@@ -237,6 +237,23 @@ def test_shipped_toy_model_extracts_the_bundled_reference(runtime, store):
     assert amf.grid == (5, 8, 8) and amf.blocks == [6, 7]
 
 
+def test_shipped_toy_i2v_model_extracts_the_bundled_reference(runtime, store):
+    """`--model toy-i2v` is the fine-tuned image-to-video toy in assets/, with the toy's own defaults."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from ditflow.backbones import resolve_model
+    from ditflow.config import ExtractConfig
+    from ditflow.stages import extract
+
+    i2v, t2v = resolve_model("toy-i2v"), resolve_model("toy")
+    assert i2v.adapter.needs_image and not t2v.adapter.needs_image
+    assert replace(i2v.preset, source="") == replace(t2v.preset, source="")  # the same measured defaults
+    ref = Path(__file__).resolve().parents[1] / "assets" / "toy-reference.gif"
+    amf = extract(ref, ExtractConfig(model="toy-i2v"), runtime=runtime, store=store)
+    assert amf.grid == (5, 8, 8) and amf.blocks == [6, 7]
+
+
 def test_toy_model_refuses_words_outside_its_world(runtime):
     """A toy model knows its world's words only: another word would be spelt into tokens it never saw."""
     import pytest
