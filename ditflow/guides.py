@@ -111,7 +111,7 @@ class LatentGuide(Guide):
         return x.detach().float()
 
     def forward_inputs(self, x, var):
-        return var, None
+        return self.model.backbone.guided_latent(var), None
 
     def result(self, x, var, t):
         return var.detach().to(x.dtype), None

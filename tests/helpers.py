@@ -71,6 +71,20 @@ def assert_one_line_error(code, out: str, err: str, text: str, exit_code: int | 
     assert out == ""
 
 
+def watch_latent_steps(monkeypatch) -> list:
+    """(latent before, latent after) of each latent-mode guidance step, as LatentGuide.result sees them."""
+    from ditflow.guides import LatentGuide
+
+    steps, result = [], LatentGuide.result
+
+    def keep(self, x, var, t):
+        steps.append((x.detach().float().clone(), var.detach().float().clone()))
+        return result(self, x, var, t)
+
+    monkeypatch.setattr(LatentGuide, "result", keep)
+    return steps
+
+
 # -- fakes ------------------------------------------------------------------------------------------------
 def fake_gen(frames: int = 3, size: int = 16, value: int = 0) -> SimpleNamespace:
     """What guide/inject return, as far as the CLI reads it: a hash, a kind, a path and the frames."""

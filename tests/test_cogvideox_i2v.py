@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import HEIGHT, WIDTH, decreases_within_each_step, moving_square, one_error_line, run_cli
+from helpers import (HEIGHT, WIDTH, decreases_within_each_step, moving_square, one_error_line, run_cli,
+                     watch_latent_steps)
 from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
 from ditflow.stages import InjectConfig, extract, guide, inject
 from ditflow.store import Store
 
 RUNTIME = RuntimeOptions(device="cpu", quiet=True)
+AXIS = 1  # latent frames: [B, F, C, h, w]
 FAST = dict(steps=4, guidance_range=(4, 2), opt_steps=3, injection=False)
 FRAMES = {"1.0-i2v": 9, "1.5-i2v": 17}
 UNGUIDED = dict(prompt="a red circle", negative_prompt="bad quality", guidance=False, injection=False, steps=4,
@@ -125,6 +127,18 @@ def test_the_condition_never_receives_an_optimisation_step(amf, cache, picture, 
     assert len(gen.losses) == 2 * FAST["opt_steps"] and len(made) == 1  # guidance_range (4, 2): 2 guided steps
     assert all(c is made[0] and not grad and torch.equal(c, before) and ch == 4 for c, before, grad, ch in seen)
     assert gen.latent().shape[2] == 4  # the noisy latent's channels only
+
+
+def test_latent_mode_never_moves_the_pictures_latent_frame(amf, cache, picture, monkeypatch):
+    """Latent frame 0 stands for the image: Adam steps every other latent frame, never it."""
+    steps = watch_latent_steps(monkeypatch)
+    guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), seed=8, **FAST),
+          image=picture, runtime=RUNTIME, store=cache)
+    assert steps
+    for before, after in steps:
+        first, rest = before.narrow(AXIS, 0, 1), before.narrow(AXIS, 1, before.shape[AXIS] - 1)
+        assert torch.equal(after.narrow(AXIS, 0, 1), first)
+        assert not torch.equal(after.narrow(AXIS, 1, before.shape[AXIS] - 1), rest)
 
 
 def test_emb_guide_then_inject_animates_the_same_image_by_default(amf, cache, picture, tmp_path):

@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import FRAMES, HEIGHT, decreases_within_each_step, one_error_line, run_cli
+from helpers import FRAMES, HEIGHT, decreases_within_each_step, one_error_line, run_cli, watch_latent_steps
 from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
 from ditflow.errors import InputError
 from ditflow.stages import InjectConfig, extract, guide, inject
 from ditflow.store import Store
 
 RUNTIME = RuntimeOptions(device="cpu", quiet=True)
+AXIS = 2  # latent frames: [B, C, F, h, w]
 FAST = dict(steps=6, guidance_range=(6, 5), opt_steps=3, injection=False)  # step 0: on A14B's high-noise expert
 WIDTH = {"2.1-i2v": 48, "2.2-i2v-a14b": 48, "2.2-ti2v-5b": 64}
 
@@ -102,6 +103,18 @@ def test_the_condition_never_receives_an_optimisation_step(amf, variant, cache, 
     assert len(gen.losses) == FAST["opt_steps"] and len(made) == 1
     assert all(t is made[0].latent and not grad and torch.equal(t, before) for t, before, grad in seen)
     assert gen.latent().shape[1] == (48 if variant == "2.2-ti2v-5b" else 16)  # the noisy latent's channels only
+
+
+def test_latent_mode_never_moves_the_pictures_latent_frame(amf, cache, picture, monkeypatch):
+    """Latent frame 0 stands for the image (TI2V-5B replaces it anyway): Adam steps every other frame, never it."""
+    steps = watch_latent_steps(monkeypatch)
+    guide(amf.hash, GuideConfig(prompt="a red circle", opt_mode="latent", lr=(0.2, 0.2), seed=8, **FAST),
+          image=picture, runtime=RUNTIME, store=cache)
+    assert steps
+    for before, after in steps:
+        first, rest = before.narrow(AXIS, 0, 1), before.narrow(AXIS, 1, before.shape[AXIS] - 1)
+        assert torch.equal(after.narrow(AXIS, 0, 1), first)
+        assert not torch.equal(after.narrow(AXIS, 1, before.shape[AXIS] - 1), rest)
 
 
 def test_ti2v_frame_0_of_the_output_is_the_image(folder, variant, amf, cache, picture):

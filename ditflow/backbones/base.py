@@ -288,9 +288,11 @@ class Backbone:
         the temporal patch as `geometry` says)."""
         raise NotImplementedError
 
+    frame_axis: ClassVar[int] = 1  # of the transformer's latent: CogVideoX [B, F, C, h, w]; Wan's is 2
+
     def latent_frames(self, latent: "torch.Tensor") -> int:
         """How many latent frames an encoded latent holds."""
-        raise NotImplementedError
+        return int(latent.shape[self.frame_axis])
 
     def decode(self, latent: "torch.Tensor", geo: Geometry | None = None) -> np.ndarray:
         """Latent -> uint8 frames [F, H, W, 3], without the padding frames of `geo` (None: no padding)."""
@@ -310,6 +312,18 @@ class Backbone:
         """What the transformer is conditioned on for uint8 [H, W, 3] `image` (called before `initial_noise`,
         with the same generator, as the pipelines draw from it)."""
         raise NotImplementedError
+
+    def guided_latent(self, var: "torch.Tensor") -> "torch.Tensor":
+        """What a latent-mode guide feeds forward from its variable: on an image-to-video model latent frame 0
+        (the picture's) takes no gradient, so Adam never moves it; on the toy I2V model that keeps frame 0 closer
+        to the picture and the path closer to the reference's than optimising it (docs/toy-model.md)."""
+        if not self.needs_image:
+            return var
+        import torch
+
+        n = var.shape[self.frame_axis]
+        return torch.cat([var.narrow(self.frame_axis, 0, 1).detach(), var.narrow(self.frame_axis, 1, n - 1)],
+                         dim=self.frame_axis)
 
     def final_latent(self, x: "torch.Tensor", cond: Any) -> "torch.Tensor":
         """The latent to decode after the last step (a model that pastes its image back does so here)."""

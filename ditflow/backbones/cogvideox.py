@@ -175,9 +175,6 @@ class CogVideoXBackbone(Backbone):
             latent = dist.mode() * self.pipe.vae_scaling_factor_image
         return pad_front(latent.permute(0, 2, 1, 3, 4), self.patch_t).contiguous()
 
-    def latent_frames(self, latent) -> int:
-        return int(latent.shape[1])
-
     def decode(self, latents, geo=None) -> np.ndarray:
         """Latent [1, F, C, h, w] -> uint8 frames [F', H, W, 3], the padding frames of `geo` dropped first
         (as CogVideoXPipeline)."""

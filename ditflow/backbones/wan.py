@@ -79,6 +79,7 @@ def _folder_scheduler(folder):
 class WanBackbone(Backbone):
     pipeline_class, family = "WanPipeline", "Wan"
     presets, aliases, settings = PRESETS, ALIASES, WanSettings
+    frame_axis = 2  # latents are [B, C, F, h, w]
 
     @classmethod
     def config_geometry(cls, folder, frames, height, width) -> Geometry:
@@ -180,9 +181,6 @@ class WanBackbone(Backbone):
         with torch.no_grad():
             z = self.pipe.vae.encode(video).latent_dist.mode()
         return ((z - mean.to(z)) / std.to(z)).to(self.dtype)
-
-    def latent_frames(self, latent) -> int:
-        return int(latent.shape[2])
 
     def decode(self, latents, geo=None) -> np.ndarray:  # geo: Wan pads no frames
         """Normalised latent [1, C, F, h, w] -> uint8 frames [F, H, W, 3] (as WanPipeline's decoding)."""
