@@ -85,6 +85,17 @@ def watch_latent_steps(monkeypatch) -> list:
     return steps
 
 
+def assert_only_later_frames_moved(steps: list, axis: int) -> None:
+    """In every (before, after) step, latent frame 0 along `axis` is unchanged and some later frame moved."""
+    import torch
+
+    assert steps
+    for before, after in steps:
+        rest = before.shape[axis] - 1
+        assert torch.equal(after.narrow(axis, 0, 1), before.narrow(axis, 0, 1))
+        assert not torch.equal(after.narrow(axis, 1, rest), before.narrow(axis, 1, rest))
+
+
 # -- fakes ------------------------------------------------------------------------------------------------
 def fake_gen(frames: int = 3, size: int = 16, value: int = 0) -> SimpleNamespace:
     """What guide/inject return, as far as the CLI reads it: a hash, a kind, a path and the frames."""
