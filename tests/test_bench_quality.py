@@ -81,12 +81,23 @@ def tiny_toy(tmp_path_factory):
     return train(recipe, tmp / "work", tmp / "toy", quiet=True)
 
 
-@pytest.mark.slow
-def test_an_image_to_video_model_animates_each_prompts_picture(tiny_toy, tmp_path, monkeypatch):
-    """On an I2V model every run gets new_image's picture (inject its own prompt's) and a frame-0 error."""
+def run_bench(model, setups_toml: str, tmp_path, monkeypatch) -> dict:
+    """bench_quality.py on `model`, 1 reference, the setups of `setups_toml`; its JSON result."""
     import json
     import sys
 
+    (tmp_path / "setups.toml").write_text(setups_toml)
+    out = tmp_path / "quality.json"
+    monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--model", str(model), "--refs", "1",
+                                      "--setups-file", str(tmp_path / "setups.toml"), "--work", str(tmp_path / "bench"),
+                                      "--out", str(out)])
+    bench.main()
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_an_image_to_video_model_animates_each_prompts_picture(tiny_toy, tmp_path, monkeypatch):
+    """On an I2V model every run gets new_image's picture (inject its own prompt's) and a frame-0 error."""
     from PIL import Image
 
     from ditflow.artifacts import load
@@ -94,13 +105,8 @@ def test_an_image_to_video_model_animates_each_prompts_picture(tiny_toy, tmp_pat
     from ditflow.toyworld.i2v import convert, export
 
     model = export(convert(tiny_toy), tiny_toy, tmp_path / "toy-i2v", steps=0, minutes=0)
-    (tmp_path / "setups.toml").write_text('[guided]\nopt_steps = 1\nopt_mode = "emb"\n[reuse]\ninject_from = "guided"\n')
-    out = tmp_path / "quality.json"
-    monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--model", str(model), "--refs", "1",
-                                      "--setups-file", str(tmp_path / "setups.toml"), "--work", str(tmp_path / "bench"),
-                                      "--out", str(out)])
-    bench.main()
-    result = json.loads(out.read_text())
+    result = run_bench(model, '[guided]\nopt_steps = 1\nopt_mode = "emb"\n[reuse]\ninject_from = "guided"\n',
+                       tmp_path, monkeypatch)
     store = Store(tmp_path / "bench" / "store")
     for row, salt in zip(result["rows"], (0, 1)):
         picture = np.asarray(Image.open(tmp_path / "bench" / "images" / f"seed{row['ref_seed']:04d}-{salt}.png"))
@@ -116,14 +122,8 @@ def test_a_setup_can_extract_the_reference_from_other_blocks(tiny_toy, tmp_path,
     import json
     import sys
 
-    model = tiny_toy
-    (tmp_path / "setups.toml").write_text('[model]\nopt_steps = 1\n[first]\nopt_steps = 1\nblocks = [0]\n')
-    out = tmp_path / "quality.json"
-    monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--model", str(model), "--refs", "1",
-                                      "--setups-file", str(tmp_path / "setups.toml"), "--work", str(tmp_path / "bench"),
-                                      "--out", str(out)])
-    bench.main()
-    rows = {r["setup"]: r for r in json.loads(out.read_text())["rows"]}
+    result = run_bench(tiny_toy, '[model]\nopt_steps = 1\n[first]\nopt_steps = 1\nblocks = [0]\n', tmp_path, monkeypatch)
+    rows = {r["setup"]: r for r in result["rows"]}
     assert rows["model"]["amf"] != rows["first"]["amf"]
     from ditflow.artifacts import load
     from ditflow.store import Store
