@@ -155,7 +155,6 @@ def main() -> None:
     from ditflow.eval import EvalSettings, Evaluator
     from ditflow.store import Store
     from ditflow.video import write_video
-    from PIL import Image
 
     setups = dict(SETUPS)
     if args.setups_file:
@@ -228,8 +227,7 @@ def main() -> None:
                        "sample_seconds": gen.meta.get("seconds", {}).get("sample"),
                        "from_store": gen.hash in stored,
                        "amf": source.hash[:12] if source is not None else None,
-                       **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator, world,
-                                     None if image is None else np.asarray(Image.open(image).convert("RGB")))}
+                       **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator, world, gen.image)}
                 rows.append(row)
                 if args.save_videos:
                     out = args.work / "videos" / f"seed{seed:04d}-n{noise_seed}-{name.replace(' ', '_')}.mp4"

@@ -272,7 +272,7 @@ def guide(amf_ref: str, cfg: GuideConfig, *, image: str | os.PathLike | None = N
     inputs = {"amf": amf.hash, "model": amf.inputs["model"], **settings(cfg)}
     if pixels is not None:  # hashed only when given: text-to-video runs keep their hashes
         inputs["image"] = image_digest(pixels)
-        inputs["image_frame"] = "fixed"  # latent mode leaves the picture's latent frame alone (before: optimised)
+        inputs["image_frame"] = "fixed"  # latent mode no longer steps the picture's latent frame: older gens differ
     h = content_key("gen", inputs)
     if store.exists(h):
         progress.log(f"cache hit: gen {h[:12]}")
