@@ -23,6 +23,16 @@ def folder_with(tmp_path, name: str, weights: bytes, age_s: float = 3600):
     return folder, weight
 
 
+@pytest.fixture
+def settled(monkeypatch):
+    """An hour from now: files made by the test are past the racy window of their mtime and ctime (a ctime
+    cannot be set back, so the memo's clock moves instead)."""
+    from types import SimpleNamespace
+
+    now = time.time()
+    monkeypatch.setattr(digests, "time", SimpleNamespace(time=lambda: now + 3600))
+
+
 def no_reads(monkeypatch):
     def refuse(*_, **__):
         raise AssertionError("a file's content was read")
@@ -30,7 +40,7 @@ def no_reads(monkeypatch):
     monkeypatch.setattr(digests, "hash_file_into", refuse)
 
 
-def test_weights_saved_in_place_with_the_same_size_get_a_new_digest(tmp_path):
+def test_weights_saved_in_place_with_the_same_size_get_a_new_digest(tmp_path, settled):
     folder, weight = folder_with(tmp_path, "m", b"a" * 64)
     memo = DigestMemo(tmp_path / "memo.json")
     before = weights_digest(folder, memo)
@@ -40,23 +50,39 @@ def test_weights_saved_in_place_with_the_same_size_get_a_new_digest(tmp_path):
     assert weights_digest(folder, DigestMemo(tmp_path / "memo.json")) != before
 
 
-def test_an_unchanged_folder_is_not_read_again(tmp_path, monkeypatch):
+def test_an_unchanged_folder_is_not_read_again(tmp_path, monkeypatch, settled):
     folder, _ = folder_with(tmp_path, "m", b"a" * 64)
     first = weights_digest(folder, DigestMemo(tmp_path / "memo.json"))
     no_reads(monkeypatch)
     assert weights_digest(folder, DigestMemo(tmp_path / "memo.json")) == first
 
 
-def test_a_file_changed_just_now_is_not_remembered(tmp_path):
-    """Within the same mtime tick a second rewrite would look unchanged (git's racy entries): read it again."""
-    folder, weight = folder_with(tmp_path, "m", b"a" * 64)
-    now = time.time()
-    os.utime(weight, (now, now))
+def test_a_file_changed_just_now_is_not_remembered(tmp_path, monkeypatch):
+    """Within the same timestamp tick a second rewrite would look unchanged (git's racy entries): a file whose
+    mtime or ctime is that recent is read again next time; once settled it is remembered."""
+    folder, weight = folder_with(tmp_path, "m", b"a" * 64)  # mtime an hour ago, ctime now
     memo = DigestMemo(tmp_path / "memo.json")
     weights_digest(folder, memo)
+    assert memo.entries == {}
+    from types import SimpleNamespace
+
+    now = time.time()
+    monkeypatch.setattr(digests, "time", SimpleNamespace(time=lambda: now + 3600))
+    weights_digest(folder, memo)
+    assert len(memo.entries) == 2
+
+
+def test_weights_copied_in_place_with_their_timestamps_kept_get_a_new_digest(tmp_path, settled):
+    """`cp -p other.safetensors folder/transformer/` keeps the inode, size and mtime; only the ctime moves."""
+    folder, weight = folder_with(tmp_path, "m", b"a" * 64)
+    before = weights_digest(folder, DigestMemo(tmp_path / "memo.json"))
     st = weight.stat()
-    assert len(memo.entries) == 1  # model_index.json, an hour old
-    assert f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}" not in memo.entries
+    with open(weight, "r+b") as f:  # in place: the same inode, as cp writes over an existing file
+        f.write(b"b" * 64)
+    os.utime(weight, ns=(st.st_atime_ns, st.st_mtime_ns))  # -p: the old timestamps back
+    after = weight.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
+    assert weights_digest(folder, DigestMemo(tmp_path / "memo.json")) != before
 
 
 def test_two_folders_of_other_weights_differ_and_copies_agree(tmp_path):
@@ -67,15 +93,54 @@ def test_two_folders_of_other_weights_differ_and_copies_agree(tmp_path):
     assert weights_digest(a, memo) != weights_digest(b, memo) and weights_digest(a, memo) == weights_digest(c, memo)
 
 
-def test_a_hub_blobs_name_is_its_digest(tmp_path, monkeypatch):
-    blob = tmp_path / "blobs" / ("ab" * 32)
-    blob.parent.mkdir()
-    blob.write_bytes(b"weights")
-    snapshot = tmp_path / "snapshots" / "commit"
+def hub_snapshot(tmp_path, content: bytes = b"weights"):
+    """huggingface_hub's cache layout: snapshots/REV/FILE -> ../../blobs/DIGEST."""
+    repo = tmp_path / "hub" / "models--org--name"
+    blob = repo / "blobs" / ("ab" * 32)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(content)
+    snapshot = repo / "snapshots" / "commit"
     snapshot.mkdir(parents=True)
-    (snapshot / "model.safetensors").symlink_to(blob)
+    (snapshot / "model.safetensors").symlink_to(os.path.relpath(blob, snapshot))
+    return snapshot
+
+
+def test_a_hub_blobs_name_is_its_digest(tmp_path, monkeypatch):
+    snapshot = hub_snapshot(tmp_path)
     no_reads(monkeypatch)
     assert DigestMemo(tmp_path / "memo.json").digest(snapshot / "model.safetensors") == "ab" * 32
+
+
+def test_a_folder_linked_to_a_hub_snapshot_keeps_the_shortcut(tmp_path, monkeypatch):
+    snapshot = hub_snapshot(tmp_path)
+    (tmp_path / "mine").symlink_to(snapshot)
+    no_reads(monkeypatch)
+    assert DigestMemo(tmp_path / "memo.json").digest(tmp_path / "mine" / "model.safetensors") == "ab" * 32
+
+
+@pytest.mark.parametrize("where", ["elsewhere/blobs", "models--org--name/other"])
+def test_a_link_to_a_hex_named_file_outside_a_hub_cache_is_read(tmp_path, where):
+    """The name is trusted only in a hub cache's blobs/: anywhere else it is the file's content that counts."""
+    import hashlib
+
+    target = tmp_path / where / ("ab" * 32)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"other weights")
+    link = tmp_path / "model" / "model.safetensors"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    assert DigestMemo(tmp_path / "memo.json").digest(link) == hashlib.sha256(b"other weights").hexdigest()
+
+
+def test_a_fifo_as_the_memo_is_refused_not_waited_on(tiny_rope, tmp_path, ref_video, capsys, monkeypatch):
+    from ditflow.backbones.digests import MEMO_ENV
+
+    fifo = tmp_path / "memo.fifo"
+    os.mkfifo(fifo)
+    monkeypatch.setenv(MEMO_ENV, str(fifo))
+    code, out, err = run_cli(["extract", ref_video, "--model", str(tiny_rope), "--cache", str(tmp_path / "c")], capsys, monkeypatch)
+    assert code == 2 and out == "" and one_error_line(err, f"${MEMO_ENV} names {fifo}, which is not a regular file")
+    assert fifo.exists() and not fifo.is_file()  # left as it was
 
 
 def test_an_unwritable_memo_never_fails_the_run(tmp_path):
