@@ -3,6 +3,7 @@ batch report) with the settings the CLI's parser made of the form. Errors stay t
 `message` words any of them as the CLI's `error: ...` line."""
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,9 @@ from ..store import Store
 from . import forms
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".gif", ".webm", ".avi", ".mkv", ".m4v")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 RESULT_SUFFIXES = (".json", ".csv")
+UPLOAD_SUFFIXES = VIDEO_SUFFIXES + IMAGE_SUFFIXES + RESULT_SUFFIXES  # what the page's upload route keeps
 
 
 class Cancelled(Exception):
@@ -54,6 +57,33 @@ class Runner:
         with listen(follow):
             return stage()
 
+    @property
+    def uploads(self) -> Path:
+        """Where gradio stores the page's uploads (GRADIO_TEMP_DIR, set by `serve`)."""
+        return self.work / "uploads"
+
+    def upload(self, path: str, suffixes: tuple[str, ...], what: str) -> str:
+        """`path` as a handler may read it: a regular file in the upload folder (its link not followed out), of
+        one of `suffixes`. The server's guard already refused other paths; this holds when it is bypassed."""
+        p = Path(path)
+        try:
+            inside = p.resolve(strict=True).is_relative_to(self.uploads.resolve()) and p.is_file() \
+                and not p.is_symlink()
+        except (OSError, RuntimeError):
+            inside = False
+        if not inside:
+            raise InputError(f"the page reads only files uploaded to it: upload the {what}")
+        if p.suffix.lower() not in suffixes:
+            raise InputError(f"{p.name} is not a {what}: upload one of {', '.join(suffixes)}")
+        return str(p)
+
+    def message(self, e: BaseException) -> str:
+        """`message(e)` with the page's own folders left out: an uploaded file is named by its name only."""
+        text = message(e)
+        for folder in {str(self.work), str(self.work.resolve())}:
+            text = re.sub(re.escape(folder) + r"[^\s'\"]*/([^/\s'\"]+)", r"\1", text)
+        return text
+
     def cancel(self, session: str) -> None:
         self.cancels.setdefault(session, threading.Event()).set()
 
@@ -65,8 +95,7 @@ class Runner:
         from ..cli.extract import configs
         from ..stages import extract
 
-        if Path(video).suffix.lower() not in VIDEO_SUFFIXES:
-            raise InputError(f"{Path(video).name} is not a video: upload one of {', '.join(VIDEO_SUFFIXES)}")
+        video = self.upload(video, VIDEO_SUFFIXES, "reference video")
         params = forms.parse("extract", [video, "--model", self.model, *args, *self._runtime_args()])
         cfg, rt = configs(params)
         return extract(video, cfg, runtime=rt, store=self.store)
@@ -122,14 +151,11 @@ class Runner:
         return " · ".join(parts) + (f" (tracker {result['tracker']})" if result.get("tracker") else "") + \
             "".join(f"\n\nnote: {n}" for n in notes)
 
-    def report(self, results: str, cache: str | None = None) -> str:
-        """`ditflow report --html`'s page for a results file, its thumbnails from the cache the results name
-        (`cache` given: that one; neither: the page's)."""
+    def report(self, results: str) -> str:
+        """`ditflow report --html`'s page for an uploaded results file, its thumbnails from the page's cache
+        (only: a results file naming another folder of the server does not make the page read it)."""
         from ..batch.report_html import page
-        from ..batch.results import read_results, recorded_cache
+        from ..batch.results import read_results
 
-        if Path(results).suffix.lower() not in RESULT_SUFFIXES:
-            raise InputError(f"{Path(results).name}: load the .json or .csv that `ditflow batch` wrote")
-        rows = read_results(results)
-        root = cache or recorded_cache(rows) or self.store.root
-        return page(rows, Store(root))
+        rows = read_results(self.upload(results, RESULT_SUFFIXES, "results file (.json or .csv of `ditflow batch`)"))
+        return page(rows, self.store)

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from . import forms, media
-from .actions import Runner, message
+from .actions import Runner
 
 CSS = """.dtf-error{color:#b00020;font-weight:600;margin:-6px 0 6px}.dtf-error p{margin:0}
 .dtf-hash code{font-size:85%}#dtf-title h1{margin-bottom:0}.dtf-cache table{border-collapse:collapse;width:100%}
@@ -162,7 +162,7 @@ def _reference_tab(runner: Runner, preset) -> dict:
             return [art.hash, shown, str(media.video_file(art, runner.work)), str(anim_path), str(still_path),
                     *error_updates(None, slots, general)]
         except Exception as e:  # every failure is one line on the page, never a traceback
-            return [None, "", None, None, None, *error_updates(message(e), slots, general)]
+            return [None, "", None, None, None, *error_updates(runner.message(e), slots, general)]
 
     outputs = [hash_state, hash_md, ref_video, anim, still, *[s for _, s in slots], general]
     done = run.click(extract, {upload, pick, *form.inputs}, outputs, **MODEL_QUEUE)
@@ -224,7 +224,7 @@ def _generate_tab(runner: Runner, preset) -> dict:
                     str(media.video_file(art, runner.work)), str(loss_path) if loss_path else None, text_scores,
                     *error_updates(None, slots, general)]
         except Exception as e:  # one line on the page, never a traceback
-            return ["", None, None, None, "", *error_updates(message(e), slots, general)]
+            return ["", None, None, None, "", *error_updates(runner.message(e), slots, general)]
 
     outputs = [hash_md, compare, result, loss, score_md, *[s for _, s in slots], general]
     done = run.click(generate, {amf, prompt, setup, backbone, scores, *form.inputs}, outputs, **MODEL_QUEUE)
@@ -258,7 +258,7 @@ def _reuse_tab(runner: Runner) -> dict:
             path = media.compare_file([reference, source, art], ["reference", "source run", "injected"], runner.work)
             return [f"gen **`{art.hash}`**", str(path), *error_updates(None, slots, general)]
         except Exception as e:  # one line on the page, never a traceback
-            return ["", None, *error_updates(message(e), slots, general)]
+            return ["", None, *error_updates(runner.message(e), slots, general)]
 
     done = run.click(inject, {emb, prompt, *form.inputs}, [hash_md, compare, *[s for _, s in slots], general], **MODEL_QUEUE)
     _wire_cancel(cancel, runner)
@@ -318,7 +318,7 @@ def _cache_tab(runner: Runner) -> dict:
         return gr.update(choices=choices), cache_table(runner)
 
     def fail(e: Exception) -> dict:
-        return gr.update(value=message(e), visible=True)
+        return gr.update(value=runner.message(e), visible=True)
 
     def open_fn(h):
         from ..artifacts import load
@@ -368,22 +368,21 @@ def _cache_tab(runner: Runner) -> dict:
 # -- 5 batch -------------------------------------------------------------------------------------------------
 def _batch_tab(runner: Runner) -> None:
     gr.Markdown("Load the results file of `ditflow batch` (--json-out or --csv): its report, as `ditflow report "
-                "--html` writes it, with thumbnails from the cache the batch recorded.")
-    with gr.Row():
-        results = gr.File(label="results (.json, .csv)", file_types=[".json", ".csv"], type="filepath", height=120)
-        cache = gr.Textbox(label="cache (--cache)", placeholder="default: the one the results record, else this page's")
+                "--html` writes it, with thumbnails from this page's cache (`ditflow report` on this machine reads "
+                "the cache a batch recorded).")
+    results = gr.File(label="results (.json, .csv)", file_types=[".json", ".csv"], type="filepath", height=120)
     error = gr.Markdown(visible=False, elem_classes="dtf-error")
     frame = gr.HTML(elem_id="dtf-report")
 
-    def show(path, cache_text):
+    def show(path):
         if not path:
             return "", gr.update(visible=False)
         try:
-            page_html = runner.report(path, cache_text.strip() or None)
+            page_html = runner.report(path)
         except Exception as e:  # one line on the page
-            return "", gr.update(value=message(e), visible=True)
+            return "", gr.update(value=runner.message(e), visible=True)
         # the report is a page of its own (its CSS): an iframe keeps it and the page's apart
         return (f"<iframe id='dtf-report-frame' title='batch report' style='width:100%;height:900px;border:1px solid #ddd' "
                 f"srcdoc='{html.escape(page_html, quote=True)}'></iframe>", gr.update(visible=False))
 
-    results.change(show, [results, cache], [frame, error])
+    results.change(show, results, [frame, error])

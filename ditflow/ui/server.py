@@ -1,7 +1,8 @@
 """`ditflow ui`'s server: safe by default. It listens on 127.0.0.1; any other host needs a password
 (`--auth USER:PASSWORD` or a file of such lines) and says so on start; no public share link. Uploads are
 limited in size and kind and land in a temporary work folder (gradio's too: GRADIO_TEMP_DIR), removed when
-the server stops; nothing outside the cache and that folder is written."""
+the server stops; nothing outside the cache and that folder is written, and no file of the server is read for
+a client but its uploads and the cache's artifacts (guard.py)."""
 from __future__ import annotations
 
 import os
@@ -22,6 +23,8 @@ def parse_auth(auth: str | None, auth_file: Path | None) -> list[tuple[str, str]
     """USER:PASSWORD pairs from --auth and the lines of --auth-file (blank lines and # comments skipped)."""
     lines = [auth] if auth else []
     if auth_file is not None:
+        if auth_file.exists() and not auth_file.is_file():  # a FIFO would block the read forever
+            raise InputError(f"--auth-file {printable(auth_file)} is not a regular file (a folder, device or FIFO)")
         try:
             lines += [s.strip() for s in auth_file.read_text().splitlines() if s.strip() and not s.lstrip().startswith("#")]
         except (OSError, UnicodeDecodeError) as e:
@@ -67,11 +70,18 @@ def serve(cache: str | None, model: str, host: str = "127.0.0.1", port: int = 78
     work = Path(tempfile.mkdtemp(prefix="ditflow-ui-"))
     os.environ["GRADIO_TEMP_DIR"] = str(work / "uploads")  # gradio's uploads and served copies go here
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing is sent anywhere
-    from .actions import Runner
+    from starlette.middleware import Middleware
+
+    from .actions import UPLOAD_SUFFIXES, Runner
+    from .guard import UploadGuard
     from .page import CSS, build
 
-    page = build(Runner(store=store, model=model, work=work, device=device))
+    runner = Runner(store=store, model=model, work=work, device=device)
+    page = build(runner)
     page.queue(default_concurrency_limit=1)
+    # every request is checked before gradio reads it: a file is one this page received as an upload
+    guard = Middleware(UploadGuard, uploaded=lambda p: p in page.upload_file_set, suffixes=UPLOAD_SUFFIXES,
+                       folder=runner.uploads, forget=page.upload_file_set.discard)
 
     def stop() -> None:
         try:
@@ -82,7 +92,8 @@ def serve(cache: str | None, model: str, host: str = "127.0.0.1", port: int = 78
     try:
         app, url, _ = page.launch(server_name=host, server_port=port, share=False, auth=credentials or None,
                                   max_file_size=MAX_UPLOAD, prevent_thread_lock=True, quiet=True, ssr_mode=False,
-                                  mcp_server=False, css=CSS, footer_links=[], allowed_paths=[])
+                                  mcp_server=False, css=CSS, footer_links=[], allowed_paths=[],
+                                  app_kwargs={"middleware": [guard]})
     except BaseException:
         stop()
         raise
