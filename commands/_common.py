@@ -57,6 +57,7 @@ def stdout_guard() -> Iterator[None]:
 def usage_message(e: Exception) -> str:
     """A usage error (Typer's vendored Click) as one line, with where to read more: what `ditflow` prints."""
     message = e.format_message() if hasattr(e, "format_message") else str(e)
+    message = message.replace(": Value error, ", ": ")  # pydantic's prefix on Typer's choice errors says nothing
     ctx = getattr(e, "ctx", None)
     hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
     return " ".join(message.split()) + hint

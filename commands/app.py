@@ -3,8 +3,8 @@ stderr. Library errors (DitflowError) become one `error: ...` line and an exit c
 one `error: ...` line and exit 2; a traceback only with DITFLOW_DEBUG=1. torch and diffusers are imported
 lazily inside commands, so --help is instant.
 
-Exit codes: 0 ok, 1 a stage failed (e.g. a batch row), 2 usage or bad input, 3 artifact not found or
-ambiguous, 4 incompatible artifact, 5 corrupt artifact, 6 model weights missing, 7 output not written,
+Exit codes: 0 ok, 1 a stage failed (e.g. a batch row, a result that turned NaN), 2 usage or bad input, 3
+artifact not found or ambiguous, 4 incompatible artifact, 5 corrupt artifact, 6 model weights missing, 7 output not written,
 70 an internal error (a bug: please report it), 130 interrupted (Ctrl-C), 141 stdout closed by its reader
 (`| head`), silently, as a process killed by SIGPIPE.
 """

@@ -11,7 +11,7 @@ import inspect
 import typing
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
@@ -227,8 +227,9 @@ DynamicCfgOpt = Annotated[Optional[bool], family_setting("dynamic_cfg", "--dynam
 CfgLowNoiseOpt = Annotated[Optional[float], family_setting("cfg_low_noise")]
 # image-to-video: the picture a run animates (help written once, in ditflow/image.py)
 ImageOpt = Annotated[Optional[Path], option("--image", metavar="FILE", panel=WHAT, show_default=False, help=IMAGE_HELP)]
-ImageFitOpt = Annotated[str, option("--image-fit", metavar="[" + "|".join(IMAGE_FITS) + "]", panel=WHAT,
-                                    help=IMAGE_FIT_HELP + " [default: crop]", show_default=False)]
+# a Literal: Typer checks the choice as it parses, whether or not an --image comes (exit 2, one line)
+ImageFitOpt = Annotated[Literal[IMAGE_FITS], option("--image-fit", metavar=choices(IMAGE_FITS), panel=WHAT,
+                                                    help=IMAGE_FIT_HELP + " [default: crop]", show_default=False)]
 FastOpt = Annotated[bool, setting(GuideConfig, "fast", "--fast", panel=FAST)]
 
 # -- how eval (and batch) scores ---------------------------------------------------------------------------

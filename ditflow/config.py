@@ -24,6 +24,11 @@ FAST_SETTINGS = ("amf_window", "amf_frame_distance", "grad_reuse")
 # (docs/performance.md, "Fast mode").
 FAST_DEFAULTS = {"amf_window": 10, "amf_frame_distance": 4, "grad_reuse": 3}
 CROPS = ("none", "center")  # how extract fits a video to the model's aspect
+# Upper bounds of settings that are meaningless (and overflow to NaN) when huge, generous for real use:
+MAX_CFG = 100  # ComfyUI's KSampler limit; the pipelines use 5-7 (the toy model 2.5)
+MAX_LR = 1  # Adam moves each element about lr per step: 1 is a whole std of the latent (defaults 0.002-0.04)
+MAX_TEMPERATURE = 100  # multiplies the logits: at 100 the softmax is already an argmax (default 2)
+MAX_STEPS = 1000  # the schedulers' training timesteps: DDIM and DPM refuse more steps after loading
 
 
 def guidance_steps(steps: int, guidance_range: tuple[int, int]) -> range:
@@ -62,9 +67,11 @@ class ExtractConfig:
     height: int | None = field(default=None, metadata=rule("Resize height. [default: the model's, 480 for 2b/5b, 64 for the toy model]", ge=1))
     width: int | None = field(default=None, metadata=rule("Resize width. [default: the model's, 720 for 2b/5b, 64 for the toy model]", ge=1))
     blocks: tuple[int, ...] | None = field(default=None, metadata=rule("Guidance blocks, comma-separated. [default: 20 for 5b, 15 for 2b, 6,7 for the toy model]", ge=0))
-    temperature: float = field(default=2.0, metadata=rule("AMF softmax temperature (the guide uses the artifact's).", gt=0))
+    temperature: float = field(default=2.0, metadata=rule(
+        f"AMF softmax temperature, multiplying the attention logits: above 0, at most {MAX_TEMPERATURE} (the guide "
+        "uses the artifact's).", gt=0, le=MAX_TEMPERATURE))
     source_prompt: str = field(default="", metadata=rule("Text the reference is encoded with (the paper: none)."))
-    moft_fraction: float = field(default=0.04, metadata=rule("Share of channels MOFT keeps as motion channels.", gt=0, le=1))
+    moft_fraction: float = field(default=0.04, metadata=rule("Share of channels MOFT keeps as motion channels: above 0, at most 1.", gt=0, le=1))
     dtype: str | None = field(default=None, metadata=rule("Weights' dtype. [default: the model's]", choices=tuple(DTYPES)))
     frame_range: tuple[int, int, int] | None = field(default=None, metadata=rule(
         "START,END,STEP: the frames range(START, END, STEP) of the video, END exclusive as in Python (0,48,2: 24 "
@@ -112,16 +119,20 @@ class GuideConfig:
     loss: str = field(default="flow", metadata=rule("flow (AMF, DiTFlow), moft or smm.", choices=("flow", "moft", "smm")))
     opt_steps: int | None = field(default=None, metadata=rule("Adam steps per guidance step. [default: 5]", ge=1))
     lr: tuple[float, float] | None = field(default=None, metadata=rule(
-        "Learning rate at the start,end of the guidance range. [default: the model's for the mode: 0.002,0.001 for 5b/2b; "
-        "the toy model: 0.015,0.005 in latent mode, 0.04,0.015 in emb mode]", gt=0))
+        f"Learning rate at the start,end of the guidance range, each above 0 and at most {MAX_LR}. [default: the "
+        "model's for the mode: 0.002,0.001 for 5b/2b; the toy model: 0.015,0.005 in latent mode, 0.04,0.015 in emb "
+        "mode]", gt=0, le=MAX_LR))
     guidance_range: tuple[int, int] | None = field(default=None, metadata=rule(
-        "HI,LO: guide from step HI to LO counted from the end. [default: 50,40; the toy model: 35,15]", ge=0))
+        f"HI,LO: guide from step HI to LO counted from the end, each at most {MAX_STEPS} (as --steps). [default: "
+        "50,40; the toy model: 35,15]", ge=0, le=MAX_STEPS))
     guidance: bool = field(default=True, metadata=rule("Optimise at the guidance steps (off: the paper's injection-only and backbone runs)."))
     injection: bool | None = field(default=None, metadata=rule("KV injection from the reference. [default: on]"))
     injection_blocks: tuple[int, ...] = field(default=(0,), metadata=rule("Blocks with KV injection.", ge=0))
-    steps: int | None = field(default=None, metadata=rule("Denoising steps. [default: 50]", ge=1))
+    steps: int | None = field(default=None, metadata=rule(
+        f"Denoising steps, at most {MAX_STEPS} (the schedulers' training timesteps). [default: 50]", ge=1, le=MAX_STEPS))
     cfg: float | None = field(default=None, metadata=rule(
-        "Classifier-free guidance scale; 1 is off. [default: 7 for 2b/5b, 6 (the pipeline's) for other folders]", ge=1))
+        f"Classifier-free guidance scale, from 1 (off) to {MAX_CFG}. [default: 7 for 2b/5b, 6 (the pipeline's) for "
+        "other folders]", ge=1, le=MAX_CFG))
     seed: int = field(default=1, metadata=rule("Noise seed.", ge=0, le=MAX_SEED))
     threshold_loss: bool = field(default=True, metadata=rule("AMF loss only where the reference moves (the paper's)."))
     loss_weighting: str | None = field(default=None, metadata=rule(
@@ -198,7 +209,7 @@ class InjectConfig:
     negative_prompt: str | None = field(default=None, metadata=rule("Negative prompt. [default: the guide run's]"))
     seed: int | None = field(default=None, metadata=rule("Noise seed. [default: the guide run's]", ge=0, le=MAX_SEED))
     cfg: float | None = field(default=None, metadata=rule(
-        "Classifier-free guidance scale; 1 is off. [default: the guide run's]", ge=1))
+        f"Classifier-free guidance scale, from 1 (off) to {MAX_CFG}. [default: the guide run's]", ge=1, le=MAX_CFG))
     injection: bool | None = None  # KV injection from the reference; None: as the guide run
 
 

@@ -44,3 +44,10 @@ class OutputError(DitflowError):
     """A file or folder that could not be written (full disk, no permission...); nothing partial is left."""
 
     exit_code = 7
+
+
+class NonFiniteResult(DitflowError):
+    """A latent, AMF or decoded video that holds NaN or infinite values: the stage stops (exit 1, a stage
+    failed) and publishes nothing, since NaN pixels would decode to a black video cached as a success."""
+
+    exit_code = 1

@@ -10,11 +10,22 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .model import BlockTaps, Model
 from .processors import QKRecorder
+
+
+def lr_at(lr: tuple[float, float], guidance_range: tuple[int, int], k: int) -> float:
+    """The lr of the k-th guidance step: np.linspace(start, end, HI - LO + 1)[k] (to the bit), clamped at the end,
+    computed without the array (a huge range would allocate it)."""
+    start, end = lr
+    n = guidance_range[0] - guidance_range[1]
+    if n <= 0 or k <= 0:
+        return float(start)
+    if k >= n:
+        return float(end)
+    return float(k * ((end - start) / n) + start)
 
 
 class Guide:
@@ -29,8 +40,7 @@ class Guide:
         self.grad_reuse = grad_reuse
         self.text, self.injection, self.on_loss = text_pos, injection, on_loss
         self.blocks = loss.blocks
-        hi, lo = guidance_range
-        self.lrs = np.linspace(lr[0], lr[1], hi - lo + 1)
+        self.lr, self.guidance_range = lr, guidance_range
         self.losses: list[dict] = []
         self.seconds: list[float] = []  # wall time of each guidance step
 
@@ -83,7 +93,7 @@ class Guide:
         return out
 
     def _optimise(self, x, i, t):
-        lr = float(self.lrs[min(i - self.steps_active.start, len(self.lrs) - 1)])
+        lr = lr_at(self.lr, self.guidance_range, i - self.steps_active.start)
         recorders = self._recorders(i)
         with torch.enable_grad(), self._processors(i, t, recorders):
             var = self.variable(x).detach().clone().requires_grad_(True)

@@ -10,7 +10,10 @@ from contextlib import ExitStack
 
 import torch
 
+from .finite import WEIGHTS, check_finite
 from .model import Model
+
+STEP_HINT = f"try a lower --cfg or --lr; {WEIGHTS}"
 
 
 @torch.no_grad()
@@ -24,6 +27,8 @@ def sample(denoise, x, timesteps, backbone, state=None, *, guide=None, callback=
         v = denoise(x, i, t, positions)
         x_next, x0, state = backbone.step(v, t, x, state)
         x = x_next.to(x.dtype)
+        # a diverged step (a huge CFG or lr, an overflow) stops here, not as black frames after the last step
+        check_finite(f"the latent after denoising step {i + 1} of {len(timesteps)}", x, hint=STEP_HINT)
         if callback is not None:
             callback(i=i, t=t, x=x, x0=x0)
     return x

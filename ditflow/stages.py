@@ -19,7 +19,8 @@ from .checks import check_rules
 from .config import ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions, from_settings, guidance_steps, settings
 from .errors import IncompatibleArtifact, InputError
 from .fileio import printable
-from .image import image_digest
+from .finite import WEIGHTS, check_finite
+from .image import IMAGE_FITS, image_digest
 from .progress import Progress
 from .store import Store, content_key, hash_file_into
 from .video import check_input, fit_frames, fit_note, read_range
@@ -130,6 +131,8 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
             soft[b] = attention_motion_flow(q, k, geo.grid, cfg.temperature, mode="soft").float()
             confidence[b] = attention_confidence(q, k, geo.grid, cfg.temperature)
         feats = {b: taps.features[b].float() for b in cfg.blocks}
+        check_finite("the reference's latent and AMF", latent, *soft.values(), *confidence.values(), *feats.values(),
+                     hint=f"try a lower --temperature; {WEIGHTS}")  # before MOFT's SVD, which fails on NaN
         moft = {b: moft_channels(f, cfg.moft_fraction) for b, f in feats.items()}
         bar.advance("AMF")
     extra = {"grid": list(geo.grid), "source": str(video), "latent_shape": list(latent.shape), "input_note": note,
@@ -240,6 +243,8 @@ def _image_input(spec: ResolvedModel, amf: AmfArtifact, image, fit: str, progres
     what the model takes (`run_adapter`) before any weights load."""
     from .image import aspect_warning, load_image
 
+    if fit not in IMAGE_FITS:  # checked with or without an image: a bad value is never silently ignored
+        raise InputError(f"--image-fit must be one of {', '.join(IMAGE_FITS)}, not {fit!r}")
     pixels = stored
     if image is not None:
         pic = load_image(image, amf.inputs["height"], amf.inputs["width"], fit)
@@ -280,6 +285,7 @@ def guide(amf_ref: str, cfg: GuideConfig, *, image: str | os.PathLike | None = N
     store.check_writable()
     latent, frames_out, g, seconds = _generate(spec, amf, cfg, runtime, progress, image=pixels)
     embeddings = getattr(g, "embeddings", {})
+    check_finite("the optimised embeddings", *embeddings.values(), hint="try a lower --lr")  # what inject replays
     extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
              "embedding_timesteps": sorted(embeddings), "seconds": seconds}
     with store.writer(h, "gen", inputs, parents=[amf.hash], extra=extra) as folder:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..checks import rule
 from ..errors import InputError
+from ..finite import to_uint8
 from .base import Backbone, Geometry, geometry_of
 from .preset import ModelPreset, with_folder_defaults
 from .source import read_config
@@ -185,7 +186,7 @@ class CogVideoXBackbone(Backbone):
         with torch.no_grad():
             video = self.pipe.decode_latents(latents.to(self.dtype))
             frames = self.pipe.video_processor.postprocess_video(video=video, output_type="np")[0]
-        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+        return to_uint8(frames)  # NaN pixels refused: they would be black frames
 
     # -- sampling -------------------------------------------------------------------------------------
     def timesteps(self, steps: int):

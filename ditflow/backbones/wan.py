@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import guidance_steps
 from ..errors import InputError
+from ..finite import to_uint8
 from .base import Backbone, Geometry, geometry_of
 from .preset import ModelPreset
 from .source import read_config, read_json_object
@@ -193,7 +194,7 @@ class WanBackbone(Backbone):
             z = z / (1.0 / std.to(z)) + mean.to(z)  # the pipeline's own arithmetic, for identical pixels
             video = vae.decode(z, return_dict=False)[0]
             frames = self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
-        return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+        return to_uint8(frames)  # NaN pixels refused: they would be black frames
 
     # -- sampling -------------------------------------------------------------------------------------
     _steps_set = False

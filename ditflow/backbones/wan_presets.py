@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checks import rule
+from ..config import MAX_CFG
 from ..errors import InputError
 from .preset import PAPER_NEGATIVE_PROMPT, ModelPreset, with_folder_defaults
 from .source import read_config, read_json_object
@@ -23,7 +24,8 @@ class WanSettings:
 
     cfg_low_noise: float | None = field(default=None, metadata=rule(
         "CFG scale on the low-noise expert's steps (WanPipeline's guidance_scale_2; two-expert Wan 2.2 models "
-        "only); 1 is off. [default: 3 for wan2.2-a14b (its model card), --cfg for other folders]", ge=1))
+        f"only), from 1 (off) to {MAX_CFG}. [default: 3 for wan2.2-a14b (its model card), --cfg for other folders]",
+        ge=1, le=MAX_CFG))
 
 
 # Guidance blocks and learning rates are the CogVideoX paper's proportions (about half the depth), not measured
