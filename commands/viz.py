@@ -95,9 +95,10 @@ def _still_or_frames(arg: str, store):
 
     path = Path(arg).expanduser()
     if path.is_file() and path.suffix.lower() in IMAGE_EXTS:
+        from ditflow.fileio import printable
         from ditflow.image import read_image
 
-        return SimpleNamespace(frames=read_image(path)[None], label=str(arg), artifact=None, still=True)
+        return SimpleNamespace(frames=read_image(path, f"image {printable(path)}")[None], label=str(arg), artifact=None, still=True)
     source = resolve_frames(arg, store)
     return SimpleNamespace(frames=source.frames, label=source.label, artifact=source.artifact, still=False)
 
@@ -131,9 +132,9 @@ def compare_command(
         check_not_inputs({"--out": out}, [(f"the video {a}", Path(a)) for a in [ref, *gens]], cache=store.root)
     sources = [_still_or_frames(a, store) for a in [ref, *gens]]
     longest = max(len(s.frames) for s in sources)
-    for s in sources:  # a still image (image-to-video's picture) stands beside every frame
+    for s in sources:  # a still image (image-to-video's picture) stands beside every frame (a view: no copies)
         if s.still:
-            s.frames = np.repeat(s.frames, longest, axis=0)
+            s.frames = np.broadcast_to(s.frames, (longest, *s.frames.shape[1:]))
     names = [s.label if s.artifact is not None else Path(s.label).stem or s.label for s in sources]
     if labels is not None:
         names = [x.strip() for x in labels.split(",")]

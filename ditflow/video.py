@@ -10,6 +10,7 @@ import numpy as np
 from .config import CROPS
 from .errors import InputError
 from .fileio import check_target, make_parents, printable, remove_folders, temp_name, writing
+from .imagefile import FORMATS, check_frame_size, open_picture
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif"}
@@ -49,6 +50,7 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> np.nda
         elif path.suffix.lower() == ".gif":
             frames = _read_gif(path, max_frames)
         elif path.suffix.lower() in VIDEO_EXTS:
+            _check_stream_size(path)
             frames = _read_with_decord(path, max_frames)
         else:
             raise InputError(f"unsupported video format '{printable(path.suffix)}' ({printable(path)}); use mp4, mov, gif or a folder of frames")
@@ -100,17 +102,15 @@ def _first_line(e: Exception) -> str:
 
 
 def _read_folder(path: Path, max_frames: int | None) -> np.ndarray:
-    from PIL import Image
-
     files = frame_files(path)
     files = files[:max_frames] if max_frames else files
     frames = []
     for f in files:
-        try:
-            with Image.open(f) as im:
+        with open_picture(f, f"frame {printable(f)}") as im:  # its size checked before it is decoded
+            try:
                 frames.append(np.asarray(im.convert("RGB")))
-        except Exception as e:
-            raise InputError(f"cannot read frame {printable(f)}: {_first_line(e)}")
+            except Exception as e:  # truncated or corrupt: strict decoding raises rather than fills with grey
+                raise InputError(f"cannot read frame {printable(f)}: {_first_line(e)}")
         if frames[-1].shape != frames[0].shape:
             h, w = frames[0].shape[:2]
             raise InputError(f"frames in {printable(path)} do not all have the same size: {printable(f.name)} is "
@@ -119,15 +119,29 @@ def _read_folder(path: Path, max_frames: int | None) -> np.ndarray:
 
 
 def _read_gif(path: Path, max_frames: int | None) -> np.ndarray:
-    from PIL import Image, ImageSequence
+    from PIL import ImageSequence
 
-    with Image.open(path) as im:
+    what = f"video {printable(path)}"
+    with open_picture(path, what, formats=("GIF", *FORMATS)) as im:
         frames = []
         for frame in ImageSequence.Iterator(im):
+            check_frame_size(*frame.size, what)  # a later frame may reach past the first's size
             frames.append(np.asarray(frame.convert("RGB")))
             if max_frames and len(frames) >= max_frames:
                 break
     return np.stack(frames)
+
+
+def _check_stream_size(path: Path) -> None:
+    """The frame size the container announces, checked before any frame is decoded (a header-only open)."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise InputError(f"cannot read video {printable(path)}: it holds no video stream")
+        codec = container.streams.video[0].codec_context
+        if codec.width and codec.height:  # 0 where the container does not say: each frame is checked as decoded
+            check_frame_size(codec.width, codec.height, f"video {printable(path)}")
 
 
 def _read_with_decord(path: Path, max_frames: int | None) -> np.ndarray:
@@ -149,6 +163,7 @@ def _read_with_av(path: Path, max_frames: int | None) -> np.ndarray:
     frames = []
     with av.open(str(path)) as container:
         for frame in container.decode(video=0):
+            check_frame_size(frame.width, frame.height, f"video {printable(path)}")  # a stream may change size mid-way
             frames.append(frame.to_ndarray(format="rgb24"))
             if max_frames and len(frames) >= max_frames:
                 break

@@ -17,6 +17,8 @@ import numpy as np
 from .errors import InputError
 from .fileio import atomic_file, check_target
 
+MAX_SIDE_BY_SIDE = (2160, 3840)  # (height, width) a side-by-side frame keeps within (to a few pixels): 4K UHD
+
 
 # -- flow colours --------------------------------------------------------------------------------------
 def flow_to_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
@@ -171,15 +173,27 @@ def add_header(frame: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([header_strip(frame.shape[1], text, _header_height(frame.shape[0])), frame], axis=0)
 
 
+def panel_height(videos: Sequence[np.ndarray]) -> int:
+    """The common (even) height of `side_by_side`'s panels: the first video's, lowered until the whole frame fits
+    MAX_SIDE_BY_SIDE, so a thin strip or a huge frame shows smaller instead of making a picture of gigabytes."""
+    h = max(2, videos[0].shape[1] // 2 * 2)
+    max_h, max_w = MAX_SIDE_BY_SIDE
+    width = sum(v.shape[2] * h / v.shape[1] for v in videos)
+    if h > max_h or width > max_w:
+        h = max(2, int(min(max_h, h * max_w / width)) // 2 * 2)
+    return h
+
+
 def side_by_side(videos: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
     """Videos [T_k, H_k, W_k, 3] next to each other under their labels: cut to the shortest, resized to the
-    first one's height keeping aspect (even widths, so it encodes as mp4). -> uint8 [T, header + H, ΣW, 3]."""
+    first one's height keeping aspect (even widths, so it encodes as mp4; smaller where the frame would pass
+    MAX_SIDE_BY_SIDE: `panel_height`). -> uint8 [T, header + H, ΣW, 3]."""
     from .video import resize_frames
 
     if len(videos) != len(labels):
         raise InputError(f"{len(labels)} labels for {len(videos)} videos")
     t = min(len(v) for v in videos)
-    h = videos[0].shape[1] // 2 * 2
+    h = panel_height(videos)
     panels = []
     for v in videos:
         w = max(2, round(v.shape[2] * h / v.shape[1] / 2) * 2)
@@ -196,7 +210,7 @@ def side_by_side_still(videos: Sequence[np.ndarray], labels: Sequence[str], rows
     """One still of `side_by_side(videos, labels)`: its labels once, then `rows` evenly spaced frames under
     them, separated by white gaps. -> uint8 [header + rows*(H+gap)-gap, ΣW, 3]."""
     frames = side_by_side(videos, labels)
-    header = _header_height(videos[0].shape[1] // 2 * 2)
+    header = _header_height(panel_height(videos))
     picks = np.linspace(0, len(frames) - 1, min(rows, len(frames))).round().astype(int)
     bodies = [frames[i, header:] for i in picks]
     white = np.full((gap, frames.shape[2], 3), 255, np.uint8)
