@@ -55,11 +55,6 @@ def test_a_bad_value_is_the_cli_line(capsys, monkeypatch, tmp_path):
     assert message(e.value) == err.strip()
 
 
-def test_server_refuses_an_image_to_video_model(capsys, monkeypatch):
-    code, out, err = run_cli(["ui", "--model", "toy-i2v"], capsys, monkeypatch)
-    assert_one_line_error(code, out, err, "--model toy-i2v is an image-to-video model", 2)
-
-
 def test_server_refuses_other_hosts_without_a_password(capsys, monkeypatch, tmp_path):
     from ditflow.ui.server import check_host, parse_auth
 

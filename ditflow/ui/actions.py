@@ -7,12 +7,15 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import DitflowError, InputError
 from ..progress import listen
 from ..store import Store
 from . import forms
+
+if TYPE_CHECKING:
+    import numpy as np
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".gif", ".webm", ".avi", ".mkv", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -58,6 +61,16 @@ class Runner:
             return stage()
 
     @property
+    def image_role(self) -> str | None:
+        """Whether the model animates a picture: "required" (image-to-video), "optional" (TI2V) or None."""
+        from ..backbones import resolve_model
+
+        resolved = resolve_model(self.model)
+        if resolved.adapter.needs_image:
+            return "required"
+        return "optional" if resolved.adapter.image_pipeline(resolved.folder) else None
+
+    @property
     def uploads(self) -> Path:
         """Where gradio stores the page's uploads (GRADIO_TEMP_DIR, set by `serve`)."""
         return self.work / "uploads"
@@ -100,22 +113,46 @@ class Runner:
         cfg, rt = configs(params)
         return extract(video, cfg, runtime=rt, store=self.store)
 
-    def guide(self, amf: str, prompt: str, setup: str, args: list[str]):
+    def _image_args(self, image: str | None) -> list[str]:
+        return ["--image", self.upload(image, IMAGE_SUFFIXES, "image to animate")] if image else []
+
+    def guide(self, amf: str, prompt: str, setup: str, args: list[str], image: str | None = None):
+        """`ditflow guide` with a setup's flags and the form's; `image`: an uploaded picture to animate."""
         from ..cli.guide import guide_configs
         from ..stages import guide
 
         params = forms.parse("guide", ["--amf", amf or "", "--prompt", prompt or "", *forms.setup_flags(setup), *args,
-                                       *self._runtime_args()])
+                                       *self._image_args(image), *self._runtime_args()])
         cfg, rt = guide_configs(params)
-        return guide(params["amf"], cfg, runtime=rt, store=self.store)
+        return guide(params["amf"], cfg, image=params["image"], image_fit=params["image_fit"], runtime=rt,
+                     store=self.store)
 
-    def inject(self, emb: str, prompt: str, args: list[str]):
+    def inject(self, emb: str, prompt: str, args: list[str], image: str | None = None):
+        """`ditflow inject`; `image`: another uploaded picture (none: the guide run's again)."""
         from ..cli.guide import inject_configs
         from ..stages import inject
 
-        params = forms.parse("inject", ["--emb", emb or "", "--prompt", prompt or "", *args, *self._runtime_args()])
+        params = forms.parse("inject", ["--emb", emb or "", "--prompt", prompt or "", *args, *self._image_args(image),
+                                        *self._runtime_args()])
         cfg, rt = inject_configs(params)
-        return inject(params["emb"], cfg, runtime=rt, store=self.store)
+        return inject(params["emb"], cfg, image=params["image"], image_fit=params["image_fit"], runtime=rt,
+                      store=self.store)
+
+    def preview(self, image: str, fit: str, ref: str | None) -> "np.ndarray":
+        """The picture as a run would animate it: fitted to the size of `ref`, an AMF or a run of one (none:
+        the model's)."""
+        from ..artifacts import load
+        from ..backbones import resolve_model
+        from ..image import load_image
+
+        if ref:
+            art = load(self.store, ref)
+            inputs = (load(self.store, art.inputs["amf"], "amf") if art.kind == "gen" else art).inputs
+            height, width = inputs["height"], inputs["width"]
+        else:
+            preset = resolve_model(self.model).preset
+            height, width = preset.height, preset.width
+        return load_image(self.upload(image, IMAGE_SUFFIXES, "image to animate"), height, width, fit or "crop").pixels
 
     # -- what the cache holds -----------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ class Field:
     flag: str
     label: str
     help: str
-    kind: str  # "text", "choice" or "flag"
+    kind: str  # "text", "choice", "flag" (on or absent) or "switch" (on, off or the model's default)
     choices: tuple[str, ...] = ()
     default: str = ""  # the model's default, shown as the placeholder (a blank field is that default, as on the CLI)
 
@@ -40,7 +40,7 @@ def _field(cls: type, name: str, label: str, default: Any = None, flag_name: str
     f = next(f for f in fields(cls) if f.name == name)
     choices = tuple(f.metadata.get("rule", {}).get("choices") or ())
     tp = typing.get_type_hints(cls)[name]
-    kind = "choice" if choices else "flag" if tp is bool else "text"
+    kind = "choice" if choices else "flag" if tp is bool else "switch" if tp == bool | None else "text"
     shown = "" if default is None else ",".join(map(_plain, default)) if isinstance(default, (tuple, list)) else _plain(default)
     return Field(name, flag_name or flag(name), label, _rule_text(cls, name), kind, choices, shown)
 
@@ -84,6 +84,23 @@ def _fast(f: Field, off: str, preset: Any) -> Field:
     return replace(f, default=f"{off}; with --fast {preset.fast.get(f.name, off)}")
 
 
+def family_fields(adapter: Any, preset: Any) -> list[Field]:
+    """The model family's own settings (the CLI's "<family> models only" panel), defaults from `preset`."""
+    if adapter.settings is None:
+        return []
+    def shown(value: Any) -> Any:
+        return ("on" if value else "off") if isinstance(value, bool) else value
+
+    return [_field(adapter.settings, f.name, f.name.replace("_", " "), shown(preset.family.get(f.name)))
+            for f in fields(adapter.settings)]
+
+
+def image_fit_field() -> Field:
+    from ..image import IMAGE_FIT_HELP, IMAGE_FITS
+
+    return Field("image_fit", "--image-fit", "image fit", IMAGE_FIT_HELP, "choice", IMAGE_FITS, "crop")
+
+
 def inject_fields() -> list[Field]:
     c = InjectConfig
     return [_field(c, "negative_prompt", "negative prompt"), _field(c, "seed", "seed"), _field(c, "cfg", "CFG scale")]
@@ -110,6 +127,8 @@ def to_args(form: list[Field], values: list[Any]) -> list[str]:
     for f, v in zip(form, values):
         if f.kind == "flag":
             args += [f.flag] if v else []
+        elif f.kind == "switch":
+            args += [f.flag] if v == "on" else ["--no-" + f.flag[2:]] if v == "off" else []
         elif v is not None and str(v).strip() != "":
             args += [f.flag, str(v).strip()]
     return args
@@ -135,4 +154,5 @@ def parse(command: str, args: list[str]) -> dict[str, Any]:
     return dict(ctx.params)
 
 
-__all__ = ["Field", "extract_fields", "guide_fields", "inject_fields", "parse", "setup_flags", "to_args"]
+__all__ = ["Field", "extract_fields", "family_fields", "guide_fields", "image_fit_field", "inject_fields", "parse",
+           "setup_flags", "to_args"]

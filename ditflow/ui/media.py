@@ -43,14 +43,20 @@ def amf_files(art: AmfArtifact, work: Path, block: int | None = None) -> tuple[P
     return still, anim
 
 
-def compare_file(arts: Sequence[AmfArtifact | GenArtifact], labels: Sequence[str], work: Path, fps: int = 8) -> Path:
-    """`viz compare`: the videos side by side under their labels, as mp4."""
+def compare_file(items: Sequence[AmfArtifact | GenArtifact | np.ndarray], labels: Sequence[str], work: Path,
+                 fps: int = 8) -> Path:
+    """`viz compare`: the videos side by side under their labels, as mp4. An item may be a picture, uint8
+    [H, W, 3] (an image-to-video run's image), shown still for the length of the others."""
+    from ..image import image_digest
     from ..video import write_video
     from ..viz import side_by_side
 
-    path = _out(work, "compare-" + "-".join(a.hash[:10] for a in arts) + ".mp4")
+    keys = [image_digest(a)[:10] if isinstance(a, np.ndarray) else a.hash[:10] for a in items]
+    path = _out(work, "compare-" + "-".join(keys) + ".mp4")
     if not path.exists():
-        write_video(side_by_side([a.frames for a in arts], list(labels)), path, fmt="mp4", fps=fps)
+        length = min(len(a.frames) for a in items if not isinstance(a, np.ndarray))
+        videos = [np.repeat(a[None], length, axis=0) if isinstance(a, np.ndarray) else a.frames for a in items]
+        write_video(side_by_side(videos, list(labels)), path, fmt="mp4", fps=fps)
     return path
 
 

@@ -7,14 +7,12 @@ artifact: the second finds it in the cache."""
 from __future__ import annotations
 
 import html
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from . import forms, media
+from . import forms, media, store_tabs
 from .actions import Runner
 
 CSS = """.dtf-error{color:#b00020;font-weight:600;margin:-6px 0 6px}.dtf-error p{margin:0}
@@ -51,6 +49,9 @@ def _input(f: forms.Field):
     if f.kind == "choice":
         return gr.Dropdown([("model default" + (f" ({f.default})" if f.default else ""), "")] + list(f.choices),
                            value="", label=f.label, info=f.help)
+    if f.kind == "switch":
+        return gr.Dropdown([("model default" + (f" ({f.default})" if f.default else ""), ""), "on", "off"], value="",
+                           label=f.label, info=f.help)
     return gr.Textbox(label=f.label, info=f.help, placeholder=f"default: {f.default}" if f.default else "default")
 
 
@@ -88,9 +89,9 @@ def build(runner: Runner, title: str = "ditflow") -> gr.Blocks:
             with gr.Tab("3 · Reuse", id="reuse"):
                 reuse = _reuse_tab(runner)
             with gr.Tab("4 · Cache", id="cache"):
-                cache = _cache_tab(runner)
+                cache = store_tabs.cache_tab(runner)
             with gr.Tab("5 · Batch report", id="batch"):
-                _batch_tab(runner)
+                store_tabs.batch_tab(runner)
         # a new artifact shows up in every picker
         ref["done"].then(lambda h: gr.update(choices=runner.amf_choices(), value=h), ref["hash_state"], gen["amf"])
         gen["done"].then(lambda: gr.update(choices=runner.emb_choices()), None, reuse["emb"])
@@ -186,22 +187,25 @@ def _generate_tab(runner: Runner, preset) -> dict:
         setup = gr.Dropdown([(f"{k}: {SETUP_HELP.get(k, k)}", k) for k in SETUPS], value="ditflow-emb", label="setup",
                             info="The paper's setups (as `ditflow batch --setups`)", scale=2)
     amf_error = gr.Markdown(visible=False, elem_classes="dtf-error")
+    picture = Picture(runner, amf)
     prompt = gr.Textbox(label="prompt", lines=1, placeholder="what to generate", elem_id="dtf-prompt")
     prompt_error = gr.Markdown(visible=False, elem_classes="dtf-error")
     with gr.Row():
         backbone = gr.Checkbox(label="also run the backbone alone (same prompt and seed), to compare", value=True)
         scores = gr.Checkbox(label="score: motion fidelity and CLIP score (when their weights are present)", value=True)
     with gr.Accordion("model settings (blank: the model's default, as on the CLI)", open=False):
-        form = Form(forms.guide_fields(preset), columns=3)
+        form = Form(forms.guide_fields(preset) + _family_fields(runner, preset), columns=3)
     run, cancel, general, hash_md = _run_controls("Generate", "dtf-generate", "dtf-gen-hash")
-    compare = gr.Video(label="reference | backbone | result (viz compare)", interactive=False, loop=True, autoplay=True,
+    compare = gr.Video(label="reference | picture | backbone | result (viz compare)" if runner.image_role else
+                       "reference | backbone | result (viz compare)", interactive=False, loop=True, autoplay=True,
                        elem_id="dtf-compare", elem_classes="dtf-pic")
     with gr.Row():
         result = gr.Video(label="result", interactive=False, loop=True, autoplay=True, elem_id="dtf-result",
                           elem_classes="dtf-pic")
         loss = gr.Image(label="guidance loss (viz loss)", type="filepath", interactive=False, elem_id="dtf-loss")
     score_md = gr.Markdown()
-    slots = [("--amf", amf_error), ("--prompt", prompt_error), *zip([f.flag for f in form.fields], form.errors)]
+    slots = [("--amf", amf_error), *picture.slots, ("--prompt", prompt_error),
+             *zip([f.flag for f in form.fields], form.errors)]
 
     def generate(data: dict, request: gr.Request, progress=gr.Progress()):
         from ..artifacts import load
@@ -209,14 +213,17 @@ def _generate_tab(runner: Runner, preset) -> dict:
         amf_hash, text, setup_name = data[amf], data[prompt], data[setup]
         with_backbone, with_scores, values = data[backbone], data[scores], [data[c] for c in form.inputs]
         try:
-            args = form.args(values)
+            args, image = form.args(values) + picture.args(data), picture.file(data)
             report = _reporter(progress)
-            art = runner.run(request.session_hash, lambda: runner.guide(amf_hash, text, setup_name, args), report)
+            art = runner.run(request.session_hash, lambda: runner.guide(amf_hash, text, setup_name, args, image), report)
             reference = load(runner.store, art.inputs["amf"], "amf")
-            shown, labels = [reference, art], ["reference", setup_name]
+            first = [reference, art.image] if art.image is not None else [reference]
+            heads = ["reference", "image"][:len(first)]
+            shown, labels = [*first, art], [*heads, setup_name]
             if with_backbone and setup_name != "backbone":
-                base = runner.run(request.session_hash, lambda: runner.guide(amf_hash, text, "backbone", args), report)
-                shown, labels = [reference, base, art], ["reference", "backbone", setup_name]
+                base = runner.run(request.session_hash, lambda: runner.guide(amf_hash, text, "backbone", args, image),
+                                  report)
+                shown, labels = [*first, base, art], [*heads, "backbone", setup_name]
             loss_path = media.loss_file(art, runner.work)
             text_scores = runner.scores(art) if with_scores else ""
             hint = " · reusable in **3 · Reuse**" if art.opt_mode == "emb" and art.inputs.get("guidance") else ""
@@ -227,9 +234,62 @@ def _generate_tab(runner: Runner, preset) -> dict:
             return ["", None, None, None, "", *error_updates(runner.message(e), slots, general)]
 
     outputs = [hash_md, compare, result, loss, score_md, *[s for _, s in slots], general]
-    done = run.click(generate, {amf, prompt, setup, backbone, scores, *form.inputs}, outputs, **MODEL_QUEUE)
+    done = run.click(generate, {amf, prompt, setup, backbone, scores, *picture.inputs, *form.inputs}, outputs,
+                     **MODEL_QUEUE)
     _wire_cancel(cancel, runner)
     return {"done": done, "amf": amf}
+
+
+def _family_fields(runner: Runner, preset) -> list[forms.Field]:
+    from ..backbones import resolve_model
+
+    return forms.family_fields(resolve_model(runner.model).adapter, preset)
+
+
+class Picture:
+    """An image-to-video model's picture: an upload (read by ditflow, never decoded by gradio), --image-fit, and
+    a preview of the picture as the run will animate it. Empty (no inputs, no flags) for a text-to-video model."""
+
+    def __init__(self, runner: Runner, ref=None, required: bool = True, what: str = "picture to animate"):
+        """`ref`: the field holding the AMF (or the run) whose size the preview takes."""
+        self.inputs, self.slots, self.upload, self.fit = [], [], None, None
+        role = runner.image_role
+        if role is None:
+            return
+        from .actions import IMAGE_SUFFIXES
+
+        fit_field = forms.image_fit_field()
+        need = " (required: an image-to-video model)" if role == "required" and required else \
+            " (optional)" if required else ""
+        with gr.Row():
+            self.upload = gr.File(label=what + need, file_types=list(IMAGE_SUFFIXES), type="filepath", height=120,
+                                  elem_id="dtf-image")
+            with gr.Column():
+                self.fit = gr.Dropdown(list(fit_field.choices), value=fit_field.default, label=fit_field.label,
+                                       info=fit_field.help, elem_id="dtf-image-fit")
+                error = gr.Markdown(visible=False, elem_classes="dtf-error")
+            preview = gr.Image(label="as the model sees it", type="numpy", interactive=False, height=160,
+                               elem_id="dtf-image-preview", elem_classes="dtf-pic")
+        preview_error = gr.Markdown(visible=False, elem_classes="dtf-error")
+        self.inputs, self.slots = [self.upload, self.fit], [("--image-fit", error), ("--image", preview_error)]
+
+        def show(path, fit, ref=None):
+            if not path:
+                return None, gr.update(visible=False)
+            try:
+                return runner.preview(path, fit, ref), gr.update(visible=False)
+            except Exception as e:  # one line under the picture
+                return None, gr.update(value=runner.message(e), visible=True)
+
+        for event in (self.upload.change, self.fit.change):
+            event(show, [c for c in (self.upload, self.fit, ref) if c is not None], [preview, preview_error])
+
+    def file(self, data: dict) -> str | None:
+        return data[self.upload] if self.upload is not None else None
+
+    def args(self, data: dict) -> list[str]:
+        return ["--image-fit", data[self.fit]] if self.fit is not None and data[self.fit] else []
+
 
 
 # -- 3 reuse -------------------------------------------------------------------------------------------------
@@ -238,6 +298,7 @@ def _reuse_tab(runner: Runner) -> dict:
                 "no optimisation, so it takes one plain generation.")
     emb = gr.Dropdown([], label="emb-mode run", value=None)
     emb_error = gr.Markdown(visible=False, elem_classes="dtf-error")
+    picture = Picture(runner, emb, required=False, what="another picture to animate (blank: the source run's)")
     prompt = gr.Textbox(label="new prompt", elem_id="dtf-inject-prompt")
     prompt_error = gr.Markdown(visible=False, elem_classes="dtf-error")
     with gr.Accordion("settings (blank: the source run's)", open=False):
@@ -245,144 +306,27 @@ def _reuse_tab(runner: Runner) -> dict:
     run, cancel, general, hash_md = _run_controls("Inject", "dtf-inject", "dtf-inject-hash")
     compare = gr.Video(label="reference | source run | injected", interactive=False, loop=True, autoplay=True,
                        elem_id="dtf-inject-video", elem_classes="dtf-pic")
-    slots = [("--emb", emb_error), ("--prompt", prompt_error), *zip([f.flag for f in form.fields], form.errors)]
+    slots = [("--emb", emb_error), *picture.slots, ("--prompt", prompt_error),
+             *zip([f.flag for f in form.fields], form.errors)]
 
     def inject(data: dict, request: gr.Request, progress=gr.Progress()):
         from ..artifacts import load
 
         emb_hash, text, values = data[emb], data[prompt], [data[c] for c in form.inputs]
         try:
-            art = runner.run(request.session_hash, lambda: runner.inject(emb_hash, text, form.args(values)),
+            args, image = form.args(values) + picture.args(data), picture.file(data)
+            art = runner.run(request.session_hash, lambda: runner.inject(emb_hash, text, args, image),
                              _reporter(progress))
             reference, source = load(runner.store, art.inputs["amf"], "amf"), load(runner.store, art.inputs["emb"], "gen")
-            path = media.compare_file([reference, source, art], ["reference", "source run", "injected"], runner.work)
+            first, heads = ([reference, art.image], ["reference", "image"]) if art.image is not None else \
+                ([reference], ["reference"])
+            path = media.compare_file([*first, source, art], [*heads, "source run", "injected"], runner.work)
             return [f"gen **`{art.hash}`**", str(path), *error_updates(None, slots, general)]
         except Exception as e:  # one line on the page, never a traceback
             return ["", None, *error_updates(runner.message(e), slots, general)]
 
-    done = run.click(inject, {emb, prompt, *form.inputs}, [hash_md, compare, *[s for _, s in slots], general], **MODEL_QUEUE)
+    done = run.click(inject, {emb, prompt, *picture.inputs, *form.inputs}, [hash_md, compare, *[s for _, s in slots], general],
+                     **MODEL_QUEUE)
     _wire_cancel(cancel, runner)
     emb.focus(lambda: gr.update(choices=runner.emb_choices()), None, emb)
     return {"done": done, "emb": emb}
-
-
-# -- 4 cache -------------------------------------------------------------------------------------------------
-def cache_table(runner: Runner, limit: int = 200) -> str:
-    """The cache as an HTML table: kind, prompt or source, date, size and a thumbnail per artifact."""
-    from ..artifacts import load
-    from ..cli.cache import _human
-    from ..errors import DitflowError
-
-    rows = runner.rows()
-    if not rows:
-        return f"<p>No artifacts in {html.escape(str(runner.store.root))} yet.</p>"
-    out = ["<table><tr><th></th><th>kind</th><th>hash</th><th>mode</th><th>prompt / source</th><th>created</th>"
-           "<th>size</th></tr>"]
-    for r in rows[:limit]:
-        thumb = ""
-        if r["state"] == "ok" and r["kind"] in ("amf", "gen"):
-            try:
-                thumb = f"<img alt='{r['kind']} {r['hash'][:12]}' src='{media.thumbnail(load(runner.store, r['hash']).frames)}'>"
-            except DitflowError:
-                thumb = ""
-        what = (r["source"] if r["kind"] == "gen" else Path(r["source"]).name) if r["state"] == "ok" else f"{r['state']}: {r['reason']}"
-        out.append(f"<tr><td>{thumb}</td><td>{html.escape(r['kind'])}</td><td><code>{r['hash'][:12]}</code></td>"
-                   f"<td>{html.escape(str(r['mode']))}</td><td>{html.escape(str(what))}</td>"
-                   f"<td>{html.escape(str(r['created']))}</td><td>{_human(r['size'])}</td></tr>")
-    more = f"<p>… and {len(rows) - limit} more (`ditflow cache ls`)</p>" if len(rows) > limit else ""
-    return "".join(out) + "</table>" + more
-
-
-def _cache_tab(runner: Runner) -> dict:
-    with gr.Row():
-        refresh = gr.Button("Refresh", scale=0, min_width=100)
-        pick = gr.Dropdown([], label="artifact", value=None, scale=3, elem_id="dtf-cache-pick")
-        open_b = gr.Button("Open", scale=0, min_width=90)
-        export_b = gr.Button("Export mp4", scale=0, min_width=110)
-        delete_b = gr.Button("Delete…", variant="stop", scale=0, min_width=100, elem_id="dtf-delete")
-    with gr.Row(visible=False) as confirm_row:
-        confirm_md = gr.Markdown()
-        force = gr.Checkbox(label="also if another artifact references it (--force)", value=False)
-        confirm_b = gr.Button("Delete it", variant="stop", scale=0, min_width=100, elem_id="dtf-confirm-delete")
-        keep_b = gr.Button("Keep it", scale=0, min_width=100)
-    error = gr.Markdown(visible=False, elem_classes="dtf-error", elem_id="dtf-cache-error")
-    status = gr.Markdown(elem_id="dtf-cache-status")
-    download = gr.File(label="export", interactive=False, height=80)
-    with gr.Row():
-        video = gr.Video(label="video", interactive=False, loop=True, autoplay=True, elem_classes="dtf-pic", height=260)
-        meta = gr.Code(label="metadata (cache show)", language="json", max_lines=14)
-    table = gr.HTML(elem_classes="dtf-cache", elem_id="dtf-cache-table")
-
-    def refresh_fn():
-        choices = [(f"{r['hash'][:12]} · {r['kind']} · {r['source'] or r['mode']}", r["hash"]) for r in runner.rows()]
-        return gr.update(choices=choices), cache_table(runner)
-
-    def fail(e: Exception) -> dict:
-        return gr.update(value=runner.message(e), visible=True)
-
-    def open_fn(h):
-        from ..artifacts import load
-
-        try:
-            art = load(runner.store, h or "")
-            shown = str(media.video_file(art, runner.work)) if art.kind in ("amf", "gen") else None
-            meta_text = dict(art.meta)
-            if len(meta_text.get("losses", [])) > 20:
-                meta_text["losses"] = f"{len(meta_text['losses'])} entries (see the loss plot)"
-            return shown, json.dumps(meta_text, indent=1), gr.update(visible=False)
-        except Exception as e:  # one line on the page
-            return None, "", fail(e)
-
-    def export_fn(h):
-        from ..artifacts import load
-        from ..cli.cache import _video_artifact
-
-        try:
-            return str(media.export_file(_video_artifact(load(runner.store, h or "")), runner.work)), gr.update(visible=False)
-        except Exception as e:  # one line on the page
-            return None, fail(e)
-
-    def ask(h):
-        if not h:
-            return gr.update(visible=False), "", gr.update(value="error: pick an artifact to delete", visible=True)
-        return gr.update(visible=True), f"Delete **`{h[:12]}`** from the cache? This cannot be undone.", gr.update(visible=False)
-
-    def delete(h, forced):
-        try:
-            removed = runner.store.remove([h], force=forced)
-            choices, table_html = refresh_fn()
-            return (gr.update(visible=False), f"deleted `{removed[0]}`", gr.update(visible=False), choices, table_html,
-                    gr.update(value=None))
-        except Exception as e:  # the store's rule (a referenced artifact needs --force) as its one line
-            return gr.update(visible=False), "", fail(e), gr.update(), gr.update(), gr.update()
-
-    refresh.click(refresh_fn, None, [pick, table])
-    open_b.click(open_fn, pick, [video, meta, error])
-    export_b.click(export_fn, pick, [download, error])
-    delete_b.click(ask, pick, [confirm_row, confirm_md, error])
-    keep_b.click(lambda: gr.update(visible=False), None, confirm_row)
-    confirm_b.click(delete, [pick, force], [confirm_row, status, error, pick, table, video])
-    return {"refresh_fn": refresh_fn, "refresh_outputs": [pick, table]}
-
-
-# -- 5 batch -------------------------------------------------------------------------------------------------
-def _batch_tab(runner: Runner) -> None:
-    gr.Markdown("Load the results file of `ditflow batch` (--json-out or --csv): its report, as `ditflow report "
-                "--html` writes it, with thumbnails from this page's cache (`ditflow report` on this machine reads "
-                "the cache a batch recorded).")
-    results = gr.File(label="results (.json, .csv)", file_types=[".json", ".csv"], type="filepath", height=120)
-    error = gr.Markdown(visible=False, elem_classes="dtf-error")
-    frame = gr.HTML(elem_id="dtf-report")
-
-    def show(path):
-        if not path:
-            return "", gr.update(visible=False)
-        try:
-            page_html = runner.report(path)
-        except Exception as e:  # one line on the page
-            return "", gr.update(value=runner.message(e), visible=True)
-        # the report is a page of its own (its CSS): an iframe keeps it and the page's apart
-        return (f"<iframe id='dtf-report-frame' title='batch report' style='width:100%;height:900px;border:1px solid #ddd' "
-                f"srcdoc='{html.escape(page_html, quote=True)}'></iframe>", gr.update(visible=False))
-
-    results.change(show, results, [frame, error])

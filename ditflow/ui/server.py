@@ -62,9 +62,6 @@ def serve(cache: str | None, model: str, host: str = "127.0.0.1", port: int = 78
     check_device(device)
     resolved = resolve_model(model)
     _ = resolved.preset  # a bad --model fails now, in one line, not in the page
-    if resolved.adapter.needs_image:  # the page has no image field yet: every run would fail in it
-        raise InputError(f"--model {model} is an image-to-video model; the page takes text-to-video models only: "
-                         "use `ditflow guide --image FILE` for it")
     store = Store(cache)
     store.check_shape()
     work = Path(tempfile.mkdtemp(prefix="ditflow-ui-"))
