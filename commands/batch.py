@@ -15,7 +15,7 @@ from .options import (RUNTIME, BlocksOpt, CacheOpt, CfgOpt, Command, ConfigOpt, 
                       StepsOpt, TrackerOpt, VariantOpt, WidthOpt, argument, choices, option)
 
 RUNS = "Runs"
-ManifestArg = Annotated[Path, argument(metavar="MANIFEST", help="runs.csv (video,prompt[,setup][,seed][,frame_range]), .jsonl or .toml (grids: lists expand as videos x prompts x setups x seeds; [setups.NAME] tables).")]
+ManifestArg = Annotated[Path, argument(metavar="MANIFEST", help="runs.csv (video,prompt[,setup][,seed][,frame_range][,image][,image_fit]), .jsonl or .toml (grids: lists expand as videos x prompts x setups x seeds; [setups.NAME] tables).")]
 SetupsOpt = Annotated[str, option("--setups", metavar="SETUP,...", panel=RUNS, help="Setups of rows that name none, comma-separated: ditflow-latent, ditflow-emb, smm, moft, injection, backbone, inject, or a table's name.")]
 SeedsOpt = Annotated[str, option("--seeds", metavar="INT,...", panel=RUNS, help="Seeds of rows that give none, comma-separated.")]
 SetupsFileOpt = Annotated[Optional[Path], option("--setups-file", metavar="FILE", panel=RUNS, show_default=False, help="TOML: one [NAME] table of guide settings per setup of your own.")]
@@ -72,7 +72,7 @@ def batch(
     from ditflow.batch.results import results_json, write_csv, write_json
     from ditflow.config_file import apply_overrides, section
     from ditflow.errors import DitflowError
-    from ditflow.fileio import check_not_inputs, check_outputs
+    from ditflow.fileio import check_not_inputs, check_outputs, check_outputs_again
     from ditflow.store import Store
 
     from ._common import emit_result, file_settings, parse_ints, parse_pair, runtime
@@ -96,11 +96,14 @@ def batch(
     names = _names(setups)
     m = read_manifest(manifest, setups=names, seeds=_seeds(seeds), custom=custom)
     check_setups(names, m.setups)
-    videos = {r.path: f"the video of row {r.row}" for r in reversed(m.runs) if r.video}  # each file once, its first row
-    check_not_inputs(outputs, [(what, path) for path, what in videos.items()])
+    read = {r.path: f"the video of row {r.row}" for r in reversed(m.runs) if r.video}  # each file once, its first row
+    read |= {r.image_path: f"the image of row {r.row}" for r in reversed(m.runs) if r.image_path}
+    check_not_inputs(outputs, [(what, path) for path, what in read.items()])
     settings = BatchSettings(cache=str(store.root.absolute()), extract=ecfg, guide=gcfg,
                              eval=_eval_settings(metrics, tracker, mf_variant), runtime=rt, setups=m.setups)
     results = run_batch(m.runs, settings, backend=backend, workers=workers, address=address, quiet=quiet)
+    check_outputs_again(outputs, overwrite, note="it appeared while the batch ran; its finished rows are in the "
+                                                 "cache: run it again with another file name to write them at once")
     written = [str(write_csv(results, csv_path))] if csv_path is not None else []
     written += [str(write_json(results, json_file))] if json_file is not None else []
     emit_result(results_json(results), [json.dumps(r) for r in results], written, as_json, quiet)
@@ -141,9 +144,11 @@ def _setups_file(path: Path) -> dict:
 
     from ditflow.batch.setups import check_custom
     from ditflow.errors import InputError
+    from ditflow.fileio import check_input_file
 
-    if not path.is_file() or path.suffix.lower() != ".toml":
+    if path.suffix.lower() != ".toml":
         raise InputError(f"--setups-file must be an existing .toml file: {path}")
+    check_input_file(path, "--setups-file")
     try:
         tables = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -14,6 +14,7 @@ from .options import (EVALUATION, RUNTIME, CacheOpt, Command, CsvOpt, JsonOpt, J
 
 WHAT = "What to score"
 MODELS = "Tracker and CLIP weights"
+APPEARED = "it appeared while the videos were scored"  # an output checked again before it is written
 VideoArg = Annotated[Optional[str], argument(metavar="VIDEO", help="Generated video: a file, a folder of frames, or a gen artifact hash.")]
 ReferenceOpt = Annotated[Optional[str], option("--reference", "-r", metavar="VIDEO", panel=WHAT, show_default=False, help="Reference video (file, folder or amf artifact hash). Default for a gen hash: the amf it was guided by.")]
 PromptOpt = Annotated[Optional[str], option("--prompt", "-p", metavar="TEXT", panel=WHAT, show_default=False, help="Prompt for the CLIP score. Default for a gen hash: its prompt.")]
@@ -59,7 +60,7 @@ def eval_command(
     from ditflow.config_file import apply_overrides
     from ditflow.errors import InputError
     from ditflow.eval import Evaluator, evaluate, parse_metrics
-    from ditflow.fileio import check_not_inputs, check_outputs, write_text
+    from ditflow.fileio import check_not_inputs, check_outputs, check_outputs_again, write_text
     from ditflow.store import Store
 
     from ._common import emit_result, flag_settings
@@ -92,6 +93,7 @@ def eval_command(
         for warning in result.get("warnings", []):
             console.print(f"warning: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
         document = json.dumps(result, indent=2)
+        check_outputs_again(outputs, overwrite, note=APPEARED)
         written = [str(write_text(json_file, document + "\n"))] if json_file is not None else []
         emit_result(document, [document], written, as_json, quiet)
         return
@@ -117,6 +119,7 @@ def eval_command(
         for warning in r.get("warnings") or []:
             console.print(f"warning: row {r['row']}: {warning}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     document = json.dumps(results, indent=2)
+    check_outputs_again(outputs, overwrite, note=APPEARED)
     written = [str(write_csv(results, csv_path))] if csv_path is not None else []
     written += [str(write_text(json_file, document + "\n"))] if json_file is not None else []
     emit_result(document, [json.dumps(r) for r in results], written, as_json, quiet)

@@ -32,7 +32,7 @@ def report(
     """
     from ditflow.batch.report import markdown
     from ditflow.batch.results import read_results
-    from ditflow.fileio import check_outputs, printable, write_text
+    from ditflow.fileio import check_outputs, check_outputs_again, printable, write_text
     from ditflow.store import Store
 
     check_outputs({"--md": md, "--html": html}, overwrite, inputs=[("RESULTS", results)], cache=Store(cache).root)
@@ -45,6 +45,7 @@ def report(
 
         # the thumbnails come from the cache the batch ran with (recorded in its rows) unless --cache says otherwise
         page_text = page(rows, Store(cache if cache is not None else recorded_cache(rows)), frames=frames)
+    check_outputs_again({"--md": md, "--html": html}, overwrite, note="it appeared while the report was made")
     if md is None:
         typer.echo(text, nl=False)  # md_text escaped every user string in it, control characters too
     else:

@@ -41,6 +41,20 @@ def printable(text: object) -> str:
     return _CONTROL.sub(_escape, s)
 
 
+def check_input_file(path: str | os.PathLike, what: str) -> Path:
+    """A file a run reads (a manifest, a results file, a config file), before anything opens it: a missing one
+    is "not found", and a folder, FIFO or device (even behind a symlink) is refused by name, since opening a
+    FIFO blocks until some writer comes and a device may never end. Returns the path."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} not found: {printable(path)}")
+    if path.is_dir():
+        raise InputError(f"{what} {printable(path)} is a folder; give a file")
+    if not path.is_file():
+        raise InputError(f"{what} {printable(path)} is not a regular file (a device, FIFO or socket); give a file")
+    return path
+
+
 def check_target(path: str | os.PathLike, overwrite: bool, *, folder: bool = False, flag: str = "--out") -> Path:
     """The preflight of one output path (pure: it writes nothing). Refuses an existing path without
     `overwrite`, a folder where a file goes (and the reverse), a device or FIFO, and a parent that is a
@@ -72,6 +86,21 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None], overwrite: bool,
         if path is not None:
             check_target(path, overwrite, flag=flag)
     check_not_inputs(outputs, inputs, cache=cache)
+
+
+def check_outputs_again(outputs: dict[str, str | os.PathLike | None], overwrite: bool, *, note: str) -> None:
+    """`check_target` of each output once more, just before any of them is written: a file that appeared
+    while the run worked (another run's results, a user's file) is refused as one there from the start would
+    have been, never replaced without --overwrite, and nothing is written. `note` follows the message of a
+    path that now exists (what became of the run's work)."""
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        try:
+            check_target(path, overwrite, flag=flag)
+        except InputError as e:
+            there = Path(path).expanduser()
+            raise InputError(f"{e} ({note})" if there.exists() or there.is_symlink() else str(e)) from None
 
 
 def check_not_inputs(outputs: dict[str, str | os.PathLike | None], inputs: Iterable[tuple[str, str | os.PathLike | None]], *,
@@ -204,5 +233,5 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
-__all__ = ["printable", "check_target", "check_outputs", "check_not_inputs", "same_file", "atomic_file", "write_text", "make_parents", "remove_folders", "writing",
+__all__ = ["printable", "check_input_file", "check_target", "check_outputs", "check_outputs_again", "check_not_inputs", "same_file", "atomic_file", "write_text", "make_parents", "remove_folders", "writing",
            "temp_name", "output_error"]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import stat
 import sys
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -54,6 +57,36 @@ def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
         main()
     out, err = capsys.readouterr()
     return exit_info.value.code, out, err
+
+
+def cli(args: list[str]) -> tuple[int, str, str]:
+    """`run_cli` without capsys or monkeypatch, so module fixtures can use it too: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from ditflow.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.setattr(sys, "argv", ["ditflow", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    return exit_info.value.code, out.getvalue(), err.getvalue()
+
+
+@contextmanager
+def deadline(seconds: int = 20) -> Iterator[None]:
+    """Fail instead of hanging (no pytest-timeout here): SIGALRM interrupts an open() of a FIFO that blocks."""
+    def expired(*_):
+        raise AssertionError(f"still running after {seconds} s: an input was opened")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def one_error_line(err: str, text: str = "") -> str:

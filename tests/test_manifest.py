@@ -138,7 +138,7 @@ def test_malformed_json_line_is_refused(tmp_path, capsys, monkeypatch, no_model,
 ])
 def test_unknown_field_is_refused_by_batch_and_eval_alike(tmp_path, capsys, monkeypatch, no_model, command, name, text, where):
     path = write(tmp_path, name, text)
-    known = "video, prompt, setup, seed, frame_range, image" if command == "batch" else "video, reference, prompt"
+    known = "video, prompt, setup, seed, frame_range, image, image_fit" if command == "batch" else "video, reference, prompt"
     assert refused(command, path, capsys, monkeypatch) == f"error: {path}{where}{known})"
 
 

@@ -19,7 +19,8 @@ def row(n: int = 1, **kw) -> dict:
     """One ok result row as the runner makes it."""
     base = {"video": "a.gif", "prompt": "a red circle", "setup": "backbone", "seed": 1, "amf": H1, "gen": H2,
             "motion_fidelity": 0.5, "clip_score": 0.25, "seconds": 12.5, "status": "ok", "error": None,
-            "model": MODEL, "frame_range": None, "cached": False, "notes": None, "row": n, "cache": None}
+            "model": MODEL, "frame_range": None, "cached": False, "notes": None, "row": n, "cache": None,
+            "image": None, "image_fit": None, "image_digest": None}
     return {**base, **kw}
 
 
@@ -70,7 +71,7 @@ def test_a_csv_row_with_a_missing_field_is_exit_2(tmp_path, capsys, monkeypatch)
     results = csv_with(tmp_path / "out.csv", "video", "a.gif")
     results.write_text(results.read_text() + "b.gif,only two\n")
     code, _, err = run_cli(["report", str(results)], capsys, monkeypatch)
-    assert code == 2 and "row 3 has 2 fields, its header 17" in one_error_line(err)
+    assert code == 2 and f"row 3 has 2 fields, its header {len(COLUMNS)}" in one_error_line(err)
 
 
 # -- what the writer writes, the reader reads exactly ------------------------------------------------------

@@ -1,19 +1,22 @@
 """`ditflow batch` manifests: what to run, one `Run` per (video, prompt, setup, seed).
 
-    runs.csv     video,prompt[,setup][,seed][,frame_range][,image]        one run per line
+    runs.csv     video,prompt[,setup][,seed][,frame_range][,image][,image_fit]   one run per line
     runs.jsonl   {"video": ..., "prompt": [...], "setup": [...], "seed": [1, 2]}   a list expands (a grid)
     runs.toml    video = [...]  prompt = [...]  setup = [...]  seed = [...]        the same, or [[run]] tables
                  [setups.NAME] loss = "flow" ...                                     a setup of your own
 
 A record expands to the product videos × prompts × setups × seeds of its list-valued fields (in that order);
 a missing setup or seed is the batch's `--setups` / `--seeds`. frame_range is START,END,STEP (a string
-"0,48,2" in CSV, a list in JSONL/TOML). Relative video paths are taken from the manifest's folder.
+"0,48,2" in CSV, a list in JSONL/TOML). Relative video and image paths are taken from the manifest's folder.
+image (image-to-video) is the picture the row animates, as `--image` takes it; image_fit is `--image-fit`'s
+crop, pad or squash (default crop).
 
 The file is read by records.py, one set of rules with `eval --manifest`: what is wrong with the file itself
 (unreadable, no video/prompt, an unknown or repeated field, an unquoted comma, an open quote, an empty list, no
 rows, a bad setup table, more than MAX_ROWS runs) is an InputError naming its line before anything runs (exit
-2); what is wrong with one row (a missing video, an unknown setup, a bad seed or range, an empty prompt) makes
-that row a failed run with its reason, and the others still run. Both are decided here, before any model loads.
+2); what is wrong with one row (a missing video or image, an unknown setup, a bad seed, range or image_fit, an
+empty prompt) makes that row a failed run with its reason, and the others still run. Both are decided here,
+before any model loads.
 """
 from __future__ import annotations
 
@@ -26,10 +29,12 @@ from typing import Any
 
 from ..checks import MAX_SEED
 from ..errors import InputError
+from ..fileio import check_input_file
+from ..image import IMAGE_FITS
 from . import setups as S
 from .records import Record, Schema, read_records
 
-COLUMNS = ("video", "prompt", "setup", "seed", "frame_range", "image")
+COLUMNS = ("video", "prompt", "setup", "seed", "frame_range", "image", "image_fit")
 EXPANDED = ("video", "prompt", "setup", "seed")  # a list in these fields is a grid axis
 SCHEMA = Schema(COLUMNS, required=("video", "prompt"), lists=(*EXPANDED, "frame_range"), tables=("setups",))
 MAX_ROWS = 100_000  # runs one manifest may expand to; checked on the list lengths, before any run is built
@@ -44,7 +49,9 @@ class Run:
     setup: str
     seed: int | None
     frame_range: tuple[int, int, int] | None = None
-    image: str | None = None  # image-to-video: the picture to animate, resolved against the manifest's folder
+    image: str | None = None  # image-to-video: the picture to animate, as the manifest wrote it
+    image_path: str | None = None  # resolved against the manifest's folder
+    image_fit: str = "crop"  # how the picture is fitted to the reference's size (`--image-fit`)
     inject_from: str | None = None  # an inject row: the prompt of the ditflow-emb run it replays
     error: str | None = None  # why this row cannot run (it is reported failed, the rest go on)
 
@@ -64,9 +71,7 @@ def read_manifest(path: str | os.PathLike, *, setups: list[str], seeds: list[int
                   custom: dict[str, dict[str, Any]] | None = None) -> Manifest:
     """The runs of a .csv, .jsonl or .toml manifest. `setups` / `seeds` fill records without them; `custom`
     adds setups (from --setups-file) to those the manifest's own [setups] tables define."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"manifest not found: {path}")
+    path = check_input_file(path, "manifest")
     if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson", ".toml"):
         raise InputError(f"manifest {path} must be .csv (header video,prompt[,setup][,seed]), .jsonl or .toml")
     records, tables = read_records(path, SCHEMA)
@@ -81,7 +86,7 @@ def read_manifest(path: str | os.PathLike, *, setups: list[str], seeds: list[int
     for rec in records:
         for video, prompt, setup, seed in itertools.product(*_axes(rec.fields, setups, seeds)):
             runs.append(_run(len(runs) + 1, video, prompt, setup, seed, rec.fields.get("frame_range"), base, known,
-                             rec.fields.get("image")))
+                             rec.fields.get("image"), rec.fields.get("image_fit")))
     if not runs:
         raise InputError(f"manifest {path} has no rows")
     return Manifest(inject_sources(runs), defined)
@@ -113,22 +118,39 @@ def _axes(rec: dict[str, Any], setups: list[str], seeds: list[int]) -> list[list
 
 
 def _run(row: int, video: Any, prompt: Any, setup: Any, seed: Any, frame_range: Any, base: Path, known: set[str],
-         image: Any = None) -> Run:
+         image: Any = None, image_fit: Any = None) -> Run:
     video, prompt, setup = str(video).strip(), str(prompt).strip(), str(setup).strip()
-    picture = None if image is None or str(image).strip() == "" else Path(str(image).strip()).expanduser()
-    picture = picture if picture is None or picture.is_absolute() else base / picture
+    picture = None if image is None or str(image).strip() == "" else str(image).strip()
+    fit = "crop" if image_fit is None or str(image_fit).strip() == "" else str(image_fit).strip()
     seed_value, seed_error = parse_seed(seed)
     span, span_error = parse_frame_range(frame_range)
-    resolved = Path(video).expanduser()
-    resolved = resolved if resolved.is_absolute() else base / resolved
+    resolved = _resolve(video, base)
     error = ("row has no video" if not video else
              f"video not found: {video}" if not resolved.exists() else
              "row has no prompt" if not prompt else
              f"unknown setup '{setup}' (known: {', '.join(sorted(known))})" if setup not in known else
-             seed_error or span_error or
-             (f"image not found: {image}" if picture is not None and not picture.is_file() else None))
-    return Run(row, video, str(resolved), prompt, setup, seed_value, span, None if picture is None else str(picture),
-               error=error)
+             seed_error or span_error or _image_error(picture, base) or
+             (f"image_fit must be one of {', '.join(IMAGE_FITS)}, got {fit!r}" if fit not in IMAGE_FITS else None))
+    return Run(row, video, str(resolved), prompt, setup, seed_value, span, picture,
+               None if picture is None else str(_resolve(picture, base)), fit, error=error)
+
+
+def _resolve(path: str, base: Path) -> Path:
+    resolved = Path(path).expanduser()
+    return resolved if resolved.is_absolute() else base / resolved
+
+
+def _image_error(image: str | None, base: Path) -> str | None:
+    """Why a row's image cannot be read, or None. It takes what `--image` takes (a picture or video file, a folder
+    of frames) and refuses what it refuses (a FIFO or device, which would block or never end), by name."""
+    if image is None:
+        return None
+    path = _resolve(image, base)
+    if not path.exists():
+        return f"image not found: {image}"
+    if not (path.is_file() or path.is_dir()):
+        return f"image {image} is not a regular file (a device, FIFO or socket); give a picture, a video or a folder of frames"
+    return None
 
 
 def parse_seed(value: Any) -> tuple[int | None, str | None]:

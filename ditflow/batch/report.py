@@ -90,6 +90,15 @@ def md_text(value: Any) -> str:
     return printable(_MD_BREAK.sub("<br>", text))
 
 
+def image_label(row: dict[str, Any]) -> str:
+    """What follows a row's video where a report lists it: the picture an image-to-video row animates, its fit
+    and the first 12 digits of its fitted pixels' digest (as `cache ls` shortens hashes); "" for text-to-video."""
+    if not row.get("image"):
+        return ""
+    digest = f" {row['image_digest'][:12]}" if row.get("image_digest") else ""
+    return f" + image {row['image']} ({row.get('image_fit') or 'crop'}{digest})"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     """One Markdown table per model, with the failures and missing-value reasons under it."""
     lines = []
@@ -105,8 +114,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
     failed = [r for r in results if r.get("status") != "ok"]
     if failed:
         lines += ["", f"{len(failed)} failed run(s):"]
-        lines += [f"- row {r.get('row')}: {md_text(r.get('video'))} | “{md_text(r.get('prompt'))}” | {md_text(r.get('setup'))} "
-                  f"| seed {r.get('seed')}: {md_text(r.get('error'))}" for r in failed]
+        lines += [f"- row {r.get('row')}: {md_text(r.get('video'))}{md_text(image_label(r))} | “{md_text(r.get('prompt'))}” | "
+                  f"{md_text(r.get('setup'))} | seed {r.get('seed')}: {md_text(r.get('error'))}" for r in failed]
     reasons = missing_reasons(results)
     if reasons:
         lines += ["", "Notes:"] + [f"- {md_text(n)}" for n in reasons]

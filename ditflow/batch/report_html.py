@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import METRICS, fmt, missing_reasons, setup_order, summarise
+from .report import METRICS, fmt, image_label, missing_reasons, setup_order, summarise
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
@@ -125,7 +125,7 @@ def _span(values: list[float]) -> tuple[float, float]:
 
 def strip(row: dict[str, Any], store, frames: int, height: int) -> str:
     """One row's label and its reference | generated thumbnails (or why there are none)."""
-    label = (f"row {E(str(row.get('row')))}: {E(str(row.get('video')))} | <b>{E(str(row.get('setup')))}</b> | seed "
+    label = (f"row {E(str(row.get('row')))}: {E(str(row.get('video')))}{E(image_label(row))} | <b>{E(str(row.get('setup')))}</b> | seed "
              f"{E(str(row.get('seed')))} | “{E(str(row.get('prompt')))}”")
     if row.get("status") != "ok":
         return f"<div class='strip'><div class='label'>{label}</div><div class='failed'>failed: {E(str(row.get('error')))}</div></div>"

@@ -18,15 +18,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import InputError
-from ..fileio import atomic_file, printable, write_text
+from ..fileio import atomic_file, check_input_file, printable, write_text
+from ..image import IMAGE_FITS
 
 # amf and gen are the artifacts' hashes; seconds the generation's (guide or inject) when it was made;
 # status ok or failed; cached: the whole row came from the cache; notes: why a score is missing or doubtful;
-# cache: the cache folder the row's artifacts are in (so `ditflow report` finds its thumbnails without --cache)
+# cache: the cache folder the row's artifacts are in (so `ditflow report` finds its thumbnails without --cache);
+# image (as the manifest wrote it), image_fit and image_digest (the gen's `image` input: its fitted pixels) for
+# an image-to-video row, appended last so that a reader of an older file's columns by position still reads them
 COLUMNS = ("video", "prompt", "setup", "seed", "amf", "gen", "motion_fidelity", "clip_score", "seconds", "status",
-           "error", "model", "frame_range", "cached", "notes", "row", "cache")
+           "error", "model", "frame_range", "cached", "notes", "row", "cache", "image", "image_fit", "image_digest")
 NUMBERS = ("motion_fidelity", "clip_score", "seconds")
-HASHES = ("amf", "gen")
+HASHES = ("amf", "gen", "image_digest")
 INTEGERS = ("seed", "row")
 FLAGS = ("cached",)
 STATUSES = ("ok", "failed")
@@ -84,9 +87,7 @@ def write_json(results: list[dict[str, Any]], path: str | os.PathLike) -> Path:
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of a batch's --json-out or --csv, typed (numbers as floats, seed and row as ints, cached as a
     bool, empty cells as None) and checked: any bad cell is an InputError naming file, row and column."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"results not found: {printable(path)}")
+    path = check_input_file(path, "results")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -188,6 +189,8 @@ def _cell(column: str, value: Any, from_csv: bool) -> Any:
         raise BadValue(f"{_show(value)} is not text")
     if column == "status" and value not in STATUSES:
         raise BadValue(f"{_show(value)} is not a status ({' or '.join(STATUSES)})")
+    if column == "image_fit" and value not in IMAGE_FITS:
+        raise BadValue(f"{_show(value)} is not an image fit ({', '.join(IMAGE_FITS)})")
     return value
 
 

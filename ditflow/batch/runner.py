@@ -60,7 +60,8 @@ def base_result(run: Run, model: str, cache: str | None = None) -> dict[str, Any
     return {"cache": cache, "row": run.row, "video": run.video, "prompt": run.prompt, "setup": run.setup, "seed": run.seed,
             "frame_range": ",".join(map(str, run.frame_range)) if run.frame_range else None, "model": model,
             "amf": None, "gen": None, "motion_fidelity": None, "clip_score": None, "seconds": None,
-            "status": "failed", "error": None, "cached": False, "notes": None}
+            "status": "failed", "error": None, "cached": False, "notes": None, "image": run.image,
+            "image_fit": run.image_fit if run.image else None, "image_digest": None}
 
 
 def run_row(run: Run, s: BatchSettings) -> dict[str, Any]:
@@ -89,15 +90,17 @@ def _compute(run: Run, s: BatchSettings) -> dict[str, Any]:
     store = Store(s.cache)
     at = dict(runtime=s.runtime, store=store, resolved=s.model)
     amf = extract(run.path, replace(s.extract, frame_range=run.frame_range), **at)
-    if run.setup == INJECT:
+    picture = dict(image=run.image_path, image_fit=run.image_fit)
+    if run.setup == INJECT:  # the replayed run animates this row's picture; inject animates that run's again
         source = guide(amf.hash, guide_config(s.guide, all_setups(s.setups)[INJECT_SOURCE], run.inject_from, run.seed),
-                       image=run.image, **at)
+                       **picture, **at)
         gen = inject(source.hash, InjectConfig(prompt=run.prompt), **at)
     else:
         cfg = guide_config(s.guide, all_setups(s.setups)[run.setup], run.prompt, run.seed)
-        gen = guide(amf.hash, cfg, image=run.image, **at)
+        gen = guide(amf.hash, cfg, **picture, **at)
     seconds = (gen.meta.get("seconds") or {}).get("total")  # the generation's, recorded when it was made (a hit costs none)
-    return {"amf": amf.hash, "gen": gen.hash, "seconds": seconds, **score(store, amf, gen, run.prompt, s.eval)}
+    return {"amf": amf.hash, "gen": gen.hash, "seconds": seconds, "image_digest": gen.inputs.get("image"),
+            **score(store, amf, gen, run.prompt, s.eval)}
 
 
 def score_inputs(amf_hash: str, gen_hash: str, prompt: str, settings: EvalSettings) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import DitflowError, InputError
-from ..fileio import atomic_file
+from ..fileio import atomic_file, check_input_file
 
 COLUMNS = ("video", "reference", "prompt")
 RESULT_COLUMNS = ("row", "video", "reference", "prompt", "clip_score", "motion_fidelity", "tracker", "mf_variant", "error",
@@ -28,9 +28,7 @@ class Row:
 
 def read_manifest(path: str | os.PathLike) -> list[Row]:
     """Rows of a .csv or .jsonl manifest; raises InputError for a missing file or a bad header/line."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"manifest not found: {path}")
+    path = check_input_file(path, "manifest")
     if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
         raise InputError(f"manifest {path} must be .csv (header video,reference,prompt) or .jsonl")
     from ..batch.records import Schema, read_records  # here: ditflow.batch imports ditflow.eval
