@@ -64,6 +64,9 @@ def test_2_the_picture_is_previewed_as_the_model_sees_it(server, page, tmp_path_
 
 def test_3_generate_shows_the_picture_beside_the_runs(server, page):
     page.locator("#dtf-prompt textarea").fill("a red circle on a grey background")
+    # one run, unscored: the T2V browser test covers the backbone beside it and the scores
+    page.get_by_label("also run the backbone alone (same prompt and seed), to compare").uncheck()
+    page.get_by_label("score: motion fidelity and CLIP score (when their weights are present)").uncheck()
     page.get_by_label("image fit").click()
     page.get_by_role("option", name="pad").click()
     page.get_by_text("model settings").click()
