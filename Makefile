@@ -148,7 +148,7 @@ clean-demo:
 
 # Motion-transfer quality on the toy model: 20 held-out references, every setup of the paper's table.
 # Then the toy I2V model: each reference's motion on a picture of the new prompt's object where the reference's starts.
-I2V_SETUPS ?= backbone,injection only,DiTFlow latent,DiTFlow emb,zero-shot inject
+I2V_SETUPS ?= backbone,injection only,DiTFlow latent,DiTFlow emb,zero-shot inject,FlowMotion,RoPECraft,FastVMT
 bench-quality:
 	$(PY) benchmarks/bench_quality.py --out bench-results/quality.json $(BENCH_QUALITY_ARGS)
 	$(PY) benchmarks/bench_quality.py --model toy-i2v --setups "$(I2V_SETUPS)" --out bench-results/quality-i2v.json $(BENCH_QUALITY_ARGS)
@@ -190,7 +190,9 @@ probe-renoise:
 # DAVIS are listed and skipped; the batch resumes from the cache ($(CACHE), else $$DITFLOW_CACHE) when rerun.
 # Writes $(OUT)/davis-manifest.jsonl, davis-results.json, davis-report.md and davis-report.html.
 DAVIS ?=
-DAVIS_SETUPS ?= backbone,injection,smm,moft,ditflow-latent,ditflow-emb,inject
+# SETUPS=... (or DAVIS_SETUPS=...) picks the setups: the paper's by default; flowmotion,ropecraft,fastvmt add the peers
+SETUPS ?= backbone,injection,smm,moft,ditflow-latent,ditflow-emb,inject
+DAVIS_SETUPS ?= $(SETUPS)
 ARGS ?=
 CACHE ?=
 bench-davis:

@@ -19,7 +19,10 @@ process of its own after one `ditflow.extract` process per (model, frames):
 - fast: `--fast`;
 - offload: `--cpu-offload` (a GPU only);
 - paper: the paper-style baseline: the full per-head attention map of the paper's code (`ditflow.amf.reference`), no
-  gradient checkpointing, every block run in each guided forward.
+  gradient checkpointing, every block run in each guided forward;
+- unguided: `--no-guidance --no-injection`, the model alone (what a method without backpropagation should cost);
+- flowmotion, ropecraft, fastvmt: `--method NAME` (their own settings as published; the shape's steps, guidance
+  range and Adam steps as the others'). RoPECraft needs RoPE: on 2b its row is the one-line refusal.
 Each variant takes its own noise seed, so none is a cache hit of another (the work does not depend on the seed).
 Peak memory is the device's (torch.cuda.max_memory_allocated) on a GPU; on a CPU the process's peak resident
 memory (VmHWM), reported whole and above the loaded model (the resident memory right after loading). Results go to --out with the ratios to the paper baseline
@@ -64,7 +67,8 @@ MODELS = {
                                               out_channels=48), (704, 1280), (121,)),
 }
 QUICK_SIZE = {"wan2.2-ti2v-5b": (32, 64)}  # its 16x VAE and patch 2 take multiples of 32
-VARIANTS = ("default", "fast", "offload", "paper")
+VARIANTS = ("default", "fast", "offload", "paper", "unguided", "flowmotion", "ropecraft", "fastvmt")
+METHOD_VARIANTS = ("flowmotion", "ropecraft", "fastvmt")  # --method NAME with its published defaults
 # one guided step of 3 Adam steps (the paper: 10 of 5), at 6 (24/25 frames) or 13 (49) latent frames of 2x3 patches
 QUICK = dict(blocks=2, size=(32, 48), steps=2, guidance_range=(2, 1), opt_steps=3)
 
@@ -179,6 +183,7 @@ def run_one(job: dict) -> dict:
     import ditflow
     from ditflow import stages
     from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
+    from ditflow.errors import InputError
     from ditflow.store import Store
 
     store = Store(job["cache"])
@@ -205,15 +210,20 @@ def run_one(job: dict) -> dict:
                                                       store=store).hash for f, v in job["videos"]}}
         else:
             quick = {k: QUICK[k] for k in ("steps", "guidance_range", "opt_steps")} if job["quick"] else {}
-            cfg = GuideConfig(prompt="a red box moving on a road", fast=job["variant"] == "fast",
-                              seed=VARIANTS.index(job["variant"]), **quick)
+            variant = job["variant"]
+            method = {"method": variant} if variant in METHOD_VARIANTS else {}
+            alone = {"guidance": False, "injection": False} if variant == "unguided" else {}
+            cfg = GuideConfig(prompt="a red box moving on a road", fast=variant == "fast",
+                              seed=VARIANTS.index(variant), **quick, **method, **alone)
             gen = ditflow.guide(job["amf"], cfg, runtime=rt, store=store)
             seconds = gen.meta["seconds"]
             steps = seconds["guidance_steps"]
-            result = {"gen": gen.hash, "seconds_per_guided_step": sum(steps) / len(steps), "guided_steps": len(steps),
+            result = {"gen": gen.hash, "seconds_per_guided_step": sum(steps) / max(len(steps), 1), "guided_steps": len(steps),
                       "seconds_sampling": seconds["sample"], "seconds_load": seconds["load"], "seconds_decode": seconds["decode"]}
     except torch.cuda.OutOfMemoryError as e:
         result = {"error": f"out of memory: {str(e).splitlines()[0]}"}
+    except InputError as e:  # a method that cannot apply to this model (RoPECraft without RoPE)
+        result = {"error": f"refused: {e}"}
     peak = torch.cuda.max_memory_allocated() if cuda else resident("VmHWM")
     return {**result, "seconds_total": time.perf_counter() - start, "peak_bytes": peak,
             "peak_above_model_bytes": peak - loaded.get("bytes", 0) if cuda else peak - loaded.get("bytes", peak),

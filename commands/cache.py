@@ -31,6 +31,8 @@ def _mode(kind: str, inputs: dict[str, Any]) -> str:
         return "blocks " + ",".join(str(b) for b in inputs.get("blocks") or [])
     if kind == "score":
         return "eval"
+    if kind == "flow":  # a method's optical flow of a reference (RoPECraft's)
+        return f"{inputs.get('flow')} flow"
     if "emb" in inputs:
         return "inject"
     return str(inputs.get("opt_mode")) if inputs.get("guidance") else "no-guidance"

@@ -12,7 +12,8 @@ from ditflow.config import GuideConfig, InjectConfig, RuntimeOptions
 
 from .options import (FAST, GUIDANCE, RUNTIME, SAMPLING, WHAT, CacheOpt, CfgLowNoiseOpt, CfgOpt, ConfigOpt, CpuOffloadOpt,
                       DeviceOpt, DynamicCfgOpt, ImageFitOpt, ImageOpt, FastOpt, FormatOpt, GuidanceRangeOpt, JsonOpt, LrOpt, NegativePromptOpt, NoInjectionOpt,
-                      OptStepsOpt, OutOpt, OverwriteOpt, QuietOpt, SchedulerOpt, StepsOpt, Command, option, setting)
+                      OptStepsOpt, OutOpt, OverwriteOpt, QuietOpt, SchedulerOpt, StepsOpt, Command, MethodOpt,
+                      method_setting, option, setting)
 
 PromptOpt = Annotated[str, setting(GuideConfig, "prompt", "--prompt", "-p", panel=WHAT)]
 ModelOpt = Annotated[Optional[str], option("--model", metavar="MODEL", panel=WHAT, show_default=False,
@@ -28,6 +29,7 @@ def guide(
     image: ImageOpt = None,
     image_fit: ImageFitOpt = "crop",
     model: ModelOpt = None,
+    method: MethodOpt = None,
     opt_mode: Annotated[Optional[str], setting(GuideConfig, "opt_mode", panel=GUIDANCE)] = None,
     loss: Annotated[Optional[str], setting(GuideConfig, "loss", panel=GUIDANCE)] = None,
     opt_steps: OptStepsOpt = None,
@@ -49,6 +51,20 @@ def guide(
     amf_window: Annotated[Optional[int], setting(GuideConfig, "amf_window", panel=FAST)] = None,
     amf_frame_distance: Annotated[Optional[int], setting(GuideConfig, "amf_frame_distance", panel=FAST)] = None,
     grad_reuse: Annotated[Optional[int], setting(GuideConfig, "grad_reuse", panel=FAST)] = None,
+    alpha: Annotated[Optional[float], method_setting("alpha")] = None,
+    beta: Annotated[Optional[float], method_setting("beta")] = None,
+    gamma: Annotated[Optional[float], method_setting("gamma")] = None,
+    source_latent: Annotated[Optional[str], method_setting("source_latent")] = None,
+    flow: Annotated[Optional[str], method_setting("flow")] = None,
+    flow_smoothing: Annotated[Optional[float], method_setting("flow_smoothing")] = None,
+    mse_weight: Annotated[Optional[float], method_setting("mse_weight")] = None,
+    window: Annotated[Optional[int], method_setting("window")] = None,
+    tile: Annotated[Optional[str], method_setting("tile")] = None,
+    pair_distance: Annotated[Optional[int], method_setting("pair_distance")] = None,
+    far_weight: Annotated[Optional[float], method_setting("far_weight")] = None,
+    amf_weight: Annotated[Optional[float], method_setting("amf_weight")] = None,
+    window_weight: Annotated[Optional[float], method_setting("window_weight")] = None,
+    attn_temperature: Annotated[Optional[float], method_setting("attn_temperature")] = None,
     out: OutOpt = None,
     fmt: FormatOpt = None,
     overwrite: OverwriteOpt = False,

@@ -85,6 +85,15 @@ def family_setting(name: str, *flags: str) -> typer.models.OptionInfo:
     return setting(adapter.settings, name, *flags, panel=family_panel(adapter.family))
 
 
+def method_setting(name: str, *flags: str) -> typer.models.OptionInfo:
+    """An option for a setting only one method reads (`GuideConfig.method_settings`): its help and rules from the
+    method's settings, in a panel named after the method."""
+    from ditflow.methods import method_panel, method_settings
+
+    method = method_settings()[name]
+    return setting(method.settings, name, *flags, panel=method_panel(method))
+
+
 def _metavar(cls: type, f: Field) -> str:
     allowed = f.metadata.get("rule", {}).get("choices")
     if allowed:
@@ -231,6 +240,7 @@ ImageOpt = Annotated[Optional[Path], option("--image", metavar="FILE", panel=WHA
 ImageFitOpt = Annotated[Literal[IMAGE_FITS], option("--image-fit", metavar=choices(IMAGE_FITS), panel=WHAT,
                                                     help=IMAGE_FIT_HELP + " [default: crop]", show_default=False)]
 FastOpt = Annotated[bool, setting(GuideConfig, "fast", "--fast", panel=FAST)]
+MethodOpt = Annotated[Optional[str], setting(GuideConfig, "method", panel=GUIDANCE)]
 
 # -- how eval (and batch) scores ---------------------------------------------------------------------------
 MetricsOpt = Annotated[Optional[str], setting(EvalSettings, "metrics", panel=EVALUATION, metavar="METRIC,...")]

@@ -46,9 +46,13 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in args if a is not type(None))
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {_describe(args[0])}s"
-        return f"a list of {len(args)} {_describe(args[0])}s"
+            return f"a list of {_plural(args[0])}"
+        return f"a list of {len(args)} {_plural(args[0])}"
     return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _plural(tp: Any) -> str:
+    return {int: "integers", float: "finite numbers", bool: "booleans", str: "strings"}.get(tp, f"{tp}s")
 
 
 def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:

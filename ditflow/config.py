@@ -2,7 +2,8 @@
 
 A field left at None means "the model's default" (a `backbones.ModelPreset`); `resolve()` fills it in once the
 model is known, so the resolved config is what gets hashed and recorded. A family's own settings (declared by its
-adapter in ditflow/backbones/) travel in `GuideConfig.family`. Each setting's help, range and
+adapter in ditflow/backbones/) travel in `GuideConfig.family`, a method's own (ditflow/methods/) in
+`GuideConfig.method_settings`. Each setting's help, range and
 choices are written once, in its field's metadata (`rule`): the CLI, its validation and docs/cli.md read them.
 """
 from __future__ import annotations
@@ -161,33 +162,49 @@ class GuideConfig:
         "[default: 1 (every step); --fast: the model's]", ge=1))
     family: dict[str, Any] = field(default_factory=dict, metadata=rule(
         "The model family's own settings by name (e.g. a scheduler); the family's adapter declares and checks them."))
+    method: str = field(default="ditflow", metadata=rule(
+        "The motion-transfer method: ditflow (DiTFlow, with --loss and --opt-mode), flowmotion (FlowMotion), "
+        "ropecraft (RoPECraft) or fastvmt (FastVMT), each with its published defaults and its own settings below.",
+        choices=("ditflow", "flowmotion", "ropecraft", "fastvmt")))
+    method_settings: dict[str, Any] = field(default_factory=dict, metadata=rule(
+        "The method's own settings by name (e.g. FlowMotion's alpha); the method declares and checks them."))
 
-    def resolve(self, preset: Any) -> "GuideConfig":
+    def resolve(self, preset: Any, method: Any = None) -> "GuideConfig":
+        """Every None filled in: from `method` (a `methods.Method`: a peer's published schedule and its own
+        settings' defaults; None: DiTFlow's, which has neither), then from the model's `preset`."""
+        published = method.defaults(preset) if method is not None else {}
+        ditflow = self.method == "ditflow"
+
         def pick(name):
             value = getattr(self, name)
-            return getattr(preset, name) if value is None else value
+            return published.get(name, getattr(preset, name)) if value is None else value
 
         def fast(name, off):
             value = getattr(self, name)
-            return value if value is not None else (preset.fast.get(name, off) if self.fast else off)
+            return value if value is not None else (preset.fast.get(name, off) if self.fast else published.get(name, off))
 
-        opt_mode = pick("opt_mode")
+        opt_mode = pick("opt_mode") if ditflow or method is None else method.opt_mode
+        own = {} if method is None or method.settings is None else dataclasses.asdict(method.settings())  # hashed, shown
         return replace(
             self,
             amf_window=fast("amf_window", None), amf_frame_distance=fast("amf_frame_distance", None),
-            grad_reuse=fast("grad_reuse", 1),
-            lr=tuple(self.lr) if self.lr else tuple(preset.lr[opt_mode]),
+            grad_reuse=fast("grad_reuse", 1), opt_mode=opt_mode,
+            lr=tuple(self.lr) if self.lr else tuple(published.get("lr") or preset.lr[opt_mode]),
             guidance_range=tuple(pick("guidance_range")),
             injection_blocks=tuple(self.injection_blocks),
             family={**preset.family, **{k: v for k, v in self.family.items() if v is not None}},
-            **{name: pick(name) for name in ("negative_prompt", "opt_mode", "opt_steps", "injection", "steps", "cfg",
-                                             "loss_weighting", "reference_flow", "emb_param")},
+            method_settings={**own, **{k: v for k, v in self.method_settings.items() if v is not None}},
+            **{name: pick(name) for name in ("negative_prompt", "opt_steps", "injection", "steps", "cfg")},
+            # DiTFlow's own: a peer method leaves them unset (they are not its settings, and not its hash's)
+            **{name: pick(name) if ditflow else None for name in ("loss_weighting", "reference_flow", "emb_param")},
         )
 
     def validate(self) -> None:
         check_rules(self)
-        if not isinstance(self.family, dict) or not all(isinstance(k, str) for k in self.family):
-            raise InputError(f"GuideConfig.family must be a dict of setting names, got {self.family!r}")
+        for name in ("family", "method_settings"):
+            value = getattr(self, name)
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise InputError(f"GuideConfig.{name} must be a dict of setting names, got {value!r}")
         if self.guidance_range is not None:
             hi, lo = self.guidance_range
             if not hi > lo:
@@ -214,8 +231,17 @@ class InjectConfig:
 
 
 def settings(cfg: Any) -> dict[str, Any]:
-    """A config as plain JSON-able data (tuples become lists): what artifact hashes take."""
+    """A config as plain JSON-able data (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def hashed_settings(cfg: Any) -> dict[str, Any]:
+    """What a gen artifact's hash takes of its config: `settings`, without the method's keys for DiTFlow (the
+    default), so every DiTFlow run keeps the hash it had before methods existed."""
+    out = settings(cfg)
+    if out.get("method", "ditflow") == "ditflow":
+        out.pop("method", None), out.pop("method_settings", None)
+    return out
 
 
 def from_settings(cls: type, data: dict[str, Any]) -> Any:
@@ -224,4 +250,5 @@ def from_settings(cls: type, data: dict[str, Any]) -> Any:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
 
 
-__all__ = ["RuntimeOptions", "ExtractConfig", "GuideConfig", "InjectConfig", "settings", "from_settings"]
+__all__ = ["RuntimeOptions", "ExtractConfig", "GuideConfig", "InjectConfig", "settings", "hashed_settings",
+           "from_settings"]

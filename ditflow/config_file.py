@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from .checks import check_value
 from .config import ExtractConfig, GuideConfig, RuntimeOptions
 from .errors import InputError
+from .fileio import check_input_file
 
 C = TypeVar("C")
 SECTIONS: dict[str, type] = {"extract": ExtractConfig, "guide": GuideConfig, "runtime": RuntimeOptions}
@@ -17,9 +18,7 @@ SECTIONS: dict[str, type] = {"extract": ExtractConfig, "guide": GuideConfig, "ru
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read and check a TOML or YAML file: flat keys, or sections [extract], [guide], [runtime]. Every key
     must be a setting of some stage (of its own section's stage, in a section) with the setting's type."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"config file not found: {path}")
+    path = check_input_file(path, "config file")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
@@ -79,29 +78,44 @@ def _family() -> dict[str, type]:
     return {name: adapter.settings for name, adapter in family_settings().items()}
 
 
+def _method() -> dict[str, type]:
+    """A method's own guide setting -> the settings class of its method (GuideConfig's too)."""
+    from .methods import method_settings
+
+    return {name: method.settings for name, method in method_settings().items()}
+
+
+def _owned() -> dict[str, type]:
+    return {**_family(), **_method()}
+
+
 def setting_classes(cls: type) -> tuple[type, ...]:
-    """The classes whose fields are `cls`'s settings by name: GuideConfig's include each family's own."""
-    return (cls, *dict.fromkeys(_family().values())) if cls is GuideConfig else (cls,)
+    """The classes whose fields are `cls`'s settings by name: GuideConfig's include each family's and each
+    method's own."""
+    return (cls, *dict.fromkeys(_owned().values())) if cls is GuideConfig else (cls,)
 
 
 def _names(cls: type) -> set[str]:
     names = {f.name for f in fields(cls)}
-    return names - {"family"} | set(_family()) if cls is GuideConfig else names
+    return names - {"family", "method_settings"} | set(_owned()) if cls is GuideConfig else names
 
 
 def _check(cls: type, name: str, value: Any, label: str | None = None) -> Any:
-    family = _family() if cls is GuideConfig else {}
-    return check_value(family[name] if name in family else cls, name, value, label)
+    owned = _owned() if cls is GuideConfig else {}
+    return check_value(owned[name] if name in owned else cls, name, value, label)
 
 
 def apply_overrides(cfg: C, *layers: dict[str, Any] | None) -> C:
     """Later layers win; keys are field names (dashes allowed); None values are ignored. Values are
     checked against the field's type (lists become tuples); ranges are checked by the config's validate(). A
-    model family's own setting (GuideConfig) goes into `family`, checked against its model before anything loads."""
+    model family's own setting (GuideConfig) goes into `family`, a method's own into `method_settings`, checked
+    against its model and method before anything loads."""
     names = _names(type(cfg))
-    family_names = set(_family()) if type(cfg) is GuideConfig else set()
+    guide = type(cfg) is GuideConfig
+    family_names, method_names = (set(_family()), set(_method())) if guide else (set(), set())
     updates: dict[str, Any] = {}
     family: dict[str, Any] = {}
+    method: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
             name = key.replace("-", "_")
@@ -109,9 +123,12 @@ def apply_overrides(cfg: C, *layers: dict[str, Any] | None) -> C:
                 raise InputError(f"unknown setting '{key}' for {type(cfg).__name__} (known: {', '.join(sorted(names))})")
             if value is None:
                 continue
-            (family if name in family_names else updates)[name] = _check(type(cfg), name, value)
+            into = family if name in family_names else method if name in method_names else updates
+            into[name] = _check(type(cfg), name, value)
     if family:
         updates["family"] = {**cfg.family, **family}
+    if method:
+        updates["method_settings"] = {**cfg.method_settings, **method}
     return replace(cfg, **updates)
 
 

@@ -35,9 +35,9 @@ class Guide:
 
     def __init__(self, model: Model, loss, *, steps_active: range, lr: tuple[float, float],
                  guidance_range: tuple[int, int], opt_steps: int, text_pos, injection=None,
-                 on_loss: Callable | None = None, grad_reuse: int = 1):
+                 on_loss: Callable | None = None, grad_reuse: int = 1, optimizer: Callable = torch.optim.Adam):
         self.model, self.loss_fn, self.steps_active, self.opt_steps = model, loss, steps_active, opt_steps
-        self.grad_reuse = grad_reuse
+        self.grad_reuse, self.optimizer = grad_reuse, optimizer  # optimizer(params, lr=...): DiTFlow's Adam
         self.text, self.injection, self.on_loss = text_pos, injection, on_loss
         self.blocks = loss.blocks
         self.lr, self.guidance_range = lr, guidance_range
@@ -97,7 +97,7 @@ class Guide:
         recorders = self._recorders(i)
         with torch.enable_grad(), self._processors(i, t, recorders):
             var = self.variable(x).detach().clone().requires_grad_(True)
-            opt = torch.optim.Adam([var], lr=lr)
+            opt = self.optimizer([var], lr=lr)
             for s in range(self.opt_steps):
                 fresh = s % self.grad_reuse == 0  # between fresh gradients Adam steps with the last one
                 if fresh:

@@ -16,7 +16,8 @@ from .artifacts import AmfArtifact, GenArtifact
 from .backbones import ResolvedModel, load_backbone, resolve_model
 from .backbones.source import check_toy_prompt
 from .checks import check_rules
-from .config import ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions, from_settings, guidance_steps, settings
+from .config import (ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions, from_settings, guidance_steps,
+                     hashed_settings, settings)
 from .errors import IncompatibleArtifact, InputError
 from .fileio import printable
 from .finite import WEIGHTS, check_finite
@@ -156,15 +157,15 @@ def _check_amf_matches(amf: AmfArtifact, model: str | None, frames: int | None, 
 
 
 def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, progress: Progress,
-              replay: dict | None = None, image=None):
+              replay: dict | None = None, image=None, store: Store | None = None):
     """The denoising run shared by guide and inject (`gcfg` resolved and checked). Returns (latent, frames, guide
     or None, seconds): seconds of loading, sampling (the denoising loop with its guidance) and decoding, recorded
     with the artifact."""
     import torch
 
-    from .guides import ReplayGuide, make_guide
+    from .guides import ReplayGuide
     from .injection import KVInjection
-    from .losses import LOSSES
+    from .methods import BuildContext, get_method
     from .model import Model
     from .sampling import Denoiser, sample
 
@@ -179,6 +180,8 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
 
     neg, pos = backbone.encode_prompt(gcfg.negative_prompt), backbone.encode_prompt(gcfg.prompt)
     text = torch.cat([neg, pos])
+    method = get_method(gcfg.method)
+    own_prompts = {p: backbone.encode_prompt(p) for p in method.prompts} if replay is None and gcfg.guidance else {}
     backbone.release_text_encoder()
     timesteps = backbone.timesteps(gcfg.steps)
     generator = torch.Generator().manual_seed(gcfg.seed)
@@ -201,12 +204,10 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     if replay is not None:
         guide = ReplayGuide(model, replay)
     elif gcfg.guidance:
-        loss = LOSSES[gcfg.loss].from_artifact(amf, gcfg, device)
-        backbone.set_checkpointing(runtime.gradient_checkpointing, geo, max(loss.blocks) + 1)
-        guide = make_guide(model, loss, gcfg.opt_mode, angles=gcfg.emb_param == "angle", steps_active=active,
-                           lr=gcfg.lr, guidance_range=gcfg.guidance_range, opt_steps=gcfg.opt_steps, text_pos=pos,
-                           injection=injection, grad_reuse=gcfg.grad_reuse,
+        ctx = BuildContext(model=model, amf=amf, cfg=gcfg, steps_active=active, text=text, text_pos=pos,
+                           injection=injection, noise=noise, runtime=runtime, prompts=own_prompts, store=store,
                            on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
+        guide = method.build(ctx)
 
     loaded = time.perf_counter()
     with progress.task("denoise", total=len(timesteps)) as bar:
@@ -274,7 +275,7 @@ def guide(amf_ref: str, cfg: GuideConfig, *, image: str | os.PathLike | None = N
     spec = _model(amf.inputs["model_arg"], resolved)
     cfg = check_guide(cfg, spec)
     pixels = _image_input(spec, amf, image, image_fit, progress)
-    inputs = {"amf": amf.hash, "model": amf.inputs["model"], **settings(cfg)}
+    inputs = {"amf": amf.hash, "model": amf.inputs["model"], **hashed_settings(cfg)}
     if pixels is not None:  # hashed only when given: text-to-video runs keep their hashes
         inputs["image"] = image_digest(pixels)
         inputs["image_frame"] = "fixed"  # latent mode no longer steps the picture's latent frame: older gens differ
@@ -283,7 +284,7 @@ def guide(amf_ref: str, cfg: GuideConfig, *, image: str | os.PathLike | None = N
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
-    latent, frames_out, g, seconds = _generate(spec, amf, cfg, runtime, progress, image=pixels)
+    latent, frames_out, g, seconds = _generate(spec, amf, cfg, runtime, progress, image=pixels, store=store)
     embeddings = getattr(g, "embeddings", {})
     check_finite("the optimised embeddings", *embeddings.values(), hint="try a lower --lr")  # what inject replays
     extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
@@ -309,8 +310,10 @@ def inject(emb_ref: str, cfg: InjectConfig, *, image: str | os.PathLike | None =
     # Everything replayed comes from the inputs, which the store checked against the hash; meta's
     # "settings" and "parents" are unhashed copies that an edit could change unnoticed.
     if "emb" in src.inputs or src.opt_mode != "emb":
-        raise IncompatibleArtifact(f"artifact {src.hash[:12]} holds no optimised embeddings: inject needs a "
-                                   f"`ditflow guide --opt-mode emb` result")
+        method = src.inputs.get("method", "ditflow")
+        why = "" if method == "ditflow" else f" (--method {method} leaves nothing to replay)"
+        raise IncompatibleArtifact(f"artifact {src.hash[:12]} holds no optimised embeddings{why}: inject needs a "
+                                   f"`ditflow guide --opt-mode emb` or `--method ropecraft` result")
     amf = artifacts.load(store, src.inputs["amf"], "amf")
     _check_amf_matches(amf, model, None, None, None)
     spec = _model(amf.inputs["model_arg"], resolved)
@@ -323,7 +326,7 @@ def inject(emb_ref: str, cfg: InjectConfig, *, image: str | os.PathLike | None =
     gcfg.check_steps()
     _check_prompts(spec, gcfg)
     pixels = _image_input(spec, amf, image, image_fit, progress, stored=src.image)
-    inputs = {"emb": src.hash, "amf": amf.hash, "model": amf.inputs["model"], **settings(gcfg)}
+    inputs = {"emb": src.hash, "amf": amf.hash, "model": amf.inputs["model"], **hashed_settings(gcfg)}
     if pixels is not None:
         inputs["image"] = image_digest(pixels)
     h = content_key("gen", inputs)

@@ -186,11 +186,14 @@ def test_guide_help_is_in_panels_and_fits_100_columns():
                           env=env, timeout=60).stdout
     from ditflow.backbones import family_settings
     from ditflow.cli.options import family_panel
+    from ditflow.methods import METHODS, method_panel
 
     cogvideox = family_panel(family_settings()["scheduler"].family)  # the panels' titles, from the registry
     wan = family_panel(family_settings()["cfg_low_noise"].family)
+    methods = [method_panel(m) for m in METHODS.values() if m.settings is not None]
     panels = [line.split("─ ")[1].split(" ─")[0] for line in text.splitlines() if line.startswith("╭─ ")]
-    assert panels == ["Options", "What to make", "Guidance", "Sampling", cogvideox, wan, "Fast mode", "Output", "Runtime"]
+    assert panels == ["Options", "What to make", "Guidance", "Sampling", cogvideox, wan, "Fast mode", *methods, "Output",
+                      "Runtime"]
     family = text.split(cogvideox)[1].split("╰")[0]
     assert "--scheduler" in family and "--dynamic-cfg" in family and "<" not in text
     assert "--cfg-low-noise" in text.split(wan)[1].split("╰")[0]
@@ -206,10 +209,12 @@ def test_every_guide_setting_is_one_flag():
     from ditflow.backbones import family_settings
     from ditflow.cli.guide import guide
     from ditflow.config import GuideConfig
+    from ditflow.methods import method_settings
 
     names = set(inspect.signature(guide).parameters)
     unexposed = {f.name for f in fields(GuideConfig)} - names - {n[3:] for n in names if n.startswith("no_")}
-    assert unexposed == {"threshold_loss", "family"} and set(family_settings()) <= names
+    assert unexposed == {"threshold_loss", "family", "method_settings"}
+    assert set(family_settings()) <= names and set(method_settings()) <= names
 
 
 def test_a_missing_command_module_is_an_import_error(monkeypatch):

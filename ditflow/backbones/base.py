@@ -97,6 +97,11 @@ class Backbone:
         raise NotImplementedError
 
     @classmethod
+    def config_uses_rope(cls, transformer_config: dict) -> bool:
+        """Whether a transformer of this config takes RoPE tables (from its config file, before loading)."""
+        return True
+
+    @classmethod
     def setting_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls.settings)) if cls.settings is not None else ()
 
@@ -353,6 +358,11 @@ class Backbone:
     def cfg_scale(self, cfg: float, steps: int, t) -> float:
         """The CFG scale at timestep t of a `steps`-step run (a family may schedule it)."""
         return cfg
+
+    def x0_coefficients(self, t) -> tuple[float, float]:
+        """(a, b) with x̂₀ = a·x_t − b·prediction at timestep t, in the family's own parameterisation (methods
+        reason about x̂₀ through it, ditflow.methods.common, and never name a family)."""
+        raise NotImplementedError
 
     # -- the transformer -----------------------------------------------------------------------------
     def forward(self, x: "torch.Tensor", t, text: "torch.Tensor", geo: Geometry, positions=None,

@@ -104,6 +104,10 @@ class CogVideoXBackbone(Backbone):
         return preset_for(model, read_config(folder, "transformer"), vae_factors(folder)[0], defaults)
 
     @classmethod
+    def config_uses_rope(cls, transformer_config: dict) -> bool:
+        return bool(transformer_config.get("use_rotary_positional_embeddings", False))
+
+    @classmethod
     def check_guide(cls, cfg) -> None:
         super().check_guide(cfg)
         if cfg.family.get("dynamic_cfg") and cfg.cfg is not None and cfg.cfg == 1:
@@ -218,6 +222,11 @@ class CogVideoXBackbone(Backbone):
             out = self.scheduler.step(v, t, x, **state["extra"], return_dict=True)
             x_next, x0 = out.prev_sample, out.pred_original_sample
         return x_next, x0, {**state, "x0": x0, "t_prev": t}
+
+    def x0_coefficients(self, t) -> tuple[float, float]:
+        """v-prediction (DDIM and DPM alike): x̂₀ = √ᾱ_t·x_t − √(1−ᾱ_t)·v."""
+        alpha = float(self.scheduler.alphas_cumprod[int(t)])
+        return math.sqrt(alpha), math.sqrt(1 - alpha)
 
     def cfg_scale(self, cfg: float, steps: int, t) -> float:
         if not self.run.get("dynamic_cfg"):

@@ -154,11 +154,17 @@ class ResolvedModel:
                 whose = f"a {owners[name].family} setting" if name in owners else "not a setting of any model family"
                 raise InputError(f"{flag(name)} is {whose}; {self.arg} is a {self.adapter.family} model")
         self.adapter.check_guide(cfg)
-        resolved = cfg.resolve(self.preset)
+        from ..methods import check_method
+
+        method = check_method(cfg)
+        method.check(cfg, self)
+        resolved = cfg.resolve(self.preset, method)
         resolved.validate()
         resolved.check_steps()
         if self.adapter.settings is not None:
             check_rules(self.adapter.settings(**resolved.family))
+        if method.settings is not None:
+            check_rules(method.settings(**resolved.method_settings))
         self.adapter.check_resolved(resolved, self)
         return resolved
 

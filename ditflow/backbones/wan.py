@@ -226,6 +226,10 @@ class WanBackbone(Backbone):
     def add_noise(self, x0, noise, t):
         return flow_noised(x0.float(), noise.float(), self._sigma(t)).to(noise.dtype)
 
+    def x0_coefficients(self, t) -> tuple[float, float]:
+        """Flow matching: x_t = (1−σ)·x0 + σ·noise and v = noise − x0, so x̂₀ = x_t − σ·v."""
+        return 1.0, self._sigma(t)
+
     def step(self, v, t, x, state):
         """Both schedulers keep their own history; x0 is not reported."""
         return self.scheduler.step(v, t, x, return_dict=False)[0], None, state

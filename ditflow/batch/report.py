@@ -45,9 +45,10 @@ class SetupRow:
 
 
 def setup_order(names: set[str]) -> list[str]:
-    """The paper's setups in its order, then any others by name."""
-    known = [n for n in ("backbone", "injection", "smm", "moft", "ditflow-latent", "ditflow-emb", "inject") if n in names]
-    return known + sorted(names - set(builtin_names()))
+    """The paper's setups in its order, the other built-in ones (the methods after it), then a user's by name."""
+    paper = ("backbone", "injection", "smm", "moft", "ditflow-latent", "ditflow-emb", "inject")
+    known = [n for n in (*paper, *builtin_names()) if n in names]
+    return list(dict.fromkeys(known)) + sorted(names - set(builtin_names()))
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, list[SetupRow]]:

@@ -1,7 +1,7 @@
 """The paper's setups (Table 1) as guide settings, and a user's own setups from TOML tables.
 
-A setup fixes what a run computes beyond the shared flags: the loss, the optimised variable, whether it
-guides or injects. `inject` is the zero-shot row: no optimisation, the embeddings of a `ditflow-emb` run
+A setup fixes what a run computes beyond the shared flags: the method (DiTFlow's, or a peer's with its
+published defaults), the loss, the optimised variable, whether it guides or injects. `inject` is the zero-shot row: no optimisation, the embeddings of a `ditflow-emb` run
 replayed on this row's prompt (which run: `manifest.inject_sources`).
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 from ..config import GuideConfig
 from ..config_file import apply_overrides
 from ..errors import InputError
+from ..methods import check_method
 
 SETUPS: dict[str, dict[str, Any]] = {
     "ditflow-latent": {"loss": "flow", "opt_mode": "latent"},
@@ -19,6 +20,10 @@ SETUPS: dict[str, dict[str, Any]] = {
     "moft": {"loss": "moft", "opt_mode": "latent"},
     "injection": {"guidance": False, "injection": True},  # KV injection only, no optimisation
     "backbone": {"guidance": False, "injection": False},  # the model alone
+    # the methods that followed DiTFlow, each with its published defaults (ditflow/methods/)
+    "flowmotion": {"method": "flowmotion"},
+    "ropecraft": {"method": "ropecraft"},
+    "fastvmt": {"method": "fastvmt"},
 }
 INJECT = "inject"
 INJECT_SOURCE = "ditflow-emb"  # the setup whose embeddings an inject row replays
@@ -45,7 +50,9 @@ def check_custom(tables: dict[str, Any], where: str) -> dict[str, dict[str, Any]
             raise InputError(f"{where}: setup '{name}' holds a table '{nested[0]}': quote a name with dots, "
                              f'e.g. ["{name}.{nested[0]}"]')
         try:
-            apply_overrides(GuideConfig(), table).validate()
+            cfg = apply_overrides(GuideConfig(), table)
+            cfg.validate()
+            check_method(cfg)  # the method's own settings: theirs, in range
         except InputError as e:
             raise InputError(f"{where}: setup '{name}': {e}")
         out[str(name)] = dict(table)

@@ -22,7 +22,8 @@ from ..errors import CorruptArtifact
 from .keys import HASH, content_key, file_sha256
 
 META = "meta.json"
-KNOWN_KINDS = ("amf", "gen", "score")  # score: a batch row's evaluation (ditflow.batch.runner)
+KNOWN_KINDS = ("amf", "gen", "score", "flow")  # score: a batch row's evaluation (ditflow.batch.runner); flow: a
+# reference's optical flow (ditflow.methods.ropecraft_flow)
 
 
 class BrokenObject(CorruptArtifact):

@@ -95,6 +95,21 @@ def family_fields(adapter: Any, preset: Any) -> list[Field]:
             for f in fields(adapter.settings)]
 
 
+def method_fields() -> list[Field]:
+    """Each peer method's own settings (the CLI's "<method> method only" panels), their published defaults as
+    placeholders; a run sends only the filled ones, and a setting of another method than the setup's is the
+    CLI's error."""
+    from ..methods import METHODS
+
+    out = []
+    for m in METHODS.values():
+        if m.settings is not None:
+            default = m.settings()
+            out += [_field(m.settings, f.name, f"{m.title}: {f.name.replace('_', ' ')}", getattr(default, f.name))
+                    for f in fields(m.settings)]
+    return out
+
+
 def image_fit_field() -> Field:
     from ..image import IMAGE_FIT_HELP, IMAGE_FITS
 
@@ -154,5 +169,5 @@ def parse(command: str, args: list[str]) -> dict[str, Any]:
     return dict(ctx.params)
 
 
-__all__ = ["Field", "extract_fields", "family_fields", "guide_fields", "image_fit_field", "inject_fields", "parse",
-           "setup_flags", "to_args"]
+__all__ = ["Field", "extract_fields", "family_fields", "guide_fields", "image_fit_field", "inject_fields",
+           "method_fields", "parse", "setup_flags", "to_args"]

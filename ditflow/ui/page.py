@@ -23,7 +23,9 @@ CSS = """.dtf-error{color:#b00020;font-weight:600;margin:-6px 0 6px}.dtf-error p
 image-rendering:pixelated}"""
 SETUP_HELP = {"ditflow-latent": "DiTFlow, optimising the latent", "ditflow-emb": "DiTFlow, optimising the positional "
               "embeddings (reusable: see Reuse)", "smm": "SMM's loss", "moft": "MOFT's loss",
-              "injection": "KV injection only", "backbone": "the model alone"}
+              "injection": "KV injection only", "backbone": "the model alone",
+              "flowmotion": "FlowMotion (no backpropagation through the model)",
+              "ropecraft": "RoPECraft (RoPE warped by optical flow; reusable)", "fastvmt": "FastVMT (tiled local AMF)"}
 MODEL_QUEUE = dict(concurrency_id="model", concurrency_limit=1)
 
 
@@ -195,6 +197,8 @@ def _generate_tab(runner: Runner, preset) -> dict:
         scores = gr.Checkbox(label="score: motion fidelity and CLIP score (when their weights are present)", value=True)
     with gr.Accordion("model settings (blank: the model's default, as on the CLI)", open=False):
         form = Form(forms.guide_fields(preset) + _family_fields(runner, preset), columns=3)
+    with gr.Accordion("method settings (the peers' setups; blank: the published default)", open=False):
+        methods = Form(forms.method_fields(), columns=4)
     run, cancel, general, hash_md = _run_controls("Generate", "dtf-generate", "dtf-gen-hash")
     compare = gr.Video(label="reference | picture | backbone | result (viz compare)" if runner.image_role else
                        "reference | backbone | result (viz compare)", interactive=False, loop=True, autoplay=True,
@@ -205,7 +209,7 @@ def _generate_tab(runner: Runner, preset) -> dict:
         loss = gr.Image(label="guidance loss (viz loss)", type="filepath", interactive=False, elem_id="dtf-loss")
     score_md = gr.Markdown()
     slots = [("--amf", amf_error), *picture.slots, ("--prompt", prompt_error),
-             *zip([f.flag for f in form.fields], form.errors)]
+             *zip([f.flag for f in form.fields + methods.fields], form.errors + methods.errors)]
 
     def generate(data: dict, request: gr.Request, progress=gr.Progress()):
         from ..artifacts import load
@@ -213,7 +217,8 @@ def _generate_tab(runner: Runner, preset) -> dict:
         amf_hash, text, setup_name = data[amf], data[prompt], data[setup]
         with_backbone, with_scores, values = data[backbone], data[scores], [data[c] for c in form.inputs]
         try:
-            args, image = form.args(values) + picture.args(data), picture.file(data)
+            shared, image = form.args(values) + picture.args(data), picture.file(data)
+            args = shared + methods.args([data[c] for c in methods.inputs])  # the backbone run reads no method's
             report = _reporter(progress)
             art = runner.run(request.session_hash, lambda: runner.guide(amf_hash, text, setup_name, args, image), report)
             reference = load(runner.store, art.inputs["amf"], "amf")
@@ -221,7 +226,7 @@ def _generate_tab(runner: Runner, preset) -> dict:
             heads = ["reference", "image"][:len(first)]
             shown, labels = [*first, art], [*heads, setup_name]
             if with_backbone and setup_name != "backbone":
-                base = runner.run(request.session_hash, lambda: runner.guide(amf_hash, text, "backbone", args, image),
+                base = runner.run(request.session_hash, lambda: runner.guide(amf_hash, text, "backbone", shared, image),
                                   report)
                 shown, labels = [*first, base, art], [*heads, "backbone", setup_name]
             loss_path = media.loss_file(art, runner.work)
@@ -234,7 +239,7 @@ def _generate_tab(runner: Runner, preset) -> dict:
             return ["", None, None, None, "", *error_updates(runner.message(e), slots, general)]
 
     outputs = [hash_md, compare, result, loss, score_md, *[s for _, s in slots], general]
-    done = run.click(generate, {amf, prompt, setup, backbone, scores, *picture.inputs, *form.inputs}, outputs,
+    done = run.click(generate, {amf, prompt, setup, backbone, scores, *picture.inputs, *form.inputs, *methods.inputs}, outputs,
                      **MODEL_QUEUE)
     _wire_cancel(cancel, runner)
     return {"done": done, "amf": amf}
