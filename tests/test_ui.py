@@ -132,3 +132,19 @@ def test_report_finds_the_cache_the_results_record(runner, tmp_path, capsys, mon
     r.uploads.mkdir(parents=True, exist_ok=True)
     uploaded = shutil.copy(results, r.uploads / "results.json")  # the page reads what was uploaded to it
     assert "data:image/png;base64," in r.report(str(uploaded))  # the page's Batch tab: the same page
+
+
+def test_a_methods_setup_and_settings_in_the_page_are_the_cli_run(runner, capsys, monkeypatch):
+    """The peers' setups in the page, with a setting from its method fields: the CLI's `--method` run."""
+    from ditflow.ui.forms import method_fields, to_args
+
+    r, amf = runner
+    fields = method_fields()
+    values = ["3" if f.name == "alpha" else "" for f in fields]
+    assert to_args(fields, values) == ["--alpha", "3"] and {"window", "flow", "alpha"} <= {f.name for f in fields}
+    art = r.run("tab-3", lambda: r.guide(amf, "a red circle", "flowmotion", [*QUICK, *to_args(fields, values)]),
+                lambda f, t: None)
+    code, out, err = run_cli(["guide", "--amf", amf, "--prompt", "a red circle", "--method", "flowmotion", "--alpha", "3",
+                              *QUICK, "--cache", str(r.store.root), "--device", "cpu"], capsys, monkeypatch)
+    assert code == 0 and out.strip() == art.hash and "cache hit" in err
+    assert art.inputs["method_settings"]["alpha"] == 3
