@@ -193,13 +193,16 @@ DAVIS ?=
 # SETUPS=... (or DAVIS_SETUPS=...) picks the setups: the paper's by default; flowmotion,ropecraft,fastvmt add the peers
 SETUPS ?= backbone,injection,smm,moft,ditflow-latent,ditflow-emb,inject
 DAVIS_SETUPS ?= $(SETUPS)
+# the report's columns: CLIP score, MF, temporal consistency, FTD (seconds and peak memory come with every run);
+# a --metrics in ARGS, given after this, wins
+DAVIS_METRICS ?= clip,mf,tc,ftd
 ARGS ?=
 CACHE ?=
 bench-davis:
 	@test -n "$(DAVIS)" || { echo "error: give DAVIS=path/to/DAVIS (the DAVIS 2017 root: benchmarks/davis/README.md)" >&2; exit 2; }
 	@mkdir -p $(OUT)
 	$(PY) -m ditflow.batch.davis "$(DAVIS)" --prompts benchmarks/davis/prompts.json --out $(OUT)/davis-manifest.jsonl --overwrite
-	@$(PY) -m ditflow.cli.app batch $(OUT)/davis-manifest.jsonl --model $(MODEL) --setups $(DAVIS_SETUPS) \
+	@$(PY) -m ditflow.cli.app batch $(OUT)/davis-manifest.jsonl --model $(MODEL) --setups $(DAVIS_SETUPS) --metrics $(DAVIS_METRICS) \
 	  --json-out $(OUT)/davis-results.json --overwrite $(if $(CACHE),--cache $(CACHE)) $(ARGS); rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
 	$(PY) -m ditflow.cli.app report $(OUT)/davis-results.json --md $(OUT)/davis-report.md \
 	  --html $(OUT)/davis-report.html --overwrite $(if $(CACHE),--cache $(CACHE)) && \

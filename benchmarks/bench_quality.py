@@ -20,8 +20,8 @@ References are the first --refs single-object clips of held-out world seeds (tra
 Setups (rows of the table): backbone (no guidance, no injection), injection only, SMM, MOFT, DiTFlow latent,
 DiTFlow emb, zero-shot inject (the DiTFlow emb run's embeddings replayed on a second new prompt), and the
 methods that followed DiTFlow with their published defaults (FlowMotion, RoPECraft, FastVMT). Each row also
-has its peak resident memory above the process's as the run starts (CPU: VmHWM, reset before each run): the
-toy model it loads, the same for every setup, plus what the method holds. A
+has the peak memory its runs recorded above their loaded model (the gen artifact's `peak_memory`; CPU: the
+process's peak resident memory). A
 --setups-file (TOML, one [name] table of `ditflow guide` settings each) replaces them, for sweeps; a table's
 `blocks` key picks the blocks the reference AMF is extracted from (`ditflow extract --blocks`), default the model's.
 """
@@ -59,29 +59,6 @@ SETUPS: dict[str, dict] = {
     "RoPECraft": {"method": "ropecraft"},
     "FastVMT": {"method": "fastvmt"},
 }
-
-
-class PeakMemory:
-    """Peak resident memory of a run above the process's resident memory as it starts (CPU: VmHWM, reset
-    before each run through /proc/self/clear_refs): the model it loads (the same for every setup) plus what the
-    method holds. None where the kernel offers no reset."""
-
-    @staticmethod
-    def resident(field: str) -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-        raise OSError(field)
-
-    def start(self) -> int | None:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-            return self.resident("VmRSS")
-        except OSError:
-            return None
-
-    def above_start_mb(self, start: int | None) -> float | None:
-        return None if start is None else (self.resident("VmHWM") - start) / 2**20
 
 
 def references(n: int, frames: int, size: int, world: World,
@@ -215,7 +192,6 @@ def main() -> None:
 
     rows: list[dict] = []
     static = []
-    memory = PeakMemory()
     t_start = time.time()
     for seed, clip in refs:
         ref_dir = args.work / "refs" / f"seed{seed:04d}"
@@ -237,7 +213,7 @@ def main() -> None:
             made: dict[str, object] = {}
             for name, spec in setups.items():
                 spec = dict(spec)
-                t0, source, stored, reset = time.time(), None, set(store.hashes()), memory.start()
+                t0, source, stored = time.time(), None, set(store.hashes())
                 if "inject_from" in spec:
                     src = made.get(spec.pop("inject_from"))
                     if src is None:
@@ -257,7 +233,7 @@ def main() -> None:
                 row = {"setup": name, "ref_seed": seed, "noise_seed": noise_seed, "motion": clip.motion,
                        "prompt": use_prompt, "seconds": seconds, "gen": gen.hash[:12],
                        "sample_seconds": gen.meta.get("seconds", {}).get("sample"),
-                       "peak_mb": memory.above_start_mb(reset),
+                       "peak_mb": (gen.meta.get("peak_memory") or {}).get("mb"),  # what the run held above its model
                        "from_store": gen.hash in stored,
                        "amf": source.hash[:12] if source is not None else None,
                        **judge_video(gen.frames, use_prompt, clip, amf.frames, evaluator, world, gen.image)}
@@ -319,7 +295,7 @@ def table(result: dict) -> str:
     i2v = any(s.get("frame0_error") is not None for s in result["summary"].values())  # a column for I2V runs
     lines = ["| setup | MF | rel. path error (px) | abs. path error (px) | object found | prompt match (colour) | "
              "background residue | " + ("frame-0 error vs image | " if i2v else "") + "s / video | s sampling | "
-             "peak RSS above start (MB) | × first: MF/s, path/s |", "|" + "---|" * (11 + i2v)]
+             "peak above model (MB) | × first: MF/s, path/s |", "|" + "---|" * (11 + i2v)]
     for name, s in result["summary"].items():
         lines.append(f"| {name} | {num(s['mf'], '{:.3f}')} | {num(s['rel_path_error'])} | {num(s['abs_path_error'])} | "
                      f"{100 * s['object_found']:.0f}% | {100 * s['prompt_match']:.0f}% ({100 * s['colour_match']:.0f}%) | "

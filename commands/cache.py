@@ -96,12 +96,31 @@ def ls(cache: CacheOpt = None,
 
 @cache_app.command("show", cls=Command)
 def show(ref: HashArg, cache: CacheOpt = None) -> None:
-    """Print an artifact's metadata (JSON), after verifying it."""
+    """Print an artifact's metadata (JSON), after verifying it; for a generation, also its seconds and peak memory
+    as one line on stderr (stdout stays JSON)."""
     info = Store(cache).info(ref)
     meta = dict(info.meta)
     if len(meta.get("losses", [])) > 20:
         meta["losses"] = f"{len(meta['losses'])} entries (see `ditflow viz loss`)"
     print(json.dumps(meta, indent=1))
+    if info.kind == "gen":
+        print(cost_line(meta), file=sys.stderr)
+
+
+def cost_line(meta: dict[str, Any]) -> str:
+    """A generation's wall time and peak memory as recorded in its meta (older artifacts lack the peak)."""
+    from ditflow.fileio import printable
+
+    seconds, peak = (m if isinstance(m, dict) else {} for m in (meta.get("seconds"), meta.get("peak_memory")))
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in seconds.items() if k != "total" and isinstance(v, (int, float)))
+    total = seconds.get("total")
+    took = f"{total:.1f} s ({parts})" if isinstance(total, (int, float)) else "seconds not recorded"
+    mb, measure = peak.get("mb"), peak.get("measure")
+    if isinstance(mb, (int, float)):
+        memory = f"peak memory {mb:.1f} MB ({measure})"
+    else:  # made before ditflow recorded it, or the platform offers no measure
+        memory = "peak memory not recorded" + (f" ({measure})" if measure else "")
+    return printable(f"generation: {took}, {memory}")
 
 
 @cache_app.command("path", cls=Command)

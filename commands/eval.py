@@ -1,4 +1,5 @@
-"""`ditflow eval`: CLIP text alignment and motion fidelity of generated videos, one or a manifest of many."""
+"""`ditflow eval`: CLIP text alignment, motion fidelity, temporal consistency and Fréchet trajectory distance of
+generated videos, one or a manifest of many."""
 from __future__ import annotations
 
 import json
@@ -36,10 +37,13 @@ def eval_command(
     mf_variant: VariantOpt = None,
     grid_size: Annotated[Optional[int], setting(EvalSettings, "grid_size", panel=EVALUATION, metavar="N")] = None,
     max_frames: MaxFramesOpt = None,
+    mask: Annotated[Optional[str], setting(EvalSettings, "mask", panel=WHAT, metavar="PATH|x0,y0,x1,y1")] = None,
+    tc_model: Annotated[Optional[str], setting(EvalSettings, "tc_model", panel=EVALUATION)] = None,
     clip_model: Annotated[Optional[str], setting(EvalSettings, "clip_model", panel=MODELS, metavar="NAME")] = None,
     clip_pretrained: Annotated[Optional[str], setting(EvalSettings, "clip_pretrained", panel=MODELS, metavar="TAG")] = None,
     cotracker_repo: Annotated[Optional[str], setting(EvalSettings, "cotracker_repo", panel=MODELS, metavar="PATH")] = None,
     cotracker_checkpoint: Annotated[Optional[str], setting(EvalSettings, "cotracker_checkpoint", panel=MODELS, metavar="PATH")] = None,
+    dino_model: Annotated[Optional[str], setting(EvalSettings, "dino_model", panel=MODELS, metavar="REPO|PATH")] = None,
     as_json: JsonOpt = False,
     json_file: JsonOutOpt = None,
     csv_path: CsvOpt = None,
@@ -48,7 +52,8 @@ def eval_command(
     device: Annotated[Optional[str], setting(EvalSettings, "device", "--device", panel=RUNTIME, metavar="DEVICE")] = None,
     cache: CacheOpt = None,
 ) -> None:
-    """Score generated videos: CLIP text alignment (clip_score) and motion fidelity against the reference.
+    """Score generated videos: CLIP text alignment (clip_score), motion fidelity against the reference, and with
+    --metrics tc,ftd temporal consistency and Fréchet trajectory distance (see docs/batch.md).
 
     The result is JSON on stdout (a manifest's: one line per row, or with --json one list); with --csv or
     --json-out (and no --json) the written files' paths instead. A table goes to stderr. A metric whose
@@ -158,7 +163,23 @@ def _single_table(result: dict[str, Any]):
     mf_note = f"{result['tracker']}, {result['mf_variant']}, {_tracks_note(result)}" if result.get("tracks") else ""
     table.add_row("clip_score", _fmt(result["clip_score"]), missing.get("clip_score", result.get("clip_model", "")))
     table.add_row("motion_fidelity", _fmt(result["motion_fidelity"]), missing.get("motion_fidelity", mf_note))
+    for key, note in _extra_rows(result):
+        table.add_row(key, _fmt(result[key]), missing.get(key, note))
     return table
+
+
+def _extra_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, note) of each score beyond clip/MF that the result holds (asked for by --metrics / --mask)."""
+    inside = result.get("tracks_in_mask") or {}
+    points = result.get("ftd_points") or {}
+    notes = {"mf_masked": f"tracks in the mask: video {inside.get('video', '?')}, reference {inside.get('reference', '?')}",
+             "temporal_consistency": f"{result.get('tc_model', '')}, consecutive frames",
+             "temporal_consistency_first": "each frame against the first" if result.get("temporal_consistency_first") is not None
+             else "(as above)",
+             "ftd": f"{result.get('tracker')}, {points.get('all', '?')} of {points.get('grid', '?')} points; lower is closer",
+             "ftd_foreground": f"{points.get('foreground', '?')} points in the mask",
+             "ftd_background": f"{points.get('background', '?')} points outside the mask"}
+    return [(k, note) for k, note in notes.items() if k in result]
 
 
 def _tracks_note(result: dict[str, Any]) -> str:
@@ -185,6 +206,9 @@ def _batch_table(results: list[dict[str, Any]]):
     table.add_column("reference", overflow="ellipsis", max_width=24)
     table.add_column("clip", justify="right", no_wrap=True)
     table.add_column("MF", justify="right", no_wrap=True)
+    extra = [k for k in ("mf_masked", "temporal_consistency", "ftd") if any(k in r for r in results)]
+    for k in extra:
+        table.add_column({"mf_masked": "MF mask", "temporal_consistency": "TC", "ftd": "FTD"}[k], justify="right", no_wrap=True)
     table.add_column("tracker", no_wrap=True)
     table.add_column("error / note", ratio=1, overflow="fold")
     for r in results:
@@ -192,7 +216,7 @@ def _batch_table(results: list[dict[str, Any]]):
             [f"no {k}" for k in (r.get("unavailable") or {})]
             + (["few tracks"] if _few_tracks(r) else ["see the warning"] if r.get("warnings") else []))
         table.add_row(str(r["row"]), str(r["video"]), str(r["reference"] or "—"), _fmt(r["clip_score"]),
-                      _fmt(r["motion_fidelity"]), str(r["tracker"] or "—"), note)
+                      _fmt(r["motion_fidelity"]), *(_fmt(r.get(k)) for k in extra), str(r["tracker"] or "—"), note)
     return table
 
 

@@ -12,8 +12,8 @@ ResultsArg = Annotated[Path, argument(metavar="RESULTS", help="The --json-out or
 MdOpt = Annotated[Optional[Path], option("--md", metavar="FILE", show_default=False,
                                          help="Write the Markdown tables here (default: stdout).")]
 HtmlOpt = Annotated[Optional[Path], option("--html", metavar="FILE", show_default=False, help=(
-    "Write the HTML page here: the tables, a plot of MF against CLIP score, each run's reference | generated frames "
-    "(from the cache)."))]
+    "Write the HTML page here: the tables, plots of MF against CLIP score and against seconds per video, each run's "
+    "reference | generated frames (from the cache)."))]
 FramesOpt = Annotated[int, option("--frames", metavar="INT", min=1, max=16,
                                   help="Frames per thumbnail strip (each of the reference and the generation).")]
 
@@ -26,7 +26,8 @@ def report(
     cache: CacheOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Tabulate a batch: per model and setup, MF, CLIP score and seconds per video (mean ± 95% interval).
+    """Tabulate a batch: per model, a row per setup and a column per metric (MF, CLIP score, seconds per video, peak
+    memory, and masked MF, temporal consistency and FTD where the rows have them), each mean ± 95% interval.
 
     The HTML page's thumbnails come from the cache the batch recorded in its results, unless --cache is given.
     """

@@ -159,12 +159,13 @@ def _check_amf_matches(amf: AmfArtifact, model: str | None, frames: int | None, 
 def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime: RuntimeOptions, progress: Progress,
               replay: dict | None = None, image=None, store: Store | None = None):
     """The denoising run shared by guide and inject (`gcfg` resolved and checked). Returns (latent, frames, guide
-    or None, seconds): seconds of loading, sampling (the denoising loop with its guidance) and decoding, recorded
-    with the artifact."""
+    or None, seconds, peak memory): seconds of loading, sampling (the denoising loop with its guidance) and decoding,
+    and the run's peak memory after loading (`memory.PeakMemory`), recorded with the artifact."""
     import torch
 
     from .guides import ReplayGuide
     from .injection import KVInjection
+    from .memory import PeakMemory
     from .methods import BuildContext, get_method
     from .model import Model
     from .sampling import Denoiser, sample
@@ -177,6 +178,8 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
                              keeps_latent=replay is None and gcfg.guidance and gcfg.opt_mode == "latent")
     geo = backbone.geometry(inp["frames"], inp["height"], inp["width"])
     device, dtype = backbone.device, backbone.dtype
+    peak = PeakMemory(device)
+    peak.start()  # after loading: the CPU figure is what the run holds above the weights
 
     neg, pos = backbone.encode_prompt(gcfg.negative_prompt), backbone.encode_prompt(gcfg.prompt)
     text = torch.cat([neg, pos])
@@ -220,7 +223,7 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     end = time.perf_counter()
     seconds = {"total": end - start, "load": loaded - start, "sample": sampled - loaded, "decode": end - sampled,
                "guidance_steps": list(getattr(guide, "seconds", []))}
-    return latent, frames, guide, seconds
+    return latent, frames, guide, seconds, peak.result()
 
 
 def check_guide(cfg: GuideConfig, spec: ResolvedModel) -> GuideConfig:
@@ -284,11 +287,11 @@ def guide(amf_ref: str, cfg: GuideConfig, *, image: str | os.PathLike | None = N
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
-    latent, frames_out, g, seconds = _generate(spec, amf, cfg, runtime, progress, image=pixels, store=store)
+    latent, frames_out, g, seconds, peak = _generate(spec, amf, cfg, runtime, progress, image=pixels, store=store)
     embeddings = getattr(g, "embeddings", {})
     check_finite("the optimised embeddings", *embeddings.values(), hint="try a lower --lr")  # what inject replays
     extra = {"settings": settings(cfg), "losses": g.losses if g is not None else [], "stage": "guide",
-             "embedding_timesteps": sorted(embeddings), "seconds": seconds}
+             "embedding_timesteps": sorted(embeddings), "seconds": seconds, "peak_memory": peak}  # meta: not hashed
     with store.writer(h, "gen", inputs, parents=[amf.hash], extra=extra) as folder:
         artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings=embeddings, image=pixels)
     return artifacts.load(store, h, "gen")
@@ -334,8 +337,8 @@ def inject(emb_ref: str, cfg: InjectConfig, *, image: str | os.PathLike | None =
         progress.log(f"cache hit: gen {h[:12]}")
         return artifacts.load(store, h, "gen")
     store.check_writable()
-    latent, frames_out, _, seconds = _generate(spec, amf, gcfg, runtime, progress, replay=src.embeddings(), image=pixels)
-    extra = {"settings": settings(gcfg), "losses": [], "stage": "inject", "seconds": seconds}
+    latent, frames_out, _, seconds, peak = _generate(spec, amf, gcfg, runtime, progress, replay=src.embeddings(), image=pixels)
+    extra = {"settings": settings(gcfg), "losses": [], "stage": "inject", "seconds": seconds, "peak_memory": peak}
     with store.writer(h, "gen", inputs, parents=[amf.hash, src.hash], extra=extra) as folder:
         artifacts.write_gen(folder, frames=frames_out, latent=latent, embeddings={}, image=pixels)
     return artifacts.load(store, h, "gen")

@@ -1,8 +1,8 @@
 """Shared fixtures: tiny random CogVideoX pipelines (real diffusers classes) and synthetic videos."""
 from __future__ import annotations
 
+import json
 import os
-
 
 import pytest
 
@@ -81,3 +81,30 @@ def _digest_memo(tmp_path_factory):
     from ditflow.backbones.digests import MEMO_ENV
 
     os.environ[MEMO_ENV] = str(tmp_path_factory.mktemp("digests") / "digests.json")
+
+
+# -- eval: no weights anywhere, and a random-weight CLIP ------------------------------------------------
+@pytest.fixture
+def offline(tmp_path_factory, monkeypatch):
+    """No weights anywhere: empty HF / torch / clip caches, offline hub, no CoTracker from the environment."""
+    home = tmp_path_factory.mktemp("home")
+    for var, value in {"HOME": home, "HF_HOME": home / "hf", "XDG_CACHE_HOME": home / "cache", "TORCH_HOME": home / "torch",
+                       "HF_HUB_OFFLINE": "1", "DITFLOW_CACHE": home / "ditflow"}.items():
+        monkeypatch.setenv(var, str(value))
+    for var in ("HF_HUB_CACHE", "DITFLOW_COTRACKER_REPO", "DITFLOW_COTRACKER_CHECKPOINT"):
+        monkeypatch.delenv(var, raising=False)
+
+
+TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> str:
+    """A 1-layer open_clip config registered under a test-only name (random weights, no download)."""
+    import open_clip
+
+    path = tmp_path_factory.mktemp("clipcfg") / "ditflow-test-tiny-clip.json"
+    path.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(path)
+    return "ditflow-test-tiny-clip"

@@ -230,7 +230,7 @@ def test_report_html_is_self_contained_with_plot_and_thumbnails(csv_run, work, t
     code, _, _ = cli(["report", str(work / "out.csv"), "--md", str(tmp_path / "r.md"), "--html", str(tmp_path / "r.html"),
                       "--cache", str(work / "cache")])
     page = (tmp_path / "r.html").read_text()
-    assert code == 0 and page.count("<svg") == 1 and page.count("src='data:image/png;base64,") == 4
+    assert code == 0 and page.count("<svg") == 2 and page.count("src='data:image/png;base64,") == 4
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
 
 
@@ -342,7 +342,7 @@ def test_make_bench_davis_runs_the_clips_present(tmp_path, tiny_rope):
 
 
 def test_the_plots_axes_are_labelled_at_round_values_inside_the_range():
-    from ditflow.batch.report_html import _label, _ticks
+    from ditflow.batch.report_svg import _label, _ticks
 
     ticks = _ticks(0.13, 0.92)
     assert ticks == pytest.approx([0.2, 0.4, 0.6, 0.8]) and [_label(v, 0.13, 0.92) for v in ticks] == ["0.2", "0.4", "0.6", "0.8"]

@@ -14,39 +14,15 @@ from ditflow.eval import EvalSettings, Evaluator, evaluate, resolve_frames
 from ditflow.eval.motion import motion_fidelity, tracklet_correlation
 from ditflow.eval.trackers import CoTracker, LucasKanadeTracker, find_cotracker, get_tracker
 from ditflow.video import write_video
+from eval_kit import GRID, moving
 from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = 12  # points per side: plenty for 96×96 videos, fast
-
-
-def texture(seed: int, size: int = 160) -> np.ndarray:
-    """Smooth random RGB texture, uint8 [size, size, 3]: corners everywhere for LK."""
-    import cv2
-
-    noise = np.random.default_rng(seed).uniform(0, 255, (size, size, 3)).astype(np.float32)
-    return np.clip(cv2.GaussianBlur(noise, (0, 0), 1.5) * 2 - 128, 0, 255).astype(np.uint8)
-
-
-def moving(seed: int, vx: float, vy: float, frames: int = 8, size: int = 96) -> np.ndarray:
-    """A texture translated by (vx, vy) px per frame, cropped from a larger canvas so no border enters."""
-    import cv2
-
-    tex = texture(seed)
-    c = (tex.shape[0] - size) // 2
-    shift = lambda t: np.float32([[1, 0, vx * t], [0, 1, vy * t]])  # noqa: E731
-    return np.stack([cv2.warpAffine(tex, shift(t), tex.shape[1::-1], flags=cv2.INTER_LINEAR)[c:c + size, c:c + size] for t in range(frames)])
 
 
 @pytest.fixture(autouse=True)
-def offline(tmp_path_factory, monkeypatch):
-    """No weights anywhere: empty HF / torch / clip caches, offline hub, no CoTracker from the environment."""
-    home = tmp_path_factory.mktemp("home")
-    for var, value in {"HOME": home, "HF_HOME": home / "hf", "XDG_CACHE_HOME": home / "cache", "TORCH_HOME": home / "torch",
-                       "HF_HUB_OFFLINE": "1", "DITFLOW_CACHE": home / "ditflow"}.items():
-        monkeypatch.setenv(var, str(value))
-    for var in ("HF_HUB_CACHE", "DITFLOW_COTRACKER_REPO", "DITFLOW_COTRACKER_CHECKPOINT"):
-        monkeypatch.delenv(var, raising=False)
+def _offline(offline):
+    """Every test here runs with no weights anywhere (eval_kit.offline)."""
 
 
 # -- motion fidelity math ------------------------------------------------------------------------------
@@ -166,21 +142,6 @@ def test_cotracker_loads_from_a_local_checkout_and_checkpoint(tmp_path, monkeypa
 
 
 # -- CLIP ----------------------------------------------------------------------------------------------
-TINY_CLIP = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> str:
-    """A 1-layer open_clip config registered under a test-only name (random weights, no download)."""
-    import open_clip
-
-    path = tmp_path_factory.mktemp("clipcfg") / "ditflow-test-tiny-clip.json"
-    path.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(path)
-    return "ditflow-test-tiny-clip"
-
-
 def test_clip_score_runs_with_random_weights_and_from_a_checkpoint_file(tiny_clip, tmp_path):
     import torch
 

@@ -1,4 +1,4 @@
-"""Manifest reading (ditflow/batch/records.py), the same for `batch` and `eval --manifest`: a malformed file is
+"""Manifest reading (ditflow/records.py), the same for `batch` and `eval --manifest`: a malformed file is
 refused with exit 2 and one `error: path:line[:column]: ...` line, a valid one is read exactly, and a grid too
 large is refused from its list lengths before any run is built. Tiny files written here; no model loads."""
 from __future__ import annotations

@@ -20,7 +20,8 @@ def row(n: int = 1, **kw) -> dict:
     base = {"video": "a.gif", "prompt": "a red circle", "setup": "backbone", "seed": 1, "amf": H1, "gen": H2,
             "motion_fidelity": 0.5, "clip_score": 0.25, "seconds": 12.5, "status": "ok", "error": None,
             "model": MODEL, "frame_range": None, "cached": False, "notes": None, "row": n, "cache": None,
-            "image": None, "image_fit": None, "image_digest": None}
+            "image": None, "image_fit": None, "image_digest": None, "temporal_consistency": None, "ftd": None,
+            "mf_masked": None, "peak_memory_mb": None}
     return {**base, **kw}
 
 
@@ -121,7 +122,7 @@ def test_markdown_escapes_pipes_html_and_newlines(tmp_path):
     rendered = MarkdownIt("commonmark").enable("table").render(text)
     # renders as the text itself: the setup one cell of its row, the newline a line break
     cell = f"<td>{html.escape(EVIL, quote=False).replace(chr(10), '<br>')}</td>"
-    assert "<script>" not in rendered and cell in rendered and rendered.count("<td>") == 10
+    assert "<script>" not in rendered and cell in rendered and rendered.count("<td>") == 12  # 2 rows: setup, runs, 4 metrics
 
 
 def test_markdown_shows_control_characters_escaped():

@@ -124,15 +124,16 @@ def test_6_report(server, page, tmp_path_factory):
 
     gens = [r for r in Store(server["cache"]).scan() if r.info.kind == "gen"]
     rows = [{"video": "ref.gif", "prompt": "a red circle", "setup": s, "seed": 1, "amf": server["amf"], "gen": g.hash,
-             "motion_fidelity": mf, "status": "ok", "model": "tiny", "row": i, "cache": str(server["cache"])}
-            for i, (g, s, mf) in enumerate(zip(gens, ("ditflow-emb", "backbone"), (0.6, 0.3)))]
+             "motion_fidelity": mf, "seconds": sec, "status": "ok", "model": "tiny", "row": i, "cache": str(server["cache"])}
+            for i, (g, s, mf, sec) in enumerate(zip(gens, ("ditflow-emb", "backbone"), (0.6, 0.3), (30.0, 12.0)))]
     results = write_json(rows, tmp_path_factory.mktemp("batch") / "results.json")
     tab(page, "5 · Batch report")
     page.locator("input[type=file]").last.set_input_files(str(results))
     frame = page.frame_locator("#dtf-report-frame")
-    svg = frame.locator("svg")
-    svg.wait_for()
-    assert svg.bounding_box()["width"] > 0 and svg.bounding_box()["height"] > 0
+    svg = frame.locator("svg")  # MF per setup, and MF against seconds per video
+    svg.last.wait_for()
+    assert svg.count() == 2 and frame.locator("svg[aria-label='MF against seconds per video']").count() == 1
+    assert all(svg.nth(i).bounding_box()["width"] > 0 and svg.nth(i).bounding_box()["height"] > 0 for i in range(2))
     imgs = frame.locator(".strip img")
     assert imgs.count() == len(rows)
     for i in range(imgs.count()):

@@ -72,6 +72,10 @@ def test_3_generate_shows_the_picture_beside_the_runs(server, page):
     page.get_by_text("model settings").click()
     page.get_by_label("dynamic cfg").click()
     page.get_by_role("option", name="on", exact=True).click()
+    # every dropdown closed and the padded preview drawn before Generate: a click landing while a list is open
+    # only closes it (a run that never starts)
+    page.get_by_role("listbox").wait_for(state="hidden")
+    page.locator("#dtf-image-preview img").wait_for()
     page.locator("#dtf-generate").click()
     page.locator("#dtf-gen-hash").get_by_text("gen").wait_for()
     assert video_duration(page, "#dtf-compare") > 0

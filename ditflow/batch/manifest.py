@@ -11,7 +11,7 @@ a missing setup or seed is the batch's `--setups` / `--seeds`. frame_range is ST
 image (image-to-video) is the picture the row animates, as `--image` takes it; image_fit is `--image-fit`'s
 crop, pad or squash (default crop).
 
-The file is read by records.py, one set of rules with `eval --manifest`: what is wrong with the file itself
+The file is read by ditflow/records.py, one set of rules with `eval --manifest`: what is wrong with the file itself
 (unreadable, no video/prompt, an unknown or repeated field, an unquoted comma, an open quote, an empty list, no
 rows, a bad setup table, more than MAX_ROWS runs) is an InputError naming its line before anything runs (exit
 2); what is wrong with one row (a missing video or image, an unknown setup, a bad seed, range or image_fit, an
@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..fileio import check_input_file
 from ..image import IMAGE_FITS
 from . import setups as S
-from .records import Record, Schema, read_records
+from ..records import Record, Schema, read_records
 
 COLUMNS = ("video", "prompt", "setup", "seed", "frame_range", "image", "image_fit")
 EXPANDED = ("video", "prompt", "setup", "seed")  # a list in these fields is a grid axis

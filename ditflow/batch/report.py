@@ -1,6 +1,7 @@
-"""The paper's table from a batch's results: per model, per setup, MF, CLIP score and seconds per video,
-each the mean over the ok rows with its 95% interval (Student's t). Missing values are left out of a mean
-and counted; a column with no value at all says why (the rows' notes, e.g. CLIP weights missing)."""
+"""The paper's table from a batch's results: per model, per setup (the rows), every metric (the columns): MF,
+CLIP score, seconds per video and peak memory always, masked MF, temporal consistency and FTD where a row of
+the model has them; each the mean over the ok rows with its 95% interval (Student's t). Missing values are left
+out of a mean and counted; a column with no value at all says why (the rows' notes, e.g. CLIP weights missing)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +13,14 @@ from typing import Any
 from ..fileio import printable
 from .setups import builtin_names
 
-METRICS = (("motion_fidelity", "MF", 3), ("clip_score", "CLIP score", 3), ("seconds", "s / video", 1))
+# (result column, header, decimals), in the table's order
+METRICS = (("motion_fidelity", "MF", 3), ("mf_masked", "masked MF", 3), ("clip_score", "CLIP score", 3),
+           ("temporal_consistency", "temporal consistency", 3), ("ftd", "FTD", 2), ("seconds", "s / video", 1),
+           ("peak_memory_mb", "peak MB", 0))
+ALWAYS = ("motion_fidelity", "clip_score", "seconds", "peak_memory_mb")  # shown even when empty: the notes say why
+LEGEND = ("Mean over the ok runs ± the half-width of its 95% interval (Student's t); — : no value. s / video and peak "
+          "MB: the generation (guide or inject) when it was computed; its peak memory is the GPU's max allocated (the "
+          "model included), or on a CPU the peak resident memory above the loaded model. FTD: lower is closer.")
 # two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; beyond, the normal's 1.96
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
@@ -51,11 +59,20 @@ def setup_order(names: set[str]) -> list[str]:
     return list(dict.fromkeys(known)) + sorted(names - set(builtin_names()))
 
 
+def model_rows(results: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
+    return [r for r in results if str(r.get("model") or "?") == model]
+
+
+def columns(rows: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    """The metrics a model's table shows: ALWAYS, and each other one some row of `rows` has a value of."""
+    return [m for m in METRICS if m[0] in ALWAYS or any(r.get(m[0]) is not None for r in rows)]
+
+
 def summarise(results: list[dict[str, Any]]) -> dict[str, list[SetupRow]]:
     """{model: [one SetupRow per setup]}."""
     out: dict[str, list[SetupRow]] = {}
     for model in dict.fromkeys(str(r.get("model") or "?") for r in results):
-        rows = [r for r in results if str(r.get("model") or "?") == model]
+        rows = model_rows(results, model)
         table = []
         for setup in setup_order({str(r.get("setup")) for r in rows}):
             mine = [r for r in rows if str(r.get("setup")) == setup]
@@ -104,14 +121,14 @@ def markdown(results: list[dict[str, Any]]) -> str:
     """One Markdown table per model, with the failures and missing-value reasons under it."""
     lines = []
     for model, table in summarise(results).items():
-        lines += [f"## {md_text(model)}", "", "| setup | runs | " + " | ".join(h for _, h, _ in METRICS) + " |",
-                  "|---|---|" + "---|" * len(METRICS)]
+        shown = columns(model_rows(results, model))
+        lines += [f"## {md_text(model)}", "", "| setup | runs | " + " | ".join(h for _, h, _ in shown) + " |",
+                  "|---|---|" + "---|" * len(shown)]
         for row in table:
             runs = f"{row.ok}" + (f" (+{row.failed} failed)" if row.failed else "")
-            lines.append(f"| {md_text(row.setup)} | {runs} | " + " | ".join(fmt(row.stats[k], d) for k, _, d in METRICS) + " |")
+            lines.append(f"| {md_text(row.setup)} | {runs} | " + " | ".join(fmt(row.stats[k], d) for k, _, d in shown) + " |")
         lines.append("")
-    lines.append("Mean over the ok runs ± the half-width of its 95% interval (Student's t); — : no value. "
-                 "s / video: the generation (guide or inject) when it was computed.")
+    lines.append(LEGEND)
     failed = [r for r in results if r.get("status") != "ok"]
     if failed:
         lines += ["", f"{len(failed)} failed run(s):"]

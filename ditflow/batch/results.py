@@ -25,18 +25,25 @@ from ..image import IMAGE_FITS
 # status ok or failed; cached: the whole row came from the cache; notes: why a score is missing or doubtful;
 # cache: the cache folder the row's artifacts are in (so `ditflow report` finds its thumbnails without --cache);
 # image (as the manifest wrote it), image_fit and image_digest (the gen's `image` input: its fitted pixels) for
-# an image-to-video row, appended last so that a reader of an older file's columns by position still reads them
+# an image-to-video row, appended last so that a reader of an older file's columns by position still reads them;
+# then the peers' metrics (`ditflow eval`'s result keys) and the generation's peak memory, appended last for the
+# same reason (a file from before them reads with those columns empty)
 COLUMNS = ("video", "prompt", "setup", "seed", "amf", "gen", "motion_fidelity", "clip_score", "seconds", "status",
-           "error", "model", "frame_range", "cached", "notes", "row", "cache", "image", "image_fit", "image_digest")
-NUMBERS = ("motion_fidelity", "clip_score", "seconds")
+           "error", "model", "frame_range", "cached", "notes", "row", "cache", "image", "image_fit", "image_digest",
+           "temporal_consistency", "ftd", "mf_masked", "peak_memory_mb")
+SCORE_COLUMNS = ("motion_fidelity", "clip_score", "temporal_consistency", "ftd", "mf_masked")  # from the row's evaluation
+NUMBERS = (*SCORE_COLUMNS, "seconds", "peak_memory_mb")
 HASHES = ("amf", "gen", "image_digest")
 INTEGERS = ("seed", "row")
 FLAGS = ("cached",)
 STATUSES = ("ok", "failed")
 REQUIRED = ("setup", "status", "motion_fidelity")
 # MF is a mean of cosines, less one on a square matrix's diagonal in its `ditflow` variant (so down to -2);
-# the CLIP score a mean of cosines; a generation's wall time at most a year. Anything else is no result.
-RANGES = {"motion_fidelity": (-2.0, 1.0), "clip_score": (-1.0, 1.0), "seconds": (0.0, 366 * 86400.0)}
+# the CLIP score and temporal consistency means of cosines; FTD a distance in pixels (bounded far above any
+# video's diagonal); a generation's wall time at most a year, its peak memory at most a PiB. Anything else is no result.
+RANGES = {"motion_fidelity": (-2.0, 1.0), "mf_masked": (-2.0, 1.0), "clip_score": (-1.0, 1.0),
+          "temporal_consistency": (-1.0, 1.0), "ftd": (0.0, 1e6), "seconds": (0.0, 366 * 86400.0),
+          "peak_memory_mb": (0.0, 2.0**30)}
 SLACK = 1e-4  # float32 rounding can put a cosine a hair outside [-1, 1]
 # csv's default limit (131,072 characters a field) is shorter than a long prompt; this one bounds a field
 # at 64 Mi characters, far beyond any prompt, so a corrupt file still fails in one line instead of using all memory

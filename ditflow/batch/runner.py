@@ -1,7 +1,7 @@
 """One batch row: extract -> guide (or inject) -> eval, each a cache look-up first.
 
-The cache is the queue: the row's evaluation is stored too (a `score` object), and the seconds the
-generation took are in its gen artifact's metadata, so a rerun of a finished row reads three objects and
+The cache is the queue: the row's evaluation is stored too (a `score` object), and the seconds and peak memory
+the generation took are in its gen artifact's metadata, so a rerun of a finished row reads three objects and
 computes nothing, and a killed batch resumes at the first row whose artifacts are missing. Errors never escape:
 a row that fails comes back with status "failed" and its one-line error.
 """
@@ -16,6 +16,7 @@ from ..config import ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions
 from ..errors import DitflowError
 from ..eval import EvalSettings
 from .manifest import Run
+from .results import SCORE_COLUMNS
 from .setups import INJECT, INJECT_SOURCE, all_setups, guide_config
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def _evaluator(settings: EvalSettings):
 def base_result(run: Run, model: str, cache: str | None = None) -> dict[str, Any]:
     return {"cache": cache, "row": run.row, "video": run.video, "prompt": run.prompt, "setup": run.setup, "seed": run.seed,
             "frame_range": ",".join(map(str, run.frame_range)) if run.frame_range else None, "model": model,
-            "amf": None, "gen": None, "motion_fidelity": None, "clip_score": None, "seconds": None,
+            "amf": None, "gen": None, **dict.fromkeys(SCORE_COLUMNS), "seconds": None, "peak_memory_mb": None,
             "status": "failed", "error": None, "cached": False, "notes": None, "image": run.image,
             "image_fit": run.image_fit if run.image else None, "image_digest": None}
 
@@ -98,19 +99,30 @@ def _compute(run: Run, s: BatchSettings) -> dict[str, Any]:
     else:
         cfg = guide_config(s.guide, all_setups(s.setups)[run.setup], run.prompt, run.seed)
         gen = guide(amf.hash, cfg, **picture, **at)
-    seconds = (gen.meta.get("seconds") or {}).get("total")  # the generation's, recorded when it was made (a hit costs none)
-    return {"amf": amf.hash, "gen": gen.hash, "seconds": seconds, "image_digest": gen.inputs.get("image"),
+    # the generation's, recorded when it was made (a hit costs none; a gen from before the peak was recorded has none)
+    seconds = (gen.meta.get("seconds") or {}).get("total")
+    peak = (gen.meta.get("peak_memory") or {}).get("mb")
+    return {"amf": amf.hash, "gen": gen.hash, "seconds": seconds, "peak_memory_mb": peak, "image_digest": gen.inputs.get("image"),
             **score(store, amf, gen, run.prompt, s.eval)}
+
+
+# the evaluation settings a score was hashed with before the peers' metrics: a setting added since is hashed only
+# when it differs from its default, so a batch scored before keeps its score objects (and is not scored again)
+FIRST_SETTINGS = ("metrics", "clip_model", "clip_pretrained", "tracker", "mf_variant", "grid_size", "cotracker_repo",
+                  "cotracker_checkpoint")
 
 
 def score_inputs(amf_hash: str, gen_hash: str, prompt: str, settings: EvalSettings) -> dict[str, Any]:
     """What a row's scores depend on (the device does not)."""
-    ev = {k: v for k, v in dataclasses.asdict(settings).items() if k != "device"}
+    defaults = EvalSettings()
+    ev = {k: v for k, v in dataclasses.asdict(settings).items()
+          if k != "device" and (k in FIRST_SETTINGS or v != getattr(defaults, k))}
     return {"amf": amf_hash, "gen": gen_hash, "prompt": prompt, "eval": json.loads(json.dumps(ev))}
 
 
 def score(store, amf, gen, prompt: str, settings: EvalSettings) -> dict[str, Any]:
-    """The row's scores from its stored evaluation (`cached`: the whole row was a hit), or computed and stored."""
+    """The row's scores from its stored evaluation (`cached`: the whole row was a hit), or computed and stored.
+    A score the evaluation did not compute (not asked, or an evaluation stored before the metric existed) is None."""
     from ..store import content_key
 
     inputs = score_inputs(amf.hash, gen.hash, prompt, settings)
@@ -119,8 +131,7 @@ def score(store, amf, gen, prompt: str, settings: EvalSettings) -> dict[str, Any
         return {**json.loads((store.info(h).path / SCORES).read_text()), "cached": True}
     scores = _evaluator(settings).score(gen.frames, amf.frames, prompt)
     notes = [f"{k}: {v}" for k, v in (scores.get("unavailable") or {}).items()] + list(scores.get("warnings") or [])
-    record = {"motion_fidelity": scores.get("motion_fidelity"), "clip_score": scores.get("clip_score"),
-              "notes": "; ".join(notes) or None}
+    record = {**{k: scores.get(k) for k in SCORE_COLUMNS}, "notes": "; ".join(notes) or None}
     with store.writer(h, "score", inputs, parents=[gen.hash, amf.hash]) as folder:
         (folder / SCORES).write_text(json.dumps(record))
     return {**record, "cached": False}

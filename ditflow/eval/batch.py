@@ -1,5 +1,5 @@
 """Batch evaluation from a manifest: CSV with a header `video,reference,prompt`, or JSON lines with those
-keys, read by the reader `ditflow batch` uses (ditflow/batch/records.py: one set of rules). Relative paths are
+keys, read by the reader `ditflow batch` uses (ditflow/records.py, below both: one set of rules). Relative paths are
 taken from the manifest's folder; hashes name artifacts. A failing row becomes a result with an `error` and the
 batch goes on."""
 from __future__ import annotations
@@ -12,10 +12,12 @@ from typing import Any, Callable
 
 from ..errors import DitflowError, InputError
 from ..fileio import atomic_file, check_input_file
+from ..records import Schema, read_records
 
 COLUMNS = ("video", "reference", "prompt")
 RESULT_COLUMNS = ("row", "video", "reference", "prompt", "clip_score", "motion_fidelity", "tracker", "mf_variant", "error",
-                  "tracks_video", "tracks_reference")
+                  "tracks_video", "tracks_reference", "mf_masked", "temporal_consistency", "temporal_consistency_first",
+                  "ftd", "ftd_foreground", "ftd_background")
 
 
 @dataclass
@@ -31,8 +33,6 @@ def read_manifest(path: str | os.PathLike) -> list[Row]:
     path = check_input_file(path, "manifest")
     if path.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
         raise InputError(f"manifest {path} must be .csv (header video,reference,prompt) or .jsonl")
-    from ..batch.records import Schema, read_records  # here: ditflow.batch imports ditflow.eval
-
     records, _ = read_records(path, Schema(COLUMNS, required=("video",)))
     return [Row(i, _text(rec.fields.get("video")) or "", _text(rec.fields.get("reference")), _text(rec.fields.get("prompt")))
             for i, rec in enumerate(records, start=1)]

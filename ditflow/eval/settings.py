@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from ..checks import check_device, check_rules, rule
 from ..errors import InputError
 
-METRICS = ("clip", "mf")
+METRICS = ("clip", "mf", "tc", "ftd")
+DEFAULT_METRICS = ("clip", "mf")  # tc and ftd are asked for by name: they cost a second model / a second tracking
+TC_MODELS = ("clip", "dino")
+DEFAULT_DINO = "facebook/dino-vitb16"  # DeT's MTBench temporal consistency
 TRACKERS = ("auto", "lk", "cotracker")
 VARIANTS = ("symmetric", "ditflow")
 GRID_SIZE = 55  # the DiTFlow/SMM evaluation tracks a 55×55 grid
@@ -19,7 +22,9 @@ MAX_GRID = 100  # 10,000 tracks: their pairwise similarities take 0.8 GB (memory
 class EvalSettings:
     """How to score. Every field is part of a batch row's score hash except the device."""
 
-    metrics: tuple[str, ...] = field(default=METRICS, metadata=rule("Comma-separated: clip, mf."))
+    metrics: tuple[str, ...] = field(default=DEFAULT_METRICS, metadata=rule(
+        "Comma-separated: clip (text alignment), mf (motion fidelity), tc (temporal consistency), ftd (Fréchet "
+        "trajectory distance)."))
     clip_model: str = field(default="ViT-B-32", metadata=rule("open_clip model name."))
     clip_pretrained: str | None = field(default="openai", metadata=rule(
         "open_clip pretrained tag (read from the local caches only) or a checkpoint file."))
@@ -34,6 +39,15 @@ class EvalSettings:
     cotracker_checkpoint: str | None = field(default=None, metadata=rule(
         "CoTracker3 offline checkpoint, scaled_offline.pth. [default: $DITFLOW_COTRACKER_CHECKPOINT, else the torch "
         "hub cache]"))
+    tc_model: str = field(default="clip", metadata=rule(
+        "Image embeddings of temporal consistency: clip (the CLIP model above, as FlowMotion/FastVMT) or dino "
+        "(--dino-model, as DeT's MTBench).", choices=TC_MODELS))
+    dino_model: str = field(default=DEFAULT_DINO, metadata=rule(
+        "DINO/DINOv2 for --tc-model dino: a Hugging Face repo id read from the local cache only, or a local folder."))
+    mask: str | None = field(default=None, metadata=rule(
+        "The reference's foreground: a mask video, a folder of per-frame masks, an image, or a box x0,y0,x1,y1 "
+        "(reference pixels, x1 y1 exclusive); its first frame restricts MF to the grid points inside (mf_masked) "
+        "and splits FTD into foreground and background."))
     device: str = field(default="cpu", metadata=rule("Device for CLIP and CoTracker: cpu, cuda, cuda:1..."))
 
     def validate(self) -> None:
@@ -44,4 +58,8 @@ class EvalSettings:
         check_rules(self)
         if not self.metrics or set(self.metrics) - set(METRICS):
             raise InputError(f"--metrics must be some of {', '.join(METRICS)}, got {','.join(self.metrics) or '(none)'}")
+        if self.mask is not None:
+            from .mask import check_mask
+
+            check_mask(self.mask)
         check_device(self.device)

@@ -29,11 +29,30 @@ class Tracker(Protocol):
         """frames uint8 [T, H, W, 3] -> (tracks float32 [N, T, 2] as (x, y) px, visible bool [N, T])."""
         ...
 
+    def track_points(self, frames: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Given points (x, y) px of frame 0 [N, 2] -> (tracks float32 [N, T, 2], kept bool [N]); a point the
+        tracker lost keeps its row (so two videos' tracks of the same points stay in step) but is not kept."""
+        ...
+
 
 def grid_points(height: int, width: int, size: int, margin: float) -> np.ndarray:
     """size×size points evenly spread over the frame, `margin` px from its edges: [size*size, 2] (x, y)."""
     ys, xs = np.meshgrid(np.linspace(margin, height - 1 - margin, size), np.linspace(margin, width - 1 - margin, size), indexing="ij")
     return np.stack([xs.ravel(), ys.ravel()], axis=-1).astype(np.float32)
+
+
+def grid_margin(height: int, width: int, window: int = 21) -> float:
+    """How far from the edges the grid starts: half LK's window, less on tiny frames."""
+    return min(window / 2, (min(height, width) - 1) / 4)
+
+
+def lost_for_good(visible: np.ndarray) -> np.ndarray:
+    """Which tracks disappear and never come back, before the last frame (RoPECraft's ftd.py drops these):
+    visible bool [N, T] -> bool [N]."""
+    seen_after = np.flip(np.logical_or.accumulate(np.flip(visible, axis=1), axis=1), axis=1)  # [N, T]: visible at t or later
+    first_gone = np.argmax(~visible, axis=1)
+    gone = (~visible).any(axis=1) & (first_gone + 1 < visible.shape[1])
+    return gone & ~seen_after[np.arange(len(visible)), np.minimum(first_gone + 1, visible.shape[1] - 1)]
 
 
 @dataclass
@@ -48,12 +67,17 @@ class LucasKanadeTracker:
     name: str = "lk"
 
     def track(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = frames.shape[1:3]
+        tracks, kept = self.track_points(frames, grid_points(h, w, self.grid_size, grid_margin(h, w, self.window)))
+        tracks = tracks[kept]
+        return tracks, np.ones(tracks.shape[:2], bool)
+
+    def track_points(self, frames: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import cv2
 
         t, h, w = frames.shape[:3]
         gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
-        margin = min(self.window / 2, (min(h, w) - 1) / 4)
-        pts = grid_points(h, w, self.grid_size, margin)
+        pts = np.asarray(points, np.float32).reshape(-1, 2)
         tracks = np.zeros((len(pts), t, 2), np.float32)
         tracks[:, 0] = pts
         alive = np.arange(len(pts))
@@ -71,8 +95,9 @@ class LucasKanadeTracker:
             keep &= (p1[:, 0] >= 0) & (p1[:, 0] <= w - 1) & (p1[:, 1] >= 0) & (p1[:, 1] <= h - 1)
             tracks[alive, i + 1] = p1
             alive = alive[keep]
-        tracks = tracks[alive]
-        return tracks, np.ones(tracks.shape[:2], bool)
+        kept = np.zeros(len(pts), bool)
+        kept[alive] = True
+        return tracks, kept
 
 
 def _torch_hub_dir() -> Path:
@@ -142,6 +167,19 @@ class CoTracker:
         tracks = tracks[0].transpose(0, 1).float().cpu().numpy()
         visible = (visible[0].transpose(0, 1).float() > 0.5).cpu().numpy()
         return tracks, visible
+
+    def track_points(self, frames: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        self.load()
+        video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)[None].float().to(self.device)
+        pts = torch.from_numpy(np.asarray(points, np.float32).reshape(-1, 2))
+        queries = torch.cat([torch.zeros(len(pts), 1), pts], dim=1)[None].to(self.device)  # [1, N, 3]: (t=0, x, y)
+        with torch.no_grad():
+            tracks, visible = self._predictor(video, queries=queries)  # [1, T, N, 2], [1, T, N]
+        tracks = tracks[0].transpose(0, 1).float().cpu().numpy()
+        visible = (visible[0].transpose(0, 1).float() > 0.5).cpu().numpy()
+        return tracks, ~lost_for_good(visible)  # positions through an occlusion are CoTracker's estimates
 
 
 def get_tracker(name: str = "auto", *, grid_size: int = GRID_SIZE, cotracker_repo: str | os.PathLike | None = None,

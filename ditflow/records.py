@@ -1,6 +1,7 @@
 """The records of a manifest (.csv, .jsonl, .toml) as {field: value}, read exactly or refused: one reader, and
-one set of rules, for `ditflow batch` and `ditflow eval --manifest`. A refusal is an InputError (exit 2) that
-starts `path:line[:column]:` (a TOML record, which tomllib gives no line, is named `[[run]] N` instead).
+one set of rules, for `ditflow batch` and `ditflow eval --manifest` (so it sits below both: batch imports eval).
+A refusal is an InputError (exit 2) that starts `path:line[:column]:` (a TOML record, which tomllib gives no
+line, is named `[[run]] N` instead).
 
 - UTF-8 text, with or without a BOM (Excel writes one). Field names are case-insensitive; names and string
   values are stripped of surrounding whitespace.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from .errors import InputError
 
 SCALARS = (str, int, float, bool)
 
