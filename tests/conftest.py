@@ -35,6 +35,20 @@ def ref_video(tmp_path_factory):
     return str(write_video(moving_square(), tmp_path_factory.mktemp("videos") / "ref.gif"))
 
 
+@pytest.fixture(scope="session")
+def picture(tmp_path_factory):
+    """A yellow disc on blue, 40x60 (the tiny reference's 32x48 aspect): the image image-to-video runs animate."""
+    import cv2
+    import numpy as np
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[..., 2] = 200
+    cv2.circle(img, (20, 20), 9, (255, 230, 0), -1)
+    path = tmp_path_factory.mktemp("img") / "disc.png"
+    cv2.imwrite(str(path), img[..., ::-1])
+    return str(path)
+
+
 @pytest.fixture
 def store(tmp_path):
     return Store(tmp_path / "cache")

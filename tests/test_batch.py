@@ -2,9 +2,7 @@
 on one cache, bad rows, and the report. The expensive runs are module fixtures shared by the tests."""
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import os
 import signal
@@ -15,24 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import moving_square
+from helpers import cli, moving_square
 from ditflow.store import Store
 
 SIZE = ["--frames", "9", "--height", "32", "--width", "48", "--steps", "4", "--guidance-range", "4,2", "--opt-steps", "2",
         "--tracker", "lk", "-q"]
 P1, P2 = "a red circle on a grey background", "a blue square on a white background"
-
-
-def cli(args: list[str]) -> tuple[int, str, str]:
-    """The real entry point in-process (usable from module fixtures): (exit code, stdout, stderr)."""
-    from ditflow.cli.app import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        mp.setattr(sys, "argv", ["ditflow", *args])
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    return exit_info.value.code, out.getvalue(), err.getvalue()
 
 
 def rows_of(path: Path) -> list[dict]:

@@ -4,18 +4,16 @@ bad ones are one `error:` line with exit 2, never a traceback, a huge allocation
 from __future__ import annotations
 
 import os
-import signal
 import struct
 import subprocess
 import sys
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import assert_one_line_error, moving_square, one_error_line, run_cli
+from helpers import assert_one_line_error, deadline, moving_square, one_error_line, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,21 +60,6 @@ def truncated(path: Path, fmt: str) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
-
-
-@contextmanager
-def deadline(seconds: int):
-    """Fail instead of hanging (no pytest-timeout here): SIGALRM interrupts a blocking open() or a long loop."""
-    def expire(*_):
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture

@@ -192,18 +192,6 @@ MODELS = {  # name: (frame axis of its latent, image-to-video)
     "wan2.2-a14b": (2, False), "wan2.1-i2v": (2, True), "toy": (1, False), "toy-i2v": (1, True)}
 
 
-@pytest.fixture(scope="module")
-def picture(tmp_path_factory):
-    import cv2
-
-    img = np.zeros((40, 60, 3), np.uint8)
-    img[..., 2] = 200
-    cv2.circle(img, (20, 20), 9, (255, 230, 0), -1)
-    path = tmp_path_factory.mktemp("img") / "disc.png"
-    cv2.imwrite(str(path), img[..., ::-1])
-    return str(path)
-
-
 @pytest.fixture(scope="module", params=list(MODELS))
 def run(request, ref_video, picture, tmp_path_factory):
     """One `ditflow guide --method fastvmt` per model through the CLI (2 steps, 1 guided, 2 AdamW steps): its gen

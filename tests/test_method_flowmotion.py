@@ -247,18 +247,6 @@ def test_two_experts_run_forward_only_on_the_high_noise_one(a14b, ref_video, tmp
     assert len(gen.losses) == 4
 
 
-@pytest.fixture(scope="module")
-def picture(tmp_path_factory):
-    import cv2
-
-    img = np.zeros((40, 60, 3), np.uint8)
-    img[..., 2] = 200
-    cv2.circle(img, (20, 20), 9, (255, 230, 0), -1)
-    path = tmp_path_factory.mktemp("fm-img") / "disc.png"
-    cv2.imwrite(str(path), img[..., ::-1])
-    return str(path)
-
-
 def test_image_to_video_never_moves_the_pictures_latent_frame(cog_i2v, ref_video, picture, tmp_path):
     """CogVideoX 1.0-I2V (DPM, frames on axis 1): the reference's pass is conditioned on its own first frame, and
     every guided step leaves latent frame 0 as it was."""

@@ -5,14 +5,12 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import assert_one_line_error, entries, fake_gen, run_cli, temporaries
+from helpers import assert_one_line_error, deadline, entries, fake_gen, run_cli, temporaries
 from ditflow.errors import InputError, OutputError
 from ditflow.video import read_video, write_video
 
@@ -29,21 +27,6 @@ def fake_guide(monkeypatch):
     import ditflow.stages
 
     monkeypatch.setattr(ditflow.stages, "guide", lambda *a, **k: fake_gen(value=90))
-
-
-@contextmanager
-def deadline(seconds: int = 10):
-    """Fail instead of hanging: a FIFO opened for reading blocks forever, /dev/zero never ends."""
-    def expired(*_):
-        raise AssertionError(f"still running after {seconds} s: the input was opened")
-
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def full_disk_after(monkeypatch, calls: int):

@@ -36,19 +36,6 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def picture(tmp_path_factory):
-    """A yellow disc on blue, 40x60 (the reference's 32x48 aspect): the image the runs animate."""
-    import cv2
-
-    img = np.zeros((40, 60, 3), np.uint8)
-    img[..., 2] = 200
-    cv2.circle(img, (20, 20), 9, (255, 230, 0), -1)
-    path = tmp_path_factory.mktemp("img") / "disc.png"
-    cv2.imwrite(str(path), img[..., ::-1])
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def amf(folder, variant, ref_video, cache):
     cfg = ExtractConfig(model=folder, frames=FRAMES, height=HEIGHT, width=WIDTH[variant], blocks=(1,), moft_fraction=0.25)
     return extract(ref_video, cfg, runtime=RUNTIME, store=cache)
