@@ -28,6 +28,15 @@ def lr_at(lr: tuple[float, float], guidance_range: tuple[int, int], k: int) -> f
     return float(k * ((end - start) / n) + start)
 
 
+def record_step(guide, i: int, t, s: int, lr: float, value, fresh: bool) -> None:
+    """One Adam step's record in `guide.losses` (what the gen artifact and `viz loss` keep), also passed to the
+    guide's `on_loss` (the progress note)."""
+    record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach()), "fresh": fresh}
+    guide.losses.append(record)
+    if guide.on_loss is not None:
+        guide.on_loss(record)
+
+
 class Guide:
     """The optimisation shared by both modes; a subclass says what the variable is and how it enters the model."""
 
@@ -106,11 +115,7 @@ class Guide:
                     value = self.loss(inputs, t, positions, recorders)
                     value.backward()
                 opt.step()
-                record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach()),
-                          "fresh": fresh}
-                self.losses.append(record)
-                if self.on_loss is not None:
-                    self.on_loss(record)
+                record_step(self, i, t, s, lr, value, fresh)
         return self.result(x, var, t)
 
 

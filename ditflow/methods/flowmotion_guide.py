@@ -15,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ..guides import lr_at
+from ..guides import lr_at, record_step
 from ..sampling import Denoiser
 from .common import channel_axis, flow_coordinates, noise_coefficients, prediction_for, reference_condition, x0_from
 
@@ -159,9 +159,5 @@ class FlowMotionGuide:
                     value = flowmotion_loss(source, x0, self.frames, self.alpha, self.beta)
                     value.backward()
             opt.step()
-            record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach()),
-                      "fresh": fresh}
-            self.losses.append(record)
-            if self.on_loss is not None:
-                self.on_loss(record)
+            record_step(self, i, t, s, lr, value, fresh)
         return var.detach().to(x.dtype)

@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..guides import lr_at
+from ..guides import lr_at, record_step
 from .common import prediction_for
 
 WEIGHT_DECAY = 0.01  # torch.optim.AdamW's default, which RoPECraft keeps
@@ -174,11 +174,7 @@ class RoPECraftGuide:
                     value = ropecraft_loss(*self._loss_inputs(pred, target), self.mse_weight, self.dims)
                     value.backward()
                 self.optimizer.step()
-                record = {"step": i, "timestep": int(t), "opt_step": s, "lr": lr, "loss": float(value.detach()),
-                          "fresh": fresh}
-                self.losses.append(record)
-                if self.on_loss is not None:
-                    self.on_loss(record)
+                record_step(self, i, t, s, lr, value, fresh)
         emb = self.model.backbone.emb_value(used.clone(), False)
         self.embeddings[int(t)] = emb
         if x.is_cuda:
