@@ -172,7 +172,7 @@ class GuideConfig:
     def resolve(self, preset: Any, method: Any = None) -> "GuideConfig":
         """Every None filled in: from `method` (a `methods.Method`: a peer's published schedule and its own
         settings' defaults; None: DiTFlow's, which has neither), then from the model's `preset`."""
-        published = method.defaults(preset) if method is not None else {}
+        published = method.published if method is not None else {}
         ditflow = self.method == "ditflow"
 
         def pick(name):

@@ -8,7 +8,8 @@ denoising prediction; it never changes the scheduler state.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
@@ -26,6 +27,16 @@ def lr_at(lr: tuple[float, float], guidance_range: tuple[int, int], k: int) -> f
     if k >= n:
         return float(end)
     return float(k * ((end - start) / n) + start)
+
+
+@contextmanager
+def timed_step(seconds: list[float], x: torch.Tensor) -> Iterator[None]:
+    """The wall time of one guided step appended to `seconds`: on CUDA its kernels, not just their launches."""
+    start = time.perf_counter()
+    yield
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    seconds.append(time.perf_counter() - start)
 
 
 def record_step(guide, i: int, t, s: int, lr: float, value, fresh: bool) -> None:
@@ -94,12 +105,8 @@ class Guide:
         return total / len(self.blocks)
 
     def __call__(self, x, i, t):
-        start = time.perf_counter()
-        out = self._optimise(x, i, t)
-        if x.is_cuda:  # the step's kernels, not just their launches
-            torch.cuda.synchronize(x.device)
-        self.seconds.append(time.perf_counter() - start)
-        return out
+        with timed_step(self.seconds, x):
+            return self._optimise(x, i, t)
 
     def _optimise(self, x, i, t):
         lr = lr_at(self.lr, self.guidance_range, i - self.steps_active.start)

@@ -167,6 +167,7 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     from .injection import KVInjection
     from .memory import PeakMemory
     from .methods import BuildContext, get_method
+    from .methods.common import reference_condition
     from .model import Model
     from .sampling import Denoiser, sample
 
@@ -196,11 +197,9 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     active = guidance_steps(gcfg.steps, gcfg.guidance_range)
     injection = None
     if gcfg.injection and gcfg.injection_blocks:
-        ref_cond = None  # the reference's pass is conditioned on its own first frame, as at extraction
-        if image is not None:
-            ref_cond = backbone.condition(amf.frames[0], geo, torch.Generator().manual_seed(amf.inputs.get("seed", gcfg.seed)))
+        # the reference's pass is conditioned on its own first frame, as at extraction
         injection = KVInjection(model, gcfg.injection_blocks, amf.latent().to(device, dtype), noise, pos, set(active),
-                                ref_cond)
+                                reference_condition(model, amf, gcfg.seed))
     denoise = Denoiser(model, text, gcfg.cfg, gcfg.steps, injection)
 
     guide = None

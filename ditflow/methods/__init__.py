@@ -3,14 +3,13 @@ method (base.py says what a method is). `--method NAME` picks one; DiTFlow is th
 from __future__ import annotations
 
 from ..errors import InputError
-from .base import DITFLOW_ONLY, SCHEDULE, BuildContext, Method
+from .base import DITFLOW_ONLY, BuildContext, Method
 from .ditflow import DITFLOW
 from .fastvmt import FASTVMT
 from .flowmotion import FLOWMOTION
 from .ropecraft import ROPECRAFT
 
 METHODS: dict[str, Method] = {m.name: m for m in (DITFLOW, FLOWMOTION, ROPECRAFT, FASTVMT)}
-DEFAULT = "ditflow"
 
 
 def get_method(name: str) -> Method:
@@ -45,6 +44,5 @@ def method_panel(method: Method) -> str:
     return f"{method.title} method only"
 
 
-__all__ = ["BuildContext", "DEFAULT", "DITFLOW_ONLY", "METHODS", "Method", "SCHEDULE", "check_method", "get_method",
-           "method_panel",
+__all__ = ["BuildContext", "DITFLOW_ONLY", "METHODS", "Method", "check_method", "get_method", "method_panel",
            "method_settings"]

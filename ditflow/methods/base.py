@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
 # Shared settings only DiTFlow's guide reads: another method refuses them when given (None: not given).
 DITFLOW_ONLY = ("opt_mode", "loss_weighting", "reference_flow", "emb_param", "amf_window", "amf_frame_distance")
-# Shared settings a method may publish its own default for (the model's preset fills the rest).
-SCHEDULE = ("opt_steps", "lr", "guidance_range", "injection", "grad_reuse")
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,9 @@ class Method:
     title: ClassVar[str]  # the paper's name, as shown in help and tables
     summary: ClassVar[str]  # one line: what it optimises against what
     settings: ClassVar[type | None] = None
-    published: ClassVar[dict[str, Any]] = {}  # the peer's values of SCHEDULE settings (lr as (start, end))
+    # the peer's values of the shared schedule settings it publishes (opt_steps, lr as (start, end),
+    # guidance_range, injection, grad_reuse); the model's preset fills the rest
+    published: ClassVar[dict[str, Any]] = {}
     prompts: ClassVar[tuple[str, ...]] = ()  # extra prompts it encodes (e.g. an empty source prompt)
     opt_mode: ClassVar[str] = "latent"  # what it moves: the noisy latent, or positional embeddings ("emb")
 
@@ -67,10 +67,6 @@ class Method:
             from ..checks import flag
 
             raise InputError(f"{flag(given[0])} is a setting of DiTFlow's guide; --method {self.name} does not read it")
-
-    def defaults(self, preset: Any) -> dict[str, Any]:
-        """Its values of the shared schedule settings (the published ones; the model's preset fills the rest)."""
-        return dict(self.published)
 
     def setting_names(self) -> tuple[str, ...]:
         from dataclasses import fields

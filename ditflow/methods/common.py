@@ -45,7 +45,5 @@ def reference_condition(model, amf, seed: int):
     frame, drawn as at extraction (its seed); else None (as stages._generate builds KV injection's)."""
     if model.cond is None:
         return None
-    import torch
-
     gen = torch.Generator().manual_seed(amf.inputs.get("seed", seed))
     return model.backbone.condition(amf.frames[0], model.geo, gen)

@@ -44,8 +44,7 @@ class FastVMT(Method):
     prompts = ("",)  # the reference's pass: the peer's prompt_null
 
     def build(self, ctx: BuildContext):
-        import torch
-
+        from .common import reference_condition
         from .fastvmt_guide import FastVMTGuide, FastVMTLoss
 
         cfg, model = ctx.cfg, ctx.model
@@ -55,12 +54,10 @@ class FastVMT(Method):
                            pair_distance=own.pair_distance, far_weight=own.far_weight, amf_weight=own.amf_weight,
                            window_weight=own.window_weight, attn_temperature=own.attn_temperature)
         backbone.set_checkpointing(ctx.runtime.gradient_checkpointing, model.geo, max(blocks) + 1)
-        ref_cond = None  # an image-to-video reference is conditioned on its own first frame, as at extraction
-        if backbone.needs_image:
-            seed = ctx.amf.inputs.get("seed", cfg.seed)
-            ref_cond = backbone.condition(ctx.amf.frames[0], model.geo, torch.Generator().manual_seed(seed))
+        # an image-to-video reference is conditioned on its own first frame, as at extraction
         return FastVMTGuide(model, loss, ref_latent=ctx.amf.latent().to(backbone.device, backbone.dtype),
-                            noise=ctx.noise, ref_text=ctx.prompts[""], ref_cond=ref_cond,
+                            noise=ctx.noise, ref_text=ctx.prompts[""],
+                            ref_cond=reference_condition(model, ctx.amf, cfg.seed),
                             steps_active=ctx.steps_active, lr=cfg.lr, guidance_range=cfg.guidance_range,
                             opt_steps=cfg.opt_steps, text_pos=ctx.text_pos, injection=ctx.injection,
                             grad_reuse=cfg.grad_reuse, on_loss=ctx.on_loss)

@@ -10,12 +10,11 @@ transformer never runs with gradients enabled, so a guided step costs forward pa
 from __future__ import annotations
 
 import hashlib
-import time
 
 import torch
 import torch.nn.functional as F
 
-from ..guides import lr_at, record_step
+from ..guides import lr_at, record_step, timed_step
 from ..sampling import Denoiser
 from .common import channel_axis, flow_coordinates, noise_coefficients, prediction_for, reference_condition, x0_from
 
@@ -98,12 +97,8 @@ class FlowMotionGuide:
         return i in self.steps_active
 
     def __call__(self, x, i, t):
-        start = time.perf_counter()
-        out = self._optimise(x, i, t)
-        if x.is_cuda:  # the step's kernels, not just their launches
-            torch.cuda.synchronize(x.device)
-        self.seconds.append(time.perf_counter() - start)
-        return out, None
+        with timed_step(self.seconds, x):
+            return self._optimise(x, i, t), None
 
     # -- without gradient ------------------------------------------------------------------------------
     @torch.no_grad()

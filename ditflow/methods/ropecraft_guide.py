@@ -14,12 +14,11 @@ complex delta is on e^{iθ} (the magnitude may leave 1); tokens are in (frame, r
 """
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import torch
 
-from ..guides import lr_at, record_step
+from ..guides import lr_at, record_step, timed_step
 from .common import prediction_for
 
 WEIGHT_DECAY = 0.01  # torch.optim.AdamW's default, which RoPECraft keeps
@@ -153,7 +152,10 @@ class RoPECraftGuide:
         return self.injection.installed(i, t) if self.injection is not None else self.model.install({})
 
     def __call__(self, x, i, t):
-        start = time.perf_counter()
+        with timed_step(self.seconds, x):
+            return self._step(x, i, t)
+
+    def _step(self, x, i, t):
         if self.optimizer is None:
             self._start()
         k = i - self.steps_active.start
@@ -177,8 +179,5 @@ class RoPECraftGuide:
                 record_step(self, i, t, s, lr, value, fresh)
         emb = self.model.backbone.emb_value(used.clone(), False)
         self.embeddings[int(t)] = emb
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        self.seconds.append(time.perf_counter() - start)
         return x, self.model.positions(emb)
 
