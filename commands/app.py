@@ -49,9 +49,9 @@ def _root(ctx: typer.Context,
 
 
 def _register() -> None:
-    from . import batch, cache, eval, extract, guide, inject, report, ui, viz
+    from . import batch, cache, eval, extract, guide, inject, plan, report, ui, viz
 
-    for module in (extract, guide, inject, cache, eval, viz, batch, report, ui):
+    for module in (extract, guide, inject, plan, cache, eval, viz, batch, report, ui):
         module.register(app)
 
 

@@ -57,7 +57,7 @@ def batch(
     address: AddressOpt = None,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
-    cpu_offload: CpuOffloadOpt = False,
+    cpu_offload: CpuOffloadOpt = None,
 ) -> None:
     """Run every row of a manifest: extract -> guide (or inject) -> eval, one result row per run.
 

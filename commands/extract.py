@@ -30,7 +30,7 @@ def extract(
     config: ConfigOpt = None,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
-    cpu_offload: CpuOffloadOpt = False,
+    cpu_offload: CpuOffloadOpt = None,
 ) -> None:
     """Extract the Attention Motion Flow of a reference video; print the artifact's hash.
 

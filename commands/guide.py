@@ -10,7 +10,7 @@ import typer
 
 from ditflow.config import GuideConfig, InjectConfig, RuntimeOptions
 
-from .options import (FAST, GUIDANCE, RUNTIME, SAMPLING, WHAT, CacheOpt, CfgLowNoiseOpt, CfgOpt, ConfigOpt, CpuOffloadOpt,
+from .options import (FAST, GUIDANCE, SAMPLING, WHAT, CacheOpt, CheckpointingOpt, MaxMemoryOpt, TextEncoderOpt, CfgLowNoiseOpt, CfgOpt, ConfigOpt, CpuOffloadOpt,
                       DeviceOpt, DynamicCfgOpt, ImageFitOpt, ImageOpt, FastOpt, FormatOpt, GuidanceRangeOpt, JsonOpt, LrOpt, NegativePromptOpt, NoInjectionOpt,
                       OptStepsOpt, OutOpt, OverwriteOpt, QuietOpt, SchedulerOpt, StepsOpt, Command, MethodOpt,
                       method_setting, option, setting)
@@ -73,9 +73,10 @@ def guide(
     config: ConfigOpt = None,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
-    cpu_offload: CpuOffloadOpt = False,
-    gradient_checkpointing: Annotated[Optional[bool], setting(
-        RuntimeOptions, "gradient_checkpointing", "--gradient-checkpointing/--no-gradient-checkpointing", panel=RUNTIME)] = None,
+    cpu_offload: CpuOffloadOpt = None,
+    gradient_checkpointing: CheckpointingOpt = None,
+    text_encoder: TextEncoderOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Generate a video whose motion follows the reference AMF; print the `gen` artifact's hash."""
     params = dict(locals())
@@ -110,7 +111,9 @@ def inject(
     quiet: QuietOpt = False,
     cache: CacheOpt = None,
     device: DeviceOpt = None,
-    cpu_offload: CpuOffloadOpt = False,
+    cpu_offload: CpuOffloadOpt = None,
+    text_encoder: TextEncoderOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Zero-shot motion transfer: reuse a guide run's optimised embeddings on a new prompt (no optimisation)."""
     params = dict(locals())

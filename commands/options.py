@@ -189,7 +189,12 @@ CacheOpt = Annotated[Optional[Path], option("--cache", metavar="PATH", panel=RUN
 ConfigOpt = Annotated[Optional[Path], option("--config", metavar="FILE",
                                              help="TOML or YAML file of settings; flags override it.")]
 DeviceOpt = Annotated[Optional[str], setting(RuntimeOptions, "device", "--device", panel=RUNTIME, metavar="DEVICE")]
-CpuOffloadOpt = Annotated[bool, setting(RuntimeOptions, "cpu_offload", "--cpu-offload", panel=RUNTIME)]
+CpuOffloadOpt = Annotated[Optional[bool], setting(RuntimeOptions, "cpu_offload", "--cpu-offload/--no-cpu-offload",
+                                                   panel=RUNTIME)]
+CheckpointingOpt = Annotated[Optional[bool], setting(
+    RuntimeOptions, "gradient_checkpointing", "--gradient-checkpointing/--no-gradient-checkpointing", panel=RUNTIME)]
+TextEncoderOpt = Annotated[Optional[str], setting(RuntimeOptions, "text_encoder", panel=RUNTIME)]
+MaxMemoryOpt = Annotated[Optional[float], setting(RuntimeOptions, "max_memory", panel=RUNTIME, metavar="GIB")]
 QuietOpt = Annotated[bool, setting(RuntimeOptions, "quiet", "--quiet", "-q", panel=OUTPUT)]
 JsonOpt = Annotated[bool, option("--json", panel=OUTPUT, help=(
     "Print the command's result on stdout as one JSON document; notes and summaries go to stderr."))]

@@ -38,18 +38,31 @@ def guidance_steps(steps: int, guidance_range: tuple[int, int]) -> range:
     return range(max(steps - hi, 0), max(steps - lo, 0))
 
 
+TEXT_ENCODER_PLACES = ("auto", "device", "cpu")
+MAX_MEMORY_GIB = 1 << 20  # a bound for typos, not a machine
+
+
 @dataclass(frozen=True)
 class RuntimeOptions:
     """How to run, not what to compute: never part of an artifact's hash."""
 
     device: str | None = field(default=None, metadata=rule("cuda, cuda:1, cpu, mps... Default: cuda if available."))
-    cpu_offload: bool = field(default=False, metadata=rule("Keep idle submodels on the CPU (saves GPU memory)."))
+    cpu_offload: bool | None = field(default=None, metadata=rule(
+        "Keep idle submodels on the CPU, each moved to the GPU while it runs (saves GPU memory, costs time). [default: "
+        "only where the plan says the run would not fit --max-memory otherwise]"))
+    text_encoder: str = field(default="auto", metadata=rule(
+        "Where the text encoder runs: on the device (moved off once the prompts are encoded), on the cpu (slower; "
+        "it never takes GPU memory: T5-XXL is 9.5 GB in bf16, UMT5-XXL 11 GB), or auto: the device unless the plan "
+        "says the run would not fit --max-memory there.", choices=TEXT_ENCODER_PLACES))
     vae_slicing: bool = True
     vae_tiling: bool = False
     gradient_checkpointing: bool | None = field(default=None, metadata=rule(
-        "Recompute block activations in backward instead of keeping them. [default: only when the guided "
-        "forward's activations would pass 1 GiB: on for the released models at their sizes, off for the toy "
-        "model, where it only costs time]"))
+        "Recompute block activations in backward instead of keeping them (saves memory, costs time). [default: only "
+        "where the plan says the run would not fit --max-memory otherwise; off where no limit is known]"))
+    max_memory: float | None = field(default=None, metadata=rule(
+        "GPU memory the run may use, in GiB: guide picks checkpointing, text-encoder placement and offload to fit it "
+        "and refuses a run that cannot fit, before loading (ditflow plan shows the estimate). [default: the GPU's "
+        "free memory; no limit on a CPU]", gt=0, le=MAX_MEMORY_GIB))
     quiet: bool = field(default=False, metadata=rule("No progress bars or logs on stderr."))
 
     def validate(self) -> None:

@@ -16,11 +16,10 @@ from .artifacts import AmfArtifact, GenArtifact
 from .backbones import ResolvedModel, load_backbone, resolve_model
 from .backbones.source import check_toy_prompt
 from .checks import check_rules
-from .config import (ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions, from_settings, guidance_steps,
-                     hashed_settings, settings)
+from .config import (ExtractConfig, GuideConfig, InjectConfig, RuntimeOptions, from_settings, hashed_settings, settings)
 from .errors import IncompatibleArtifact, InputError
 from .fileio import printable
-from .finite import WEIGHTS, check_finite
+from .finite import check_finite
 from .image import IMAGE_FITS, image_digest
 from .progress import Progress
 from .store import Store, content_key, hash_file_into
@@ -93,54 +92,19 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
         progress.log(f"note: {note}")
     frames = fit_frames(frames, cfg.height, cfg.width, cfg.crop)
 
-    import torch
-
-    from .amf import attention_confidence, attention_motion_flow
-    from .losses import moft_channels
-    from .model import BlockTaps, Model
-    from .processors import QKRecorder
+    from .runs import reference_tensors
 
     progress.log(f"loading {cfg.model} ...")
     backbone = load_backbone(spec, cfg.dtype, runtime)
     geo = backbone.geometry(cfg.frames, cfg.height, cfg.width)
-    # an image-to-video model sees the reference as an animation of its own first frame
-    cond = backbone.condition(frames[0], geo, torch.Generator().manual_seed(cfg.seed)) if backbone.needs_image else None
-    model = Model(backbone, geo, cond)
-    with progress.task("extract", total=3) as bar:
-        latent = backbone.encode_video(frames)
-        encoded = backbone.latent_frames(latent)
-        if encoded != geo.latent_frames:
-            raise InputError(f"{cfg.frames} frames encode to {encoded} latent frames, not {geo.latent_frames}; pick another --frames")
-        bar.advance("encoded video")
-        text = backbone.encode_prompt(cfg.source_prompt)
-        backbone.release_text_encoder()
-        recorders = {b: QKRecorder() for b in cfg.blocks}
-        t = torch.tensor(cfg.timestep, device=backbone.device)
-        seen = latent
-        if cfg.timestep:
-            noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(cfg.seed)).to(latent)
-            seen = backbone.add_noise(latent, noise, t)
-        # the guided expert (a two-expert model's high-noise one) at any timestep: its AMF is what guidance matches
-        with torch.no_grad(), backbone.install(recorders), \
-                BlockTaps(backbone, cfg.blocks, geo.grid, features=True, stop=True) as taps:
-            model.forward(seen, t, text, expert=0)
-        bar.advance("transformer pass")
-        flows, soft, confidence = {}, {}, {}
-        for b, r in recorders.items():
-            q, k = r.q.float(), r.k.float()  # one fp32 copy per block for the three maps
-            flows[b] = attention_motion_flow(q, k, geo.grid, cfg.temperature, mode="argmax").float()
-            soft[b] = attention_motion_flow(q, k, geo.grid, cfg.temperature, mode="soft").float()
-            confidence[b] = attention_confidence(q, k, geo.grid, cfg.temperature)
-        feats = {b: taps.features[b].float() for b in cfg.blocks}
-        check_finite("the reference's latent and AMF", latent, *soft.values(), *confidence.values(), *feats.values(),
-                     hint=f"try a lower --temperature; {WEIGHTS}")  # before MOFT's SVD, which fails on NaN
-        moft = {b: moft_channels(f, cfg.moft_fraction) for b, f in feats.items()}
-        bar.advance("AMF")
+    with progress.task("extract", total=4) as bar:
+        ref = reference_tensors(backbone, frames, cfg, bar.advance)
+    latent = ref["latent"]
     extra = {"grid": list(geo.grid), "source": str(video), "latent_shape": list(latent.shape), "input_note": note,
              "source_size": list(offered_size)}
     with store.writer(h, "amf", inputs, extra=extra) as folder:
-        artifacts.write_amf(folder, frames=frames, latent=latent, amf=flows, features=feats, moft=moft,
-                            confidence=confidence, soft=soft)
+        artifacts.write_amf(folder, frames=frames, latent=latent, amf=ref["amf"], features=ref["features"],
+                            moft=ref["moft"], confidence=ref["confidence"], soft=ref["soft"])
     return artifacts.load(store, h, "amf")
 
 
@@ -163,61 +127,33 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     and the run's peak memory after loading (`memory.PeakMemory`), recorded with the artifact."""
     import torch
 
-    from .guides import ReplayGuide
-    from .injection import KVInjection
     from .memory import PeakMemory
-    from .methods import BuildContext, get_method
-    from .methods.common import reference_condition
-    from .model import Model
-    from .sampling import Denoiser, sample
+    from .runs import prepare_run
+    from .sampling import sample
+
+    from .plan.api import fit_runtime
 
     inp = amf.inputs
     spec.check_blocks(gcfg.injection_blocks, "--injection-blocks")  # from its config, before the weights
+    # checkpointing, the text encoder's place and offload: what fits the GPU (or --max-memory), else refused here
+    runtime = fit_runtime(inp["model_arg"], from_settings(ExtractConfig, inp), gcfg, runtime, image=image is not None)
     progress.log(f"loading {spec.arg} ...")
     start = time.perf_counter()
     backbone = load_backbone(spec, inp["dtype"], runtime, family=gcfg.family, image=image is not None,
                              keeps_latent=replay is None and gcfg.guidance and gcfg.opt_mode == "latent")
     geo = backbone.geometry(inp["frames"], inp["height"], inp["width"])
-    device, dtype = backbone.device, backbone.dtype
-    peak = PeakMemory(device)
+    peak = PeakMemory(backbone.device)
     peak.start()  # after loading: the CPU figure is what the run holds above the weights
-
-    neg, pos = backbone.encode_prompt(gcfg.negative_prompt), backbone.encode_prompt(gcfg.prompt)
-    text = torch.cat([neg, pos])
-    method = get_method(gcfg.method)
-    own_prompts = {p: backbone.encode_prompt(p) for p in method.prompts} if replay is None and gcfg.guidance else {}
-    backbone.release_text_encoder()
-    timesteps = backbone.timesteps(gcfg.steps)
-    generator = torch.Generator().manual_seed(gcfg.seed)
-    cond = None if image is None else backbone.condition(image, geo, generator)  # before the noise, as the pipelines
-    x = backbone.initial_noise(geo, generator)
-    noise = x.clone()
-    model = Model(backbone, geo, cond)
-    state = backbone.sampler_state(generator)
-    active = guidance_steps(gcfg.steps, gcfg.guidance_range)
-    injection = None
-    if gcfg.injection and gcfg.injection_blocks:
-        # the reference's pass is conditioned on its own first frame, as at extraction
-        injection = KVInjection(model, gcfg.injection_blocks, amf.latent().to(device, dtype), noise, pos, set(active),
-                                reference_condition(model, amf, gcfg.seed))
-    denoise = Denoiser(model, text, gcfg.cfg, gcfg.steps, injection)
-
-    guide = None
-    if replay is not None:
-        guide = ReplayGuide(model, replay)
-    elif gcfg.guidance:
-        ctx = BuildContext(model=model, amf=amf, cfg=gcfg, steps_active=active, text=text, text_pos=pos,
-                           injection=injection, noise=noise, runtime=runtime, prompts=own_prompts, store=store,
-                           on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
-        guide = method.build(ctx)
-
+    run = prepare_run(backbone, amf, gcfg, runtime, replay=replay, image=image, store=store,
+                      on_loss=lambda r: progress.note(f"t={r['timestep']} loss {r['loss']:.4f}"))
+    device, timesteps, guide = backbone.device, run.timesteps, run.guide
     loaded = time.perf_counter()
     with progress.task("denoise", total=len(timesteps)) as bar:
-        latent = sample(denoise, x, timesteps, backbone, state, guide=guide, callback=lambda **_: bar.advance())
+        latent = sample(run.denoise, run.x, timesteps, backbone, run.state, guide=guide, callback=lambda **_: bar.advance())
     if device.type == "cuda":  # time the kernels, not their launches
         torch.cuda.synchronize(device)
     sampled = time.perf_counter()
-    latent = backbone.final_latent(latent, cond)
+    latent = backbone.final_latent(latent, run.cond)
     frames = backbone.decode(latent, geo)  # drops CogVideoX 1.5's padding frames
     end = time.perf_counter()
     seconds = {"total": end - start, "load": loaded - start, "sample": sampled - loaded, "decode": end - sampled,

@@ -137,14 +137,23 @@ class Backbone:
 
         check_components(model.folder)
         quiet_libraries()
-        self.model, self.words = model, model.vocabulary
-        self.dtype = getattr(torch, DTYPES.get(dtype, dtype))
-        device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = getattr(torch, DTYPES.get(dtype, dtype))
         try:
-            pipe = self.pipeline_type().from_pretrained(model.folder, dtype=self.dtype)
+            pipe = self.pipeline_type().from_pretrained(model.folder, dtype=torch_dtype)
         except Exception as e:
             raise ModelUnavailable(f"cannot load {self.family} pipeline from {model.folder}: {str(e).splitlines()[0]}")
         check_loaded(pipe, model.folder)
+        self._adopt(model, pipe, torch_dtype, runtime, runtime.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    @classmethod
+    def from_pipeline(cls, model: Any, pipe, dtype: "torch.dtype", runtime: "RuntimeOptions", device: str = "cpu"):
+        """An adapter around a pipeline built elsewhere (the planner's, on fake tensors): as loaded, without files."""
+        self = cls.__new__(cls)
+        self._adopt(model, pipe, dtype, runtime, device)
+        return self
+
+    def _adopt(self, model: Any, pipe, dtype: "torch.dtype", runtime: "RuntimeOptions", device: str) -> None:
+        self.model, self.words, self.dtype = model, model.vocabulary, dtype
         self.check_pipeline(pipe)
         self._place(pipe, runtime, device)
         self._rope: dict[tuple[int, int, int], Any] = {}
@@ -153,11 +162,21 @@ class Backbone:
         """Device placement, memory options, frozen weights: the same for every family."""
         import torch
 
-        self.offloaded = runtime.cpu_offload and device.startswith("cuda")
+        self.offloaded = bool(runtime.cpu_offload) and device.startswith("cuda")
+        # the text encoder may stay on the CPU and encode there (a plan's choice when it would not fit beside the rest)
+        self.text_on_cpu = runtime.text_encoder == "cpu" and device != "cpu"
         if self.offloaded:
-            pipe.enable_model_cpu_offload()
-        else:
-            pipe.to(device)
+            pipe.enable_model_cpu_offload()  # every model to the CPU, each moved over while it runs
+            if self.text_on_cpu:
+                from accelerate.hooks import remove_hook_from_module
+
+                for name in self.text_parts:
+                    remove_hook_from_module(pipe.components[name], recurse=True)
+        for name, part in pipe.components.items():
+            if isinstance(part, torch.nn.Module) and not self.offloaded and not (self.text_on_cpu and name in self.text_parts):
+                first = next(part.parameters(), None)
+                if first is None or first.device != torch.device(device):  # (a fake pipeline's are where they stay)
+                    part.to(device)
         if runtime.vae_slicing:
             pipe.vae.enable_slicing()
         if runtime.vae_tiling:
@@ -181,22 +200,8 @@ class Backbone:
         `own` itself: it is kept)."""
         raise NotImplementedError
 
-    # Bytes a forward with grad keeps per (block, token, channel), in units of the dtype's size: 18 measured on
-    # the toy CogVideoX in float32 (autograd's saved tensors); gradient checkpointing pays above the budget.
-    SAVED_PER_ELEMENT = 18
-    CHECKPOINT_ABOVE = 1 << 30
-    text_tokens = 0  # text tokens in the self-attention (CogVideoX's joint attention)
-
-    def activation_bytes(self, geo: Geometry, blocks: int) -> int:
-        """Estimated activations a forward through `blocks` blocks keeps for backward."""
-        cfg = self.transformer.config
-        f, h, w = geo.grid
-        tokens = f * h * w + self.text_tokens
-        return blocks * tokens * cfg.num_attention_heads * cfg.attention_head_dim * self.SAVED_PER_ELEMENT * self.dtype.itemsize
-
-    def set_checkpointing(self, setting: bool | None, geo: Geometry, blocks: int) -> bool:
-        """Gradient checkpointing on or off for a run through `blocks` blocks (None: on where it pays)."""
-        on = self.activation_bytes(geo, blocks) > self.CHECKPOINT_ABOVE if setting is None else setting
+    def set_checkpointing(self, on: bool) -> bool:
+        """Gradient checkpointing on or off on every expert (`guide` decides it, from the plan where memory is known)."""
         for expert in self.experts:
             if on:
                 expert.enable_gradient_checkpointing()
@@ -248,12 +253,21 @@ class Backbone:
 
     # -- text, pixels, latents -----------------------------------------------------------------------
     offloaded = False  # diffusers' model offload moves each submodel itself
+    text_on_cpu = False  # the text encoder stays on the CPU and encodes there
+    text_parts: ClassVar[tuple[str, ...]] = ("text_encoder",)  # the components `text_on_cpu` keeps on the CPU
     _text_released = False
+
+    @property
+    def text_device(self) -> "torch.device":
+        """Where prompts are encoded."""
+        import torch
+
+        return torch.device("cpu") if self.text_on_cpu else self.device
 
     def release_text_encoder(self) -> bool:
         """Move the text encoder off the accelerator once a run's prompts are encoded (T5-XXL weighs 9.5 GB in
         bf16, UMT5-XXL 11 GB: nothing else needs it while sampling); the next `encode_prompt` brings it back."""
-        if self.offloaded or self.device.type == "cpu":
+        if self.offloaded or self.text_on_cpu or self.device.type == "cpu":
             return False
         import torch
 
@@ -264,7 +278,7 @@ class Backbone:
         return True
 
     def _text_encoder_ready(self) -> None:
-        if self._text_released:
+        if self._text_released and not self.text_on_cpu:
             self.pipe.text_encoder.to(self.device)
             self._text_released = False
 
@@ -285,8 +299,8 @@ class Backbone:
         self._text_encoder_ready()
         with torch.no_grad():
             emb, _ = self.pipe.encode_prompt(prompt, do_classifier_free_guidance=False, max_sequence_length=self.text_length,
-                                             device=self.device, dtype=self.dtype)
-        return emb
+                                             device=self.text_device, dtype=self.dtype)
+        return emb.to(self.device)
 
     def encode_video(self, frames: np.ndarray) -> "torch.Tensor":
         """uint8 [F, H, W, 3] -> latent [1, ...] in the layout the transformer takes (the VAE's mean, padded to

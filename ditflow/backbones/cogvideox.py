@@ -164,10 +164,6 @@ class CogVideoXBackbone(Backbone):
         """T5 tokens, padded to the transformer's text length."""
         return int(self.transformer.config.max_text_seq_length)
 
-    @property
-    def text_tokens(self) -> int:
-        return self.text_length  # the joint attention holds the text before the video
-
     def encode_video(self, frames: np.ndarray):
         """uint8 [F, H, W, 3] -> scaled latent [1, F_latent, C, h, w] (the VAE's mean, deterministic), padded
         in front to a multiple of the temporal patch."""

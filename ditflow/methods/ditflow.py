@@ -18,7 +18,7 @@ class DiTFlow(Method):
 
         cfg, model = ctx.cfg, ctx.model
         loss = LOSSES[cfg.loss].from_artifact(ctx.amf, cfg, model.backbone.device)
-        model.backbone.set_checkpointing(ctx.runtime.gradient_checkpointing, model.geo, max(loss.blocks) + 1)
+        model.backbone.set_checkpointing(bool(ctx.runtime.gradient_checkpointing))
         return make_guide(model, loss, cfg.opt_mode, angles=cfg.emb_param == "angle", steps_active=ctx.steps_active,
                           lr=cfg.lr, guidance_range=cfg.guidance_range, opt_steps=cfg.opt_steps, text_pos=ctx.text_pos,
                           injection=ctx.injection, grad_reuse=cfg.grad_reuse, on_loss=ctx.on_loss)

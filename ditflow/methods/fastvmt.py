@@ -53,7 +53,7 @@ class FastVMT(Method):
         loss = FastVMTLoss(blocks=blocks, grid=model.geo.grid, tile=tuple(own.tile), window=own.window,
                            pair_distance=own.pair_distance, far_weight=own.far_weight, amf_weight=own.amf_weight,
                            window_weight=own.window_weight, attn_temperature=own.attn_temperature)
-        backbone.set_checkpointing(ctx.runtime.gradient_checkpointing, model.geo, max(blocks) + 1)
+        backbone.set_checkpointing(bool(ctx.runtime.gradient_checkpointing))
         # an image-to-video reference is conditioned on its own first frame, as at extraction
         return FastVMTGuide(model, loss, ref_latent=ctx.amf.latent().to(backbone.device, backbone.dtype),
                             noise=ctx.noise, ref_text=ctx.prompts[""],

@@ -70,7 +70,7 @@ class RoPECraft(Method):
         displacement = reference_flow(ctx.amf, settings.flow, settings.flow_smoothing, geo, backbone.device,
                                       log=Progress(ctx.runtime.quiet).log, store=ctx.store)
         tables = warped_tables(backbone.emb_variable(geo, False), geo.grid, displacement)
-        backbone.set_checkpointing(ctx.runtime.gradient_checkpointing, geo, backbone.num_blocks)
+        backbone.set_checkpointing(bool(ctx.runtime.gradient_checkpointing))
         z_ref = ctx.amf.latent().to(backbone.device, torch.float32)
         return RoPECraftGuide(model, tables, z_ref, text=ctx.text, steps_active=ctx.steps_active, lr=cfg.lr,
                               guidance_range=cfg.guidance_range, opt_steps=cfg.opt_steps,

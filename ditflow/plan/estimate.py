@@ -1,0 +1,130 @@
+"""From a `Simulation` to a `Plan`: device memory per phase under a placement (gradient checkpointing, the text
+encoder on the device or the CPU, model offload), whether it fits, and a roofline time on a named GPU.
+
+The margin: the simulation counts what torch allocates, not the caching allocator's rounding and split blocks
+nor the CUDA context; `MARGIN_FRACTION` of the peak plus `MARGIN_BYTES` is added before comparing with a limit
+(an assumption, stated in every plan, until measured on a GPU: docs/performance.md).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .gpus import Gpu
+from .simulate import PHASE_PARTS, Simulation
+
+MARGIN_FRACTION = 0.08
+MARGIN_BYTES = 512 << 20
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run's weights live and what it recomputes: the settings a plan chooses among."""
+
+    checkpointing: bool = False
+    text_encoder: str = "device"  # or "cpu"
+    offload: bool = False
+
+    def flags(self) -> str:
+        return " ".join(f for f in ("--gradient-checkpointing" if self.checkpointing else "",
+                                    "--cpu-offload" if self.offload else "",
+                                    "--text-encoder cpu" if self.text_encoder == "cpu" else "") if f) or "(none)"
+
+
+# cheapest first: offload moves each model over once per run (the transformer stays while the loop runs), gradient
+# checkpointing costs every guided step a second forward, a CPU text encoder tens of seconds per prompt
+CANDIDATES = (Placement(), Placement(offload=True), Placement(True), Placement(True, offload=True),
+              Placement(False, "cpu", True), Placement(True, "cpu", True))
+
+
+@dataclass
+class PhaseMemory:
+    name: str
+    weights: dict[str, int]  # resident components
+    state: int  # the run's tensors when the phase starts (latents, text embeddings, the reference's AMF)
+    activations: int  # what the phase adds at its peak (activations, saved tensors, optimiser state)
+
+    @property
+    def peak(self) -> int:
+        return sum(self.weights.values()) + self.state + self.activations
+
+
+@dataclass
+class Plan:
+    placement: Placement
+    phases: list[PhaseMemory]
+    seconds: dict[str, float] = field(default_factory=dict)
+    gpu: str | None = None
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(p.peak for p in self.phases)
+
+    @property
+    def needed_bytes(self) -> int:
+        """The peak with the margin: what the device must have free."""
+        return int(self.peak_bytes * (1 + MARGIN_FRACTION) + MARGIN_BYTES)
+
+    def fits(self, limit: int | None) -> bool:
+        return limit is None or self.needed_bytes <= limit
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"placement": asdict(self.placement), "peak_bytes": self.peak_bytes, "needed_bytes": self.needed_bytes,
+                "margin": {"fraction": MARGIN_FRACTION, "bytes": MARGIN_BYTES},
+                "phases": [{"name": p.name, "peak_bytes": p.peak, "weights": p.weights, "state_bytes": p.state,
+                            "activation_bytes": p.activations} for p in self.phases],
+                "gpu": self.gpu, "seconds": self.seconds}
+
+
+def _resident(sim: Simulation, phase: str, text_held: bool, placement: Placement) -> dict[str, int]:
+    away = set(sim.text_parts) if placement.text_encoder == "cpu" or not text_held else set()
+    if placement.offload:
+        parts = {p for tag in PHASE_PARTS[phase] for p in
+                 (sim.text_parts if tag == "text" else sim.image_parts if tag == "image" else (tag,))}
+        return {k: v for k, v in sim.weights.items() if k in parts - away}
+    return {k: v for k, v in sim.weights.items() if k not in away}
+
+
+def plan_of(sim: Simulation, placement: Placement, gpu: Gpu | None = None, steps: int = 0, guided_steps: int = 0) -> Plan:
+    """The device memory of each phase of `sim` under `placement`; with `gpu`, roofline seconds per step and run."""
+    phases = dict(sim.phases)
+    windows = {name: p.window for name, p in phases.items()}
+    if sim.guided:
+        windows["guided step"] = sim.guided[placement.checkpointing]
+    out = []
+    for name in PHASE_PARTS:
+        if name not in windows:
+            continue
+        w = windows[name]
+        held = phases[name].text_resident if name in phases else False
+        activations = w.peak - w.start
+        if name == "text encoding" and placement.text_encoder == "cpu":
+            activations = max(w.end - w.start, 0)  # it ran on the CPU; only its embeddings come over
+        out.append(PhaseMemory(name, _resident(sim, name, held, placement), w.start, activations))
+    plan = Plan(placement, out)
+    if gpu is not None:
+        s = {name: w.seconds(gpu.bf16_flops, gpu.bandwidth) for name, w in windows.items()}
+        plan.gpu = gpu.name
+        plan.seconds = {"guided step": s.get("guided step", 0.0), "unguided step": s.get("unguided step", 0.0),
+                        "decode": s.get("decode", 0.0),
+                        "run": guided_steps * s.get("guided step", 0.0) + (steps - guided_steps) * s.get("unguided step", 0.0)
+                        + s.get("decode", 0.0) + s.get("text encoding", 0.0)}
+    return plan
+
+
+def choose(sim: Simulation, limit: int | None, fixed: dict[str, Any]) -> tuple[Plan | None, list[Plan]]:
+    """The cheapest candidate placement that fits `limit` (bytes) among those `fixed` allows (the user's flags:
+    checkpointing, text_encoder, offload; None/"auto": free), and every candidate's plan."""
+    plans = []
+    for c in CANDIDATES:
+        if any(v is not None and v != "auto" and getattr(c, k) != v for k, v in fixed.items()):
+            continue
+        plans.append(plan_of(sim, c))
+    if not plans:  # a combination of flags no candidate has (e.g. offload without checkpointing)
+        plans.append(plan_of(sim, Placement(bool(fixed.get("checkpointing")), _text(fixed), bool(fixed.get("offload")))))
+    return next((p for p in plans if p.fits(limit)), None), plans
+
+
+def _text(fixed: dict[str, Any]) -> str:
+    return "cpu" if fixed.get("text_encoder") == "cpu" else "device"

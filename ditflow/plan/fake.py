@@ -1,0 +1,124 @@
+"""A model's pipeline with fake weights: every component built from its config.json with the real diffusers and
+transformers classes under torch's FakeTensorMode (shapes and dtypes, no memory, no files of weights), wrapped in
+the family's adapter as if loaded. Named presets get a folder of their released config files (`ditflow.released`).
+
+Fake tensors live on a fake CPU: PyTorch's autograd engine needs a real CUDA context for CUDA tensors, even fake
+ones. Every op the GPU runs has the same shapes on either device; the one choice that differs by device, the
+attention kernel, is the fused one on both (`plan.simulate` checks which ran), so the memory counted is the GPU's.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from ..errors import InputError
+
+TEXT_MODELS = ("transformers",)
+
+
+def config_folder(name: str, configs: dict[str, dict[str, Any]], root: Path) -> Path:
+    """A diffusers folder of config files only (model_index.json and each component's config.json)."""
+    folder = root / name.replace("/", "--")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model_index.json").write_text(json.dumps(configs["model_index"]))
+    for part, cfg in configs.items():
+        if part != "model_index":
+            (folder / part).mkdir(exist_ok=True)
+            file = "scheduler_config.json" if part == "scheduler" else "config.json"
+            (folder / part / file).write_text(json.dumps(cfg))
+    return folder
+
+
+@contextmanager
+def released_folder(name: str) -> Iterator[Path | None]:
+    """A named preset's released configs as a folder (None: not a preset this knows)."""
+    from ..released import released_configs
+
+    configs = released_configs().get(name)
+    if configs is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="ditflow-plan-") as tmp:
+        yield config_folder(name, configs, Path(tmp))
+
+
+def _tokenizer(folder: Path, part: str):
+    """The folder's own tokenizer where its files are there, else a small word-level one: the pipelines pad every
+    prompt to the text length, so the text encoder sees the same number of tokens."""
+    from transformers import AutoTokenizer
+
+    from ..tiny import build_tokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder / part)
+    except Exception:
+        return build_tokenizer()
+
+
+def _component(folder: Path, part: str, library: str, cls_name: str, dtype: torch.dtype):
+    """One component from its config (a model: fake weights in `dtype`)."""
+    import diffusers
+    import transformers
+
+    path = folder / part
+    if "Tokenizer" in cls_name:
+        return _tokenizer(folder, part)
+    lib = diffusers if library == "diffusers" else transformers
+    cls = getattr(lib, cls_name, None)
+    if cls is None:
+        raise InputError(f"{path}: {library} has no class {cls_name} (model_index.json)")
+    if "Scheduler" in cls_name:
+        return cls.from_config(cls.load_config(path))
+    if "Processor" in cls_name:
+        return cls()  # the default preprocessing: the planner feeds it one picture of the run's size
+    if library == "diffusers":
+        return cls.from_config(cls.load_config(path))
+    config = transformers.AutoConfig.from_pretrained(path)
+    return cls(config)
+
+
+def fake_pipeline(folder: Path, pipeline_cls: type, dtype: torch.dtype, mode: FakeTensorMode):
+    """`pipeline_cls` with every component of `folder`'s model_index.json, its models' weights fake in `dtype`."""
+    index = json.loads((folder / "model_index.json").read_text())
+    parts, extra = {}, {}
+    previous = torch.get_default_dtype()
+    try:
+        with mode:
+            torch.set_default_dtype(dtype if dtype.is_floating_point else torch.float32)  # as from_pretrained's dtype=
+            for part, spec in index.items():
+                if part.startswith("_"):
+                    continue
+                if isinstance(spec, list):
+                    parts[part] = None if None in spec[:2] else _component(folder, part, spec[0], spec[1], dtype)
+                else:
+                    extra[part] = spec
+    finally:
+        torch.set_default_dtype(previous)
+    pipe = pipeline_cls(**parts, **{k: v for k, v in extra.items() if k in _init_names(pipeline_cls)})
+    for part in parts.values():
+        if isinstance(part, torch.nn.Module):
+            part.eval()
+    return pipe
+
+
+def _init_names(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def fake_backbone(model: Any, adapter: type, dtype: torch.dtype, runtime: Any, mode: FakeTensorMode):
+    """The adapter around `model`'s pipeline with fake weights (`model`: a ResolvedModel whose folder holds at
+    least its config files)."""
+    from ..backbones.loading import quiet_libraries
+
+    quiet_libraries()
+    pipe = fake_pipeline(model.folder, adapter.pipeline_type(), dtype, mode)
+    with mode:
+        return adapter.from_pipeline(model, pipe, dtype, runtime, "cpu")

@@ -1,0 +1,190 @@
+"""One run of ditflow's own code on fake weights, phase by phase: the extraction (`runs.reference_tensors`), a guide
+run's preparation (`runs.prepare_run`), its first guided step, an unguided step and the decode, each measured by a
+`Ledger` window. `plan.estimate` turns the windows into device memory under each placement (offload, the text
+encoder on the CPU) and into time on a named GPU.
+
+    sim = simulate(spec, ecfg, gcfg, runtime, image=False)
+    sim.phases["guided step"].window.peak    # bytes live at the step's peak, weights apart
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from ..config import DTYPES, ExtractConfig, GuideConfig, RuntimeOptions, guidance_steps
+from .fake import fake_backbone
+from .ledger import Ledger, Window
+from ..store import Store
+
+# what runs in each phase: the components a model offload keeps on the device then ("text" and "image": the
+# adapter's text parts, and its image encoder and VAE when it animates a picture)
+PHASE_PARTS = {"text encoding": ("text", "image"), "reference encoding": ("vae",), "extraction": ("transformer",),
+               "guided step": ("transformer",), "unguided step": ("transformer",), "decode": ("vae",)}
+# the laps of the extraction (its progress marks) -> the phase each belongs to
+EXTRACT_LAPS = {"encoded video": "reference encoding", "encoded prompt": "text encoding", "transformer pass": "extraction",
+                "AMF": "extraction"}
+
+
+@dataclass
+class Phase:
+    name: str
+    window: Window
+    text_resident: bool  # whether a run that encodes on the device still holds the text encoder in this phase
+
+
+@dataclass
+class Simulation:
+    """What one simulated run measured: weights per component, its phases, the attention kernels it ran."""
+
+    weights: dict[str, int]
+    text_parts: tuple[str, ...]
+    image_parts: tuple[str, ...]
+    phases: dict[str, Phase] = field(default_factory=dict)
+    guided: dict[bool, Window] = field(default_factory=dict)  # the guided step with checkpointing off / on
+    attention: set[str] = field(default_factory=set)
+
+    def add(self, name: str, window: Window, text_resident: bool) -> None:
+        """A window into its phase (a phase measured twice keeps its higher peak and both windows' ops)."""
+        old = self.phases.get(name)
+        if old is not None and old.window.peak >= window.peak:
+            old.window.ops.extend(window.ops)
+            return
+        if old is not None:
+            window.ops.extend(old.window.ops)
+        self.phases[name] = Phase(name, window, text_resident)
+
+
+class PlannedAmf:
+    """Stands for the AMF artifact a guide run reads: the same accessors, each returning a new tensor of the
+    extracted shape (what loading it from the store makes), counted where the run moves it."""
+
+    def __init__(self, ref: dict[str, Any], frames: np.ndarray, cfg: ExtractConfig, grid, model_arg: str):
+        self._shapes = {k: ({b: (t.shape, t.dtype) for b, t in v.items()} if isinstance(v, dict) else (v.shape, v.dtype))
+                        for k, v in ref.items()}
+        self.frames, self.grid, self.blocks = frames, tuple(grid), list(cfg.blocks)
+        self.temperature = float(cfg.temperature)
+        self.hash = "0" * 64
+        self.inputs = {"frames": cfg.frames, "height": cfg.height, "width": cfg.width, "dtype": cfg.dtype,
+                       "seed": cfg.seed, "temperature": cfg.temperature, "blocks": list(cfg.blocks), "model_arg": model_arg}
+        self.meta = {"grid": list(grid)}
+
+    def _new(self, key: str, block: int | None = None) -> torch.Tensor:
+        shape, dtype = self._shapes[key] if block is None else self._shapes[key][block]
+        return torch.zeros(shape, dtype=dtype)
+
+    def latent(self):
+        return self._new("latent")
+
+    def amf(self, block):
+        return self._new("amf", block)
+
+    def soft_amf(self, block):
+        return self._new("soft", block)
+
+    def confidence(self, block):
+        return self._new("confidence", block)
+
+    def features(self, block):
+        return self._new("features", block)
+
+    def moft_channels(self, block):
+        return self._new("moft", block)
+
+
+def _decode(backbone, latent, cond, geo) -> None:
+    """The decode; its last act, reading the frames back into numpy, has no values to read on fake tensors."""
+    try:
+        backbone.decode(backbone.final_latent(latent, cond), geo)
+    except RuntimeError as e:  # FakeTensor.numpy(): the VAE has run by then
+        if "numpy" not in str(e).lower() and "data" not in str(e).lower():
+            raise
+
+
+def simulate(spec, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptions, *, image: bool = False,
+             checkpointing: tuple[bool, ...] = (False, True)) -> Simulation:
+    """Run the extraction and a guide run's phases of `spec` (a ResolvedModel whose folder holds its config
+    files) on fake weights, the guided step once per `checkpointing` setting; `ecfg` and `gcfg` resolved."""
+    from ..runs import prepare_run
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    adapter = spec.run_adapter(image)
+    dtype = getattr(torch, DTYPES.get(ecfg.dtype, ecfg.dtype))
+    backbone = fake_backbone(spec, adapter, dtype, RuntimeOptions(device="cpu", quiet=True), mode)
+    pipe = backbone.pipe
+    ledger = Ledger()
+    weights = {name: ledger.weights(part) for name, part in pipe.components.items() if isinstance(part, torch.nn.Module)}
+    image_parts = tuple(p for p in ("image_encoder", "vae") if image and p in weights)
+    sim = Simulation(weights, tuple(p for p in backbone.text_parts if p in weights), image_parts)
+    frames = np.zeros((ecfg.frames, ecfg.height, ecfg.width, 3), np.uint8)
+    picture = frames[0] if image else None
+    passes = -(-gcfg.opt_steps // (gcfg.grad_reuse or 1))  # forward-backward passes of a guided step
+    gcfg = replace(gcfg, opt_steps=1)  # one pass shows the peak (Adam's state included); its ops count `passes` times
+    with mode, ledger, tempfile.TemporaryDirectory(prefix="ditflow-plan-") as tmp:
+        backbone.start_run(gcfg.family, keeps_latent=gcfg.guidance and gcfg.opt_mode == "latent")
+        geo = backbone.geometry(ecfg.frames, ecfg.height, ecfg.width)
+        with _Laps(ledger, sim, EXTRACT_LAPS, text_until="encoded prompt") as laps:
+            ref = _reference(backbone, frames, ecfg, laps)
+        amf = PlannedAmf(ref, frames, ecfg, geo.grid, spec.arg)
+        del ref
+        with ledger.window() as w:
+            run = prepare_run(backbone, amf, gcfg, runtime, image=picture, store=Store(tmp))
+        sim.add("text encoding", w, True)
+        active = guidance_steps(gcfg.steps, gcfg.guidance_range)
+        x, state = run.x, run.state
+        steps = [(active.start, ck) for ck in checkpointing] if run.guide is not None and len(active) else []
+        for i, ck in [*steps, (len(run.timesteps) - 1, None)]:  # None: the unguided step
+            t = run.timesteps[i]
+            backbone.set_checkpointing(bool(ck))
+            positions = None
+            with ledger.window() as guided:
+                if ck is not None:
+                    x, positions = run.guide(x, i, t)
+            with ledger.window() as w:
+                v = run.denoise(x, i, t, positions)
+                x = backbone.step(v, t, x, state)[0].to(x.dtype)
+            if ck is None:
+                sim.add("unguided step", w, False)
+            else:
+                w.peak, w.start = max(w.peak, guided.peak), guided.start
+                w.ops[:0] = guided.ops * passes
+                sim.guided[ck] = w
+        with ledger.window() as w:
+            _decode(backbone, x, run.cond, geo)
+        sim.add("decode", w, False)
+    sim.attention = {n for n in ledger.ops_seen if "attention" in n}
+    return sim
+
+
+def _reference(backbone, frames, ecfg, laps):
+    from ..runs import reference_tensors
+
+    return reference_tensors(backbone, frames, ecfg, laps.lap)
+
+
+class _Laps:
+    """Consecutive ledger windows, one per progress mark of the extraction, each added to its phase."""
+
+    def __init__(self, ledger: Ledger, sim: Simulation, phases: dict[str, str], text_until: str):
+        self.ledger, self.sim, self.phases, self.text_until = ledger, sim, phases, text_until
+        self._text = True
+
+    def __enter__(self):
+        self._cm = self.ledger.window()
+        self._w = self._cm.__enter__()
+        return self
+
+    def lap(self, mark: str) -> None:
+        self._cm.__exit__(None, None, None)
+        self.sim.add(self.phases[mark], self._w, self._text)
+        if mark == self.text_until:
+            self._text = False
+        self.__enter__()
+
+    def __exit__(self, *exc):
+        self._cm.__exit__(*exc)
+        return False
