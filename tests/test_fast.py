@@ -82,17 +82,6 @@ def test_cli_fast_records_the_settings_it_used(amf_cache, capsys, monkeypatch):
     assert set(meta["seconds"]) == {"total", "load", "sample", "decode", "guidance_steps"} and len(meta["seconds"]["guidance_steps"]) == 2
 
 
-def test_checkpointing_by_default_only_where_activations_pass_the_budget(tiny_rope, runtime, monkeypatch):
-    from ditflow.backbones import load_backbone
-
-    backbone = load_backbone(tiny_rope, "float32", runtime)
-    geo = backbone.geometry(9, 32, 48)
-    assert backbone.set_checkpointing(None, geo, 2) is False and not backbone.transformer.gradient_checkpointing
-    monkeypatch.setattr(type(backbone), "CHECKPOINT_ABOVE", backbone.activation_bytes(geo, 2) - 1)
-    assert backbone.set_checkpointing(None, geo, 2) is True and backbone.transformer.gradient_checkpointing
-    assert backbone.set_checkpointing(False, geo, 2) is False
-
-
 def test_the_text_encoder_leaves_the_accelerator_after_encoding_and_comes_back(tiny_rope, runtime, monkeypatch):
     import torch
 
