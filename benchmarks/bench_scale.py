@@ -4,6 +4,7 @@
                                                 # frames; 1.5-5b at 81 (768x1360), wan2.2-a14b at 81, wan2.2-ti2v-5b
                                                 # at 121 (704x1280)
 (Wan takes 4k+1 frames: 25 stands for 24; --quick runs each model's first frame count.)
+    python benchmarks/bench_scale.py --simulate # no GPU, no weights: every model x variant simulated (bench_plan.py)
     python benchmarks/bench_scale.py --quick    # 2 CPU cores, < 12 min: 2 blocks (per expert) at the real width, 32x48
                                                 # pixels (32x64 on TI2V-5B's 16x VAE), 2 steps
 
@@ -273,6 +274,12 @@ def table(result: dict) -> str:
 
 
 def main() -> None:
+    if "--simulate" in sys.argv:  # no GPU, no weights: the planner's simulation of every model x variant
+        sys.argv.remove("--simulate")
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_plan import main as simulated
+
+        return simulated()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the CPU check: 2 blocks at the real width, 64x96, 2 steps")
     ap.add_argument("--models", default=",".join(MODELS))

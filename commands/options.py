@@ -193,6 +193,8 @@ CpuOffloadOpt = Annotated[Optional[bool], setting(RuntimeOptions, "cpu_offload",
                                                    panel=RUNTIME)]
 CheckpointingOpt = Annotated[Optional[bool], setting(
     RuntimeOptions, "gradient_checkpointing", "--gradient-checkpointing/--no-gradient-checkpointing", panel=RUNTIME)]
+VaeTilingOpt = Annotated[Optional[bool], setting(RuntimeOptions, "vae_tiling", "--vae-tiling/--no-vae-tiling",
+                                                 panel=RUNTIME)]
 TextEncoderOpt = Annotated[Optional[str], setting(RuntimeOptions, "text_encoder", panel=RUNTIME)]
 MaxMemoryOpt = Annotated[Optional[float], setting(RuntimeOptions, "max_memory", panel=RUNTIME, metavar="GIB")]
 QuietOpt = Annotated[bool, setting(RuntimeOptions, "quiet", "--quiet", "-q", panel=OUTPUT)]
@@ -239,6 +241,10 @@ CfgOpt = Annotated[Optional[float], setting(GuideConfig, "cfg", "--cfg", panel=S
 SchedulerOpt = Annotated[Optional[str], family_setting("scheduler")]
 DynamicCfgOpt = Annotated[Optional[bool], family_setting("dynamic_cfg", "--dynamic-cfg/--no-dynamic-cfg")]
 CfgLowNoiseOpt = Annotated[Optional[float], family_setting("cfg_low_noise")]
+AudioCfgOpt = Annotated[Optional[float], family_setting("audio_cfg")]
+ModalityCfgOpt = Annotated[Optional[float], family_setting("modality_cfg")]
+CfgRescaleOpt = Annotated[Optional[float], family_setting("cfg_rescale")]
+StgScaleOpt = Annotated[Optional[float], family_setting("stg_scale")]
 # image-to-video: the picture a run animates (help written once, in ditflow/image.py)
 ImageOpt = Annotated[Optional[Path], option("--image", metavar="FILE", panel=WHAT, show_default=False, help=IMAGE_HELP)]
 # a Literal: Typer checks the choice as it parses, whether or not an --image comes (exit 2, one line)

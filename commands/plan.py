@@ -10,7 +10,7 @@ from ditflow.config import ExtractConfig, GuideConfig, RuntimeOptions
 
 from .options import (FAST, GUIDANCE, RUNTIME, WHAT, BlocksOpt, CheckpointingOpt, Command, CpuOffloadOpt, FastOpt,
                       FramesOpt, GuidanceRangeOpt, HeightOpt, JsonOpt, MaxMemoryOpt, MethodOpt, ModelSetting,
-                      NoInjectionOpt, OptStepsOpt, StepsOpt, TextEncoderOpt, WidthOpt, option, setting)
+                      NoInjectionOpt, OptStepsOpt, StepsOpt, TextEncoderOpt, VaeTilingOpt, WidthOpt, option, setting)
 
 _GPU_HELP = ("Estimate the time on this GPU (a roofline from its published peak bf16 FLOP/s and memory bandwidth: a "
              "lower bound, not a measurement); without --max-memory its memory is the limit.")
@@ -39,6 +39,7 @@ def plan(
     gpu: Annotated[Optional[str], option("--gpu", metavar="NAME", panel=RUNTIME, help=_GPU_HELP)] = None,
     gradient_checkpointing: CheckpointingOpt = None,
     text_encoder: TextEncoderOpt = None,
+    vae_tiling: VaeTilingOpt = None,
     cpu_offload: CpuOffloadOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -55,7 +55,9 @@ class RuntimeOptions:
         "it never takes GPU memory: T5-XXL is 9.5 GB in bf16, UMT5-XXL 11 GB), or auto: the device unless the plan "
         "says the run would not fit --max-memory there.", choices=TEXT_ENCODER_PLACES))
     vae_slicing: bool = True
-    vae_tiling: bool = False
+    vae_tiling: bool | None = field(default=None, metadata=rule(
+        "Decode the video in overlapping tiles (far less memory; seams blended, so pixels differ slightly). "
+        "[default: only where the plan says the run would not fit --max-memory otherwise]"))
     gradient_checkpointing: bool | None = field(default=None, metadata=rule(
         "Recompute block activations in backward instead of keeping them (saves memory, costs time). [default: only "
         "where the plan says the run would not fit --max-memory otherwise; off where no limit is known]"))

@@ -106,7 +106,7 @@ def plan_run(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: Runtim
         spec.run_adapter(image)
         spec.check_blocks(ecfg.blocks, "--blocks")
         fixed = {"checkpointing": runtime.gradient_checkpointing, "text_encoder": runtime.text_encoder,
-                 "offload": runtime.cpu_offload}
+                 "offload": runtime.cpu_offload, "vae_tiling": runtime.vae_tiling}
         sim = _simulate(spec, ecfg, gcfg, image, fixed)
         chosen, candidates = choose(sim, limit, fixed)
         if gpu is not None:
@@ -152,7 +152,7 @@ def _allowed(fixed: dict[str, Any]) -> list[Placement]:
 
     return [c for c in CANDIDATES if all(v is None or v == "auto" or getattr(c, k) == v for k, v in fixed.items())] \
         or [Placement(bool(fixed.get("checkpointing")), "cpu" if fixed.get("text_encoder") == "cpu" else "device",
-                      bool(fixed.get("offload")))]
+                      bool(fixed.get("offload")), bool(fixed.get("vae_tiling")))]
 
 
 def device_limit(runtime: RuntimeOptions) -> int | None:
@@ -187,14 +187,15 @@ def fit_runtime(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: Run
     limit = device_limit(runtime)
     if limit is None:
         return replace(runtime, gradient_checkpointing=bool(runtime.gradient_checkpointing),
-                       cpu_offload=bool(runtime.cpu_offload), text_encoder="device" if runtime.text_encoder == "auto"
-                       else runtime.text_encoder)
+                       cpu_offload=bool(runtime.cpu_offload), vae_tiling=bool(runtime.vae_tiling),
+                       text_encoder="device" if runtime.text_encoder == "auto" else runtime.text_encoder)
     report = plan_run(model, ecfg, gcfg, runtime, image=image, limit=limit, search_frames=False)
     if report.chosen is None:
         report.max_frames = _max_frames_for(model, ecfg, gcfg, runtime, image, limit)
         raise InputError(describe_refusal(report))
     p = report.chosen.placement
-    return replace(runtime, gradient_checkpointing=p.checkpointing, cpu_offload=p.offload, text_encoder=p.text_encoder)
+    return replace(runtime, gradient_checkpointing=p.checkpointing, cpu_offload=p.offload, text_encoder=p.text_encoder,
+                   vae_tiling=p.vae_tiling)
 
 
 def _max_frames_for(model, ecfg, gcfg, runtime, image, limit) -> int | None:

@@ -25,17 +25,21 @@ class Placement:
     checkpointing: bool = False
     text_encoder: str = "device"  # or "cpu"
     offload: bool = False
+    vae_tiling: bool = False
 
     def flags(self) -> str:
         return " ".join(f for f in ("--gradient-checkpointing" if self.checkpointing else "",
                                     "--cpu-offload" if self.offload else "",
-                                    "--text-encoder cpu" if self.text_encoder == "cpu" else "") if f) or "(none)"
+                                    "--text-encoder cpu" if self.text_encoder == "cpu" else "",
+                                    "--vae-tiling" if self.vae_tiling else "") if f) or "(none)"
 
 
-# cheapest first: offload moves each model over once per run (the transformer stays while the loop runs), gradient
-# checkpointing costs every guided step a second forward, a CPU text encoder tens of seconds per prompt
-CANDIDATES = (Placement(), Placement(offload=True), Placement(True), Placement(True, offload=True),
-              Placement(False, "cpu", True), Placement(True, "cpu", True))
+# cheapest first: offload moves each model over once per run (the transformer stays while the loop runs), VAE tiling
+# decodes in overlapping tiles (a little slower, seams blended), gradient checkpointing costs every guided step a
+# second forward, a CPU text encoder tens of seconds per prompt
+CANDIDATES = (Placement(), Placement(offload=True), Placement(vae_tiling=True), Placement(offload=True, vae_tiling=True),
+              Placement(True), Placement(True, offload=True), Placement(True, vae_tiling=True),
+              Placement(True, offload=True, vae_tiling=True), Placement(True, "cpu", True, True))
 
 
 @dataclass
@@ -92,12 +96,14 @@ def plan_of(sim: Simulation, placement: Placement, gpu: Gpu | None = None, steps
     windows = {name: p.window for name, p in phases.items()}
     if sim.guided:
         windows["guided step"] = sim.guided[placement.checkpointing]
+    if sim.decode:
+        windows["decode"] = sim.decode[placement.vae_tiling]
     out = []
     for name in PHASE_PARTS:
         if name not in windows:
             continue
         w = windows[name]
-        held = phases[name].text_resident if name in phases else False
+        held = phases[name].text_resident if name in phases and name != "decode" else False
         activations = w.peak - w.start
         if name == "text encoding" and placement.text_encoder == "cpu":
             activations = max(w.end - w.start, 0)  # it ran on the CPU; only its embeddings come over
@@ -122,7 +128,8 @@ def choose(sim: Simulation, limit: int | None, fixed: dict[str, Any]) -> tuple[P
             continue
         plans.append(plan_of(sim, c))
     if not plans:  # a combination of flags no candidate has (e.g. offload without checkpointing)
-        plans.append(plan_of(sim, Placement(bool(fixed.get("checkpointing")), _text(fixed), bool(fixed.get("offload")))))
+        plans.append(plan_of(sim, Placement(bool(fixed.get("checkpointing")), _text(fixed), bool(fixed.get("offload")),
+                                            bool(fixed.get("vae_tiling")))))
     return next((p for p in plans if p.fits(limit)), None), plans
 
 

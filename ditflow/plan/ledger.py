@@ -76,8 +76,9 @@ def _selection(func, args):
 class Ledger(TorchDispatchMode):
     """Counts live storages and op costs of everything run under it (enter it inside a FakeTensorMode)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fake: bool = True) -> None:
         super().__init__()
+        self.fake = fake  # on real tensors (a measurement) values are read and masks select as they say
         self._live: dict[int, tuple[weakref.ref, int]] = {}
         self._weights: set[int] = set()
         self.current = 0
@@ -128,9 +129,9 @@ class Ledger(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in _READS:  # a fake tensor's value: there is none
+        if self.fake and func in _READS:  # a fake tensor's value: there is none
             return PLACEHOLDER
-        out = _selection(func, args)
+        out = _selection(func, args) if self.fake else None
         if out is None:
             out = func(*args, **kwargs)
         self.ops_seen.add(func.__name__)

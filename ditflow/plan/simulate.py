@@ -46,6 +46,7 @@ class Simulation:
     image_parts: tuple[str, ...]
     phases: dict[str, Phase] = field(default_factory=dict)
     guided: dict[bool, Window] = field(default_factory=dict)  # the guided step with checkpointing off / on
+    decode: dict[bool, Window] = field(default_factory=dict)  # the decode whole / in tiles
     attention: set[str] = field(default_factory=set)
 
     def add(self, name: str, window: Window, text_resident: bool) -> None:
@@ -109,14 +110,31 @@ def simulate(spec, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptio
              checkpointing: tuple[bool, ...] = (False, True)) -> Simulation:
     """Run the extraction and a guide run's phases of `spec` (a ResolvedModel whose folder holds its config
     files) on fake weights, the guided step once per `checkpointing` setting; `ecfg` and `gcfg` resolved."""
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    dtype = getattr(torch, DTYPES.get(ecfg.dtype, ecfg.dtype))
+    backbone = fake_backbone(spec, spec.run_adapter(image), dtype, RuntimeOptions(device="cpu", quiet=True), mode)
+    return run_phases(backbone, Ledger(fake=True), mode, spec, ecfg, gcfg, runtime, image, checkpointing)
+
+
+def measure(spec, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptions, *, image: bool = False,
+            checkpointing: tuple[bool, ...] = (False, True)) -> Simulation:
+    """The same phases on the model's real weights on the CPU, counted by the same ledger on real tensors (what
+    validates the simulation: docs/performance.md)."""
+    from contextlib import nullcontext
+
+    from ..backbones import load_backbone
+
+    backbone = load_backbone(spec, ecfg.dtype, RuntimeOptions(device="cpu", quiet=True), image=image)
+    return run_phases(backbone, Ledger(fake=False), nullcontext(), spec, ecfg, gcfg, runtime, image, checkpointing)
+
+
+def run_phases(backbone, ledger: Ledger, mode, spec, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptions,
+               image: bool, checkpointing: tuple[bool, ...]) -> Simulation:
+    """Extraction, a guide run's preparation, its guided step (once per `checkpointing`), an unguided step and the
+    decode of `backbone`, each in a `ledger` window (under `mode`: the fake tensors' or none)."""
     from ..runs import prepare_run
 
-    mode = FakeTensorMode(allow_non_fake_inputs=True)
-    adapter = spec.run_adapter(image)
-    dtype = getattr(torch, DTYPES.get(ecfg.dtype, ecfg.dtype))
-    backbone = fake_backbone(spec, adapter, dtype, RuntimeOptions(device="cpu", quiet=True), mode)
     pipe = backbone.pipe
-    ledger = Ledger()
     weights = {name: ledger.weights(part) for name, part in pipe.components.items() if isinstance(part, torch.nn.Module)}
     image_parts = tuple(p for p in ("image_encoder", "vae") if image and p in weights)
     sim = Simulation(weights, tuple(p for p in backbone.text_parts if p in weights), image_parts)
@@ -153,9 +171,13 @@ def simulate(spec, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptio
                 w.peak, w.start = max(w.peak, guided.peak), guided.start
                 w.ops[:0] = guided.ops * passes
                 sim.guided[ck] = w
-        with ledger.window() as w:
-            _decode(backbone, x, run.cond, geo)
-        sim.add("decode", w, False)
+        for tiled in (False, True):  # the decode whole and in tiles (--vae-tiling)
+            if tiled:
+                pipe.vae.enable_tiling()
+            with ledger.window() as w:
+                _decode(backbone, x, run.cond, geo)
+            sim.decode[tiled] = w
+        pipe.vae.disable_tiling()
     sim.attention = {n for n in ledger.ops_seen if "attention" in n}
     return sim
 
