@@ -10,7 +10,7 @@ import typer
 
 from ditflow.config import GuideConfig, InjectConfig, RuntimeOptions
 
-from .options import (FAST, GUIDANCE, SAMPLING, WHAT, CacheOpt, CheckpointingOpt, MaxMemoryOpt, TextEncoderOpt, CfgLowNoiseOpt, CfgOpt, ConfigOpt, CpuOffloadOpt,
+from .options import (FAST, GUIDANCE, SAMPLING, WHAT, AudioCfgOpt, CfgRescaleOpt, ModalityCfgOpt, StgScaleOpt, CacheOpt, CheckpointingOpt, MaxMemoryOpt, TextEncoderOpt, VaeTilingOpt, CfgLowNoiseOpt, CfgOpt, ConfigOpt, CpuOffloadOpt,
                       DeviceOpt, DynamicCfgOpt, ImageFitOpt, ImageOpt, FastOpt, FormatOpt, GuidanceRangeOpt, JsonOpt, LrOpt, NegativePromptOpt, NoInjectionOpt,
                       OptStepsOpt, OutOpt, OverwriteOpt, QuietOpt, SchedulerOpt, StepsOpt, Command, MethodOpt,
                       method_setting, option, setting)
@@ -47,6 +47,10 @@ def guide(
     scheduler: SchedulerOpt = None,
     dynamic_cfg: DynamicCfgOpt = None,
     cfg_low_noise: CfgLowNoiseOpt = None,
+    audio_cfg: AudioCfgOpt = None,
+    modality_cfg: ModalityCfgOpt = None,
+    cfg_rescale: CfgRescaleOpt = None,
+    stg_scale: StgScaleOpt = None,
     fast: FastOpt = False,
     amf_window: Annotated[Optional[int], setting(GuideConfig, "amf_window", panel=FAST)] = None,
     amf_frame_distance: Annotated[Optional[int], setting(GuideConfig, "amf_frame_distance", panel=FAST)] = None,
@@ -76,6 +80,7 @@ def guide(
     cpu_offload: CpuOffloadOpt = None,
     gradient_checkpointing: CheckpointingOpt = None,
     text_encoder: TextEncoderOpt = None,
+    vae_tiling: VaeTilingOpt = None,
     max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Generate a video whose motion follows the reference AMF; print the `gen` artifact's hash."""
@@ -113,6 +118,7 @@ def inject(
     device: DeviceOpt = None,
     cpu_offload: CpuOffloadOpt = None,
     text_encoder: TextEncoderOpt = None,
+    vae_tiling: VaeTilingOpt = None,
     max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Zero-shot motion transfer: reuse a guide run's optimised embeddings on a new prompt (no optimisation)."""

@@ -30,14 +30,15 @@ def reference_tensors(backbone, frames: np.ndarray, cfg: ExtractConfig,
     # an image-to-video model sees the reference as an animation of its own first frame
     cond = backbone.condition(frames[0], geo, torch.Generator().manual_seed(cfg.seed)) if backbone.needs_image else None
     model = Model(backbone, geo, cond)
+    # the prompt first: the text encoder leaves the GPU before the VAE's encoder needs the room
+    text = backbone.encode_prompt(cfg.source_prompt)
+    backbone.release_text_encoder()
+    advance("encoded prompt")
     latent = backbone.encode_video(frames)
     encoded = backbone.latent_frames(latent)
     if encoded != geo.latent_frames:
         raise InputError(f"{cfg.frames} frames encode to {encoded} latent frames, not {geo.latent_frames}; pick another --frames")
     advance("encoded video")
-    text = backbone.encode_prompt(cfg.source_prompt)
-    backbone.release_text_encoder()
-    advance("encoded prompt")
     recorders = {b: QKRecorder() for b in cfg.blocks}
     t = torch.tensor(cfg.timestep, device=backbone.device)
     seen = latent

@@ -190,9 +190,10 @@ def test_guide_help_is_in_panels_and_fits_100_columns():
 
     cogvideox = family_panel(family_settings()["scheduler"].family)  # the panels' titles, from the registry
     wan = family_panel(family_settings()["cfg_low_noise"].family)
+    ltx2 = family_panel(family_settings()["audio_cfg"].family)
     methods = [method_panel(m) for m in METHODS.values() if m.settings is not None]
     panels = [line.split("─ ")[1].split(" ─")[0] for line in text.splitlines() if line.startswith("╭─ ")]
-    assert panels == ["Options", "What to make", "Guidance", "Sampling", cogvideox, wan, "Fast mode", *methods, "Output",
+    assert panels == ["Options", "What to make", "Guidance", "Sampling", cogvideox, wan, ltx2, "Fast mode", *methods, "Output",
                       "Runtime"]
     family = text.split(cogvideox)[1].split("╰")[0]
     assert "--scheduler" in family and "--dynamic-cfg" in family and "<" not in text

@@ -21,11 +21,17 @@ from .cogvideox import CogVideoXBackbone
 from .cogvideox_i2v import CogVideoXI2VBackbone
 from .preset import MODEL_DEFAULTS, ModelPreset
 from .digests import weights_digest
+from .hunyuan15 import HunyuanVideo15Backbone
+from .hunyuan15_i2v import HunyuanVideo15I2VBackbone
+from .ltx2 import LTX2Backbone
+from .ltx2_i2v import LTX2I2VBackbone
 from .source import find_folder, pipeline_class, read_config, read_json_object, toy_vocabulary
 from .wan import WanBackbone
 from .wan_i2v import WanI2VBackbone
 
-ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone, WanI2VBackbone, CogVideoXI2VBackbone)
+ADAPTERS: tuple[type[Backbone], ...] = (CogVideoXBackbone, WanBackbone, WanI2VBackbone, CogVideoXI2VBackbone,
+                                         HunyuanVideo15Backbone, HunyuanVideo15I2VBackbone, LTX2Backbone,
+                                         LTX2I2VBackbone)
 PRESETS: dict[str, ModelPreset] = {k: v for a in ADAPTERS for k, v in a.presets.items()}
 ALIASES: dict[str, str] = {k: v for a in ADAPTERS for k, v in a.aliases.items()}
 # Folders that come with ditflow: (where, how to make it when it is missing)

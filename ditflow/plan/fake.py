@@ -19,9 +19,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..errors import InputError
 
-TEXT_MODELS = ("transformers",)
-
-
 def config_folder(name: str, configs: dict[str, dict[str, Any]], root: Path) -> Path:
     """A diffusers folder of config files only (model_index.json and each component's config.json)."""
     folder = root / name.replace("/", "--")
@@ -61,6 +58,10 @@ def _tokenizer(folder: Path, part: str):
         return build_tokenizer()
 
 
+def _is_model(cls_name: str) -> bool:
+    return not any(k in cls_name for k in ("Tokenizer", "Scheduler", "Processor"))
+
+
 def _component(folder: Path, part: str, library: str, cls_name: str, dtype: torch.dtype):
     """One component from its config (a model: fake weights in `dtype`)."""
     import diffusers
@@ -69,7 +70,12 @@ def _component(folder: Path, part: str, library: str, cls_name: str, dtype: torc
     path = folder / part
     if "Tokenizer" in cls_name:
         return _tokenizer(folder, part)
-    lib = diffusers if library == "diffusers" else transformers
+    if library in ("diffusers", "transformers"):
+        lib = diffusers if library == "diffusers" else transformers
+    else:  # a class of one pipeline's own module (diffusers.pipelines.ltx2's connectors)
+        import importlib
+
+        lib = importlib.import_module(f"diffusers.pipelines.{library}")
     cls = getattr(lib, cls_name, None)
     if cls is None:
         raise InputError(f"{path}: {library} has no class {cls_name} (model_index.json)")
@@ -77,27 +83,54 @@ def _component(folder: Path, part: str, library: str, cls_name: str, dtype: torc
         return cls.from_config(cls.load_config(path))
     if "Processor" in cls_name:
         return cls()  # the default preprocessing: the planner feeds it one picture of the run's size
-    if library == "diffusers":
+    if library != "transformers":
         return cls.from_config(cls.load_config(path))
     config = transformers.AutoConfig.from_pretrained(path)
     return cls(config)
+
+
+def _on_meta_then_fake(build, mode: FakeTensorMode, dtype: torch.dtype):
+    """A model whose constructor reads values (Gemma 3's does) built on the meta device, then each parameter and
+    buffer made a fake CPU tensor of the same shape."""
+    with torch.device("meta"):
+        model = build()
+    with mode:
+        for module in model.modules():
+            for table in (module._parameters, module._buffers):
+                for name, t in table.items():
+                    if t is not None and t.device.type == "meta":
+                        fake = mode.fake_tensor_converter.from_meta_and_device(mode, t.detach(), torch.device("cpu"))
+                        table[name] = torch.nn.Parameter(fake, requires_grad=False) if isinstance(t, torch.nn.Parameter) else fake
+    return model
 
 
 def fake_pipeline(folder: Path, pipeline_cls: type, dtype: torch.dtype, mode: FakeTensorMode):
     """`pipeline_cls` with every component of `folder`'s model_index.json, its models' weights fake in `dtype`."""
     index = json.loads((folder / "model_index.json").read_text())
     parts, extra = {}, {}
+    for part, spec in index.items():  # schedulers, tokenizers, processors: real objects, built outside the fake mode
+        if part.startswith("_"):
+            continue
+        if not isinstance(spec, list):
+            extra[part] = spec
+        elif None in spec[:2]:
+            parts[part] = None
+        elif not _is_model(spec[1]):
+            parts[part] = _component(folder, part, spec[0], spec[1], dtype)
     previous = torch.get_default_dtype()
     try:
         with mode:
             torch.set_default_dtype(dtype if dtype.is_floating_point else torch.float32)  # as from_pretrained's dtype=
             for part, spec in index.items():
-                if part.startswith("_"):
+                if part in parts or part in extra or part.startswith("_"):
                     continue
-                if isinstance(spec, list):
-                    parts[part] = None if None in spec[:2] else _component(folder, part, spec[0], spec[1], dtype)
-                else:
-                    extra[part] = spec
+
+                def build(part=part, spec=spec):
+                    return _component(folder, part, spec[0], spec[1], dtype)
+                try:
+                    parts[part] = build()
+                except Exception:  # a constructor that reads a value
+                    parts[part] = _on_meta_then_fake(build, mode, dtype)
     finally:
         torch.set_default_dtype(previous)
     pipe = pipeline_cls(**parts, **{k: v for k, v in extra.items() if k in _init_names(pipeline_cls)})
