@@ -72,7 +72,7 @@ def simulate_one(job: dict) -> dict:
     out = {"peaks": {}, "seconds_simulated": time.perf_counter() - start, "height": ecfg.height, "width": ecfg.width,
            "attention": sorted(sim.attention)}
     for name, p in PLACEMENTS.items():
-        if variant == "paper" and p["checkpointing"]:
+        if variant == "paper" and p.get("checkpointing"):
             continue
         plan = plan_of(sim, Placement(**p), GPUS["h100"], gcfg.steps, guided)
         out["peaks"][name] = plan.peak_bytes

@@ -164,13 +164,15 @@ def resident(field: str = "VmRSS") -> int:
 
 
 def paper_style() -> None:
-    """The paper-style baseline in this process: the per-head attention map, every block, no checkpointing."""
+    """The paper-style baseline in this process, as the official code (github.com/ditflow/ditflow) computes it: every
+    head's full attention map in the model's dtype (its matmuls run under bf16 autocast), every block run, no
+    gradient checkpointing (its transformer checkpoints only in train mode, and it runs in eval mode)."""
     from ditflow import guides, losses
     from ditflow.amf.reference import plain_attention_motion_flow
 
     class PaperFlowLoss(losses.FlowLoss):
         def block_loss(self, b, q, k):
-            flow = plain_attention_motion_flow(q.float(), k.float(), self.grid, self.temperature, mode="soft")
+            flow = plain_attention_motion_flow(q, k, self.grid, self.temperature, mode="soft").float()
             return losses.amf_loss(flow, self.target.get(b, self.amf[b]), self.threshold, None, self.amf[b].norm(dim=-1) > 0)
 
     losses.LOSSES["flow"] = PaperFlowLoss
@@ -200,8 +202,8 @@ def run_one(job: dict) -> dict:
         return backbone
 
     stages.load_backbone = load_and_note
-    rt = RuntimeOptions(quiet=True, cpu_offload=job["variant"] == "offload",
-                        gradient_checkpointing=False if job["variant"] == "paper" else None)
+    rt = RuntimeOptions(quiet=True, cpu_offload=job["variant"] == "offload" or None,
+                        gradient_checkpointing=False if job["variant"] == "paper" else None, **job.get("runtime", {}))
     if job["variant"] == "paper":
         paper_style()
     start = time.perf_counter()

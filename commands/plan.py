@@ -95,7 +95,9 @@ def lines(report) -> list[str]:
     verdict = "fits" if report.fits else "does not fit"
     out.append(f"{verdict} in {report.limit / gib:.1f} GiB" + (f" with {p.placement.flags()}" if report.fits else ""))
     if report.max_frames is not None:
-        out.append(f"largest frame count that fits: {report.max_frames} (estimated: linear in frames between two simulated lengths)")
+        more = " or more" if report.max_frames == report.frames_searched else ""
+        out.append(f"largest frame count that fits: {report.max_frames}{more} (estimated: linear in frames between two "
+                   f"simulated lengths; searched up to {report.frames_searched})")
     if p.gpu:
         s = p.seconds
         out.append(f"time on {p.gpu} (roofline estimate, a lower bound): guided step {s['guided step']:.1f} s, "

@@ -39,7 +39,7 @@ def guidance_steps(steps: int, guidance_range: tuple[int, int]) -> range:
 
 
 TEXT_ENCODER_PLACES = ("auto", "device", "cpu")
-MAX_MEMORY_GIB = 1 << 20  # a bound for typos, not a machine
+MAX_MEMORY_GIB = 4096  # a bound for typos, not a machine
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ class RuntimeOptions:
         "Recompute block activations in backward instead of keeping them (saves memory, costs time). [default: only "
         "where the plan says the run would not fit --max-memory otherwise; off where no limit is known]"))
     max_memory: float | None = field(default=None, metadata=rule(
-        "GPU memory the run may use, in GiB: guide picks checkpointing, text-encoder placement and offload to fit it "
-        "and refuses a run that cannot fit, before loading (ditflow plan shows the estimate). [default: the GPU's "
-        "free memory; no limit on a CPU]", gt=0, le=MAX_MEMORY_GIB))
+        "GPU memory the run may use, in GiB, above 0 and at most 4096: guide picks checkpointing, VAE tiling, "
+        "text-encoder placement and offload to fit it and refuses a run that cannot fit, before loading (ditflow plan "
+        "shows the estimate). [default: the GPU's free memory; no limit on a CPU]", gt=0, le=MAX_MEMORY_GIB))
     quiet: bool = field(default=False, metadata=rule("No progress bars or logs on stderr."))
 
     def validate(self) -> None:

@@ -29,6 +29,13 @@ def tiny_sincos(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_ltx2(tmp_path_factory):
+    from ditflow.tiny_ltx2 import build_tiny_ltx2_pipeline
+
+    return str(build_tiny_ltx2_pipeline(tmp_path_factory.mktemp("tiny-ltx2")))
+
+
+@pytest.fixture(scope="session")
 def ref_video(tmp_path_factory):
     from ditflow.video import write_video
 

@@ -15,13 +15,6 @@ RUNTIME = RuntimeOptions(device="cpu", quiet=True)
 
 
 @pytest.fixture(scope="session")
-def tiny_ltx2(tmp_path_factory):
-    from ditflow.tiny_ltx2 import build_tiny_ltx2_pipeline
-
-    return str(build_tiny_ltx2_pipeline(tmp_path_factory.mktemp("tiny-ltx2")))
-
-
-@pytest.fixture(scope="session")
 def ltx2_video(tmp_path_factory):
     from ditflow.video import write_video
 

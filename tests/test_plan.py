@@ -107,3 +107,39 @@ def test_guide_takes_the_cheapest_placement_that_fits(tiny_rope):
     assert (roomy.gradient_checkpointing, roomy.cpu_offload, roomy.text_encoder) == (False, False, "device")
     free = fit_runtime(tiny_rope, ecfg, gcfg, RuntimeOptions(device="cpu"), image=False)  # no limit known: nothing on
     assert (free.gradient_checkpointing, free.cpu_offload) == (False, False)
+
+
+def test_plan_of_an_audio_video_model_counts_its_every_component(tiny_ltx2, capsys, monkeypatch):
+    """LTX-2: a Gemma 3 text encoder, connectors, audio VAE and vocoder beside the video's models."""
+    code, out, err = run_cli(["plan", "--model", tiny_ltx2, "--frames", "9", "--height", "32", "--width", "64", "--blocks",
+                              "1", "--steps", "4", "--guidance-range", "4,2", "--max-memory", "8", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    doc = json.loads(out)
+    weights = doc["plan"]["phases"][0]["weights"]
+    assert {"text_encoder", "connectors", "transformer", "vae", "audio_vae", "vocoder"} <= set(weights) and doc["fits"]
+
+
+def test_the_limit_counts_what_this_process_holds_on_the_gpu(monkeypatch):
+    """A batch worker's loaded model is reused: its memory is available to the next row's plan."""
+    import torch
+
+    from ditflow.plan.api import device_limit
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3 << 30, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 20 << 30)
+    assert device_limit(RuntimeOptions(device="cuda")) == 23 << 30
+    assert device_limit(RuntimeOptions(device="cuda", max_memory=5)) == 5 << 30
+
+
+def test_rows_that_differ_only_in_prompt_and_seed_share_one_plan(tiny_rope, monkeypatch):
+    from ditflow.plan import api
+
+    calls = []
+    real = api.plan_run
+    monkeypatch.setattr(api, "plan_run", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    ecfg = ExtractConfig(model=tiny_rope, frames=FRAMES, height=HEIGHT, width=WIDTH, blocks=(1,))
+    rt = RuntimeOptions(device="cpu", max_memory=7.5)
+    for prompt, seed in (("a red circle", 1), ("a blue square", 2)):
+        api.fit_runtime(tiny_rope, ecfg, GuideConfig(prompt=prompt, seed=seed, steps=4, guidance_range=(4, 2)), rt, image=False)
+    assert len(calls) == 1

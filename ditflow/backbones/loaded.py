@@ -63,7 +63,9 @@ def key_of(folder: str, dtype: str, runtime: "RuntimeOptions") -> tuple:
     from ..config import DTYPES
 
     device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return (folder, DTYPES.get(dtype, dtype), device, runtime.cpu_offload, runtime.vae_slicing, runtime.vae_tiling)
+    text = "cpu" if runtime.text_encoder == "cpu" else "device"  # auto, where no plan decided: the device
+    return (folder, DTYPES.get(dtype, dtype), device, bool(runtime.cpu_offload), runtime.vae_slicing,
+            bool(runtime.vae_tiling), text)
 
 
 def backbone(key: tuple, family: Mapping[str, Any], keeps_latent: bool, load: Callable[[], "Backbone"]) -> "Backbone":

@@ -16,7 +16,6 @@ a guided latent, so every mode steps with it. CFG is the pipeline's, in x0 space
 """
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
@@ -224,9 +223,12 @@ class LTX2Backbone(Backbone):
         cfg = self.scheduler.config
         mu = calculate_shift(int(np.prod(self._geo.grid)), cfg.get("base_image_seq_len", 1024),
                              cfg.get("max_image_seq_len", 4096), cfg.get("base_shift", 0.95), cfg.get("max_shift", 2.05))
-        self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), device=self.device, mu=mu)
-        self.scheduler.set_begin_index(0)
-        self._audio_scheduler = copy.deepcopy(self.scheduler)
+        # the audio's scheduler: the same one set the same way (not a deep copy of its tensors, which the planner's
+        # fake tensors do not survive)
+        self._audio_scheduler = type(self.scheduler).from_config(self.scheduler.config)
+        for scheduler in (self.scheduler, self._audio_scheduler):
+            scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), device=self.device, mu=mu)
+            scheduler.set_begin_index(0)
         self._steps_set = True
         return self.scheduler.timesteps
 

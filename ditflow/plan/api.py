@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
-from ..config import ExtractConfig, GuideConfig, RuntimeOptions, guidance_steps
+from ..config import ExtractConfig, GuideConfig, RuntimeOptions, guidance_steps, hashed_settings, settings
 from ..errors import InputError
 from .estimate import GIB, Placement, Plan, choose, plan_of
 from .gpus import GPUS
@@ -33,6 +33,7 @@ class PlanReport:
     candidates: list[Plan]
     attention: list[str]
     max_frames: int | None = None
+    frames_searched: int | None = None  # the longest count the search tried (a fit there may go further)
     seconds_simulated: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -50,7 +51,7 @@ class PlanReport:
         return {"model": self.model, "frames": self.frames, "height": self.height, "width": self.width,
                 "method": self.method, "opt_mode": self.mode, "image": self.image, "max_memory_bytes": self.limit,
                 "fits": self.fits, "peak_bytes": shown.peak_bytes, "needed_bytes": shown.needed_bytes,
-                "max_frames": self.max_frames, "attention_kernels": self.attention, "plan": shown.as_dict(),
+                "max_frames": self.max_frames, "frames_searched": self.frames_searched, "attention_kernels": self.attention, "plan": shown.as_dict(),
                 "candidates": [c.as_dict() for c in self.candidates], "seconds_simulated": self.seconds_simulated,
                 "notes": self.notes, "simulated": True}
 
@@ -118,6 +119,7 @@ def plan_run(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: Runtim
                             candidates, sorted(sim.attention))
         if search_frames and limit is not None:
             report.max_frames = _max_frames(spec, ecfg, gcfg, image, sim, limit, fixed)
+            report.frames_searched = _frames_to_try(spec, ecfg.frames, ecfg.height, ecfg.width)[-1]
     report.seconds_simulated = time.perf_counter() - start
     return report
 
@@ -163,21 +165,25 @@ def device_limit(runtime: RuntimeOptions) -> int | None:
 
     device = runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return int(free)
+        dev = torch.device(device)
+        free, _ = torch.cuda.mem_get_info(dev)
+        # what this process holds counts as available: a batch worker's loaded model is reused or released
+        return int(free + torch.cuda.memory_reserved(dev))
     return None
 
 
 def describe_refusal(report: PlanReport) -> str:
-    """One line: the estimate, and what would fit."""
+    """One line: the estimate at the leanest placement, and the frame count that would fit."""
     best = report.shown
-    what = [f"{best.placement.flags()} would still need {best.needed_bytes / GIB:.1f} GiB"]
-    if report.max_frames:
-        what.append(f"--frames {report.max_frames} fits")
-    return (f"this run needs about {best.needed_bytes / GIB:.1f} GiB of GPU memory (peak {best.peak_bytes / GIB:.1f} GiB "
-            f"in its {max(best.phases, key=lambda p: p.peak).name}, plus the margin), more than the "
-            f"{report.limit / GIB:.1f} GiB available; the leanest placement, {'; '.join(what)} (ditflow plan shows the "
-            f"phases); or pass --max-memory")
+    top = max(best.phases, key=lambda p: p.peak).name
+    fits = (f"--frames {report.max_frames} would fit" if report.max_frames else
+            f"no frame count fits at {report.height}x{report.width}")
+    return (f"this run needs about {best.needed_bytes / GIB:.1f} GiB of GPU memory at its leanest ({best.placement.flags()}; "
+            f"peak {best.peak_bytes / GIB:.1f} GiB in its {top}, plus the margin), more than the {report.limit / GIB:.1f} "
+            f"GiB available; {fits} (`ditflow plan` shows each phase)")
+
+
+_CHOSEN: dict[tuple, PlanReport] = {}
 
 
 def fit_runtime(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptions, *, image: bool) -> RuntimeOptions:
@@ -189,7 +195,11 @@ def fit_runtime(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: Run
         return replace(runtime, gradient_checkpointing=bool(runtime.gradient_checkpointing),
                        cpu_offload=bool(runtime.cpu_offload), vae_tiling=bool(runtime.vae_tiling),
                        text_encoder="device" if runtime.text_encoder == "auto" else runtime.text_encoder)
-    report = plan_run(model, ecfg, gcfg, runtime, image=image, limit=limit, search_frames=False)
+    same = {k: v for k, v in hashed_settings(gcfg).items() if k not in ("prompt", "negative_prompt", "seed")}
+    key = (model, repr(settings(ecfg)), repr(same), repr(runtime), image, limit >> 28)  # in 256 MiB steps
+    if key not in _CHOSEN:  # a batch's rows share their settings: one simulation for all of them
+        _CHOSEN[key] = plan_run(model, ecfg, gcfg, runtime, image=image, limit=limit, search_frames=False)
+    report = _CHOSEN[key]
     if report.chosen is None:
         report.max_frames = _max_frames_for(model, ecfg, gcfg, runtime, image, limit)
         raise InputError(describe_refusal(report))

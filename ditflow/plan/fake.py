@@ -19,6 +19,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..errors import InputError
 
+CONFIG_FILES = {"scheduler": "scheduler_config.json", "guider": "guider_config.json"}  # what diffusers reads there
+
+
 def config_folder(name: str, configs: dict[str, dict[str, Any]], root: Path) -> Path:
     """A diffusers folder of config files only (model_index.json and each component's config.json)."""
     folder = root / name.replace("/", "--")
@@ -27,7 +30,7 @@ def config_folder(name: str, configs: dict[str, dict[str, Any]], root: Path) -> 
     for part, cfg in configs.items():
         if part != "model_index":
             (folder / part).mkdir(exist_ok=True)
-            file = "scheduler_config.json" if part == "scheduler" else "config.json"
+            file = CONFIG_FILES.get(part, "config.json")
             (folder / part / file).write_text(json.dumps(cfg))
     return folder
 
@@ -45,17 +48,28 @@ def released_folder(name: str) -> Iterator[Path | None]:
         yield config_folder(name, configs, Path(tmp))
 
 
-def _tokenizer(folder: Path, part: str):
-    """The folder's own tokenizer where its files are there, else a small word-level one: the pipelines pad every
-    prompt to the text length, so the text encoder sees the same number of tokens."""
+def _tokenizer(folder: Path, part: str, cls_name: str):
+    """The folder's own tokenizer where its files are there, else a small one of the same kind (the pipelines pad or
+    template every prompt to the text length, so the text encoder sees as many tokens)."""
     from transformers import AutoTokenizer
-
-    from ..tiny import build_tokenizer
 
     try:
         return AutoTokenizer.from_pretrained(folder / part)
     except Exception:
-        return build_tokenizer()
+        pass
+    if "Qwen" in cls_name:
+        from ..tiny_hunyuan15 import build_qwen_tokenizer
+
+        return build_qwen_tokenizer()
+    if "Gemma" in cls_name:
+        from ..tiny_ltx2 import build_gemma_tokenizer
+
+        tok = build_gemma_tokenizer()
+        tok.model_max_length = int(1e30)  # the released one's: the pipeline's own length applies
+        return tok
+    from ..tiny import build_tokenizer
+
+    return build_tokenizer()
 
 
 def _is_model(cls_name: str) -> bool:
@@ -69,7 +83,7 @@ def _component(folder: Path, part: str, library: str, cls_name: str, dtype: torc
 
     path = folder / part
     if "Tokenizer" in cls_name:
-        return _tokenizer(folder, part)
+        return _tokenizer(folder, part, cls_name)
     if library in ("diffusers", "transformers"):
         lib = diffusers if library == "diffusers" else transformers
     else:  # a class of one pipeline's own module (diffusers.pipelines.ltx2's connectors)
@@ -86,21 +100,31 @@ def _component(folder: Path, part: str, library: str, cls_name: str, dtype: torc
     if library != "transformers":
         return cls.from_config(cls.load_config(path))
     config = transformers.AutoConfig.from_pretrained(path)
-    return cls(config)
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # fake weights need no values (SigLIP's initialiser reads some)
+        model = cls(config)
+    if hasattr(model, "tie_weights"):  # skipped with the initialisation: a tied embedding is one tensor, as loaded
+        model.tie_weights()
+    return model
 
 
 def _on_meta_then_fake(build, mode: FakeTensorMode, dtype: torch.dtype):
     """A model whose constructor reads values (Gemma 3's does) built on the meta device, then each parameter and
-    buffer made a fake CPU tensor of the same shape."""
+    buffer replaced by a new fake CPU tensor of its shape (a tied weight stays one tensor)."""
     with torch.device("meta"):
         model = build()
+    made: dict[int, torch.Tensor] = {}
     with mode:
         for module in model.modules():
             for table in (module._parameters, module._buffers):
                 for name, t in table.items():
-                    if t is not None and t.device.type == "meta":
-                        fake = mode.fake_tensor_converter.from_meta_and_device(mode, t.detach(), torch.device("cpu"))
-                        table[name] = torch.nn.Parameter(fake, requires_grad=False) if isinstance(t, torch.nn.Parameter) else fake
+                    if t is None or t.device.type != "meta":
+                        continue
+                    if id(t) not in made:
+                        fake = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype)
+                        made[id(t)] = torch.nn.Parameter(fake, requires_grad=False) if isinstance(t, torch.nn.Parameter) else fake
+                    table[name] = made[id(t)]
     return model
 
 

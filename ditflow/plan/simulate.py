@@ -8,6 +8,7 @@ encoder on the CPU) and into time on a named GPU.
 """
 from __future__ import annotations
 
+import gc
 import tempfile
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -113,7 +114,10 @@ def simulate(spec, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptio
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     dtype = getattr(torch, DTYPES.get(ecfg.dtype, ecfg.dtype))
     backbone = fake_backbone(spec, spec.run_adapter(image), dtype, RuntimeOptions(device="cpu", quiet=True), mode)
-    return run_phases(backbone, Ledger(fake=True), mode, spec, ecfg, gcfg, runtime, image, checkpointing)
+    sim = run_phases(backbone, Ledger(fake=True), mode, spec, ecfg, gcfg, runtime, image, checkpointing)
+    del backbone
+    gc.collect()  # this mode's fake tensors, freed here: collected inside a later mode, some crash the process
+    return sim
 
 
 def measure(spec, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptions, *, image: bool = False,
