@@ -26,8 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
 # (model, frame counts) at the presets' sizes: the model cards' lengths and the paper's 24/49
-SHAPES = {"2b": (49,), "5b": (24, 49), "1.5-5b": (81,), "wan-1.3b": (25, 81), "wan-14b": (81,), "wan2.2-a14b": (81,),
-          "wan2.2-ti2v-5b": (121,), "cogvideox-5b-i2v": (49,), "wan-i2v-14b-480p": (81,)}
+SHAPES = {"2b": (49,), "5b": (24, 49), "1.5-5b": (81,), "cogvideox-5b-i2v": (49,), "cogvideox1.5-5b-i2v": (81,),
+          "wan-1.3b": (81,), "wan-14b": (81,), "wan2.2-a14b": (81,), "wan2.2-ti2v-5b": (121,), "wan-i2v-14b-480p": (81,),
+          "wan-i2v-14b-720p": (81,), "wan2.2-i2v-a14b": (81,), "hunyuan1.5-480p": (121,), "hunyuan1.5-720p": (121,),
+          "hunyuan1.5-i2v-480p": (121,), "hunyuan1.5-i2v-720p": (121,), "ltx2": (121,), "ltx2-i2v": (121,)}
 VARIANTS = ("default", "emb", "fast", "paper", "unguided", "flowmotion", "ropecraft", "fastvmt")
 PLACEMENTS = {"all on GPU": dict(),
               "checkpointing": dict(checkpointing=True),

@@ -54,9 +54,9 @@ def main() -> None:
     limit = torch.cuda.mem_get_info()[0] if cuda else None
     rows = []
     for name, frames in CONFIGS:
-        frames = scale.MODELS[name][3][0] if args.quick else frames
+        frames = scale.QUICK_FRAMES.get(name, scale.MODELS[name][1][0]) if args.quick else frames
         folder = scale.build_folder(name, args.work / mode / "models" / name, args.quick)
-        height, width = scale.QUICK_SIZE.get(name, scale.QUICK["size"]) if args.quick else scale.MODELS[name][2]
+        height, width = scale.QUICK_SIZE.get(name, scale.QUICK["size"]) if args.quick else scale.MODELS[name][0]
         video = scale.reference_clip(frames, height, width, args.work / mode / "refs" / f"{frames}x{height}x{width}")
         cache = args.work / mode / "check-cache"
         ext = scale.spawn({"model": str(folder), "cache": str(cache), "quick": args.quick, "stage": "extract",

@@ -15,12 +15,26 @@ RELEASED = {"2b": 1.69, "5b": 5.57, "wan-1.3b": 1.42, "wan-14b": 14.29, "wan2.2-
 
 @pytest.mark.parametrize("name", list(RELEASED))
 def test_configs_build_the_released_transformers(name):
-    from diffusers import CogVideoXTransformer3DModel, WanTransformer3DModel
+    import diffusers
 
-    family, config, _, _ = bench.MODELS[name]
+    from ditflow.released import released_configs
+
+    config = dict(released_configs()[name]["transformer"])
+    cls = getattr(diffusers, config.pop("_class_name"))
     with torch.device("meta"):  # shapes only: nothing allocated
-        model = (CogVideoXTransformer3DModel if family == "cogvideox" else WanTransformer3DModel)(**config)
+        model = cls(**config)
     assert sum(p.numel() for p in model.parameters()) / 1e9 == pytest.approx(RELEASED[name], abs=0.01)
+
+
+def test_the_benchmarks_models_are_presets_with_one_layer_text_encoders():
+    from ditflow.backbones import PRESETS
+
+    assert set(bench.MODELS) <= set(PRESETS)
+    for name in bench.MODELS:
+        configs = bench.build_folder.__globals__["configs_for"](name, quick=True)
+        assert configs["transformer"]["num_layers"] == 2
+        text = configs["text_encoder"]
+        assert text.get("num_layers", text.get("num_hidden_layers", text.get("text_config", {}).get("num_hidden_layers"))) == 1
 
 
 def test_the_paper_style_loss_is_ditflows_flow_loss(monkeypatch):

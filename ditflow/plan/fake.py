@@ -76,8 +76,9 @@ def _is_model(cls_name: str) -> bool:
     return not any(k in cls_name for k in ("Tokenizer", "Scheduler", "Processor"))
 
 
-def _component(folder: Path, part: str, library: str, cls_name: str, dtype: torch.dtype):
-    """One component from its config (a model: fake weights in `dtype`)."""
+def build_component(folder: Path, part: str, library: str, cls_name: str, dtype: torch.dtype, init: bool = False):
+    """One component from its config: a model's weights left without values (the fake mode's), or with `init`
+    its own random initialisation (benchmarks/scale_models.py)."""
     import diffusers
     import transformers
 
@@ -102,6 +103,8 @@ def _component(folder: Path, part: str, library: str, cls_name: str, dtype: torc
     config = transformers.AutoConfig.from_pretrained(path)
     from transformers.initialization import no_init_weights
 
+    if init:
+        return cls(config)
     with no_init_weights():  # fake weights need no values (SigLIP's initialiser reads some)
         model = cls(config)
     if hasattr(model, "tie_weights"):  # skipped with the initialisation: a tied embedding is one tensor, as loaded
@@ -140,7 +143,7 @@ def fake_pipeline(folder: Path, pipeline_cls: type, dtype: torch.dtype, mode: Fa
         elif None in spec[:2]:
             parts[part] = None
         elif not _is_model(spec[1]):
-            parts[part] = _component(folder, part, spec[0], spec[1], dtype)
+            parts[part] = build_component(folder, part, spec[0], spec[1], dtype)
     previous = torch.get_default_dtype()
     try:
         with mode:
@@ -150,7 +153,7 @@ def fake_pipeline(folder: Path, pipeline_cls: type, dtype: torch.dtype, mode: Fa
                     continue
 
                 def build(part=part, spec=spec):
-                    return _component(folder, part, spec[0], spec[1], dtype)
+                    return build_component(folder, part, spec[0], spec[1], dtype)
                 try:
                     parts[part] = build()
                 except Exception:  # a constructor that reads a value
