@@ -36,7 +36,7 @@ help:
 	@echo "make transfer VIDEO=... PROMPT=... [MODEL=5b]   the chained stages on your own video (default: the toy model) -> out/transfer.mp4"
 	@echo "make bench-amf AMF memory/speed benchmark (BENCH_AMF_ARGS=--quick for a 3-minute subset)"
 	@echo "make bench-quality  motion-transfer quality table on the toy model (held-out references)"
-	@echo "make bench-scale    memory/time of guided runs at the real models' sizes, random weights (a GPU; ARGS=--quick: CPU, < 12 min)"
+	@echo "make bench-scale    memory/time of guided runs at the real models' sizes, random weights (a GPU; ARGS=--quick: CPU, < 12 min; ARGS=--simulate: no GPU, no weights)"
 	@echo "make bench-davis DAVIS=path/to/DAVIS [MODEL=5b] [OUT=dir] [ARGS=...]  the paper's DAVIS benchmark (benchmarks/davis/README.md)"
 	@echo "make probe-amf / probe-text / probe-sampler / probe-renoise  what the toy model's AMF sees per block and noise level / which prompt words it reads / whether the sampler sets its shapes / from which noise level it loses them"
 	@echo "make probe-extract-timestep  the stored AMF against the true motion per extraction timestep (extract --timestep)"
@@ -156,7 +156,7 @@ bench-quality:
 # CogVideoX-2B/5B and Wan 2.1-1.3B/14B built from their configs with random weights (nothing is downloaded):
 # ditflow's default, --fast, --cpu-offload and the paper-style baseline, each in its own process
 bench-scale: $(VENV_STAMP)
-	$(PY) benchmarks/bench_scale.py --out bench-results/scale.json $(ARGS)
+	$(PY) benchmarks/bench_scale.py $(ARGS)
 
 # The demo's reference: held-out world seed 39 (an orange circle on an arc), drawn in the shipped model's world.
 toy-reference:

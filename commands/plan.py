@@ -74,13 +74,19 @@ def plan(
         print("\n".join(lines(report)))
 
 
+# the fused kernels the simulation ran (on the CPU: the same tensors kept as the GPU's flash kernel keeps)
+_KERNELS = {"_scaled_dot_product_flash_attention_for_cpu.default": "fused flash (no attention matrix kept)",
+            "_scaled_dot_product_flash_attention.default": "fused flash (no attention matrix kept)",
+            "_scaled_dot_product_efficient_attention.default": "memory-efficient (no attention matrix kept)"}
+
+
 def lines(report) -> list[str]:
     """The plan as text: one line per phase, then the verdict."""
     from ditflow.plan.estimate import MARGIN_BYTES, MARGIN_FRACTION
 
     gib = 2**30
     p = report.shown
-    kernels = ", ".join(k.split(".")[0].lstrip("_") for k in report.attention if "backward" not in k) or "none"
+    kernels = ", ".join(sorted({_KERNELS.get(k, k) for k in report.attention if "backward" not in k})) or "none"
     out = [f"plan (simulated, no weights): {report.model}, {report.frames} frames {report.height}x{report.width}, "
            f"{report.method} {report.mode}{', image-to-video' if report.image else ''}; placement {p.placement.flags()}; "
            f"attention kernel {kernels}; {report.seconds_simulated:.0f} s",

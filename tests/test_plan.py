@@ -96,6 +96,7 @@ def test_guide_refuses_a_run_that_cannot_fit_before_loading(amf_cache, no_model,
                               "--max-memory", "0.001", "--cache", str(cache), "-q"], capsys, monkeypatch)
     assert code == 2 and out == ""
     assert err.startswith("error: this run needs about") and "GiB" in err and len(err.strip().splitlines()) == 1
+    assert "no frame count fits at 32x48" in err  # what would fit: here nothing, at this size
 
 
 def test_guide_takes_the_cheapest_placement_that_fits(tiny_rope):
@@ -143,3 +144,22 @@ def test_rows_that_differ_only_in_prompt_and_seed_share_one_plan(tiny_rope, monk
     for prompt, seed in (("a red circle", 1), ("a blue square", 2)):
         api.fit_runtime(tiny_rope, ecfg, GuideConfig(prompt=prompt, seed=seed, steps=4, guidance_range=(4, 2)), rt, image=False)
     assert len(calls) == 1
+
+
+def test_a_refusal_names_the_frame_count_that_fits(tiny_rope, monkeypatch):
+    """Between the run's own need and a tiny limit: the message names a shorter run that fits."""
+    from ditflow.errors import InputError
+    from ditflow.plan import api
+
+    ecfg = ExtractConfig(model=tiny_rope, frames=17, height=HEIGHT, width=WIDTH, blocks=(1,))
+    gcfg = GuideConfig(prompt="a red circle", steps=4, guidance_range=(4, 2))
+    report = api.plan_run(tiny_rope, ecfg, gcfg, RuntimeOptions(), limit=None, search_frames=False)
+    short = api.plan_run(tiny_rope, ExtractConfig(model=tiny_rope, frames=5, height=HEIGHT, width=WIDTH, blocks=(1,)), gcfg,
+                         RuntimeOptions(), limit=None, search_frames=False)
+    need = min(p.needed_bytes for p in report.candidates)
+    short_need = min(p.needed_bytes for p in short.candidates)
+    limit_gib = (need + short_need) / 2 / 2**30
+    with pytest.raises(InputError) as e:
+        api.fit_runtime(tiny_rope, ecfg, gcfg, RuntimeOptions(device="cpu", max_memory=limit_gib), image=False)
+    frames = int(str(e.value).split("--frames ")[1].split()[0])
+    assert 5 <= frames < 17
