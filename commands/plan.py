@@ -84,19 +84,23 @@ def lines(report) -> list[str]:
     """The plan as text: one line per phase, then the verdict."""
     from ditflow.plan.estimate import MARGIN_BYTES, MARGIN_FRACTION
 
-    gib = 2**30
     p = report.shown
+    unit, size = ("GiB", 2**30) if p.peak_bytes >= 2**30 else ("MiB", 2**20)
     kernels = ", ".join(sorted({_KERNELS.get(k, k) for k in report.attention if "backward" not in k})) or "none"
     out = [f"plan (simulated, no weights): {report.model}, {report.frames} frames {report.height}x{report.width}, "
            f"{report.method} {report.mode}{', image-to-video' if report.image else ''}; placement {p.placement.flags()}; "
            f"attention kernel {kernels}; {report.seconds_simulated:.0f} s",
-           f"{'phase':20s} {'peak GiB':>9s} {'weights':>8s} {'state':>7s} {'activ.':>7s}  resident weights"]
+           f"{'phase':20s} {'peak ' + unit:>9s} {'weights':>8s} {'state':>7s} {'activ.':>7s}  resident weights ({unit})"]
     for ph in p.phases:
-        parts = ", ".join(f"{k} {v / gib:.1f}" for k, v in ph.weights.items())
-        out.append(f"{ph.name:20s} {ph.peak / gib:9.2f} {sum(ph.weights.values()) / gib:8.2f} {ph.state / gib:7.2f} "
-                   f"{ph.activations / gib:7.2f}  {parts}")
+        parts = ", ".join(f"{k} {v / size:.1f}" for k, v in ph.weights.items())
+        out.append(f"{ph.name:20s} {ph.peak / size:9.2f} {sum(ph.weights.values()) / size:8.2f} {ph.state / size:7.2f} "
+                   f"{ph.activations / size:7.2f}  {parts}")
+    out += [f"state: the run's tensors as a phase starts (latents, text embeddings; from the guided step on, the "
+            f"reference's AMF and features: {report.reference_bytes / 2**20:.1f} MiB);",
+            "activ.: what the phase adds at its peak (saved activations, gradients, Adam's state)"]
     top = max(p.phases, key=lambda ph: ph.peak)
-    out.append(f"peak {p.peak_bytes / gib:.2f} GiB ({top.name}); with the margin ({MARGIN_FRACTION:.0%} + "
+    gib = 2**30
+    out.append(f"peak {p.peak_bytes / size:.2f} {unit} ({top.name}); with the margin ({MARGIN_FRACTION:.0%} + "
                f"{MARGIN_BYTES / gib:.1f} GiB for the allocator and workspaces): {p.needed_bytes / gib:.2f} GiB")
     verdict = "fits" if report.fits else "does not fit"
     out.append(f"{verdict} in {report.limit / gib:.1f} GiB" + (f" with {p.placement.flags()}" if report.fits else ""))

@@ -34,6 +34,7 @@ class PlanReport:
     attention: list[str]
     max_frames: int | None = None
     frames_searched: int | None = None  # the longest count the search tried (a fit there may go further)
+    reference_bytes: int = 0  # the reference's AMF, features and latent as the guide run holds them
     seconds_simulated: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -53,6 +54,7 @@ class PlanReport:
                 "fits": self.fits, "peak_bytes": shown.peak_bytes, "needed_bytes": shown.needed_bytes,
                 "max_frames": self.max_frames, "frames_searched": self.frames_searched, "attention_kernels": self.attention, "plan": shown.as_dict(),
                 "candidates": [c.as_dict() for c in self.candidates], "seconds_simulated": self.seconds_simulated,
+                "reference_bytes": self.reference_bytes,
                 "notes": self.notes, "simulated": True}
 
 
@@ -116,7 +118,7 @@ def plan_run(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: Runtim
                 timed = plan_of(sim, p.placement, GPUS[gpu], steps, guided)
                 p.seconds, p.gpu = timed.seconds, timed.gpu
         report = PlanReport(model, ecfg.frames, ecfg.height, ecfg.width, gcfg.method, gcfg.opt_mode, image, limit, chosen,
-                            candidates, sorted(sim.attention))
+                            candidates, sorted(sim.attention), reference_bytes=sim.reference_bytes)
         if search_frames and limit is not None:
             report.max_frames = _max_frames(spec, ecfg, gcfg, image, sim, limit, fixed)
             report.frames_searched = _frames_to_try(spec, ecfg.frames, ecfg.height, ecfg.width)[-1]

@@ -48,6 +48,7 @@ class Simulation:
     phases: dict[str, Phase] = field(default_factory=dict)
     guided: dict[bool, Window] = field(default_factory=dict)  # the guided step with checkpointing off / on
     decode: dict[bool, Window] = field(default_factory=dict)  # the decode whole / in tiles
+    reference_bytes: int = 0  # what the guide run reads of the reference (part of its phases' state)
     attention: set[str] = field(default_factory=set)
 
     def add(self, name: str, window: Window, text_resident: bool) -> None:
@@ -74,10 +75,13 @@ class PlannedAmf:
         self.inputs = {"frames": cfg.frames, "height": cfg.height, "width": cfg.width, "dtype": cfg.dtype,
                        "seed": cfg.seed, "temperature": cfg.temperature, "blocks": list(cfg.blocks), "model_arg": model_arg}
         self.meta = {"grid": list(grid)}
+        self.read_bytes = 0  # what the run read of the reference (its AMF, features, latent)
 
     def _new(self, key: str, block: int | None = None) -> torch.Tensor:
         shape, dtype = self._shapes[key] if block is None else self._shapes[key][block]
-        return torch.zeros(shape, dtype=dtype)
+        t = torch.zeros(shape, dtype=dtype)
+        self.read_bytes += t.numel() * t.element_size()
+        return t
 
     def latent(self):
         return self._new("latent")
@@ -156,6 +160,7 @@ def run_phases(backbone, ledger: Ledger, mode, spec, ecfg: ExtractConfig, gcfg: 
         with ledger.window() as w:
             run = prepare_run(backbone, amf, gcfg, runtime, image=picture, store=Store(tmp))
         sim.add("text encoding", w, True)
+        sim.reference_bytes = amf.read_bytes
         active = guidance_steps(gcfg.steps, gcfg.guidance_range)
         x, state = run.x, run.state
         steps = [(active.start, ck) for ck in checkpointing] if run.guide is not None and len(active) else []
