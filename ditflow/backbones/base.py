@@ -159,32 +159,12 @@ class Backbone:
         self._rope: dict[tuple[int, int, int], Any] = {}
 
     def _place(self, pipe, runtime: "RuntimeOptions", device: str) -> None:
-        """Device placement, memory options, frozen weights: the same for every family."""
+        """Device placement, memory options, frozen weights (`placement.place_pipeline`)."""
         import torch
 
-        self.offloaded = bool(runtime.cpu_offload) and device.startswith("cuda")
-        # the text encoder may stay on the CPU and encode there (a plan's choice when it would not fit beside the rest)
-        self.text_on_cpu = runtime.text_encoder == "cpu" and device != "cpu"
-        if self.offloaded:
-            pipe.enable_model_cpu_offload()  # every model to the CPU, each moved over while it runs
-            if self.text_on_cpu:
-                from accelerate.hooks import remove_hook_from_module
+        from .placement import place_pipeline
 
-                for name in self.text_parts:
-                    remove_hook_from_module(pipe.components[name], recurse=True)
-        for name, part in pipe.components.items():
-            if isinstance(part, torch.nn.Module) and not self.offloaded and not (self.text_on_cpu and name in self.text_parts):
-                first = next(part.parameters(), None)
-                if first is None or first.device != torch.device(device):  # (a fake pipeline's are where they stay)
-                    part.to(device)
-        if runtime.vae_slicing:
-            pipe.vae.enable_slicing()
-        if runtime.vae_tiling:
-            pipe.vae.enable_tiling()
-        pipe.set_progress_bar_config(disable=True)
-        for part in pipe.components.values():  # every submodel: both experts of a two-expert model too
-            if isinstance(part, torch.nn.Module):
-                part.requires_grad_(False)
+        self.offloaded, self.text_on_cpu = place_pipeline(pipe, runtime, device, self.text_parts)
         self.pipe, self.device = pipe, torch.device(device)
         self._own_scheduler = pipe.scheduler  # the folder's, as loaded: each run's is made from it
 

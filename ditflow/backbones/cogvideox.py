@@ -284,23 +284,13 @@ class CogVideoXBackbone(Backbone):
         neg, pos = self.forward(torch.cat([x, x]), t, text, geo, positions, cond=cond).float().chunk(2)
         return neg + scale * (pos - neg)
 
-    @contextmanager
-    def install(self, taps) -> Iterator[None]:
-        from ..processors import Tap
+    def install(self, taps):
+        """Our processor at every block's joint attention (the text and video tokens attend together)."""
+        from .attn_swap import processors_at
         from .cogvideox_attn import CogVideoXAttention
 
-        old = dict(self.transformer.attn_processors)
-        bad = [b for b in taps if not 0 <= b < self.num_blocks]
-        if bad:
-            raise ValueError(f"the transformer has no block {bad[0]} ({self.num_blocks} blocks)")
-        new = {name: CogVideoXAttention(Tap()) for name in old}
-        for b, tap in taps.items():
-            new[f"transformer_blocks.{b}.attn1.processor"] = CogVideoXAttention(tap)
-        self.transformer.set_attn_processor(new)  # consumes the dict it is given: `old` stays intact
-        try:
-            yield
-        finally:
-            self.transformer.set_attn_processor(dict(old))
+        return processors_at((self.transformer,), taps, self.num_blocks, "transformer_blocks.{b}.attn1.processor",
+                             CogVideoXAttention)
 
     # -- what emb mode optimises ----------------------------------------------------------------------
     def emb_variable(self, geo, angles):

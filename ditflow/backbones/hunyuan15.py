@@ -278,24 +278,12 @@ class HunyuanVideo15Backbone(Backbone):
         neg = self.forward(x, t, text[:1], geo, positions, cond=cond).float()
         return guider.forward(pos, neg).pred
 
-    @contextmanager
-    def install(self, taps) -> Iterator[None]:
+    def install(self, taps):
         """Our processor at every double-stream block's joint attention (the token refiner keeps its own)."""
-        from ..processors import Tap
+        from .attn_swap import processors_at
         from .hunyuan15_attn import HunyuanJointAttention
 
-        bad = [b for b in taps if not 0 <= b < self.num_blocks]
-        if bad:
-            raise ValueError(f"the transformer has no block {bad[0]} ({self.num_blocks} blocks)")
-        old = dict(self.transformer.attn_processors)
-        new = dict(old)
-        for b in range(self.num_blocks):
-            new[f"transformer_blocks.{b}.attn.processor"] = HunyuanJointAttention(taps.get(b, Tap()))
-        self.transformer.set_attn_processor(new)
-        try:
-            yield
-        finally:
-            self.transformer.set_attn_processor(dict(old))
+        return processors_at((self.transformer,), taps, self.num_blocks, "transformer_blocks.{b}.attn.processor", HunyuanJointAttention)
 
     # -- what emb mode optimises ----------------------------------------------------------------------
     def emb_variable(self, geo, angles):

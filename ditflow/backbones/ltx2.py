@@ -330,24 +330,12 @@ class LTX2Backbone(Backbone):
         self._audio_v = (xa - ga) / s
         return (xv - g) / s
 
-    @contextmanager
-    def install(self, taps) -> Iterator[None]:
+    def install(self, taps):
         """Our processor at every block's video self-attention (audio, text and cross-modal attention keep theirs)."""
-        from ..processors import Tap
+        from .attn_swap import processors_at
         from .ltx2_attn import LTX2VideoSelfAttention
 
-        bad = [b for b in taps if not 0 <= b < self.num_blocks]
-        if bad:
-            raise ValueError(f"the transformer has no block {bad[0]} ({self.num_blocks} blocks)")
-        old = dict(self.transformer.attn_processors)
-        new = dict(old)
-        for b in range(self.num_blocks):
-            new[f"transformer_blocks.{b}.attn1.processor"] = LTX2VideoSelfAttention(taps.get(b, Tap()))
-        self.transformer.set_attn_processor(new)
-        try:
-            yield
-        finally:
-            self.transformer.set_attn_processor(dict(old))
+        return processors_at((self.transformer,), taps, self.num_blocks, "transformer_blocks.{b}.attn1.processor", LTX2VideoSelfAttention)
 
     # -- what emb mode optimises ----------------------------------------------------------------------
     def default_rope(self, geo: Geometry):

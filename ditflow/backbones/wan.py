@@ -291,26 +291,12 @@ class WanBackbone(Backbone):
         low = self.run.get("cfg_low_noise")
         return low if low is not None and self.expert_for(t) == 1 else cfg
 
-    @contextmanager
-    def install(self, taps) -> Iterator[None]:
+    def install(self, taps):
         """Our processor at every block's attn1 of every expert (attn2, the text cross-attention, keeps its own)."""
-        from ..processors import Tap
+        from .attn_swap import processors_at
         from .wan_attn import WanSelfAttention
 
-        bad = [b for b in taps if not 0 <= b < self.num_blocks]
-        if bad:
-            raise ValueError(f"the transformer has no block {bad[0]} ({self.num_blocks} blocks)")
-        olds = [dict(expert.attn_processors) for expert in self.experts]
-        for expert, old in zip(self.experts, olds):
-            new = dict(old)
-            for b in range(self.num_blocks):
-                new[f"blocks.{b}.attn1.processor"] = WanSelfAttention(taps.get(b, Tap()))
-            expert.set_attn_processor(new)
-        try:
-            yield
-        finally:
-            for expert, old in zip(self.experts, olds):
-                expert.set_attn_processor(dict(old))
+        return processors_at(self.experts, taps, self.num_blocks, "blocks.{b}.attn1.processor", WanSelfAttention)
 
     # -- what emb mode optimises ----------------------------------------------------------------------
     def emb_variable(self, geo, angles):
