@@ -12,8 +12,10 @@ from .options import (FAST, GUIDANCE, RUNTIME, WHAT, BlocksOpt, CheckpointingOpt
                       FramesOpt, GuidanceRangeOpt, HeightOpt, JsonOpt, MaxMemoryOpt, MethodOpt, ModelSetting,
                       NoInjectionOpt, OptStepsOpt, StepsOpt, TextEncoderOpt, VaeTilingOpt, WidthOpt, option, setting)
 
-_GPU_HELP = ("Estimate the time on this GPU (a roofline from its published peak bf16 FLOP/s and memory bandwidth: a "
-             "lower bound, not a measurement); without --max-memory its memory is the limit.")
+from ditflow.plan.gpus import GPUS  # noqa: E402  (a table: no torch at --help time)
+
+_GPU_HELP = (f"Estimate the time on this GPU ({', '.join(GPUS)}): a roofline from its published peak bf16 FLOP/s and "
+             "memory bandwidth, a lower bound, not a measurement; without --max-memory its memory is the limit.")
 
 
 def plan(
@@ -52,7 +54,6 @@ def plan(
     params = dict(locals())
     from ditflow.errors import InputError
     from ditflow.plan.api import device_limit, plan_run
-    from ditflow.plan.gpus import GPUS
 
     from ._common import flag_settings
 
