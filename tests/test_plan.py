@@ -163,3 +163,20 @@ def test_a_refusal_names_the_frame_count_that_fits(tiny_rope, monkeypatch):
         api.fit_runtime(tiny_rope, ecfg, gcfg, RuntimeOptions(device="cpu", max_memory=limit_gib), image=False)
     frames = int(str(e.value).split("--frames ")[1].split()[0])
     assert 5 <= frames < 17
+
+
+def test_a_cpu_text_encoder_is_never_moved_to_the_gpu(tiny_rope, monkeypatch):
+    """--text-encoder cpu: every other model goes to the device, the text encoder stays (no transient peak)."""
+    import torch
+
+    from ditflow.backbones import load_backbone
+    from ditflow.backbones.placement import place_pipeline
+
+    pipe = load_backbone(tiny_rope, "float32", RUNTIME).pipe
+    moves = []
+    for name, part in pipe.components.items():
+        if isinstance(part, torch.nn.Module):
+            monkeypatch.setattr(part, "to", lambda device, name=name: moves.append((name, str(device))))
+    placed = place_pipeline(pipe, RuntimeOptions(device="cuda", text_encoder="cpu"), "cuda", ("text_encoder",))
+    assert placed == (False, True)
+    assert sorted(moves) == [("transformer", "cuda"), ("vae", "cuda")]
