@@ -89,12 +89,12 @@ def _frames_to_try(spec, asked: int, height: int, width: int) -> list[int]:
     return out
 
 
-def _simulate(spec, ecfg, gcfg, image, fixed):
+def _simulate(spec, ecfg, gcfg, image, fixed, costs: bool = False):
     from .simulate import simulate
 
     ck = fixed.get("checkpointing")
     return simulate(spec, ecfg, gcfg, RuntimeOptions(device="cpu", quiet=True), image=image,
-                    checkpointing=(False, True) if ck is None else (bool(ck),))
+                    checkpointing=(False, True) if ck is None else (bool(ck),), costs=costs)
 
 
 def plan_run(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptions, *, image: bool = False,
@@ -110,7 +110,7 @@ def plan_run(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: Runtim
         spec.check_blocks(ecfg.blocks, "--blocks")
         fixed = {"checkpointing": runtime.gradient_checkpointing, "text_encoder": runtime.text_encoder,
                  "offload": runtime.cpu_offload, "vae_tiling": runtime.vae_tiling}
-        sim = _simulate(spec, ecfg, gcfg, image, fixed)
+        sim = _simulate(spec, ecfg, gcfg, image, fixed, costs=gpu is not None)
         chosen, candidates = choose(sim, limit, fixed)
         if gpu is not None:
             steps, guided = gcfg.steps, len(guidance_steps(gcfg.steps, gcfg.guidance_range)) if gcfg.guidance else 0

@@ -76,9 +76,10 @@ def _selection(func, args):
 class Ledger(TorchDispatchMode):
     """Counts live storages and op costs of everything run under it (enter it inside a FakeTensorMode)."""
 
-    def __init__(self, fake: bool = True) -> None:
+    def __init__(self, fake: bool = True, costs: bool = True) -> None:
         super().__init__()
         self.fake = fake  # on real tensors (a measurement) values are read and masks select as they say
+        self.costs = costs  # count each op's FLOPs and bytes (the time estimate; a sixth of a simulation's time)
         self._live: dict[int, tuple[weakref.ref, int]] = {}
         self._weights: set[int] = set()
         self.current = 0
@@ -138,7 +139,7 @@ class Ledger(TorchDispatchMode):
         tensors = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         for t in tensors:
             self._track(t)
-        if self._window is not None and func not in _NO_TRAFFIC:
+        if self.costs and self._window is not None and func not in _NO_TRAFFIC:
             count = flop_registry.get(func._overloadpacket)
             flops = count(*args, **kwargs, out_val=out) if count is not None else 0
             moved = sum(t.numel() * t.element_size() for t in [*tree_leaves(args), *tree_leaves(kwargs), *tensors]

@@ -112,13 +112,14 @@ def _decode(backbone, latent, cond, geo) -> None:
 
 
 def simulate(spec, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptions, *, image: bool = False,
-             checkpointing: tuple[bool, ...] = (False, True)) -> Simulation:
+             checkpointing: tuple[bool, ...] = (False, True), costs: bool = True) -> Simulation:
     """Run the extraction and a guide run's phases of `spec` (a ResolvedModel whose folder holds its config
-    files) on fake weights, the guided step once per `checkpointing` setting; `ecfg` and `gcfg` resolved."""
+    files) on fake weights, the guided step once per `checkpointing` setting; `ecfg` and `gcfg` resolved.
+    `costs`: count each op's FLOPs and bytes moved (what a time estimate needs)."""
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     dtype = getattr(torch, DTYPES.get(ecfg.dtype, ecfg.dtype))
     backbone = fake_backbone(spec, spec.run_adapter(image), dtype, RuntimeOptions(device="cpu", quiet=True), mode)
-    sim = run_phases(backbone, Ledger(fake=True), mode, spec, ecfg, gcfg, runtime, image, checkpointing)
+    sim = run_phases(backbone, Ledger(fake=True, costs=costs), mode, spec, ecfg, gcfg, runtime, image, checkpointing)
     del backbone
     gc.collect()  # this mode's fake tensors, freed here: collected inside a later mode, some crash the process
     return sim
