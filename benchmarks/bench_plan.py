@@ -193,6 +193,8 @@ def main() -> None:
                     r = {"model": model, "frames": frames, "variant": variant, **spawn({"model": model, "frames": frames,
                                                                                         "variant": variant})}
                     rows.append(r)
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    args.out.write_text(json.dumps({**result, "rows": rows}, indent=1))  # a stopped run keeps its rows
                     print(f"{model:16s} {frames:3d} {variant:10s} " + (r["error"] if "error" in r else " ".join(
                         f"{n}: {v / GIB:.1f}" for n, v in r["peaks"].items())), flush=True)
         result["rows"] = rows
