@@ -9,7 +9,8 @@ import typer
 from ditflow.config import ExtractConfig, RuntimeOptions
 
 from .options import (VIDEO, BlocksOpt, CacheOpt, ConfigOpt, CpuOffloadOpt, CropOpt, DeviceOpt, FramesOpt, HeightOpt,
-                      JsonOpt, ModelSetting, QuietOpt, WidthOpt, Command, argument, setting)
+                      JsonOpt, MaxMemoryOpt, ModelSetting, QuietOpt, TextEncoderOpt, VaeTilingOpt, WidthOpt, Command,
+                      argument, setting)
 
 
 def extract(
@@ -31,6 +32,9 @@ def extract(
     cache: CacheOpt = None,
     device: DeviceOpt = None,
     cpu_offload: CpuOffloadOpt = None,
+    text_encoder: TextEncoderOpt = None,
+    vae_tiling: VaeTilingOpt = None,
+    max_memory: MaxMemoryOpt = None,
 ) -> None:
     """Extract the Attention Motion Flow of a reference video; print the artifact's hash.
 

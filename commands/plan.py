@@ -99,7 +99,7 @@ def lines(report) -> list[str]:
     out += [f"state: the run's tensors as a phase starts (latents, text embeddings; from the guided step on, the "
             f"reference's AMF and features: {report.reference_bytes / 2**20:.1f} MiB);",
             "activ.: what the phase adds at its peak (saved activations, gradients, Adam's state)"]
-    top = max(p.phases, key=lambda ph: ph.peak)
+    top = next(ph for ph in p.phases if ph.name == p.peak_phase)
     gib = 2**30
     out.append(f"peak {p.peak_bytes / size:.2f} {unit} ({top.name}); with the margin ({MARGIN_FRACTION:.0%} + "
                f"{MARGIN_BYTES / gib:.1f} GiB for the allocator and workspaces): {p.needed_bytes / gib:.2f} GiB")

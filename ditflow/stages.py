@@ -92,8 +92,11 @@ def extract(video: str | os.PathLike, cfg: ExtractConfig = ExtractConfig(), *, r
         progress.log(f"note: {note}")
     frames = fit_frames(frames, cfg.height, cfg.width, cfg.crop)
 
+    from .plan.api import fit_runtime
     from .runs import reference_tensors
 
+    # offload, tiling and the text encoder's place: what fits the GPU (or --max-memory), else refused here
+    runtime = fit_runtime(cfg.model, cfg, None, runtime, image=spec.adapter.needs_image, stage="extract")
     progress.log(f"loading {cfg.model} ...")
     backbone = load_backbone(spec, cfg.dtype, runtime)
     geo = backbone.geometry(cfg.frames, cfg.height, cfg.width)
@@ -136,7 +139,8 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     inp = amf.inputs
     spec.check_blocks(gcfg.injection_blocks, "--injection-blocks")  # from its config, before the weights
     # checkpointing, the text encoder's place and offload: what fits the GPU (or --max-memory), else refused here
-    runtime = fit_runtime(inp["model_arg"], from_settings(ExtractConfig, inp), gcfg, runtime, image=image is not None)
+    runtime = fit_runtime(inp["model_arg"], from_settings(ExtractConfig, inp), gcfg, runtime, image=image is not None,
+                          stage="guide")
     progress.log(f"loading {spec.arg} ...")
     start = time.perf_counter()
     backbone = load_backbone(spec, inp["dtype"], runtime, family=gcfg.family, image=image is not None,

@@ -27,7 +27,8 @@ def test_simulated_phases_match_the_cpu_run_within_ten_percent(simulated_and_mea
     assert set(sim.phases) == set(real.phases) == {"text encoding", "reference encoding", "extraction", "unguided step"}
     windows = [(sim.phases[n].window, real.phases[n].window) for n in sim.phases]
     windows += [(sim.guided[ck], real.guided[ck]) for ck in (False, True)]
-    windows += [(sim.decode[tiled], real.decode[tiled]) for tiled in (False, True)]
+    assert set(sim.decode) == set(real.decode) and sim.tiling == real.tiling  # tiles where the VAE can make them
+    windows += [(sim.decode[tiled], real.decode[tiled]) for tiled in sim.decode]
     for s, r in windows:
         assert r.peak > 0 and abs(s.peak - r.peak) <= 0.1 * r.peak
     assert sim.weights == real.weights
@@ -153,11 +154,11 @@ def test_a_refusal_names_the_frame_count_that_fits(tiny_rope, monkeypatch):
 
     ecfg = ExtractConfig(model=tiny_rope, frames=17, height=HEIGHT, width=WIDTH, blocks=(1,))
     gcfg = GuideConfig(prompt="a red circle", steps=4, guidance_range=(4, 2))
-    report = api.plan_run(tiny_rope, ecfg, gcfg, RuntimeOptions(), limit=None, search_frames=False)
+    report = api.plan_run(tiny_rope, ecfg, gcfg, RuntimeOptions(), limit=None, search_frames=False, stage="guide")
     short = api.plan_run(tiny_rope, ExtractConfig(model=tiny_rope, frames=5, height=HEIGHT, width=WIDTH, blocks=(1,)), gcfg,
-                         RuntimeOptions(), limit=None, search_frames=False)
-    need = min(p.needed_bytes for p in report.candidates)
-    short_need = min(p.needed_bytes for p in short.candidates)
+                         RuntimeOptions(), limit=None, search_frames=False, stage="guide")
+    need = min(p.needed_bytes for p in report.candidates if not p.placement.vae_tiling)
+    short_need = min(p.needed_bytes for p in short.candidates if not p.placement.vae_tiling)
     limit_gib = (need + short_need) / 2 / 2**30
     with pytest.raises(InputError) as e:
         api.fit_runtime(tiny_rope, ecfg, gcfg, RuntimeOptions(device="cpu", max_memory=limit_gib), image=False)

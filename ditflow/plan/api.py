@@ -98,9 +98,11 @@ def _simulate(spec, ecfg, gcfg, image, fixed, costs: bool = False):
 
 
 def plan_run(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptions, *, image: bool = False,
-             limit: int | None = None, gpu: str | None = None, search_frames: bool = True) -> PlanReport:
+             limit: int | None = None, gpu: str | None = None, search_frames: bool = True,
+             stage: str | None = None) -> PlanReport:
     """Simulate `model`'s extraction and guide run at `ecfg`'s size with `gcfg`'s settings on fake weights; choose
-    the cheapest placement that fits `limit` bytes among those `runtime`'s flags leave free."""
+    the cheapest placement that fits `limit` bytes among those `runtime`'s flags leave free (`stage`: "extract" or
+    "guide", that stage's phases only; None: the whole chain)."""
     start = time.perf_counter()
     with planned_model(model) as spec:
         ecfg = spec.extract_config(replace(ecfg, model=model))
@@ -111,22 +113,22 @@ def plan_run(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: Runtim
         fixed = {"checkpointing": runtime.gradient_checkpointing, "text_encoder": runtime.text_encoder,
                  "offload": runtime.cpu_offload, "vae_tiling": runtime.vae_tiling}
         sim = _simulate(spec, ecfg, gcfg, image, fixed, costs=gpu is not None)
-        chosen, candidates = choose(sim, limit, fixed)
+        chosen, candidates = choose(sim, limit, fixed, stage)
         if gpu is not None:
             steps, guided = gcfg.steps, len(guidance_steps(gcfg.steps, gcfg.guidance_range)) if gcfg.guidance else 0
             for p in [*candidates]:
-                timed = plan_of(sim, p.placement, GPUS[gpu], steps, guided)
+                timed = plan_of(sim, p.placement, GPUS[gpu], steps, guided, stage)
                 p.seconds, p.gpu = timed.seconds, timed.gpu
         report = PlanReport(model, ecfg.frames, ecfg.height, ecfg.width, gcfg.method, gcfg.opt_mode, image, limit, chosen,
                             candidates, sorted(sim.attention), reference_bytes=sim.reference_bytes)
         if search_frames and limit is not None:
-            report.max_frames = _max_frames(spec, ecfg, gcfg, image, sim, limit, fixed)
+            report.max_frames = _max_frames(spec, ecfg, gcfg, image, sim, limit, fixed, stage)
             report.frames_searched = _frames_to_try(spec, ecfg.frames, ecfg.height, ecfg.width)[-1]
     report.seconds_simulated = time.perf_counter() - start
     return report
 
 
-def _max_frames(spec, ecfg, gcfg, image, sim, limit, fixed) -> int | None:
+def _max_frames(spec, ecfg, gcfg, image, sim, limit, fixed, stage=None) -> int | None:
     """The largest frame count whose cheapest allowed placement fits `limit`: each phase's peak is linear in the
     latent frames between the asked count and a second, shorter simulated one (attention kernels and the AMF's
     chunks keep it so), extrapolated past them."""
@@ -141,7 +143,9 @@ def _max_frames(spec, ecfg, gcfg, image, sim, limit, fixed) -> int | None:
     def needed(n: int) -> int:
         best = None
         for c in _allowed(fixed):
-            a, b = plan_of(sim2, c).needed_bytes, plan_of(sim, c).needed_bytes
+            if c.vae_tiling and not (sim.tiling and sim2.tiling):  # a length too short to tile: no line through it
+                continue
+            a, b = plan_of(sim2, c, stage=stage).needed_bytes, plan_of(sim, c, stage=stage).needed_bytes
             span = lat[ecfg.frames] - lat[other]
             v = a + (b - a) * (lat[n] - lat[other]) / span if span else b
             best = v if best is None else min(best, v)
@@ -177,7 +181,7 @@ def device_limit(runtime: RuntimeOptions) -> int | None:
 def describe_refusal(report: PlanReport) -> str:
     """One line: the estimate at the leanest placement, and the frame count that would fit."""
     best = report.shown
-    top = max(best.phases, key=lambda p: p.peak).name
+    top = best.peak_phase
     fits = (f"--frames {report.max_frames} would fit" if report.max_frames else
             f"no frame count fits at {report.height}x{report.width}")
     return (f"this run needs about {best.needed_bytes / GIB:.1f} GiB of GPU memory at its leanest ({best.placement.flags()}; "
@@ -188,27 +192,27 @@ def describe_refusal(report: PlanReport) -> str:
 _CHOSEN: dict[tuple, PlanReport] = {}
 
 
-def fit_runtime(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptions, *, image: bool) -> RuntimeOptions:
-    """`runtime` with checkpointing, text-encoder placement and offload chosen so the run fits its memory limit
-    (--max-memory, else the GPU's free memory); unchanged where no limit is known (a CPU without --max-memory)
-    except checkpointing, off unless asked. A run that cannot fit is an InputError (exit 2), before loading."""
+def fit_runtime(model: str, ecfg: ExtractConfig, gcfg: GuideConfig | None, runtime: RuntimeOptions, *, image: bool,
+                stage: str = "guide") -> RuntimeOptions:
+    """`runtime` with checkpointing, VAE tiling, text-encoder placement and offload chosen so the `stage` ("guide",
+    or "extract": `gcfg` None) fits its memory limit (--max-memory, else the GPU's free memory); unchanged where no
+    limit is known (a CPU without --max-memory) except what is off unless asked. A run that cannot fit is an
+    InputError (exit 2), before loading."""
     limit = device_limit(runtime)
     if limit is None:
         return replace(runtime, gradient_checkpointing=bool(runtime.gradient_checkpointing),
                        cpu_offload=bool(runtime.cpu_offload), vae_tiling=bool(runtime.vae_tiling),
                        text_encoder="device" if runtime.text_encoder == "auto" else runtime.text_encoder)
+    if gcfg is None:  # the extraction alone: a guide run's cheapest shape, its phases not counted
+        gcfg = GuideConfig(prompt="plan", guidance=False, injection=False)
     same = {k: v for k, v in hashed_settings(gcfg).items() if k not in ("prompt", "negative_prompt", "seed")}
-    key = (model, repr(settings(ecfg)), repr(same), repr(runtime), image, limit >> 28)  # in 256 MiB steps
+    key = (model, repr(settings(ecfg)), repr(same), repr(runtime), image, limit >> 28, stage)  # in 256 MiB steps
     if key not in _CHOSEN:  # a batch's rows share their settings: one simulation for all of them
-        _CHOSEN[key] = plan_run(model, ecfg, gcfg, runtime, image=image, limit=limit, search_frames=False)
+        _CHOSEN[key] = plan_run(model, ecfg, gcfg, runtime, image=image, limit=limit, search_frames=False, stage=stage)
     report = _CHOSEN[key]
     if report.chosen is None:
-        report.max_frames = _max_frames_for(model, ecfg, gcfg, runtime, image, limit)
+        report.max_frames = plan_run(model, ecfg, gcfg, runtime, image=image, limit=limit, stage=stage).max_frames
         raise InputError(describe_refusal(report))
     p = report.chosen.placement
     return replace(runtime, gradient_checkpointing=p.checkpointing, cpu_offload=p.offload, text_encoder=p.text_encoder,
                    vae_tiling=p.vae_tiling)
-
-
-def _max_frames_for(model, ecfg, gcfg, runtime, image, limit) -> int | None:
-    return plan_run(model, ecfg, gcfg, runtime, image=image, limit=limit).max_frames

@@ -54,16 +54,31 @@ class PhaseMemory:
         return sum(self.weights.values()) + self.state + self.activations
 
 
+# the phases of each stage: `extract` and `guide` run (and are planned) apart; `ditflow plan` counts both
+STAGE_PHASES = {"extract": ("text encoding", "reference encoding", "extraction"),
+                "guide": ("text encoding", "guided step", "unguided step", "decode")}
+
+
 @dataclass
 class Plan:
     placement: Placement
     phases: list[PhaseMemory]
     seconds: dict[str, float] = field(default_factory=dict)
     gpu: str | None = None
+    stage: str | None = None  # the stage whose phases count (None: every phase, the whole chain)
+
+    @property
+    def counted(self) -> list[PhaseMemory]:
+        names = STAGE_PHASES.get(self.stage)
+        return [p for p in self.phases if names is None or p.name in names]
 
     @property
     def peak_bytes(self) -> int:
-        return max(p.peak for p in self.phases)
+        return max(p.peak for p in self.counted)
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.counted, key=lambda p: p.peak).name
 
     @property
     def needed_bytes(self) -> int:
@@ -90,14 +105,18 @@ def _resident(sim: Simulation, phase: str, text_held: bool, placement: Placement
     return {k: v for k, v in sim.weights.items() if k not in away}
 
 
-def plan_of(sim: Simulation, placement: Placement, gpu: Gpu | None = None, steps: int = 0, guided_steps: int = 0) -> Plan:
-    """The device memory of each phase of `sim` under `placement`; with `gpu`, roofline seconds per step and run."""
+def plan_of(sim: Simulation, placement: Placement, gpu: Gpu | None = None, steps: int = 0, guided_steps: int = 0,
+            stage: str | None = None) -> Plan:
+    """The device memory of each phase of `sim` under `placement` (`stage`: only its phases count towards the peak);
+    with `gpu`, roofline seconds per step and run."""
     phases = dict(sim.phases)
     windows = {name: p.window for name, p in phases.items()}
     if sim.guided:
         windows["guided step"] = sim.guided[placement.checkpointing]
     if sim.decode:
-        windows["decode"] = sim.decode[placement.vae_tiling]
+        windows["decode"] = sim.decode.get(placement.vae_tiling, sim.decode[False])
+    if sim.encode_tiled is not None and placement.vae_tiling:  # tiling splits the VAE's encoder too
+        windows["reference encoding"] = sim.encode_tiled
     out = []
     for name in PHASE_PARTS:
         if name not in windows:
@@ -108,7 +127,7 @@ def plan_of(sim: Simulation, placement: Placement, gpu: Gpu | None = None, steps
         if name == "text encoding" and placement.text_encoder == "cpu":
             activations = max(w.end - w.start, 0)  # it ran on the CPU; only its embeddings come over
         out.append(PhaseMemory(name, _resident(sim, name, held, placement), w.start, activations))
-    plan = Plan(placement, out)
+    plan = Plan(placement, out, stage=stage)
     if gpu is not None:
         s = {name: w.seconds(gpu.bf16_flops, gpu.bandwidth) for name, w in windows.items()}
         plan.gpu = gpu.name
@@ -119,17 +138,20 @@ def plan_of(sim: Simulation, placement: Placement, gpu: Gpu | None = None, steps
     return plan
 
 
-def choose(sim: Simulation, limit: int | None, fixed: dict[str, Any]) -> tuple[Plan | None, list[Plan]]:
+def choose(sim: Simulation, limit: int | None, fixed: dict[str, Any], stage: str | None = None
+           ) -> tuple[Plan | None, list[Plan]]:
     """The cheapest candidate placement that fits `limit` (bytes) among those `fixed` allows (the user's flags:
-    checkpointing, text_encoder, offload; None/"auto": free), and every candidate's plan."""
+    checkpointing, text_encoder, offload, vae_tiling; None/"auto": free), and every candidate's plan."""
     plans = []
     for c in CANDIDATES:
         if any(v is not None and v != "auto" and getattr(c, k) != v for k, v in fixed.items()):
             continue
-        plans.append(plan_of(sim, c))
+        if c.vae_tiling and not sim.tiling:
+            continue
+        plans.append(plan_of(sim, c, stage=stage))
     if not plans:  # a combination of flags no candidate has (e.g. offload without checkpointing)
         plans.append(plan_of(sim, Placement(bool(fixed.get("checkpointing")), _text(fixed), bool(fixed.get("offload")),
-                                            bool(fixed.get("vae_tiling")))))
+                                            bool(fixed.get("vae_tiling"))), stage=stage))
     return next((p for p in plans if p.fits(limit)), None), plans
 
 

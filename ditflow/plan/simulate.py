@@ -48,6 +48,8 @@ class Simulation:
     phases: dict[str, Phase] = field(default_factory=dict)
     guided: dict[bool, Window] = field(default_factory=dict)  # the guided step with checkpointing off / on
     decode: dict[bool, Window] = field(default_factory=dict)  # the decode whole / in tiles
+    encode_tiled: Window | None = None  # the reference's encoding in tiles
+    tiling: bool = True  # whether the VAE can tile at this size
     reference_bytes: int = 0  # what the guide run reads of the reference (part of its phases' state)
     attention: set[str] = field(default_factory=set)
 
@@ -158,6 +160,14 @@ def run_phases(backbone, ledger: Ledger, mode, spec, ecfg: ExtractConfig, gcfg: 
             ref = _reference(backbone, frames, ecfg, laps)
         amf = PlannedAmf(ref, frames, ecfg, geo.grid, spec.arg)
         del ref
+        pipe.vae.enable_tiling()
+        try:
+            with ledger.window() as w:  # the reference encoded in tiles (the VAE's encoder tiles too)
+                backbone.encode_video(frames)
+            sim.encode_tiled = w
+        except RuntimeError:  # a size below the VAE's tiles: tiling cannot run here (nor for real)
+            sim.tiling = False
+        pipe.vae.disable_tiling()
         with ledger.window() as w:
             run = prepare_run(backbone, amf, gcfg, runtime, image=picture, store=Store(tmp))
         sim.add("text encoding", w, True)
@@ -184,9 +194,14 @@ def run_phases(backbone, ledger: Ledger, mode, spec, ecfg: ExtractConfig, gcfg: 
         for tiled in (False, True):  # the decode whole and in tiles (--vae-tiling)
             if tiled:
                 pipe.vae.enable_tiling()
-            with ledger.window() as w:
-                _decode(backbone, x, run.cond, geo)
-            sim.decode[tiled] = w
+            try:
+                with ledger.window() as w:
+                    _decode(backbone, x, run.cond, geo)
+                sim.decode[tiled] = w
+            except RuntimeError:
+                if not tiled:
+                    raise
+                sim.tiling = False  # a size below the VAE's tiles
         pipe.vae.disable_tiling()
     sim.attention = {n for n in ledger.ops_seen if "attention" in n}
     return sim
