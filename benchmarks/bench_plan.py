@@ -102,8 +102,8 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['model']} | {r['frames']} | {r['variant']} | {r['error']} |" + " |" * len(names))
             continue
         cells = [f"{r['peaks'][n] / GIB:.1f}" if n in r["peaks"] else "" for n in names]
-        lines.append(f"| {r['model']} | {r['frames']} | {r['variant']} | " + " | ".join(cells) +
-                     f" | {r['h100_seconds']['guided step']:.1f} |")
+        step = f"{r['h100_seconds']['guided step']:.1f}" if "h100_seconds" in r else ""
+        lines.append(f"| {r['model']} | {r['frames']} | {r['variant']} | " + " | ".join(cells) + f" | {step} |")
     return "\n".join(lines)
 
 
@@ -174,10 +174,16 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--validate", action="store_true", help="simulated against measured peaks on this CPU")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "plan.json")
+    ap.add_argument("--render", help="comma-separated result files: print their rows' table and the goals (markdown)")
     ap.add_argument("--job", help=argparse.SUPPRESS)
     args, _ = ap.parse_known_args()
     if args.job:
         print(json.dumps(simulate_one(json.loads(args.job))))
+        return
+    if args.render:
+        rows = [r for f in args.render.split(",") for r in json.loads(Path(f).read_text()).get("rows", [])]
+        print(table(rows))
+        print("\n".join(goals(rows)))
         return
     t0 = time.time()
     result = {"benchmark": "plan (simulated: fake tensors, no weights)", "date": _dt.datetime.now().isoformat(timespec="seconds")}
