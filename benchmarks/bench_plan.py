@@ -35,6 +35,7 @@ PLACEMENTS = {"all on GPU": dict(),
               "checkpointing": dict(checkpointing=True),
               "checkpointing + tiling": dict(checkpointing=True, vae_tiling=True),
               "offload": dict(offload=True),
+              "offload + tiling": dict(offload=True, vae_tiling=True),  # the official DiTFlow code's placement
               "offload + checkpointing": dict(checkpointing=True, offload=True),
               "offload + checkpointing + tiling": dict(checkpointing=True, offload=True, vae_tiling=True),
               "offload + checkpointing + tiling + CPU text": dict(checkpointing=True, offload=True, vae_tiling=True,
