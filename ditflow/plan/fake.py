@@ -19,7 +19,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..errors import InputError
 
-CONFIG_FILES = {"scheduler": "scheduler_config.json", "guider": "guider_config.json"}  # what diffusers reads there
+# what diffusers and transformers read in these folders
+CONFIG_FILES = {"scheduler": "scheduler_config.json", "guider": "guider_config.json",
+                "feature_extractor": "preprocessor_config.json", "image_processor": "preprocessor_config.json"}
 
 
 def config_folder(name: str, configs: dict[str, dict[str, Any]], root: Path) -> Path:
@@ -96,8 +98,8 @@ def build_component(folder: Path, part: str, library: str, cls_name: str, dtype:
         raise InputError(f"{path}: {library} has no class {cls_name} (model_index.json)")
     if "Scheduler" in cls_name:
         return cls.from_config(cls.load_config(path))
-    if "Processor" in cls_name:
-        return cls()  # the default preprocessing: the planner feeds it one picture of the run's size
+    if "Processor" in cls_name:  # the folder's preprocessing (its picture size), else the class's default
+        return cls.from_pretrained(path) if (path / "preprocessor_config.json").is_file() else cls()
     if library != "transformers":
         return cls.from_config(cls.load_config(path))
     config = transformers.AutoConfig.from_pretrained(path)

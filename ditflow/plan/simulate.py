@@ -9,7 +9,6 @@ encoder on the CPU) and into time on a named GPU.
 from __future__ import annotations
 
 import gc
-import tempfile
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,7 +19,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from ..config import DTYPES, ExtractConfig, GuideConfig, RuntimeOptions, guidance_steps
 from .fake import fake_backbone
 from .ledger import Ledger, Window
-from ..store import Store
 
 # what runs in each phase: the components a model offload keeps on the device then ("text" and "image": the
 # adapter's text parts, and its image encoder and VAE when it animates a picture)
@@ -153,7 +151,7 @@ def run_phases(backbone, ledger: Ledger, mode, spec, ecfg: ExtractConfig, gcfg: 
     picture = frames[0] if image else None
     passes = -(-gcfg.opt_steps // (gcfg.grad_reuse or 1))  # forward-backward passes of a guided step
     gcfg = replace(gcfg, opt_steps=1)  # one pass shows the peak (Adam's state included); its ops count `passes` times
-    with mode, ledger, tempfile.TemporaryDirectory(prefix="ditflow-plan-") as tmp:
+    with mode, ledger:
         backbone.start_run(gcfg.family, keeps_latent=gcfg.guidance and gcfg.opt_mode == "latent")
         geo = backbone.geometry(ecfg.frames, ecfg.height, ecfg.width)
         with _Laps(ledger, sim, EXTRACT_LAPS, text_until="encoded prompt") as laps:
@@ -169,7 +167,7 @@ def run_phases(backbone, ledger: Ledger, mode, spec, ecfg: ExtractConfig, gcfg: 
             sim.tiling = False
         pipe.vae.disable_tiling()
         with ledger.window() as w:
-            run = prepare_run(backbone, amf, gcfg, runtime, image=picture, store=Store(tmp))
+            run = prepare_run(backbone, amf, gcfg, runtime, image=picture, store=None)  # a method's caches: not kept
         sim.add("text encoding", w, True)
         sim.reference_bytes = amf.read_bytes
         active = guidance_steps(gcfg.steps, gcfg.guidance_range)

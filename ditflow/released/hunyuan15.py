@@ -55,7 +55,14 @@ def _release(task: str, target_size: int, shift: float) -> dict:
         index.update(image_encoder=["transformers", "SiglipVisionModel"],
                      feature_extractor=["transformers", "SiglipImageProcessor"])
         out["image_encoder"] = SIGLIP_SO400M
+        out["feature_extractor"] = SIGLIP_PREPROCESSOR
     return out
+
+
+# SigLIP so400m-patch14-384's preprocessor_config.json (recalled): 384 x 384, mean/std 0.5, so 729 image tokens
+SIGLIP_PREPROCESSOR = {"image_processor_type": "SiglipImageProcessor", "do_resize": True, "size": {"height": 384, "width": 384},
+                       "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                       "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
 
 
 CONFIGS = {
