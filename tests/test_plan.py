@@ -181,3 +181,13 @@ def test_a_cpu_text_encoder_is_never_moved_to_the_gpu(tiny_rope, monkeypatch):
     placed = place_pipeline(pipe, RuntimeOptions(device="cuda", text_encoder="cpu"), "cuda", ("text_encoder",))
     assert placed == (False, True)
     assert sorted(moves) == [("transformer", "cuda"), ("vae", "cuda")]
+
+
+@pytest.mark.parametrize("method", ["flowmotion", "ropecraft", "fastvmt"])
+def test_every_method_is_planned(method, tiny_rope, capsys, monkeypatch):
+    """Each method's own guide runs on fake weights (RoPECraft's flow computed, never written from fake tensors)."""
+    code, out, err = run_cli(["plan", "--model", tiny_rope, *SIZE, "--steps", "4", "--guidance-range", "4,2",
+                              "--method", method, "--max-memory", "8", "--json"], capsys, monkeypatch)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["method"] == method and doc["fits"] and any(p["name"] == "guided step" for p in doc["plan"]["phases"])

@@ -8,8 +8,9 @@ weights, less fragmentation and workspaces (a stated margin, `plan.estimate`).
 Time: per op its FLOPs (torch.utils.flop_counter's formulas: matmuls, convolutions, attention) and the bytes
 it reads and writes; a roofline bound of each op on a GPU is max(FLOPs / peak FLOP/s, bytes / bandwidth).
 
-A fake tensor has no values: an op that reads one back (`.item()`, a bool) gets `PLACEHOLDER`, so loss
-records, finite checks and similar bookkeeping run as they would; nothing the plan reports depends on it. A
+A fake tensor has no values: an op that reads one back (`.item()`, a bool, `allclose`) gets `PLACEHOLDER` (true),
+so loss records, finite checks and similar bookkeeping run as they would (a test of values picks its first branch,
+of the same shapes); nothing the plan reports depends on it. A
 boolean mask (`nonzero`) selects every entry: the most memory the selection can take.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import flop_registry
 
 PLACEHOLDER = 1
-_READS = {torch.ops.aten._local_scalar_dense.default}
+_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.allclose.default, torch.ops.aten.equal.default}
 _NO_TRAFFIC = {torch.ops.aten.view.default, torch.ops.aten._unsafe_view.default, torch.ops.aten.t.default,
                torch.ops.aten.transpose.int, torch.ops.aten.permute.default, torch.ops.aten.expand.default,
                torch.ops.aten.slice.Tensor, torch.ops.aten.select.int, torch.ops.aten.unsqueeze.default,
