@@ -136,7 +136,7 @@ def goals(rows: list[dict]) -> list[str]:
     return out
 
 
-def validate() -> list[dict]:
+def validate(names: list[str] | None = None) -> list[dict]:
     """Simulated against measured (the same ledger on real weights, this CPU) for small models that fit here."""
     import tempfile
 
@@ -145,14 +145,20 @@ def validate() -> list[dict]:
     from ditflow.plan.simulate import measure, simulate
     from ditflow.tiny import build_tiny_pipeline, build_tiny_wan_pipeline
 
+    from scale_models import build_folder
+
     tmp = tempfile.mkdtemp(prefix="bench-plan-")
-    cases = [("tiny CogVideoX", str(build_tiny_pipeline(Path(tmp) / "tiny")), dict(frames=9, height=32, width=48, blocks=(1,))),
-             ("tiny Wan", str(build_tiny_wan_pipeline(Path(tmp) / "tiny-wan")), dict(frames=9, height=32, width=48, blocks=(1,))),
-             ("toy (real size)", "toy", {}), ("toy-i2v (real size)", "toy-i2v", {})]
+    cases = {"tiny CogVideoX": lambda: (str(build_tiny_pipeline(Path(tmp) / "tiny")), dict(frames=9, height=32, width=48, blocks=(1,))),
+             "tiny Wan": lambda: (str(build_tiny_wan_pipeline(Path(tmp) / "tiny-wan")), dict(frames=9, height=32, width=48, blocks=(1,))),
+             "toy (real size)": lambda: ("toy", {}), "toy-i2v (real size)": lambda: ("toy-i2v", {}),
+             # bench_scale's quick shape: CogVideoX-5B's width, 2 blocks, its real VAE, a one-layer T5, 24 x 32 x 48
+             "5b quick shape": lambda: (str(build_folder("5b", Path(tmp) / "5b-quick", True)), dict(frames=24, height=32, width=48))}
+    cases = {k: v for k, v in cases.items() if names is None or k in names}
     rt = RuntimeOptions(device="cpu", quiet=True)
     rows = []
-    for name, model, size in cases:
+    for name, make in cases.items():
         try:
+            model, size = make()
             spec = resolve_model(model)
         except Exception as e:  # a toy model not built on this checkout
             rows.append({"case": name, "error": str(e)})
@@ -174,6 +180,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(SHAPES))
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--validate", action="store_true", help="simulated against measured peaks on this CPU")
+    ap.add_argument("--cases", help="with --validate: comma-separated case names (default: all)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "plan.json")
     ap.add_argument("--render", help="comma-separated result files: print their rows' table and the goals (markdown)")
     ap.add_argument("--job", help=argparse.SUPPRESS)
@@ -189,7 +196,8 @@ def main() -> None:
     t0 = time.time()
     result = {"benchmark": "plan (simulated: fake tensors, no weights)", "date": _dt.datetime.now().isoformat(timespec="seconds")}
     if args.validate:
-        result["validation"] = validate()
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        result["validation"] = validate(args.cases.split(",") if args.cases else None)
         for r in result["validation"]:
             print(r["case"], r.get("error") or {n: round(v["ratio"], 3) for n, v in r["phases"].items() if v["ratio"]})
     else:
