@@ -24,11 +24,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..finite import to_uint8
-from .base import Backbone, Geometry, geometry_of
+from .base import Geometry, geometry_of
+from .flow_match import FlowMatchBackbone
 from .hunyuan15_presets import ALIASES, PRESETS, check_folder, folder_preset
 from .preset import ModelPreset
 from .source import read_config
-from .wan import flow_noised
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +72,7 @@ def unpack_text(text: "torch.Tensor", first: int, widths: tuple[int, int]) -> di
             "encoder_hidden_states_2": text[:, first:, :widths[1]], "encoder_attention_mask_2": text[:, first:, -1]}
 
 
-class HunyuanVideo15Backbone(Backbone):
+class HunyuanVideo15Backbone(FlowMatchBackbone):
     pipeline_class, family = "HunyuanVideo15Pipeline", "HunyuanVideo 1.5"
     presets, aliases, settings = PRESETS, ALIASES, None
     frame_axis = 2  # latents are [B, C, F, h, w]
@@ -178,15 +178,9 @@ class HunyuanVideo15Backbone(Backbone):
         return to_uint8(frames)  # NaN pixels refused: they would be black frames
 
     # -- sampling -------------------------------------------------------------------------------------
-    _steps_set = False
-
-    def start_run(self, family, keeps_latent: bool = False) -> None:
-        super().start_run(family, keeps_latent)
-        self._steps_set = False
-
     def timesteps(self, steps: int):
         """The pipeline's: sigmas linspace(1, 0, steps + 1) without the last, shifted by the scheduler."""
-        self._steps_set = True
+        self.schedule_set()
         self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1], device=self.device)
         self.scheduler.set_begin_index(0)
         return self.scheduler.timesteps
@@ -198,22 +192,6 @@ class HunyuanVideo15Backbone(Backbone):
         x = self.pipe.prepare_latents(1, self.pipe.num_channels_latents, geo.height, geo.width, geo.frames, self.dtype,
                                       self.device, generator)
         return x.to(torch.float32)
-
-    def _index(self, t) -> int | None:
-        """Which step of the schedule t is (None: off the schedule, or none set)."""
-        hits = (self.scheduler.timesteps.to(t.device) == t).nonzero() if self._steps_set else []
-        return int(hits[0, 0]) if len(hits) else None
-
-    def _sigma(self, t) -> float:
-        i = self._index(t)
-        return float(t) / self.scheduler.config.num_train_timesteps if i is None else float(self.scheduler.sigmas[i])
-
-    def add_noise(self, x0, noise, t):
-        return flow_noised(x0.float(), noise.float(), self._sigma(t)).to(noise.dtype)
-
-    def x0_coefficients(self, t) -> tuple[float, float]:
-        """Flow matching: x_t = (1−σ)·x0 + σ·noise and v = noise − x0, so x̂₀ = x_t − σ·v."""
-        return 1.0, self._sigma(t)
 
     def step(self, v, t, x, state):
         return self.scheduler.step(v, t, x, return_dict=False)[0], None, state

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..finite import to_uint8
-from .base import Backbone, Geometry, geometry_of
+from .base import Geometry, geometry_of
+from .flow_match import FlowMatchBackbone
 from .ltx2_presets import ALIASES, FRAME_RATE, PIPELINE_DEFAULTS, PRESETS, LTX2Settings, folder_preset
 from .preset import ModelPreset
 from .source import read_config
@@ -67,7 +68,7 @@ def rescaled(guided: torch.Tensor, plain: torch.Tensor, factor: float) -> torch.
     return factor * guided * ratio + (1 - factor) * guided
 
 
-class LTX2Backbone(Backbone):
+class LTX2Backbone(FlowMatchBackbone):
     pipeline_class, family = "LTX2Pipeline", "LTX-2"
     presets, aliases, settings = PRESETS, ALIASES, LTX2Settings
     frame_axis = 2  # latents are [B, C, F, h, w]
@@ -209,11 +210,10 @@ class LTX2Backbone(Backbone):
     # -- sampling -------------------------------------------------------------------------------------
     _audio = None
     _audio_v = None
-    _steps_set = False
 
     def start_run(self, family, keeps_latent: bool = False) -> None:
         super().start_run(family, keeps_latent)
-        self._audio, self._audio_v, self._steps_set = None, None, False
+        self._audio, self._audio_v = None, None
 
     def timesteps(self, steps: int):
         """The pipeline's sigmas, linspace(1, 1/steps) shifted for this geometry's token count; the audio steps on
@@ -229,7 +229,7 @@ class LTX2Backbone(Backbone):
         for scheduler in (self.scheduler, self._audio_scheduler):
             scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), device=self.device, mu=mu)
             scheduler.set_begin_index(0)
-        self._steps_set = True
+        self.schedule_set()
         return self.scheduler.timesteps
 
     def initial_noise(self, geo: Geometry, generator):
@@ -242,21 +242,6 @@ class LTX2Backbone(Backbone):
         audio = randn_tensor(self._audio_shape(geo), generator=generator, device=self.device, dtype=torch.float32)
         self._audio = self.pipe._pack_audio_latents(audio)
         return x
-
-    def _sigma(self, t) -> float:
-        """The scheduler's sigma at timestep t (t / 1000 off its schedule or before one is set)."""
-        hits = (self.scheduler.timesteps.to(t.device) == t).nonzero() if self._steps_set else []
-        if len(hits) == 0:
-            return float(t) / self.scheduler.config.num_train_timesteps
-        return float(self.scheduler.sigmas[int(hits[0, 0])])
-
-    def add_noise(self, x0, noise, t):
-        s = self._sigma(t)
-        return ((1 - s) * x0.float() + s * noise.float()).to(noise.dtype)
-
-    def x0_coefficients(self, t) -> tuple[float, float]:
-        """Flow matching: x̂₀ = x_t − σ·v."""
-        return 1.0, self._sigma(t)
 
     def step(self, v, t, x, state):
         """Euler on the video, and on the audio with the velocity of the last `predict`."""

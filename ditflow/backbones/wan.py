@@ -25,7 +25,8 @@ import numpy as np
 from ..config import guidance_steps
 from ..errors import InputError
 from ..finite import to_uint8
-from .base import Backbone, Geometry, geometry_of
+from .base import Geometry, geometry_of
+from .flow_match import FlowMatchBackbone
 from .preset import ModelPreset
 from .source import read_config, read_json_object
 from .wan_presets import ALIASES, PRESETS, WanSettings, boundary_ratio, folder_preset
@@ -50,11 +51,6 @@ def _geometry(patch, spatial: int, temporal: int, frames: int, height: int, widt
     return geometry_of(int(patch[1]), spatial, temporal, frames, height, width)
 
 
-def flow_noised(x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Rectified flow's x_sigma = (1 - sigma) x0 + sigma noise (what both schedulers' add_noise compute)."""
-    return (1 - sigma) * x0 + sigma * noise
-
-
 def run_scheduler(own, keeps_latent: bool):
     """The scheduler a run steps with: the folder's own (UniPC), or flow-match Euler at its shift when the
     latent is optimised (see the module doc). Never `own` itself: it is kept."""
@@ -77,7 +73,7 @@ def _folder_scheduler(folder):
     return cls.from_config(cfg)
 
 
-class WanBackbone(Backbone):
+class WanBackbone(FlowMatchBackbone):
     pipeline_class, family = "WanPipeline", "Wan"
     presets, aliases, settings = PRESETS, ALIASES, WanSettings
     frame_axis = 2  # latents are [B, C, F, h, w]
@@ -197,14 +193,8 @@ class WanBackbone(Backbone):
         return to_uint8(frames)  # NaN pixels refused: they would be black frames
 
     # -- sampling -------------------------------------------------------------------------------------
-    _steps_set = False
-
-    def start_run(self, family, keeps_latent: bool = False) -> None:
-        super().start_run(family, keeps_latent)
-        self._steps_set = False
-
     def timesteps(self, steps: int):
-        self._steps_set = True
+        self.schedule_set()
         self.scheduler.set_timesteps(steps, device=self.device)
         self.scheduler.set_begin_index(0)
         return self.scheduler.timesteps
@@ -215,20 +205,6 @@ class WanBackbone(Backbone):
 
         return self.pipe.prepare_latents(1, self.transformer.config.in_channels, geo.height, geo.width, geo.frames,
                                          torch.float32, self.device, generator)
-
-    def _sigma(self, t) -> float:
-        """The scheduler's sigma at timestep t (flow time t / 1000 off its schedule, or before one is set)."""
-        hits = (self.scheduler.timesteps.to(t.device) == t).nonzero() if self._steps_set else []
-        if len(hits) == 0:
-            return float(t) / self.scheduler.config.num_train_timesteps
-        return float(self.scheduler.sigmas[int(hits[0, 0])])
-
-    def add_noise(self, x0, noise, t):
-        return flow_noised(x0.float(), noise.float(), self._sigma(t)).to(noise.dtype)
-
-    def x0_coefficients(self, t) -> tuple[float, float]:
-        """Flow matching: x_t = (1−σ)·x0 + σ·noise and v = noise − x0, so x̂₀ = x_t − σ·v."""
-        return 1.0, self._sigma(t)
 
     def step(self, v, t, x, state):
         """Both schedulers keep their own history; x0 is not reported."""
