@@ -167,7 +167,7 @@ def validate(names: list[str] | None = None) -> list[dict]:
         gcfg = spec.guide_config(GuideConfig(prompt="a red circle" if "tiny" in name else "a blue bar on a white background"))
         image = spec.adapter.needs_image
         sim, real = simulate(spec, ecfg, gcfg, rt, image=image), measure(spec, ecfg, gcfg, rt, image=image)
-        phases = {n: (sim.phases[n].window.peak, real.phases[n].window.peak) for n in sim.phases}
+        phases = {n: (sim.phases[n].peak, real.phases[n].peak) for n in sim.phases}
         phases |= {f"guided step{' (checkpointing)' if ck else ''}": (sim.guided[ck].peak, real.guided[ck].peak) for ck in sim.guided}
         phases |= {f"decode{' (tiled)' if tiled else ''}": (sim.decode[tiled].peak, real.decode[tiled].peak) for tiled in sim.decode}
         rows.append({"case": name, "phases": {n: {"simulated": s, "measured": m, "ratio": s / m if m else None}

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from ..config import ExtractConfig, GuideConfig, RuntimeOptions, guidance_steps, hashed_settings, settings
 from ..errors import InputError
-from .estimate import GIB, Placement, Plan, choose, plan_of
+from .estimate import GIB, Plan, allowed, choose, plan_of
 from .gpus import GPUS
 
 FRAME_SEARCH_CAP = 4  # the largest frame count looked for: this many times the asked one
@@ -36,7 +36,6 @@ class PlanReport:
     frames_searched: int | None = None  # the longest count the search tried (a fit there may go further)
     reference_bytes: int = 0  # the reference's AMF, features and latent as the guide run holds them
     seconds_simulated: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def shown(self) -> Plan:
@@ -54,8 +53,7 @@ class PlanReport:
                 "fits": self.fits, "peak_bytes": shown.peak_bytes, "needed_bytes": shown.needed_bytes,
                 "max_frames": self.max_frames, "frames_searched": self.frames_searched, "attention_kernels": self.attention, "plan": shown.as_dict(),
                 "candidates": [c.as_dict() for c in self.candidates], "seconds_simulated": self.seconds_simulated,
-                "reference_bytes": self.reference_bytes,
-                "notes": self.notes, "simulated": True}
+                "reference_bytes": self.reference_bytes, "simulated": True}
 
 
 @contextmanager
@@ -98,11 +96,12 @@ def _simulate(spec, ecfg, gcfg, image, fixed, costs: bool = False):
 
 
 def plan_run(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: RuntimeOptions, *, image: bool = False,
-             limit: int | None = None, gpu: str | None = None, search_frames: bool = True,
+             limit: int | None = None, gpu: str | None = None, search_frames: bool | None = True,
              stage: str | None = None) -> PlanReport:
     """Simulate `model`'s extraction and guide run at `ecfg`'s size with `gcfg`'s settings on fake weights; choose
     the cheapest placement that fits `limit` bytes among those `runtime`'s flags leave free (`stage`: "extract" or
-    "guide", that stage's phases only; None: the whole chain)."""
+    "guide", that stage's phases only; None: the whole chain). `search_frames`: look for the largest frame count
+    that fits (None: only when the asked one does not)."""
     start = time.perf_counter()
     with planned_model(model) as spec:
         ecfg = spec.extract_config(replace(ecfg, model=model))
@@ -116,12 +115,12 @@ def plan_run(model: str, ecfg: ExtractConfig, gcfg: GuideConfig, runtime: Runtim
         chosen, candidates = choose(sim, limit, fixed, stage)
         if gpu is not None:
             steps, guided = gcfg.steps, len(guidance_steps(gcfg.steps, gcfg.guidance_range)) if gcfg.guidance else 0
-            for p in [*candidates]:
+            for p in candidates:
                 timed = plan_of(sim, p.placement, GPUS[gpu], steps, guided, stage)
                 p.seconds, p.gpu = timed.seconds, timed.gpu
         report = PlanReport(model, ecfg.frames, ecfg.height, ecfg.width, gcfg.method, gcfg.opt_mode, image, limit, chosen,
                             candidates, sorted(sim.attention), reference_bytes=sim.reference_bytes)
-        if search_frames and limit is not None:
+        if limit is not None and (search_frames or (search_frames is None and chosen is None)):
             report.max_frames = _max_frames(spec, ecfg, gcfg, image, sim, limit, fixed, stage)
             report.frames_searched = _frames_to_try(spec, ecfg.frames, ecfg.height, ecfg.width)[-1]
     report.seconds_simulated = time.perf_counter() - start
@@ -142,9 +141,7 @@ def _max_frames(spec, ecfg, gcfg, image, sim, limit, fixed, stage=None) -> int |
 
     def needed(n: int) -> int:
         best = None
-        for c in _allowed(fixed):
-            if c.vae_tiling and not (sim.tiling and sim2.tiling):  # a length too short to tile: no line through it
-                continue
+        for c in allowed(fixed, sim.tiling and sim2.tiling):  # a length too short to tile: no line through tiling
             a, b = plan_of(sim2, c, stage=stage).needed_bytes, plan_of(sim, c, stage=stage).needed_bytes
             span = lat[ecfg.frames] - lat[other]
             v = a + (b - a) * (lat[n] - lat[other]) / span if span else b
@@ -153,14 +150,6 @@ def _max_frames(spec, ecfg, gcfg, image, sim, limit, fixed, stage=None) -> int |
 
     fitting = [n for n in counts if needed(n) <= limit]
     return max(fitting) if fitting else None
-
-
-def _allowed(fixed: dict[str, Any]) -> list[Placement]:
-    from .estimate import CANDIDATES
-
-    return [c for c in CANDIDATES if all(v is None or v == "auto" or getattr(c, k) == v for k, v in fixed.items())] \
-        or [Placement(bool(fixed.get("checkpointing")), "cpu" if fixed.get("text_encoder") == "cpu" else "device",
-                      bool(fixed.get("offload")), bool(fixed.get("vae_tiling")))]
 
 
 def device_limit(runtime: RuntimeOptions) -> int | None:
@@ -208,10 +197,10 @@ def fit_runtime(model: str, ecfg: ExtractConfig, gcfg: GuideConfig | None, runti
     same = {k: v for k, v in hashed_settings(gcfg).items() if k not in ("prompt", "negative_prompt", "seed")}
     key = (model, repr(settings(ecfg)), repr(same), repr(runtime), image, limit >> 28, stage)  # in 256 MiB steps
     if key not in _CHOSEN:  # a batch's rows share their settings: one simulation for all of them
-        _CHOSEN[key] = plan_run(model, ecfg, gcfg, runtime, image=image, limit=limit, search_frames=False, stage=stage)
+        # the frame search only for a refusal, which names the count that would fit
+        _CHOSEN[key] = plan_run(model, ecfg, gcfg, runtime, image=image, limit=limit, search_frames=None, stage=stage)
     report = _CHOSEN[key]
     if report.chosen is None:
-        report.max_frames = plan_run(model, ecfg, gcfg, runtime, image=image, limit=limit, stage=stage).max_frames
         raise InputError(describe_refusal(report))
     p = report.chosen.placement
     return replace(runtime, gradient_checkpointing=p.checkpointing, cpu_offload=p.offload, text_encoder=p.text_encoder,

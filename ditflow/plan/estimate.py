@@ -96,8 +96,9 @@ class Plan:
                 "gpu": self.gpu, "seconds": self.seconds}
 
 
-def _resident(sim: Simulation, phase: str, text_held: bool, placement: Placement) -> dict[str, int]:
-    away = set(sim.text_parts) if placement.text_encoder == "cpu" or not text_held else set()
+def _resident(sim: Simulation, phase: str, placement: Placement) -> dict[str, int]:
+    """The weights on the device in `phase`: the text encoder leaves it once the prompts are encoded."""
+    away = set(sim.text_parts) if placement.text_encoder == "cpu" or phase != "text encoding" else set()
     if placement.offload:
         parts = {p for tag in PHASE_PARTS[phase] for p in
                  (sim.text_parts if tag == "text" else sim.image_parts if tag == "image" else (tag,))}
@@ -109,8 +110,7 @@ def plan_of(sim: Simulation, placement: Placement, gpu: Gpu | None = None, steps
             stage: str | None = None) -> Plan:
     """The device memory of each phase of `sim` under `placement` (`stage`: only its phases count towards the peak);
     with `gpu`, roofline seconds per step and run."""
-    phases = dict(sim.phases)
-    windows = {name: p.window for name, p in phases.items()}
+    windows = dict(sim.phases)
     if sim.guided:
         windows["guided step"] = sim.guided[placement.checkpointing]
     if sim.decode:
@@ -122,11 +122,10 @@ def plan_of(sim: Simulation, placement: Placement, gpu: Gpu | None = None, steps
         if name not in windows:
             continue
         w = windows[name]
-        held = phases[name].text_resident if name in phases and name != "decode" else False
         activations = w.peak - w.start
         if name == "text encoding" and placement.text_encoder == "cpu":
             activations = max(w.end - w.start, 0)  # it ran on the CPU; only its embeddings come over
-        out.append(PhaseMemory(name, _resident(sim, name, held, placement), w.start, activations))
+        out.append(PhaseMemory(name, _resident(sim, name, placement), w.start, activations))
     plan = Plan(placement, out, stage=stage)
     if gpu is not None:
         s = {name: w.seconds(gpu.bf16_flops, gpu.bandwidth) for name, w in windows.items()}
@@ -138,22 +137,18 @@ def plan_of(sim: Simulation, placement: Placement, gpu: Gpu | None = None, steps
     return plan
 
 
+def allowed(fixed: dict[str, Any], tiling: bool = True) -> list[Placement]:
+    """The candidates the user's flags leave (`fixed`: checkpointing, text_encoder, offload, vae_tiling; None or
+    "auto": free), cheapest first, without tiling where the VAE cannot tile the size; where no candidate has the
+    flags' combination (e.g. offload without checkpointing), that combination."""
+    out = [c for c in CANDIDATES if all(v is None or v == "auto" or getattr(c, k) == v for k, v in fixed.items())
+           and (tiling or not c.vae_tiling)]
+    return out or [Placement(bool(fixed.get("checkpointing")), "cpu" if fixed.get("text_encoder") == "cpu" else "device",
+                             bool(fixed.get("offload")), bool(fixed.get("vae_tiling")))]
+
+
 def choose(sim: Simulation, limit: int | None, fixed: dict[str, Any], stage: str | None = None
            ) -> tuple[Plan | None, list[Plan]]:
-    """The cheapest candidate placement that fits `limit` (bytes) among those `fixed` allows (the user's flags:
-    checkpointing, text_encoder, offload, vae_tiling; None/"auto": free), and every candidate's plan."""
-    plans = []
-    for c in CANDIDATES:
-        if any(v is not None and v != "auto" and getattr(c, k) != v for k, v in fixed.items()):
-            continue
-        if c.vae_tiling and not sim.tiling:
-            continue
-        plans.append(plan_of(sim, c, stage=stage))
-    if not plans:  # a combination of flags no candidate has (e.g. offload without checkpointing)
-        plans.append(plan_of(sim, Placement(bool(fixed.get("checkpointing")), _text(fixed), bool(fixed.get("offload")),
-                                            bool(fixed.get("vae_tiling"))), stage=stage))
+    """The cheapest placement `allowed` by the user's flags that fits `limit` (bytes), and every candidate's plan."""
+    plans = [plan_of(sim, c, stage=stage) for c in allowed(fixed, sim.tiling)]
     return next((p for p in plans if p.fits(limit)), None), plans
-
-
-def _text(fixed: dict[str, Any]) -> str:
-    return "cpu" if fixed.get("text_encoder") == "cpu" else "device"

@@ -4,7 +4,7 @@ run's preparation (`runs.prepare_run`), its first guided step, an unguided step 
 encoder on the CPU) and into time on a named GPU.
 
     sim = simulate(spec, ecfg, gcfg, runtime, image=False)
-    sim.phases["guided step"].window.peak    # bytes live at the step's peak, weights apart
+    sim.guided[True].peak                    # bytes live at the guided step's peak (checkpointing), weights apart
 """
 from __future__ import annotations
 
@@ -30,36 +30,29 @@ EXTRACT_LAPS = {"encoded video": "reference encoding", "encoded prompt": "text e
 
 
 @dataclass
-class Phase:
-    name: str
-    window: Window
-    text_resident: bool  # whether a run that encodes on the device still holds the text encoder in this phase
-
-
-@dataclass
 class Simulation:
     """What one simulated run measured: weights per component, its phases, the attention kernels it ran."""
 
     weights: dict[str, int]
     text_parts: tuple[str, ...]
     image_parts: tuple[str, ...]
-    phases: dict[str, Phase] = field(default_factory=dict)
+    phases: dict[str, Window] = field(default_factory=dict)  # the others, by name
     guided: dict[bool, Window] = field(default_factory=dict)  # the guided step with checkpointing off / on
     decode: dict[bool, Window] = field(default_factory=dict)  # the decode whole / in tiles
     encode_tiled: Window | None = None  # the reference's encoding in tiles
-    tiling: bool = True  # whether the VAE can tile at this size
+    tiling: bool = True  # whether the VAE can tile at this size (encode and decode)
     reference_bytes: int = 0  # what the guide run reads of the reference (part of its phases' state)
     attention: set[str] = field(default_factory=set)
 
-    def add(self, name: str, window: Window, text_resident: bool) -> None:
+    def add(self, name: str, window: Window) -> None:
         """A window into its phase (a phase measured twice keeps its higher peak and both windows' ops)."""
         old = self.phases.get(name)
-        if old is not None and old.window.peak >= window.peak:
-            old.window.ops.extend(window.ops)
+        if old is not None and old.peak >= window.peak:
+            old.ops.extend(window.ops)
             return
         if old is not None:
-            window.ops.extend(old.window.ops)
-        self.phases[name] = Phase(name, window, text_resident)
+            window.ops.extend(old.ops)
+        self.phases[name] = window
 
 
 class PlannedAmf:
@@ -154,21 +147,14 @@ def run_phases(backbone, ledger: Ledger, mode, spec, ecfg: ExtractConfig, gcfg: 
     with mode, ledger:
         backbone.start_run(gcfg.family, keeps_latent=gcfg.guidance and gcfg.opt_mode == "latent")
         geo = backbone.geometry(ecfg.frames, ecfg.height, ecfg.width)
-        with _Laps(ledger, sim, EXTRACT_LAPS, text_until="encoded prompt") as laps:
+        with _Laps(ledger, sim, EXTRACT_LAPS) as laps:
             ref = _reference(backbone, frames, ecfg, laps)
         amf = PlannedAmf(ref, frames, ecfg, geo.grid, spec.arg)
         del ref
-        pipe.vae.enable_tiling()
-        try:
-            with ledger.window() as w:  # the reference encoded in tiles (the VAE's encoder tiles too)
-                backbone.encode_video(frames)
-            sim.encode_tiled = w
-        except RuntimeError:  # a size below the VAE's tiles: tiling cannot run here (nor for real)
-            sim.tiling = False
-        pipe.vae.disable_tiling()
+        sim.encode_tiled = _tiled(pipe, ledger, lambda: backbone.encode_video(frames))  # the VAE's encoder tiles too
         with ledger.window() as w:
             run = prepare_run(backbone, amf, gcfg, runtime, image=picture, store=None)  # a method's caches: not kept
-        sim.add("text encoding", w, True)
+        sim.add("text encoding", w)
         sim.reference_bytes = amf.read_bytes
         active = guidance_steps(gcfg.steps, gcfg.guidance_range)
         x, state = run.x, run.state
@@ -184,25 +170,34 @@ def run_phases(backbone, ledger: Ledger, mode, spec, ecfg: ExtractConfig, gcfg: 
                 v = run.denoise(x, i, t, positions)
                 x = backbone.step(v, t, x, state)[0].to(x.dtype)
             if ck is None:
-                sim.add("unguided step", w, False)
+                sim.add("unguided step", w)
             else:
                 w.peak, w.start = max(w.peak, guided.peak), guided.start
                 w.ops[:0] = guided.ops * passes
                 sim.guided[ck] = w
-        for tiled in (False, True):  # the decode whole and in tiles (--vae-tiling)
-            if tiled:
-                pipe.vae.enable_tiling()
-            try:
-                with ledger.window() as w:
-                    _decode(backbone, x, run.cond, geo)
-                sim.decode[tiled] = w
-            except RuntimeError:
-                if not tiled:
-                    raise
-                sim.tiling = False  # a size below the VAE's tiles
-        pipe.vae.disable_tiling()
+        with ledger.window() as w:
+            _decode(backbone, x, run.cond, geo)
+        sim.decode[False] = w
+        tiled = _tiled(pipe, ledger, lambda: _decode(backbone, x, run.cond, geo))
+        if tiled is not None:
+            sim.decode[True] = tiled
+        sim.tiling = sim.encode_tiled is not None and tiled is not None
     sim.attention = {n for n in ledger.ops_seen if "attention" in n}
     return sim
+
+
+def _tiled(pipe, ledger: Ledger, run) -> Window | None:
+    """`run()` with the VAE tiling, in a ledger window; None at a size below the VAE's tiles (a real run could not
+    tile it either)."""
+    pipe.vae.enable_tiling()
+    try:
+        with ledger.window() as w:
+            run()
+        return w
+    except RuntimeError:
+        return None
+    finally:
+        pipe.vae.disable_tiling()
 
 
 def _reference(backbone, frames, ecfg, laps):
@@ -214,9 +209,8 @@ def _reference(backbone, frames, ecfg, laps):
 class _Laps:
     """Consecutive ledger windows, one per progress mark of the extraction, each added to its phase."""
 
-    def __init__(self, ledger: Ledger, sim: Simulation, phases: dict[str, str], text_until: str):
-        self.ledger, self.sim, self.phases, self.text_until = ledger, sim, phases, text_until
-        self._text = True
+    def __init__(self, ledger: Ledger, sim: Simulation, phases: dict[str, str]):
+        self.ledger, self.sim, self.phases = ledger, sim, phases
 
     def __enter__(self):
         self._cm = self.ledger.window()
@@ -225,9 +219,7 @@ class _Laps:
 
     def lap(self, mark: str) -> None:
         self._cm.__exit__(None, None, None)
-        self.sim.add(self.phases[mark], self._w, self._text)
-        if mark == self.text_until:
-            self._text = False
+        self.sim.add(self.phases[mark], self._w)
         self.__enter__()
 
     def __exit__(self, *exc):
