@@ -72,7 +72,7 @@ def build_folder(name: str, folder: Path, quick: bool) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         configs = config_folder(name, configs_for(name, quick), Path(tmp))
         index = json.loads((configs / "model_index.json").read_text())
-        parts = {part: None if None in spec[:2] else build_component(configs, part, spec[0], spec[1], dtype, init=True)
+        parts = {part: None if None in spec[:2] else build_component(configs, part, spec[0], spec[1], init=True)
                  for part, spec in index.items() if isinstance(spec, list)}
         extra = {k: v for k, v in index.items() if not k.startswith("_") and not isinstance(v, list)}
         pipe = adapter_for(configs).pipeline_type()(**parts, **extra)

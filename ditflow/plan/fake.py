@@ -78,7 +78,7 @@ def _is_model(cls_name: str) -> bool:
     return not any(k in cls_name for k in ("Tokenizer", "Scheduler", "Processor"))
 
 
-def build_component(folder: Path, part: str, library: str, cls_name: str, dtype: torch.dtype, init: bool = False):
+def build_component(folder: Path, part: str, library: str, cls_name: str, init: bool = False):
     """One component from its config: a model's weights left without values (the fake mode's), or with `init`
     its own random initialisation (benchmarks/scale_models.py)."""
     import diffusers
@@ -107,29 +107,10 @@ def build_component(folder: Path, part: str, library: str, cls_name: str, dtype:
 
     if init:
         return cls(config)
-    with no_init_weights():  # fake weights need no values (SigLIP's initialiser reads some)
+    with no_init_weights():  # fake weights need no values (SigLIP's and Gemma 3's initialisers read some)
         model = cls(config)
     if hasattr(model, "tie_weights"):  # skipped with the initialisation: a tied embedding is one tensor, as loaded
         model.tie_weights()
-    return model
-
-
-def _on_meta_then_fake(build, mode: FakeTensorMode, dtype: torch.dtype):
-    """A model whose constructor reads values (Gemma 3's does) built on the meta device, then each parameter and
-    buffer replaced by a new fake CPU tensor of its shape (a tied weight stays one tensor)."""
-    with torch.device("meta"):
-        model = build()
-    made: dict[int, torch.Tensor] = {}
-    with mode:
-        for module in model.modules():
-            for table in (module._parameters, module._buffers):
-                for name, t in table.items():
-                    if t is None or t.device.type != "meta":
-                        continue
-                    if id(t) not in made:
-                        fake = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype)
-                        made[id(t)] = torch.nn.Parameter(fake, requires_grad=False) if isinstance(t, torch.nn.Parameter) else fake
-                    table[name] = made[id(t)]
     return model
 
 
@@ -145,21 +126,14 @@ def fake_pipeline(folder: Path, pipeline_cls: type, dtype: torch.dtype, mode: Fa
         elif None in spec[:2]:
             parts[part] = None
         elif not _is_model(spec[1]):
-            parts[part] = build_component(folder, part, spec[0], spec[1], dtype)
+            parts[part] = build_component(folder, part, spec[0], spec[1])
     previous = torch.get_default_dtype()
     try:
         with mode:
             torch.set_default_dtype(dtype if dtype.is_floating_point else torch.float32)  # as from_pretrained's dtype=
             for part, spec in index.items():
-                if part in parts or part in extra or part.startswith("_"):
-                    continue
-
-                def build(part=part, spec=spec):
-                    return build_component(folder, part, spec[0], spec[1], dtype)
-                try:
-                    parts[part] = build()
-                except Exception:  # a constructor that reads a value
-                    parts[part] = _on_meta_then_fake(build, mode, dtype)
+                if part not in parts and part not in extra and not part.startswith("_"):
+                    parts[part] = build_component(folder, part, spec[0], spec[1])
     finally:
         torch.set_default_dtype(previous)
     pipe = pipeline_cls(**parts, **{k: v for k, v in extra.items() if k in _init_names(pipeline_cls)})
