@@ -131,14 +131,13 @@ def _generate(spec: ResolvedModel, amf: AmfArtifact, gcfg: GuideConfig, runtime:
     import torch
 
     from .memory import PeakMemory
+    from .plan.api import fit_runtime
     from .runs import prepare_run
     from .sampling import sample
 
-    from .plan.api import fit_runtime
-
     inp = amf.inputs
     spec.check_blocks(gcfg.injection_blocks, "--injection-blocks")  # from its config, before the weights
-    # checkpointing, the text encoder's place and offload: what fits the GPU (or --max-memory), else refused here
+    # checkpointing, tiling, offload, the text encoder's place: what fits the GPU (or --max-memory), else refused here
     runtime = fit_runtime(inp["model_arg"], from_settings(ExtractConfig, inp), gcfg, runtime, image=image is not None,
                           stage="guide")
     progress.log(f"loading {spec.arg} ...")

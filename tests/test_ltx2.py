@@ -166,3 +166,17 @@ def test_the_whole_chain_runs_through_the_cli(tiny_ltx2, ltx2_video, tmp_path, m
          "--lr", "0.2,0.2", "--metrics", "clip", "--csv", str(tmp_path / "results.csv"), "-q")
     assert ",ok," in (tmp_path / "results.csv").read_text()
     assert len({amf, lat, emb, new}) == 4 and (tmp_path / "g.mp4").is_file()
+
+
+def test_the_connectors_leave_the_accelerator_with_the_text_encoder(tiny_ltx2, monkeypatch):
+    """Both text parts go to the CPU after encoding and come back for the next prompt (`to` recorded, not run)."""
+    from ditflow.backbones import load_backbone
+
+    backbone = load_backbone(tiny_ltx2, "float32", RUNTIME)
+    moves = []
+    for name in ("text_encoder", "connectors"):
+        monkeypatch.setattr(backbone.pipe.components[name], "to", lambda device, name=name: moves.append((name, str(device))))
+    backbone.device = torch.device("cuda")  # what a GPU run holds
+    assert backbone.release_text_encoder() is True
+    backbone._text_encoder_ready()
+    assert moves == [("text_encoder", "cpu"), ("connectors", "cpu"), ("text_encoder", "cuda"), ("connectors", "cuda")]

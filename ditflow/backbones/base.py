@@ -234,7 +234,8 @@ class Backbone:
     # -- text, pixels, latents -----------------------------------------------------------------------
     offloaded = False  # diffusers' model offload moves each submodel itself
     text_on_cpu = False  # the text encoder stays on the CPU and encodes there
-    text_parts: ClassVar[tuple[str, ...]] = ("text_encoder",)  # the components `text_on_cpu` keeps on the CPU
+    # the components that encode prompts: released after encoding, kept on the CPU with `text_on_cpu`
+    text_parts: ClassVar[tuple[str, ...]] = ("text_encoder",)
     _text_released = False
 
     @property
@@ -245,13 +246,15 @@ class Backbone:
         return torch.device("cpu") if self.text_on_cpu else self.device
 
     def release_text_encoder(self) -> bool:
-        """Move the text encoder off the accelerator once a run's prompts are encoded (T5-XXL weighs 9.5 GB in
-        bf16, UMT5-XXL 11 GB: nothing else needs it while sampling); the next `encode_prompt` brings it back."""
+        """Move the text encoders (`text_parts`) off the accelerator once a run's prompts are encoded (T5-XXL weighs
+        9.5 GB in bf16, UMT5-XXL 11 GB: nothing else needs them while sampling); the next `encode_prompt` brings them
+        back."""
         if self.offloaded or self.text_on_cpu or self.device.type == "cpu":
             return False
         import torch
 
-        self.pipe.text_encoder.to("cpu")
+        for name in self.text_parts:
+            self.pipe.components[name].to("cpu")
         self._text_released = True
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -259,7 +262,8 @@ class Backbone:
 
     def _text_encoder_ready(self) -> None:
         if self._text_released and not self.text_on_cpu:
-            self.pipe.text_encoder.to(self.device)
+            for name in self.text_parts:
+                self.pipe.components[name].to(self.device)
             self._text_released = False
 
     @property

@@ -132,18 +132,6 @@ class HunyuanVideo15Backbone(FlowMatchBackbone):
         """MLLM tokens after the template's crop, then the glyph encoder's (both padded to their lengths)."""
         return self.pipe.tokenizer_max_length + self.pipe.tokenizer_2_max_length
 
-    def release_text_encoder(self) -> bool:
-        """Both text encoders leave the accelerator (Qwen2.5-VL-7B weighs 15 GB in bf16; the next prompt brings them back)."""
-        if not super().release_text_encoder():
-            return False
-        self.pipe.text_encoder_2.to("cpu")
-        return True
-
-    def _text_encoder_ready(self) -> None:
-        if self._text_released and not self.text_on_cpu:
-            self.pipe.text_encoder_2.to(self.device)
-        super()._text_encoder_ready()
-
     def encode_prompt(self, prompt: str):
         """[1, 1256, 3585] for the release: `pack_text` of the pipeline's own encode_prompt (the MLLM's states with
         the template cropped, the glyph encoder's), in the transformer's dtype."""

@@ -72,6 +72,7 @@ class LTX2Backbone(FlowMatchBackbone):
     pipeline_class, family = "LTX2Pipeline", "LTX-2"
     presets, aliases, settings = PRESETS, ALIASES, LTX2Settings
     frame_axis = 2  # latents are [B, C, F, h, w]
+    text_parts = ("text_encoder", "connectors")  # Gemma 3 and the connectors that turn its states into the model's
 
     @classmethod
     def config_geometry(cls, folder, frames, height, width) -> Geometry:
@@ -97,17 +98,6 @@ class LTX2Backbone(FlowMatchBackbone):
 
     def scheduler_for(self, own, keeps_latent: bool):
         return type(own).from_config(own.config)  # flow-match Euler keeps the latent it is given
-
-    def release_text_encoder(self) -> bool:
-        released = super().release_text_encoder()
-        if released:
-            self.pipe.connectors.to("cpu")
-        return released
-
-    def _text_encoder_ready(self) -> None:
-        if self._text_released:
-            self.pipe.connectors.to(self.device)
-        super()._text_encoder_ready()
 
     # -- shapes ----------------------------------------------------------------------------------------
     def blocks_of(self, expert):
@@ -146,11 +136,11 @@ class LTX2Backbone(FlowMatchBackbone):
         self._text_encoder_ready()
         pipe = self.pipe
         with torch.no_grad():
-            emb, mask, _, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=self.device,
+            emb, mask, _, _ = pipe.encode_prompt(prompt, do_classifier_free_guidance=False, device=self.text_device,
                                                  max_sequence_length=self.text_length)
             video, audio, keep = pipe.connectors(emb, mask, padding_side=getattr(pipe.tokenizer, "padding_side", "left"))
         self._text_dims = (video.shape[-1], audio.shape[-1])
-        return torch.cat([video, audio, keep.unsqueeze(-1).to(video.dtype)], dim=-1).to(self.dtype)
+        return torch.cat([video, audio, keep.unsqueeze(-1).to(video.dtype)], dim=-1).to(self.device, self.dtype)
 
     def _split_text(self, text):
         dv, da = self._text_dims
